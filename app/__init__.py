@@ -1,0 +1,1 @@
+"""SwapMeter HTTP service: settings, database, errors, the FastAPI app and the CLI."""

@@ -1,0 +1,183 @@
+"""One error type for the whole service and the handlers that render the contract's shape.
+
+Every failure a client can see is ``{"error": {"code", "message", "request_id"}}`` with a
+stable CamelCase code; the README's catalogue lists them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference.errors import InferenceError
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """A failure with a contract error code and an HTTP status."""
+
+    code = "InternalError"
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+        self.details = details
+
+
+class BadRequest(AppError):
+    code, status = "BadRequest", 400
+
+
+class InvalidAmount(AppError):
+    code, status = "InvalidAmount", 400
+
+
+class Unauthorized(AppError):
+    code, status = "Unauthorized", 401
+
+    def __init__(self, message: str = "Missing or invalid credentials", **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kw)
+
+
+class InsufficientBalance(AppError):
+    code, status = "InsufficientBalance", 402
+
+
+class Forbidden(AppError):
+    code, status = "Forbidden", 403
+
+
+class AccountFrozen(AppError):
+    code, status = "AccountFrozen", 403
+
+
+class NotFound(AppError):
+    code, status = "NotFound", 404
+
+
+class Conflict(AppError):
+    code, status = "Conflict", 409
+
+
+class IdempotencyKeyReused(AppError):
+    code, status = "IdempotencyKeyReused", 409
+
+
+class PayloadTooLarge(AppError):
+    code, status = "PayloadTooLarge", 413
+
+
+class RateLimited(AppError):
+    code, status = "RateLimited", 429
+
+
+class ServiceUnavailable(AppError):
+    code, status = "ServiceUnavailable", 503
+
+
+# Engine errors keep their own codes; this table gives them an HTTP status.
+INFERENCE_STATUS = {
+    "ImageDecodeFailed": 400,
+    "VideoDecodeFailed": 400,
+    "NoFaceDetected": 400,
+    "FaceSizeTooSmall": 400,
+    "InvalidFaceMapping": 400,
+    "VideoTooLong": 400,
+    "ImagePixelExceed": 413,
+    "UnsupportedMediaType": 415,
+    "ModelNotInstalled": 503,
+    "ModelLicenceRefused": 503,
+    "ModelHashMismatch": 503,
+}
+
+# Status codes that frameworks raise on their own, mapped to our codes.
+_HTTP_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "RateLimited",
+}
+
+
+def request_id_of(request: Request) -> str:
+    return getattr(request.state, "request_id", "") or request.headers.get("x-request-id", "")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: Any = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "request_id": request_id_of(request),
+    }
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers, exc.details)
+
+    @app.exception_handler(InferenceError)
+    async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
+        status = INFERENCE_STATUS.get(exc.code, 500)
+        return error_response(request, status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        json_invalid = any(e["type"] == "json_invalid" for e in errors)
+        code = "MalformedJSON" if json_invalid else "ValidationError"
+        status = 400 if json_invalid else 422
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return error_response(request, status, code, message, details=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTPError")
+        return error_response(
+            request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "InternalError", "Internal server error")

@@ -1,0 +1,88 @@
+"""The FastAPI application: routers, middleware, error handlers, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from app import metrics
+from app.db import Database
+from app.errors import install_error_handlers
+from app.middleware import RequestContextMiddleware
+from app.routers import include_routers, on_startup
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("swapmeter")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database.from_settings(settings)
+        app.state.redis = Redis.from_url(
+            settings.redis_url or "redis://127.0.0.1:6379/0",
+            socket_connect_timeout=1,
+            socket_timeout=2,
+        )
+        await on_startup(app)
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="SwapMeter",
+        version="1.0.0",
+        description="Face-swap API sold on prepaid Tokens.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    include_routers(app)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when PostgreSQL and Redis answer."""
+        checks: dict[str, str] = {}
+        try:
+            async with request.app.state.db.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks["database"] = f"error: {type(exc).__name__}"
+        try:
+            await asyncio.wait_for(request.app.state.redis.ping(), 2)
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = f"error: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "5"},
+        )
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return app

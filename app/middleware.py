@@ -1,0 +1,83 @@
+"""Pure-ASGI middleware: request ids, HTTP metrics, and a last-resort 500 in the contract shape.
+
+Written as raw ASGI (not BaseHTTPMiddleware) so it adds no task hop per request and still
+wraps exceptions that escape the routers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+
+log = logging.getLogger("swapmeter.http")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid_header = (b"x-request-id", request_id.encode())
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise
+            status = 500
+            body = orjson.dumps(
+                {"error": {"code": "InternalError", "message": "Internal server error",
+                           "request_id": request_id}}
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), rid_header],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.observe_http(scope["method"], template, status, time.perf_counter() - started)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def client_ip(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""

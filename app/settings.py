@@ -1,0 +1,91 @@
+"""All runtime settings, read from ``SWAPMETER_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.config import EngineConfig
+
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWAPMETER_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Empty URLs mean "start embedded servers under data_dir" (swapmeter dev only).
+    database_url: str = ""
+    redis_url: str = ""
+    data_dir: Path = Path(".swapmeter")
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "swapmeter"
+    jwt_ttl_seconds: int = 3600
+    bootstrap_admin_email: str = ""
+    bootstrap_admin_password: str = ""
+    # Comma-separated CIDRs allowed to call /api/v1/admin and /api/v1/auth; empty: anyone.
+    admin_ip_allowlist: str = ""
+    # Trust X-Forwarded-For from these proxies (comma-separated CIDRs) for client IPs.
+    trusted_proxies: str = "127.0.0.1/32,::1/128"
+
+    # Billing limits
+    max_amount: int = 10**12
+    bulk_max_entries: int = 10_000
+    idempotency_ttl_hours: int = 48
+
+    # Inference
+    models_dir: Path = Field(default_factory=lambda: (REPO_ROOT / ".." / "shared" / "models"))
+    execution_providers: str = "cpu"  # comma list: tensorrt,cuda,cpu
+    intra_op_threads: int = 0
+    allow_noncommercial_models: bool = False
+    swapper: str = "classic"
+    label_enabled: bool = True
+    label_text: str = "AI-generated"
+    label_position: str = "bottom-right"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_outside_development(self) -> Settings:
+        if self.environment == "production" and self.jwt_secret == DEV_JWT_SECRET:
+            raise ValueError("SWAPMETER_JWT_SECRET must be set to a real secret in production")
+        if self.environment == "production" and len(self.jwt_secret) < 32:
+            raise ValueError("SWAPMETER_JWT_SECRET must be at least 32 characters in production")
+        return self
+
+    @property
+    def async_database_url(self) -> str:
+        """The operator gives a plain postgresql:// URL; we pick the asyncpg driver."""
+        return to_asyncpg_url(self.database_url)
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            models_dir=self.models_dir,
+            providers=tuple(p.strip() for p in self.execution_providers.split(",") if p.strip()),
+            intra_op_threads=self.intra_op_threads,
+            allow_noncommercial_models=self.allow_noncommercial_models,
+            swapper=self.swapper,
+            label_enabled=self.label_enabled,
+            label_text=self.label_text,
+            label_position=self.label_position,
+        )
+
+
+def to_asyncpg_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

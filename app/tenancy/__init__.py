@@ -1,0 +1,1 @@
+"""Tenants, their end users and the API keys those users call with."""

@@ -1,0 +1,1 @@
+"""Money: Token accounts, the append-only double-entry ledger, holds and bulk recharges."""

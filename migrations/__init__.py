@@ -1,0 +1,1 @@
+"""Alembic migrations; ``swapmeter migrate`` runs them to head."""

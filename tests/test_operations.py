@@ -1,0 +1,31 @@
+"""Operations endpoints: liveness, readiness, metrics, request ids and the error shape."""
+
+from __future__ import annotations
+
+
+async def test_healthz_and_readyz_report_ok_with_real_database_and_redis(client) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+async def test_every_response_carries_the_request_id_it_was_given(client) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_unknown_path_gets_not_found_in_the_contract_error_shape(client) -> None:
+    response = await client.get("/api/v1/nope", headers={"X-Request-ID": "r1"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "NotFound", "message": "Not Found", "request_id": "r1"}
+    }
+
+
+async def test_metrics_count_requests_by_route_template(client) -> None:
+    await client.get("/healthz")
+    body = (await client.get("/metrics")).text
+    assert 'swapmeter_http_requests_total{method="GET",route="/healthz",status="200"}' in body
