@@ -1,0 +1,204 @@
+"""Safe image decoding and encoding: untrusted bytes in, a BGR frame (plus alpha) out.
+
+Sizes are checked from the file header before any pixel is decoded, so a small file that
+claims a huge canvas (a decompression bomb) costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inference.config import EngineConfig
+from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
+
+MediaKind = Literal["image", "video"]
+OutputFormat = Literal["jpg", "png", "webp"]
+
+# Pillow plugins we let near untrusted bytes: the formats we sniff, nothing else (no EPS,
+# which shells out to Ghostscript, no PSD, no TGA without a magic number).
+PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+
+MIME_TYPES: dict[str, str] = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+JPEG_QUALITY = 92
+WEBP_QUALITY = 90
+PNG_COMPRESSION = 3  # zlib level: 3 is several times faster than 9 for ~10% more bytes
+
+_pillow_limit_lock = threading.Lock()
+
+
+def sniff(data: bytes) -> MediaKind | None:
+    """Say what the bytes are from their magic number: "image", "video" or None."""
+    head = bytes(data[:64])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image"  # JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return "image"  # BMP: "BM" alone is too weak for text, so demand a header's length
+    if head.startswith(b"RIFF") and len(head) >= 12:
+        if head[8:12] == b"WEBP":
+            return "image"
+        if head[8:12] == b"AVI ":
+            return "video"
+        return None
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video"  # EBML: Matroska and WebM
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        # HEIF/AVIF stills share the ISO box format; we do not decode them.
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif"):
+            return None
+        return "video"  # mp4, m4v, mov (qt), 3gp
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "video"  # QuickTime files written without an ftyp box
+    return None
+
+
+@dataclass
+class DecodedImage:
+    """A decoded image: ``bgr`` is HxWx3 uint8; ``alpha`` is HxW uint8 when the file had one.
+
+    Transparent pixels are composited onto white in ``bgr`` so the detector and the JPEG
+    output see what a viewer sees; the alpha goes back on for PNG and WebP output.
+    """
+
+    bgr: np.ndarray
+    alpha: np.ndarray | None = None
+    format: str = ""
+
+    @property
+    def width(self) -> int:
+        return int(self.bgr.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.bgr.shape[0])
+
+
+def _check_size(width: int, height: int, config: EngineConfig) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageDecodeFailed(f"the image header gives a size of {width}x{height}")
+    if max(width, height) > config.max_image_side or width * height > config.max_image_pixels:
+        raise ImagePixelExceed(
+            f"the image is {width}x{height}; the limit is {config.max_image_side} px a side "
+            f"and {config.max_image_pixels} pixels",
+            width=width,
+            height=height,
+        )
+
+
+def _set_pillow_limit(config: EngineConfig) -> None:
+    # Process-wide Pillow setting. Image.open refuses (DecompressionBombError) anything over
+    # twice this from the header alone; our own check catches the rest, also before any
+    # pixel is decoded. Never lower it below what another config in this process allowed.
+    with _pillow_limit_lock:
+        current = Image.MAX_IMAGE_PIXELS or 0
+        if current < config.max_image_pixels:
+            Image.MAX_IMAGE_PIXELS = config.max_image_pixels
+
+
+def decode_image(data: bytes, config: EngineConfig) -> DecodedImage:
+    """Decode untrusted image bytes to BGR, refusing oversize, truncated or foreign files.
+
+    Raises ImageDecodeFailed (empty, corrupt, truncated), UnsupportedMediaType (not an
+    image we accept, including a video) and ImagePixelExceed (over the configured limits).
+    """
+    if not data:
+        raise ImageDecodeFailed("the file is empty")
+    kind = sniff(data)
+    if kind == "video":
+        raise UnsupportedMediaType("a video was given where an image is expected")
+    if kind is None:
+        raise UnsupportedMediaType("the file is not a JPEG, PNG, WebP, BMP or GIF image")
+
+    _set_pillow_limit(config)
+    try:
+        image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImagePixelExceed(f"the image is too large: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeFailed(f"the image could not be read: {exc}") from exc
+
+    with image:
+        _check_size(image.width, image.height, config)  # header only: nothing decoded yet
+        try:
+            image.load()
+            # Phones store the sensor's orientation in EXIF; users expect what they saw.
+            image = ImageOps.exif_transpose(image)
+            return _to_bgr(image)
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise ImageDecodeFailed(f"the image could not be decoded: {exc}") from exc
+
+
+def _to_bgr(image: Image.Image) -> DecodedImage:
+    fmt = (image.format or "").upper()
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"))
+        alpha = np.ascontiguousarray(rgba[:, :, 3])
+        bgr = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)
+        if alpha.min() < 255:
+            # Composite onto white: what the face detector and a JPEG should see.
+            a = alpha[:, :, None].astype(np.float32) * (1.0 / 255.0)
+            bgr = (bgr.astype(np.float32) * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+        return DecodedImage(bgr=bgr, alpha=alpha, format=fmt)
+    if image.mode == "L":
+        return DecodedImage(bgr=cv2.cvtColor(np.asarray(image), cv2.COLOR_GRAY2BGR), format=fmt)
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # CMYK, 16-bit grey, palette, 1-bit
+    return DecodedImage(bgr=cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR), format=fmt)
+
+
+def normalise_format(output_format: str) -> OutputFormat:
+    fmt = output_format.lower().lstrip(".")
+    if fmt == "jpeg":
+        fmt = "jpg"
+    if fmt not in MIME_TYPES:
+        raise UnsupportedMediaType(f"output format {output_format!r} is not jpg, png or webp")
+    return fmt  # type: ignore[return-value]
+
+
+def encode_image(
+    bgr: np.ndarray,
+    output_format: str,
+    *,
+    alpha: np.ndarray | None = None,
+    xmp: str | None = None,
+) -> bytes:
+    """Encode a BGR frame; ``alpha`` is put back for PNG and WebP (JPEG has none).
+
+    ``xmp`` is embedded by WebP only here; label.py adds metadata to JPEG and PNG bytes.
+    """
+    fmt = normalise_format(output_format)
+    if fmt == "webp":
+        # OpenCV's WebP writer cannot carry metadata; Pillow's can.
+        if alpha is not None:
+            pixels = np.dstack([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), alpha])
+            image = Image.fromarray(pixels, "RGBA")
+        else:
+            image = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "RGB")
+        out = io.BytesIO()
+        kwargs: dict[str, object] = {"quality": WEBP_QUALITY, "method": 4}
+        if xmp:
+            kwargs["xmp"] = xmp.encode("utf-8")
+        image.save(out, format="WEBP", **kwargs)
+        return out.getvalue()
+    if fmt == "png":
+        pixels = np.dstack([bgr, alpha]) if alpha is not None else bgr
+        ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    else:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ImageDecodeFailed(f"the image could not be encoded as {fmt}")
+    return buf.tobytes()
