@@ -1,0 +1,723 @@
+"""Video pipeline: probe a file, swap faces frame by frame, re-encode to H.264 MP4.
+
+Decoding, face swapping and encoding overlap: a reader thread pulls raw BGR frames from
+an ffmpeg decoder, the calling thread swaps them in batches, and a writer thread feeds
+an ffmpeg encoder, so one core decodes/encodes while the other runs the models.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from inference.config import EngineConfig
+from inference.errors import (
+    Cancelled,
+    ImagePixelExceed,
+    InferenceError,
+    VideoDecodeFailed,
+    VideoTooLong,
+)
+
+log = logging.getLogger(__name__)
+
+# Demuxers a user upload may be opened with. Playlist-like formats (hls, concat, image2
+# patterns, ...) are left out on purpose: they make ffmpeg open other files or URLs.
+ALLOWED_DEMUXERS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mpegvideo,ogg,asf,"
+    "h264,hevc,m4v,ivf,gif"
+)
+# Audio codecs MP4 carries as is; anything else is re-encoded to AAC.
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+EOF_MARK = object()
+QUEUE_BATCHES = 2  # batches buffered between stages: enough to overlap, bounded memory
+POLL_S = 0.1
+
+
+class FrameSwapperLike(Protocol):
+    def process(self, frames: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+CancelCheck = Callable[[], bool] | threading.Event | None
+ProgressCallback = Callable[[int, int], None] | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds
+    fps: float
+    frame_count: int
+    width: int  # as decoded, i.e. after the rotation ffmpeg applies
+    height: int
+    has_audio: bool
+    codec: str
+    audio_codec: str | None = None
+    rotation: int = 0
+    fps_rational: str = ""  # exact rate for ffmpeg, e.g. "30000/1001"
+    video_stream: int = 0  # index of the stream within the file
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    has_audio: bool
+    faces_swapped_frames: int
+    seconds_done: float  # delivered seconds (frames / fps), what a partial bill is based on
+    output_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _input_args(path: Path) -> list[str]:
+    # "file:" stops a crafted name being read as a protocol; the whitelists keep ffmpeg
+    # from following references inside the file to other files or the network.
+    return [
+        "-protocol_whitelist",
+        "file,pipe",
+        "-format_whitelist",
+        ALLOWED_DEMUXERS,
+        "-i",
+        f"file:{path.resolve()}",
+    ]
+
+
+# -- probing ----------------------------------------------------------------------------
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+_STREAM = re.compile(
+    r"^\s*Stream #(\d+):(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?:\s*(Video|Audio):\s*(.*)$"
+)
+_SIZE = re.compile(r"(?<![\w/])(\d{1,6})x(\d{1,6})(?=[\s,\[]|$)")
+_FPS = re.compile(r"([\d.]+)(k?) fps")
+_TBR = re.compile(r"([\d.]+)(k?) tbr")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+_DECODE_ERRORS = (
+    "Invalid data found",
+    "moov atom not found",
+    "could not find codec parameters",
+    "Error opening input",
+    "does not contain any stream",
+    "Invalid argument",
+    "No such file",
+)
+
+
+def _rate(value: str, kilo: str) -> float:
+    rate = float(value) * (1000 if kilo else 1)
+    return rate
+
+
+def _exact_rate(fps: float) -> str:
+    """ffmpeg prints 29.97 for 30000/1001: map such rates back to the exact fraction."""
+    for base in (24, 30, 48, 60, 120):
+        ntsc = base * 1000 / 1001
+        if abs(fps - ntsc) < 0.006:
+            return f"{base * 1000}/1001"
+    if abs(fps - round(fps)) < 1e-3:
+        return str(int(round(fps)))
+    return f"{fps:.6f}"
+
+
+def _rate_value(rational: str) -> float:
+    if "/" in rational:
+        num, den = rational.split("/")
+        return float(num) / float(den)
+    return float(rational)
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:  # run() kills and reaps the child itself
+        raise VideoDecodeFailed("probing the video timed out") from exc
+
+
+def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
+    """Duration, fps, exact frame count, size, audio and codec of a video file.
+
+    Raises VideoDecodeFailed (empty, not a video, no video stream), VideoTooLong and
+    ImagePixelExceed (frames larger than the configured limits).
+    """
+    config = config or EngineConfig()
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise VideoDecodeFailed(f"cannot read the video file: {exc.strerror}") from exc
+    if size == 0:
+        raise VideoDecodeFailed("the video file is empty")
+
+    header = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", *_input_args(path)], timeout=60)
+    text = header.stderr.decode("utf-8", "replace")
+    if "Input #0" not in text:
+        reason = next((e for e in _DECODE_ERRORS if e.lower() in text.lower()), "unreadable")
+        raise VideoDecodeFailed(f"the file could not be read as a video ({reason})")
+
+    video_line: str | None = None
+    video_index = 0
+    audio_codec: str | None = None
+    rotation = 0
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _STREAM.match(line)
+        if not m:
+            continue
+        kind, rest = m.group(3), m.group(4)
+        if kind == "Video" and video_line is None and "attached pic" not in rest:
+            video_line, video_index = rest, int(m.group(2))
+            # Side data (rotation) is printed in the lines under the stream.
+            for follow in lines[i + 1 : i + 12]:
+                if _STREAM.match(follow) or follow.startswith(("Input", "Output")):
+                    break
+                r = _ROTATION.search(follow)
+                if r:
+                    rotation = int(round(float(r.group(1)))) % 360
+        elif kind == "Audio" and audio_codec is None:
+            audio_codec = rest.split()[0].strip(",")
+    if video_line is None:
+        raise VideoDecodeFailed("the file has no video stream")
+
+    codec = video_line.split()[0].strip(",")
+    size_match = _SIZE.search(video_line)
+    if not size_match:
+        raise VideoDecodeFailed("the video stream has no frame size")
+    width, height = int(size_match.group(1)), int(size_match.group(2))
+    if rotation in (90, 270):
+        width, height = height, width
+    if width <= 0 or height <= 0:
+        raise VideoDecodeFailed("the video stream has an empty frame size")
+    if max(width, height) > config.max_video_side or width * height > config.max_image_pixels:
+        raise ImagePixelExceed(
+            f"video frames are {width}x{height}; the limit is {config.max_video_side} pixels "
+            f"per side and {config.max_image_pixels} pixels per frame",
+            width=width,
+            height=height,
+        )
+
+    fps_match = _FPS.search(video_line) or _TBR.search(video_line)
+    fps = _rate(fps_match.group(1), fps_match.group(2)) if fps_match else 0.0
+    if not (0.5 <= fps <= 480):
+        raise VideoDecodeFailed(f"the video has an unusable frame rate ({fps:g} fps)")
+    fps_rational = _exact_rate(fps)
+    fps = _rate_value(fps_rational)
+
+    duration: float | None = None
+    d = _DURATION.search(text)
+    if d:
+        duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
+    # Refuse long videos before the counting pass reads the whole file.
+    if duration is not None and duration > config.max_video_seconds:
+        raise VideoTooLong(
+            f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",
+            duration=duration,
+        )
+
+    frame_count, counted_duration = _count_frames(path, video_index)
+    if duration is None or duration <= 0:
+        duration = counted_duration or frame_count / fps
+    if frame_count <= 0:
+        raise VideoDecodeFailed("the video stream has no frames")
+    if duration > config.max_video_seconds:
+        raise VideoTooLong(
+            f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",
+            duration=duration,
+        )
+    return VideoInfo(
+        duration=duration,
+        fps=fps,
+        frame_count=frame_count,
+        width=width,
+        height=height,
+        has_audio=audio_codec is not None,
+        codec=codec,
+        audio_codec=audio_codec,
+        rotation=rotation,
+        fps_rational=fps_rational,
+        video_stream=video_index,
+    )
+
+
+def _count_frames(path: Path, stream: int) -> tuple[int, float]:
+    """Exact frame count by copying the video packets to the null muxer (no decoding)."""
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        *_input_args(path),
+        "-map",
+        f"0:{stream}",
+        "-c",
+        "copy",
+        "-f",
+        "null",
+        "-",
+    ]
+    result = _run(cmd, timeout=300)
+    if result.returncode != 0:
+        err = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise VideoDecodeFailed(
+            "the video stream could not be read" + (f" ({err[-1][:200]})" if err else "")
+        )
+    frames, seconds = 0, 0.0
+    for line in result.stdout.decode("ascii", "replace").splitlines():
+        key, _, value = line.partition("=")
+        if key == "frame" and value.strip().isdigit():
+            frames = int(value)
+        elif key == "out_time_us" and value.strip().lstrip("-").isdigit():
+            seconds = max(0.0, int(value) / 1e6)
+    return frames, seconds
+
+
+# -- swapping ---------------------------------------------------------------------------
+
+
+def _is_cancelled(cancel: CancelCheck) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put unless the pipeline is stopping; a full queue never blocks shutdown."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read_exact(stream: Any, buf: bytearray) -> int:
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _reader(
+    proc: subprocess.Popen[bytes],
+    shape: tuple[int, int, int],
+    batch_size: int,
+    out: queue.Queue[Any],
+    stop: threading.Event,
+    errors: list[BaseException],
+) -> None:
+    frame_bytes = shape[0] * shape[1] * shape[2]
+    batch: list[np.ndarray] = []
+    try:
+        assert proc.stdout is not None
+        while not stop.is_set():
+            # A fresh bytearray per frame gives the swapper writable arrays it may keep.
+            buf = bytearray(frame_bytes)
+            got = _read_exact(proc.stdout, buf)
+            if got < frame_bytes:
+                break  # end of stream (a torn last frame is dropped)
+            batch.append(np.frombuffer(buf, dtype=np.uint8).reshape(shape))
+            if len(batch) >= batch_size:
+                if not _put(out, batch, stop):
+                    return
+                batch = []
+        if batch:
+            _put(out, batch, stop)
+    except BaseException as exc:  # reported to the calling thread
+        errors.append(exc)
+        stop.set()
+    finally:
+        _put(out, EOF_MARK, stop)
+
+
+def _writer(
+    proc: subprocess.Popen[bytes],
+    inbox: queue.Queue[Any],
+    stop: threading.Event,
+    errors: list[BaseException],
+) -> None:
+    try:
+        assert proc.stdin is not None
+        while True:
+            try:
+                item = inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            if item is EOF_MARK:
+                return
+            for frame in item:
+                proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)
+    except BaseException as exc:  # BrokenPipe when the encoder died: reported upstream
+        errors.append(exc)
+        stop.set()
+    finally:
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _raise_first(errors: list[BaseException], details: dict[str, Any]) -> None:
+    """Re-raise a worker thread's failure in the calling thread as a typed error."""
+    if not errors:
+        return
+    exc = errors[0]
+    if isinstance(exc, InferenceError | BrokenPipeError | ConnectionResetError):
+        raise exc
+    raise InferenceError(f"video pipeline failed: {exc}", **details) from exc
+
+
+def _reap(proc: subprocess.Popen[bytes] | None) -> None:
+    """Kill (if still running) and wait for a child, closing its pipes."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+        log.error("ffmpeg child %s did not exit after SIGKILL", proc.pid)
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    try:
+        text = path.read_text("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return text[-limit:]
+
+
+def _frame_swapper(
+    engine_or_swapper: Any, source_bytes: bytes | None, faces: Any, enhance: bool, watermark: bool
+) -> FrameSwapperLike:
+    if hasattr(engine_or_swapper, "frame_swapper"):
+        return engine_or_swapper.frame_swapper(
+            source_bytes, faces=faces, enhance=enhance, watermark=watermark
+        )
+    if hasattr(engine_or_swapper, "process"):
+        return engine_or_swapper
+    raise TypeError("swap_video needs an Engine or an object with process(frames)")
+
+
+def _faces_swapped_in_batch(swapper: Any, n_frames: int, before: int | None) -> int:
+    """Frames of the last batch in which at least one face was swapped.
+
+    FrameSwappers report this either as a per-frame list for the last batch
+    (``last_faces_swapped``) or as a running count (``faces_swapped_frames``).
+    """
+    per_frame = getattr(swapper, "last_faces_swapped", None)
+    if isinstance(per_frame, Sequence) and len(per_frame) == n_frames:
+        return sum(1 for n in per_frame if n)
+    running = getattr(swapper, "faces_swapped_frames", None)
+    if isinstance(running, int) and before is not None:
+        return max(0, running - before)
+    return 0
+
+
+def swap_video(
+    engine_or_frame_swapper: Any,
+    source_bytes: bytes | None,
+    input_path: Path | str,
+    output_path: Path | str,
+    *,
+    faces: Any = "largest",
+    keep_fps: bool = True,
+    keep_audio: bool = True,
+    enhance: bool = False,
+    watermark: bool = True,
+    progress: ProgressCallback = None,
+    cancel: CancelCheck = None,
+    config: EngineConfig | None = None,
+    reduced_fps: float = 25.0,
+    info: VideoInfo | None = None,
+) -> VideoResult:
+    """Swap faces in every frame of ``input_path`` and write an H.264 MP4 to ``output_path``.
+
+    ``engine_or_frame_swapper`` is an Engine (``source_bytes`` is the face to put in) or a
+    ready FrameSwapper. With ``keep_fps`` the output has the source's frame rate, frame
+    count and duration; without it, sources faster than ``reduced_fps`` are resampled to
+    it. ``cancel`` is polled between batches and raises Cancelled(frames_done=...).
+    Errors carry ``frames_done`` and ``seconds_done`` in their details; ``output_path``
+    is only written when the whole video succeeded.
+    """
+    config = config or EngineConfig()
+    input_path, output_path = Path(input_path), Path(output_path)
+    started = time.perf_counter()
+    info = info or probe(input_path, config)
+    timings: dict[str, float] = {"probe": time.perf_counter() - started}
+
+    # Resolve the source face before any child process starts: a bad source fails fast.
+    swapper = _frame_swapper(engine_or_frame_swapper, source_bytes, faces, enhance, watermark)
+
+    if keep_fps or info.fps <= reduced_fps + 0.01:
+        out_rate, fps = info.fps_rational or _exact_rate(info.fps), info.fps
+        total = info.frame_count
+    else:
+        out_rate, fps = _exact_rate(reduced_fps), _rate_value(_exact_rate(reduced_fps))
+        total = max(1, math.ceil(info.duration * fps))
+    # yuv420p needs even sides: drop the odd last row/column rather than scale the image.
+    width, height = info.width - info.width % 2, info.height - info.height % 2
+    if width < 2 or height < 2:
+        raise VideoDecodeFailed(f"video frames are too small ({info.width}x{info.height})")
+    shape = (height, width, 3)
+    with_audio = keep_audio and info.has_audio
+
+    workdir = Path(tempfile.mkdtemp(prefix="swapmeter-video-", dir=config.temp_dir))
+    tmp_out = workdir / "output.mp4"
+    decoder: subprocess.Popen[bytes] | None = None
+    encoder: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    threads: list[threading.Thread] = []
+    frames_done = 0
+    swapped_frames = 0
+    logs: list[Any] = []
+
+    def details() -> dict[str, Any]:
+        return {"frames_done": frames_done, "seconds_done": frames_done / fps}
+
+    try:
+        filters = []
+        if not keep_fps and out_rate != (info.fps_rational or _exact_rate(info.fps)):
+            filters.append(f"fps={out_rate}")
+        if (width, height) != (info.width, info.height):
+            filters.append(f"crop={width}:{height}:0:0")
+        decode_cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *_input_args(input_path),
+            "-map",
+            f"0:{info.video_stream}",
+            "-an",
+            "-sn",
+            "-dn",
+            *(["-vf", ",".join(filters)] if filters else []),
+            # One output frame per decoded frame: the count matches the probe's.
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "pipe:1",
+        ]
+        audio_args: list[str] = ["-an"]
+        if with_audio:
+            audio_codec = (info.audio_codec or "").lower()
+            copy = audio_codec in MP4_AUDIO_COPY
+            audio_args = [
+                "-map",
+                "1:a:0",
+                *(["-c:a", "copy"] if copy else ["-c:a", "aac", "-b:a", "160k"]),
+            ]
+        encode_cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-video_size",
+            f"{width}x{height}",
+            "-framerate",
+            out_rate,
+            "-i",
+            "pipe:0",
+            *(_input_args(input_path) if with_audio else []),
+            "-map",
+            "0:v:0",
+            *audio_args,
+            "-c:v",
+            "libx264",
+            "-preset",
+            config.video_preset,
+            "-crf",
+            str(config.video_crf),
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            "-metadata",
+            f"comment={config.metadata_tag}",
+            "-f",
+            "mp4",
+            str(tmp_out),
+        ]
+        decode_log = (workdir / "decode.log").open("wb")
+        encode_log = (workdir / "encode.log").open("wb")
+        logs += [decode_log, encode_log]
+        # stderr goes to files: an undrained stderr pipe can stall ffmpeg.
+        decoder = subprocess.Popen(
+            decode_cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=decode_log,
+            bufsize=1 << 20,
+        )
+        encoder = subprocess.Popen(
+            encode_cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=encode_log,
+            bufsize=1 << 20,
+        )
+        batch_size = max(1, int(config.video_batch_frames))
+        decoded: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
+        to_encode: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
+        threads = [
+            threading.Thread(
+                target=_reader,
+                args=(decoder, shape, batch_size, decoded, stop, errors),
+                name="swapmeter-video-reader",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=_writer,
+                args=(encoder, to_encode, stop, errors),
+                name="swapmeter-video-writer",
+                daemon=True,
+            ),
+        ]
+        for t in threads:
+            t.start()
+
+        processing = 0.0
+        while True:
+            if _is_cancelled(cancel):
+                raise Cancelled(
+                    f"cancelled after {frames_done} of {total} frames",
+                    frames_done=frames_done,
+                    seconds_done=frames_done / fps,
+                )
+            try:
+                batch = decoded.get(timeout=POLL_S)
+            except queue.Empty:
+                if errors:
+                    break
+                continue
+            if batch is EOF_MARK:
+                break
+            t0 = time.perf_counter()
+            running = getattr(swapper, "faces_swapped_frames", None)
+            try:
+                out_frames = swapper.process(batch)
+            except InferenceError as exc:
+                exc.details.update(details())
+                raise
+            except Exception as exc:
+                raise InferenceError(f"frame processing failed: {exc}", **details()) from exc
+            processing += time.perf_counter() - t0
+            if len(out_frames) != len(batch):
+                raise InferenceError(
+                    f"the frame swapper returned {len(out_frames)} frames for {len(batch)}",
+                    **details(),
+                )
+            swapped_frames += _faces_swapped_in_batch(
+                swapper, len(batch), running if isinstance(running, int) else None
+            )
+            if not _put(to_encode, out_frames, stop):
+                break  # the writer failed; reported below
+            frames_done += len(batch)
+            if progress is not None:
+                progress(frames_done, max(total, frames_done))
+        timings["process"] = processing
+
+        _raise_first(errors, details())
+        _put(to_encode, EOF_MARK, stop)
+        for t in threads:
+            t.join()
+        _raise_first(errors, details())
+        decode_rc = decoder.wait()
+        encode_rc = encoder.wait()
+        if decode_rc != 0 or frames_done == 0:
+            raise VideoDecodeFailed(
+                "the video could not be decoded"
+                + (f": {_tail(workdir / 'decode.log')}" if decode_rc else " (no frames)"),
+                **details(),
+            )
+        if encode_rc != 0:
+            raise InferenceError(
+                f"video encoding failed: {_tail(workdir / 'encode.log')}", **details()
+            )
+        if progress is not None and frames_done != total:
+            progress(frames_done, frames_done)  # the probe's count was off: end at 100 %
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp_out), str(output_path))
+        timings["total"] = time.perf_counter() - started
+        return VideoResult(
+            frames=frames_done,
+            fps=fps,
+            duration=frames_done / fps,
+            width=width,
+            height=height,
+            has_audio=with_audio,
+            faces_swapped_frames=swapped_frames,
+            seconds_done=frames_done / fps,
+            output_path=output_path,
+            timings=timings,
+        )
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        reason = _tail(workdir / "encode.log") or str(exc)
+        raise InferenceError(f"video encoding failed: {reason}", **details()) from exc
+    except InferenceError as exc:
+        for key, value in details().items():
+            exc.details.setdefault(key, value)
+        if isinstance(exc, Cancelled):
+            exc.frames_done = frames_done
+        raise
+    finally:
+        stop.set()
+        _reap(decoder)
+        _reap(encoder)
+        for t in threads:
+            t.join(timeout=10)
+        for fh in logs:
+            fh.close()
+        shutil.rmtree(workdir, ignore_errors=True)
