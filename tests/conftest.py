@@ -31,8 +31,9 @@ FACES_DIR = SHARED / "media" / "faces"
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
 
-def _worker_suffix() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+def _database_name() -> str:
+    # The pid keeps concurrent test runs on one server (two checkouts, xdist) apart.
+    return f"swapmeter_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -64,23 +65,24 @@ def servers() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def database_url(servers: tuple[str, str]) -> str:
+def database_url(servers: tuple[str, str]) -> Iterator[str]:
     """A fresh database for this test run (one per xdist worker), migrated to head."""
     server_url, _ = servers
-    name = f"swapmeter_test_{_worker_suffix()}"
+    name = _database_name()
 
-    async def _recreate() -> None:
+    async def _sql(statement: str) -> None:
         conn = await asyncpg.connect(server_url)
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(statement)
         finally:
             await conn.close()
 
-    asyncio.run(_recreate())
+    asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(_sql(f'CREATE DATABASE "{name}"'))
     url = server_url.rsplit("/", 1)[0] + "/" + name
     upgrade_to_head(url)
-    return url
+    yield url
+    asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
