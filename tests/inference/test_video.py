@@ -1,0 +1,400 @@
+"""Video pipeline: probing, swapping with timing/audio/metadata kept, cancel and failures.
+
+Test videos are made here from the stills in shared/media/faces: a pan over
+obama-720p.jpg (the face stays in view) with a sine-tone audio track, small and short so
+the suite stays fast on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inference.config import EngineConfig
+from inference.errors import (
+    Cancelled,
+    ImagePixelExceed,
+    InferenceError,
+    VideoDecodeFailed,
+    VideoTooLong,
+)
+from inference.faces import YuNetDetector
+from inference.runtime import get_session
+from inference.video import ffmpeg_exe, probe, swap_video
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+MODELS_DIR = Path(os.environ.get("SWAPMETER_MODELS_DIR", SHARED / "models"))
+FACES_DIR = SHARED / "media" / "faces"
+STILL = FACES_DIR / "obama-720p.jpg"
+FACE_BOX_720P = (581, 59, 747, 271)  # the face in obama-720p.jpg (x1, y1, x2, y2)
+PAN_FROM, PAN_BY = 344, 160  # crop window x at t=0 and how far it pans over the clip
+
+
+def make_video(
+    out: Path,
+    *,
+    seconds: float = 2.0,
+    fps: int = 30,
+    size: tuple[int, int] = (320, 180),
+    audio: bool = True,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """A pan over obama-720p.jpg: 640x360 window moving right, scaled to ``size``."""
+    w, h = size
+    vf = (
+        f"crop=640:360:x='{PAN_FROM}+{PAN_BY}*t/{seconds}':y=0,"
+        f"scale={w}:{h},setsar=1,format={pix_fmt}"
+    )
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    cmd += ["-loop", "1", "-framerate", str(fps), "-t", str(seconds), "-i", str(STILL)]
+    if audio:
+        cmd += ["-f", "lavfi", "-t", str(seconds), "-i", "sine=frequency=440:sample_rate=44100"]
+    cmd += ["-vf", vf, "-c:v", "libx264", "-preset", "ultrafast", "-g", str(fps)]
+    if audio:
+        cmd += ["-c:a", "aac", "-b:a", "64k"]
+    cmd += [str(out)]
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+    return out
+
+
+def read_frames(path: Path) -> np.ndarray:
+    info = probe(path)
+    raw = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, info.height, info.width, 3)
+
+
+def container_comment(path: Path) -> str | None:
+    text = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True
+    ).stderr
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == "comment":
+            return value.strip()
+    return None
+
+
+def ffmpeg_children() -> list[int]:
+    """Live child processes of this test process (ffmpeg must never outlive a call)."""
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == me and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class FaceBoxPainter:
+    """A FrameSwapper stand-in: paints detected face boxes solid green."""
+
+    def __init__(self, detector: YuNetDetector, fail_after: int | None = None) -> None:
+        self.detector = detector
+        self.faces_swapped_frames = 0
+        self.seen = 0
+        self.fail_after = fail_after
+
+    def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for frame in frames:
+            self.seen += 1
+            if self.fail_after is not None and self.seen > self.fail_after:
+                raise RuntimeError("model crashed")
+            frame = frame.copy()
+            faces = self.detector.detect(frame)
+            for face in faces:
+                x1, y1, x2, y2 = face.box.astype(int)
+                cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 255, 0), -1)
+            self.faces_swapped_frames += bool(faces)
+            out.append(frame)
+        return out
+
+
+@pytest.fixture(scope="module")
+def detector() -> YuNetDetector:
+    config = EngineConfig()
+    return YuNetDetector(get_session(MODELS_DIR / "face_detection_yunet_2023mar.onnx", config))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("clips") / "pan.mp4", seconds=2.0)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def config(workdir: Path) -> EngineConfig:
+    return EngineConfig(models_dir=MODELS_DIR, temp_dir=workdir, video_preset="ultrafast")
+
+
+def face_region(frame_index: int, fps: float, seconds: float, scale: float = 0.5) -> tuple:
+    """Where the face is in frame ``frame_index`` of a make_video clip (y and x slices)."""
+    x0 = PAN_FROM + PAN_BY * (frame_index / fps) / seconds
+    x1, y1, x2, y2 = FACE_BOX_720P
+    return (
+        slice(int(y1 * scale) + 4, int(y2 * scale) - 4),
+        slice(int((x1 - x0) * scale) + 6, int((x2 - x0) * scale) - 6),
+    )
+
+
+def test_probe_reports_duration_fps_exact_frames_size_and_audio(clip: Path) -> None:
+    info = probe(clip)
+    assert info.fps == pytest.approx(30.0)
+    assert info.frame_count == 60
+    assert info.duration == pytest.approx(2.0, abs=0.05)
+    assert (info.width, info.height) == (320, 180)
+    assert info.has_audio and info.audio_codec == "aac"
+    assert info.codec == "h264"
+
+
+@pytest.mark.parametrize("content", [b"", b"this is a text file, not a video\n" * 20])
+def test_probe_rejects_empty_and_non_video_files(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "upload.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(VideoDecodeFailed):
+        probe(bad)
+
+
+def test_probe_rejects_a_still_image_renamed_mp4(tmp_path: Path) -> None:
+    # A JPEG is not in the demuxer whitelist: it is an image, not a video upload.
+    bad = tmp_path / "photo.mp4"
+    bad.write_bytes(STILL.read_bytes())
+    with pytest.raises(VideoDecodeFailed):
+        probe(bad)
+
+
+def test_probe_refuses_videos_longer_than_the_limit(clip: Path) -> None:
+    with pytest.raises(VideoTooLong) as err:
+        probe(clip, EngineConfig(max_video_seconds=1.5))
+    assert err.value.code == "VideoTooLong"
+
+
+def test_probe_refuses_frames_larger_than_the_limit(clip: Path) -> None:
+    with pytest.raises(ImagePixelExceed):
+        probe(clip, EngineConfig(max_video_side=200))
+
+
+def test_swapped_video_keeps_timing_audio_and_carries_the_ai_tag(
+    clip: Path, tmp_path: Path, workdir: Path, config: EngineConfig, detector: YuNetDetector
+) -> None:
+    seen: list[tuple[int, int]] = []
+    out = tmp_path / "out.mp4"
+    result = swap_video(
+        FaceBoxPainter(detector),
+        None,
+        clip,
+        out,
+        config=config,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    src, dst = probe(clip), probe(out)
+    assert dst.fps == pytest.approx(src.fps)
+    assert abs(dst.frame_count - src.frame_count) <= 1
+    assert dst.duration == pytest.approx(src.duration, abs=0.1)
+    assert dst.has_audio and dst.codec == "h264"
+    assert container_comment(out) == config.metadata_tag
+    assert result.frames == src.frame_count and result.has_audio
+    assert result.seconds_done == pytest.approx(2.0, abs=0.05)
+    assert result.faces_swapped_frames == src.frame_count
+    assert seen[-1] == (src.frame_count, src.frame_count)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    before, after = read_frames(clip), read_frames(out)
+    for i in (0, 30, 59):
+        ys, xs = face_region(i, 30, 2.0)
+        face = after[i][ys, xs].astype(int)
+        assert face[..., 1].mean() > 200 and face[..., 2].mean() < 60  # painted green
+        assert np.abs(face - before[i][ys, xs].astype(int)).mean() > 40
+    # Outside the face the picture is the source's, up to re-encoding loss.
+    assert np.abs(after[0][:, :40].astype(int) - before[0][:, :40].astype(int)).mean() < 6
+    assert list(workdir.iterdir()) == []
+    assert ffmpeg_children() == []
+
+
+def test_swap_without_audio_and_with_odd_frame_size(
+    tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    # 4:4:4 chroma lets H.264 carry odd sides, as phones' and editors' exports can.
+    src = make_video(tmp_path / "odd.mp4", seconds=1.0, size=(241, 135), pix_fmt="yuv444p")
+    out = tmp_path / "out.mp4"
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    result = swap_video(Identity(), None, src, out, keep_audio=False, config=config)
+    info = probe(out)
+    assert (info.width, info.height) == (240, 134) == (result.width, result.height)
+    assert not info.has_audio and not result.has_audio
+    assert info.frame_count == 30
+    assert list(workdir.iterdir()) == []
+
+
+def test_keep_fps_false_resamples_fast_sources(
+    tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    src = make_video(tmp_path / "fast.mp4", seconds=1.0, fps=60, size=(160, 90))
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    result = swap_video(Identity(), None, src, tmp_path / "o.mp4", keep_fps=False, config=config)
+    info = probe(tmp_path / "o.mp4")
+    assert info.fps == pytest.approx(25.0)
+    assert abs(info.frame_count - 25) <= 1 and result.frames == info.frame_count
+    assert info.duration == pytest.approx(1.0, abs=0.1) and info.has_audio
+
+
+def test_cancel_part_way_raises_cancelled_and_leaves_nothing_behind(
+    clip: Path, tmp_path: Path, workdir: Path, config: EngineConfig, detector: YuNetDetector
+) -> None:
+    stop = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done >= 24:
+            stop.set()
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Cancelled) as err:
+        swap_video(
+            FaceBoxPainter(detector), None, clip, out, config=config, progress=progress, cancel=stop
+        )
+    assert 0 < err.value.frames_done < 60
+    assert err.value.details["frames_done"] == err.value.frames_done
+    assert err.value.details["seconds_done"] == pytest.approx(err.value.frames_done / 30)
+    assert err.value.code == "Canceled"
+    assert not out.exists()
+    assert list(workdir.iterdir()) == []
+    assert ffmpeg_children() == []
+
+
+def test_cancel_accepts_a_callable(clip: Path, tmp_path: Path, config: EngineConfig) -> None:
+    calls = iter(range(1000))
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    with pytest.raises(Cancelled) as err:
+        swap_video(
+            Identity(),
+            None,
+            clip,
+            tmp_path / "o.mp4",
+            config=config,
+            cancel=lambda: next(calls) >= 3,
+        )
+    assert 0 < err.value.frames_done < 60
+
+
+def test_a_failing_frame_swapper_reports_frames_done_and_cleans_up(
+    clip: Path, tmp_path: Path, workdir: Path, config: EngineConfig, detector: YuNetDetector
+) -> None:
+    out = tmp_path / "out.mp4"
+    with pytest.raises(InferenceError) as err:
+        swap_video(FaceBoxPainter(detector, fail_after=20), None, clip, out, config=config)
+    assert err.value.details["frames_done"] == 16  # two whole batches of eight
+    assert "model crashed" in err.value.message
+    assert not out.exists()
+    assert list(workdir.iterdir()) == []
+    assert ffmpeg_children() == []
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all\n" * 50])
+def test_swap_video_rejects_undecodable_files_without_leftovers(
+    tmp_path: Path, workdir: Path, config: EngineConfig, content: bytes
+) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    with pytest.raises(VideoDecodeFailed):
+        swap_video(Identity(), None, bad, tmp_path / "out.mp4", config=config)
+    assert not (tmp_path / "out.mp4").exists()
+    assert list(workdir.iterdir()) == []
+    assert ffmpeg_children() == []
+
+
+def test_a_truncated_upload_fails_as_a_decode_error(
+    clip: Path, tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    # Cut the file after its (faststart-less) media data: the index at the end is gone.
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    with pytest.raises(VideoDecodeFailed):
+        swap_video(Identity(), None, cut, tmp_path / "out.mp4", config=config)
+    assert list(workdir.iterdir()) == []
+    assert ffmpeg_children() == []
+
+
+def test_real_engine_swaps_the_face_in_a_small_video(
+    clip: Path, tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    engine_module = pytest.importorskip("inference.engine")
+    engine = engine_module.Engine(config)
+    if not hasattr(engine, "frame_swapper"):
+        pytest.skip("Engine.frame_swapper is not available yet")
+    out = tmp_path / "swapped.mp4"
+    result = swap_video(
+        engine,
+        (FACES_DIR / "biden.jpg").read_bytes(),
+        clip,
+        out,
+        faces="largest",
+        config=config,
+    )
+    src, dst = probe(clip), probe(out)
+    assert abs(dst.frame_count - src.frame_count) <= 1
+    assert dst.fps == pytest.approx(src.fps) and dst.has_audio
+    assert container_comment(out) == config.metadata_tag
+    assert result.faces_swapped_frames >= src.frame_count - 2
+    before, after = read_frames(clip), read_frames(out)
+    for i in (0, 30, 59):
+        ys, xs = face_region(i, 30, 2.0)
+        diff = np.abs(after[i][ys, xs].astype(int) - before[i][ys, xs].astype(int)).mean()
+        assert diff > 8, f"frame {i}: face region barely changed ({diff:.1f})"
+    assert list(workdir.iterdir()) == []
+    assert ffmpeg_children() == []
