@@ -60,6 +60,26 @@ class Unauthorized(AppError):
         super().__init__(message, **kw)
 
 
+class InvalidCredentials(Unauthorized):
+    code = "InvalidCredentials"
+
+
+class InvalidToken(Unauthorized):
+    code = "InvalidToken"
+
+
+class TokenExpired(Unauthorized):
+    code = "TokenExpired"
+
+
+class InvalidApiKey(Unauthorized):
+    code = "InvalidApiKey"
+
+
+class InvalidIdempotencyKey(AppError):
+    code, status = "InvalidIdempotencyKey", 400
+
+
 class InsufficientBalance(AppError):
     code, status = "InsufficientBalance", 402
 
