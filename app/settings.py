@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.config import EngineConfig
@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = 48
 
     # Inference
-    models_dir: Path = Field(default_factory=lambda: (REPO_ROOT / ".." / "shared" / "models"))
+    # Default: the checkout's ../shared/models when present (development), else <data_dir>/models.
+    models_dir: Path | None = None
     execution_providers: str = "cpu"  # comma list: tensorrt,cuda,cpu
     intra_op_threads: int = 0
     allow_noncommercial_models: bool = False
@@ -52,6 +53,13 @@ class Settings(BaseSettings):
     label_enabled: bool = True
     label_text: str = "AI-generated"
     label_position: str = "bottom-right"
+
+    @model_validator(mode="after")
+    def _default_models_dir(self) -> Settings:
+        if self.models_dir is None:
+            shared = (REPO_ROOT.parent / "shared" / "models").resolve()
+            self.models_dir = shared if shared.is_dir() else self.data_dir / "models"
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secrets_outside_development(self) -> Settings:
@@ -68,7 +76,7 @@ class Settings(BaseSettings):
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
-            models_dir=self.models_dir,
+            models_dir=self.models_dir or self.data_dir / "models",
             providers=tuple(p.strip() for p in self.execution_providers.split(",") if p.strip()),
             intra_op_threads=self.intra_op_threads,
             allow_noncommercial_models=self.allow_noncommercial_models,

