@@ -398,3 +398,27 @@ def test_real_engine_swaps_the_face_in_a_small_video(
         assert diff > 8, f"frame {i}: face region barely changed ({diff:.1f})"
     assert list(workdir.iterdir()) == []
     assert ffmpeg_children() == []
+
+
+def test_phone_videos_with_a_rotation_flag_come_out_upright(
+    tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    flat = make_video(tmp_path / "flat.mp4", seconds=1.0, size=(160, 90), audio=False)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(flat)]
+        + ["-c", "copy", str(rotated)],
+        check=True,
+    )
+    info = probe(rotated)
+    assert (info.width, info.height, info.rotation) == (90, 160, 90)
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            assert frames[0].shape == (160, 90, 3)
+            return frames
+
+    out = tmp_path / "out.mp4"
+    swap_video(Identity(), None, rotated, out, config=config)
+    upright = probe(out)
+    assert (upright.width, upright.height, upright.rotation) == (90, 160, 0)
