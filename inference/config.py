@@ -23,6 +23,9 @@ class EngineConfig:
     enhancer: str = "gfpgan_1.4"
     detection_score_threshold: float = 0.6
     min_face_size: int = 24  # pixels, shorter side of the face box
+    detector_input_size: int = 640  # long side fed to a dynamic-shape detector (yunet_dynamic)
+    source_cache_size: int = 16  # source images whose face analysis an Engine keeps
+    enhancer_strength: float = 0.8  # 1.0: restored face only; less keeps original texture
 
     # Input safety
     max_image_side: int = 8000
@@ -38,6 +41,10 @@ class EngineConfig:
 
     # Video
     video_batch_frames: int = 8
+    # Between detections, faces are tracked by optical flow; re-detect at least this often
+    # and as soon as a tracked face moved more than this fraction of its size.
+    video_redetect_every: int = 5
+    video_track_max_shift: float = 0.1
     video_crf: int = 20
     video_preset: str = "veryfast"
     temp_dir: Path | None = None  # None: the system temp dir

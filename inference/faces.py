@@ -336,44 +336,81 @@ def _pair(item: object) -> tuple[int, int]:
     return int(source), int(target)
 
 
-def select_pairs(
-    source_faces: Sequence[Face], target_faces: Sequence[Face], spec: FaceSpec
-) -> list[tuple[int, int]]:
-    """Resolve the contract's ``faces`` field into (source index, target index) pairs.
+def parse_face_spec(spec: FaceSpec) -> str | list[tuple[int, int]]:
+    """Check the shape of the ``faces`` field before any image is decoded.
 
-    "largest": the largest source face onto the largest target face; "all": the largest
-    source face onto every target face; or up to six explicit pairs, which may be tuples
-    ``(source_face, target_face)`` or the contract's ``{"source_face", "target_face"}``.
+    Returns "largest", "all" or a list of (source_face, target_face) pairs; raises
+    InvalidFaceMapping for anything else, more than six pairs, or a target mapped twice.
     """
     if isinstance(spec, str):
-        if spec == "largest":
-            return [(largest_index(source_faces), largest_index(target_faces))]
-        if spec == "all":
-            source = largest_index(source_faces)
-            return [(source, t) for t in range(len(target_faces))]
+        if spec in ("largest", "all"):
+            return spec
+        raise InvalidFaceMapping(f'faces must be "largest", "all" or a list of pairs, not {spec!r}')
+    if not isinstance(spec, Sequence):
         raise InvalidFaceMapping(f'faces must be "largest", "all" or a list of pairs, not {spec!r}')
     pairs = [_pair(item) for item in spec]
     if not pairs:
         raise InvalidFaceMapping("the face mapping is empty")
     if len(pairs) > MAX_FACE_PAIRS:
         raise InvalidFaceMapping(f"at most {MAX_FACE_PAIRS} face pairs are allowed")
-    seen: set[int] = set()
-    for source, target in pairs:
-        if not 0 <= source < len(source_faces):
+    targets = [target for _, target in pairs]
+    if len(set(targets)) != len(targets):
+        raise InvalidFaceMapping("a target_face is mapped more than once")
+    if min(min(p) for p in pairs) < 0:
+        raise InvalidFaceMapping("face indices start at 0")
+    return pairs
+
+
+def source_indices(source_faces: Sequence[Face], spec: FaceSpec) -> list[int]:
+    """The source faces a spec uses; InvalidFaceMapping when one does not exist."""
+    parsed = parse_face_spec(spec)
+    if isinstance(parsed, str):
+        return [largest_index(source_faces)]
+    for source, _ in parsed:
+        if source >= len(source_faces):
             raise InvalidFaceMapping(
                 f"source_face {source} does not exist: the source image has "
                 f"{len(source_faces)} face(s), numbered from 0 left to right",
                 source_face=source,
                 source_faces=len(source_faces),
             )
-        if not 0 <= target < len(target_faces):
+    return sorted({source for source, _ in parsed})
+
+
+def select_pairs(
+    source_faces: Sequence[Face],
+    target_faces: Sequence[Face],
+    spec: FaceSpec,
+    *,
+    strict: bool = True,
+) -> list[tuple[int, int]]:
+    """Resolve the contract's ``faces`` field into (source index, target index) pairs.
+
+    "largest": the largest source face onto the largest target face; "all": the largest
+    source face onto every target face; or up to six explicit pairs, tuples
+    ``(source_face, target_face)`` or the contract's ``{"source_face", "target_face"}``.
+    A target index that does not exist raises InvalidFaceMapping, or, with
+    ``strict=False`` (video frames, where faces come and go), drops that pair.
+    """
+    parsed = parse_face_spec(spec)
+    source_indices(source_faces, parsed)
+    if not target_faces:
+        return []
+    if parsed == "largest":
+        return [(largest_index(source_faces), largest_index(target_faces))]
+    if parsed == "all":
+        source = largest_index(source_faces)
+        return [(source, t) for t in range(len(target_faces))]
+    pairs = []
+    for source, target in parsed:
+        if target >= len(target_faces):
+            if not strict:
+                continue
             raise InvalidFaceMapping(
                 f"target_face {target} does not exist: the target image has "
                 f"{len(target_faces)} face(s), numbered from 0 left to right",
                 target_face=target,
                 target_faces=len(target_faces),
             )
-        if target in seen:
-            raise InvalidFaceMapping(f"target_face {target} is mapped more than once")
-        seen.add(target)
+        pairs.append((source, target))
     return pairs

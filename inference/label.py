@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, unescape
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from inference.align import Roi
+from inference.media import encode_image, normalise_format
 
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -129,6 +130,18 @@ def tag_png(data: bytes, tag: str) -> bytes:
     return data[:end] + text + itxt + data[end:]
 
 
+def encode_tagged(
+    bgr: np.ndarray, output_format: str, tag: str, alpha: np.ndarray | None = None
+) -> bytes:
+    """Encode a frame with the disclosure tag in its metadata (JPEG COM + XMP, PNG tEXt +
+    XMP, WebP XMP + EXIF ImageDescription)."""
+    fmt = normalise_format(output_format)
+    if fmt == "webp":
+        return encode_image(bgr, fmt, alpha=alpha, xmp=xmp_packet(tag), exif=webp_exif(tag))
+    data = encode_image(bgr, fmt, alpha=alpha)
+    return tag_jpeg(data, tag) if fmt == "jpg" else tag_png(data, tag)
+
+
 def read_tag(data: bytes) -> str | None:
     """The disclosure tag of a JPEG, PNG or WebP made here, or None when it has none."""
     try:
@@ -147,7 +160,7 @@ def read_tag(data: bytes) -> str | None:
                 start = text.find('x-default">')
                 if start >= 0:
                     start += len('x-default">')
-                    return text[start : text.find("</rdf:li>", start)]
+                    return unescape(text[start : text.find("</rdf:li>", start)])
     except (OSError, ValueError):
         return None
     return None

@@ -175,12 +175,15 @@ def encode_image(
     *,
     alpha: np.ndarray | None = None,
     xmp: str | None = None,
+    exif: bytes | None = None,
 ) -> bytes:
     """Encode a BGR frame; ``alpha`` is put back for PNG and WebP (JPEG has none).
 
-    ``xmp`` is embedded by WebP only here; label.py adds metadata to JPEG and PNG bytes.
+    ``xmp`` and ``exif`` are embedded by WebP only; label.py tags JPEG and PNG bytes.
     """
     fmt = normalise_format(output_format)
+    if fmt == "jpg":
+        alpha = None
     if fmt == "webp":
         # OpenCV's WebP writer cannot carry metadata; Pillow's can.
         if alpha is not None:
@@ -192,6 +195,8 @@ def encode_image(
         kwargs: dict[str, object] = {"quality": WEBP_QUALITY, "method": 4}
         if xmp:
             kwargs["xmp"] = xmp.encode("utf-8")
+        if exif:
+            kwargs["exif"] = exif
         image.save(out, format="WEBP", **kwargs)
         return out.getvalue()
     if fmt == "png":

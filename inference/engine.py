@@ -1,0 +1,498 @@
+"""The engine facade the worker drives: analyse faces, swap an image, swap video frames.
+
+Models load on first use and their ONNX Runtime sessions are shared process-wide
+(inference.runtime); an Engine is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inference.config import EngineConfig
+from inference.enhancer import FaceEnhancer
+from inference.errors import ModelNotInstalled
+from inference.faces import (
+    ArcFaceRecognizer,
+    Detector,
+    Face,
+    FaceSpec,
+    ScrfdDetector,
+    YuNetDetector,
+    parse_face_spec,
+    select_pairs,
+    sort_left_to_right,
+    source_indices,
+    usable_faces,
+)
+from inference.label import draw_label, encode_tagged
+from inference.media import MIME_TYPES, DecodedImage, decode_image, normalise_format
+from inference.registry import ModelRegistry
+from inference.runtime import get_session
+from inference.swappers import (
+    ClassicSwapper,
+    InswapperSwapper,
+    SourceFace,
+    Swapper,
+    blend,
+    load_emap,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "swap", "blend", "enhance", "encode")
+RECOGNIZER = "arcface_w600k_r50"
+
+
+@dataclass
+class ImageResult:
+    """A swapped image. ``timings`` holds seconds per stage (decode, detect, swap, blend,
+    enhance, encode; encode includes drawing the label)."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    faces_swapped: int
+    enhance_applied: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.perf_counter() - start
+
+
+@dataclass
+class _SourceEntry:
+    """A source image's usable faces and, per face index, what the swapper prepared."""
+
+    faces: list[Face]
+    prepared: dict[int, SourceFace] = field(default_factory=dict)
+
+
+class Engine:
+    """Face analysis and swapping for one configuration.
+
+    ``registry`` defaults to the catalogue in ``config.models_dir``; tests pass their own.
+    """
+
+    def __init__(self, config: EngineConfig, *, registry: ModelRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else ModelRegistry(config)
+        self._lock = threading.RLock()
+        self._detector: Detector | None = None
+        self._swapper: Swapper | None = None
+        self._recognizer: ArcFaceRecognizer | None = None
+        self._enhancer: FaceEnhancer | None = None
+        # Clients swap many targets with one source face: keep its analysis (by content
+        # hash) so a repeat skips decoding and detecting it. Bounded LRU.
+        self._sources: OrderedDict[tuple[bytes, str], _SourceEntry] = OrderedDict()
+
+    # -- models, loaded on first use ---------------------------------------------------
+
+    def _session(self, name: str) -> Any:
+        return get_session(self.registry.path(name), self.config)
+
+    @property
+    def detector(self) -> Detector:
+        with self._lock:
+            if self._detector is None:
+                self._detector = self._load_detector()
+            return self._detector
+
+    def _load_detector(self) -> Detector:
+        name = self.config.detector
+        try:
+            session = self._session(name)
+        except ModelNotInstalled:
+            if name == "yunet":
+                raise
+            # YuNet ships with the product (MIT): a missing optional detector degrades
+            # gracefully instead of failing every request.
+            log.warning("face detector %s is not installed; using yunet", name)
+            name, session = "yunet", self._session("yunet")
+        threshold = self.config.detection_score_threshold
+        if name.startswith("scrfd"):
+            return ScrfdDetector(session, score_threshold=threshold)
+        return YuNetDetector(
+            session, score_threshold=threshold, input_size=self.config.detector_input_size
+        )
+
+    @property
+    def swapper(self) -> Swapper:
+        with self._lock:
+            if self._swapper is None:
+                self._swapper = self._load_swapper()
+            return self._swapper
+
+    def _load_swapper(self) -> Swapper:
+        name = self.config.swapper
+        if name == "classic":
+            return ClassicSwapper()
+        if name == "inswapper_128":
+            path = self.registry.path(name)  # licence refusal and absence surface here
+            recognizer = self._require_recognizer()
+            return InswapperSwapper(get_session(path, self.config), load_emap(path), recognizer)
+        raise ModelNotInstalled(f"unknown swapper {name!r}; use classic or inswapper_128")
+
+    def _require_recognizer(self) -> ArcFaceRecognizer:
+        with self._lock:
+            if self._recognizer is None:
+                self._recognizer = ArcFaceRecognizer(self._session(RECOGNIZER))
+            return self._recognizer
+
+    def _optional_recognizer(self) -> ArcFaceRecognizer | None:
+        if self._recognizer is None and not (
+            self.registry.installed(RECOGNIZER) and self.registry.allowed(RECOGNIZER)
+        ):
+            return None
+        return self._require_recognizer()
+
+    def _optional_enhancer(self) -> FaceEnhancer | None:
+        """The enhancer, or None (logged) when it is not installed; licence refusals and
+        damaged files still raise, since an operator has to act on them."""
+        with self._lock:
+            if self._enhancer is None:
+                try:
+                    session = self._session(self.config.enhancer)
+                except ModelNotInstalled:
+                    log.info("enhancer %s is not installed; skipped", self.config.enhancer)
+                    return None
+                self._enhancer = FaceEnhancer(session, strength=self.config.enhancer_strength)
+            return self._enhancer
+
+    # -- source faces ------------------------------------------------------------------
+
+    def _source_entry(self, data: bytes, timer: _Timer) -> tuple[_SourceEntry, DecodedImage | None]:
+        key = (hashlib.sha256(data).digest(), self.swapper.name)
+        with self._lock:
+            entry = self._sources.get(key)
+            if entry is not None:
+                self._sources.move_to_end(key)
+                return entry, None
+        with timer.stage("decode"):
+            image = decode_image(data, self.config)
+        with timer.stage("detect"):
+            faces = usable_faces(
+                self.detector.detect(image.bgr), self.config.min_face_size, "source"
+            )
+        entry = _SourceEntry(faces=faces)
+        with self._lock:
+            self._sources[key] = entry
+            while len(self._sources) > max(0, self.config.source_cache_size):
+                self._sources.popitem(last=False)
+        return entry, image
+
+    def _prepare_sources(
+        self,
+        entry: _SourceEntry,
+        indices: list[int],
+        data: bytes,
+        image: DecodedImage | None,
+        timer: _Timer,
+    ) -> dict[int, SourceFace]:
+        missing = [i for i in indices if i not in entry.prepared]
+        if missing:
+            if image is None:  # cached analysis, but this face was never prepared
+                with timer.stage("decode"):
+                    image = decode_image(data, self.config)
+            with timer.stage("swap"):
+                for i in missing:
+                    entry.prepared[i] = self.swapper.prepare_source(image.bgr, entry.faces[i])
+        return {i: entry.prepared[i] for i in indices}
+
+    # -- public API --------------------------------------------------------------------
+
+    def analyse(self, image_bytes: bytes) -> list[Face]:
+        """The faces ``swap_image`` would index (left to right, at least ``min_face_size``),
+        with ArcFace embeddings when the recognizer is installed. Empty when none."""
+        image = decode_image(image_bytes, self.config)
+        faces = [f for f in self.detector.detect(image.bgr) if f.size >= self.config.min_face_size]
+        recognizer = self._optional_recognizer()
+        if recognizer is not None:
+            for face in faces:
+                face.embedding = recognizer.embed(image.bgr, face)
+        return faces
+
+    def swap_image(
+        self,
+        source: bytes,
+        target: bytes,
+        *,
+        faces: FaceSpec = "largest",
+        output_format: str = "jpg",
+        enhance: bool = False,
+        watermark: bool = True,
+    ) -> ImageResult:
+        """Put the source's face onto the target's face(s) and encode the result.
+
+        Raises the typed errors of inference.errors: ImageDecodeFailed,
+        UnsupportedMediaType, ImagePixelExceed, NoFaceDetected, FaceSizeTooSmall,
+        InvalidFaceMapping, ModelNotInstalled, ModelLicenceRefused.
+        """
+        fmt = normalise_format(output_format)
+        spec = parse_face_spec(faces)  # a malformed mapping fails before any decoding
+        swapper = self.swapper
+        timer = _Timer()
+
+        entry, source_image = self._source_entry(source, timer)
+        indices = source_indices(entry.faces, spec)
+        with timer.stage("decode"):
+            decoded = decode_image(target, self.config)
+        with timer.stage("detect"):
+            targets = usable_faces(
+                self.detector.detect(decoded.bgr), self.config.min_face_size, "target"
+            )
+        pairs = select_pairs(entry.faces, targets, spec)
+        prepared = self._prepare_sources(entry, indices, source, source_image, timer)
+
+        frame = decoded.bgr
+        swapped: list[Face] = []
+        for source_index, target_index in pairs:
+            with timer.stage("swap"):
+                patch = swapper.render(frame, targets[target_index], prepared[source_index])
+            if patch is None:
+                continue
+            with timer.stage("blend"):
+                blend(frame, patch)
+            swapped.append(targets[target_index])
+
+        enhance_applied = False
+        if enhance and swapped:
+            with timer.stage("enhance"):
+                enhancer = self._optional_enhancer()
+                if enhancer is not None:
+                    for face in swapped:
+                        enhancer.enhance(frame, face)
+                    enhance_applied = True
+
+        with timer.stage("encode"):
+            if watermark and self.config.label_enabled:
+                draw_label(frame, self.config.label_text, self.config.label_position)
+            data = encode_tagged(frame, fmt, self.config.metadata_tag, alpha=decoded.alpha)
+        return ImageResult(
+            data=data,
+            mime=MIME_TYPES[fmt],
+            width=decoded.width,
+            height=decoded.height,
+            faces_swapped=len(swapped),
+            enhance_applied=enhance_applied,
+            timings=timer.timings,
+        )
+
+    def frame_swapper(
+        self,
+        source: bytes,
+        *,
+        faces: FaceSpec = "largest",
+        enhance: bool = False,
+        watermark: bool = True,
+    ) -> FrameSwapper:
+        """A per-video swapper: the source is analysed once, here.
+
+        Raises for a bad source (decode errors, NoFaceDetected, FaceSizeTooSmall) or a
+        mapping that names a missing source face; target faces that a frame lacks are
+        simply not swapped in that frame.
+        """
+        spec = parse_face_spec(faces)
+        timer = _Timer()
+        entry, image = self._source_entry(source, timer)
+        prepared = self._prepare_sources(
+            entry, source_indices(entry.faces, spec), source, image, timer
+        )
+        enhancer = self._optional_enhancer() if enhance else None
+        return FrameSwapper(
+            self, entry.faces, prepared, spec, enhancer=enhancer, watermark=watermark
+        )
+
+
+class FaceTracker:
+    """Target faces for consecutive video frames, detecting only when needed.
+
+    Between detections the five landmarks of each face are followed by pyramidal
+    Lucas-Kanade optical flow (checked forwards and backwards); the detector runs again
+    every ``redetect_every`` frames, when a point is lost, or when a face moved more than
+    ``max_shift`` of its size since it was detected.
+    """
+
+    def __init__(
+        self, detector: Detector, min_face_size: float, redetect_every: int, max_shift: float
+    ) -> None:
+        self.detector = detector
+        self.min_face_size = min_face_size
+        self.redetect_every = max(1, redetect_every)
+        self.max_shift = max_shift
+        self.detections = 0
+        self._faces: list[Face] = []
+        self._anchors: list[Face] = []
+        self._pyramid: Any = None
+        self._shape: tuple[int, ...] | None = None
+        self._age = 0
+
+    def reset(self) -> None:
+        self._pyramid, self._shape, self._faces, self._anchors = None, None, [], []
+
+    def update(self, frame: np.ndarray) -> list[Face]:
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        _, pyramid = cv2.buildOpticalFlowPyramid(grey, LK_WINDOW, LK_LEVELS)
+        faces: list[Face] | None = None
+        if (
+            self._faces
+            and self._pyramid is not None
+            and self._shape == grey.shape
+            and self._age < self.redetect_every - 1
+        ):
+            faces = self._track(pyramid)
+        if faces is None:
+            faces = [f for f in self.detector.detect(frame) if f.size >= self.min_face_size]
+            self._anchors = faces
+            self._age = 0
+            self.detections += 1
+        else:
+            self._age += 1
+        self._faces, self._pyramid, self._shape = faces, pyramid, grey.shape
+        return faces
+
+    def _track(self, pyramid: Any) -> list[Face] | None:
+        points = np.concatenate([f.landmarks for f in self._faces]).reshape(-1, 1, 2)
+        moved, ok, _ = cv2.calcOpticalFlowPyrLK(
+            self._pyramid, pyramid, points, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+        )
+        if moved is None or not ok.all():
+            return None
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(
+            pyramid, self._pyramid, moved, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+        )
+        if back is None or not ok_back.all():
+            return None
+        round_trip = np.linalg.norm((back - points).reshape(-1, 5, 2), axis=2)
+        tracked: list[Face] = []
+        for i, (face, anchor) in enumerate(zip(self._faces, self._anchors, strict=True)):
+            if round_trip[i].max() > max(1.0, 0.02 * face.size):
+                return None  # the flow is unsure: ask the detector
+            landmarks = moved[i * 5 : (i + 1) * 5].reshape(5, 2)
+            shift = np.linalg.norm(landmarks.mean(axis=0) - anchor.landmarks.mean(axis=0))
+            if shift > self.max_shift * anchor.size:
+                return None
+            # Move and scale the box with the landmarks' centroid and spread.
+            old_c, new_c = face.landmarks.mean(axis=0), landmarks.mean(axis=0)
+            old_s = np.linalg.norm(face.landmarks - old_c, axis=1).mean()
+            new_s = np.linalg.norm(landmarks - new_c, axis=1).mean()
+            ratio = float(new_s / old_s) if old_s > 0 else 1.0
+            box = np.concatenate(
+                [(face.box[:2] - old_c) * ratio + new_c, (face.box[2:] - old_c) * ratio + new_c]
+            )
+            tracked.append(
+                Face(
+                    box=box.astype(np.float32),
+                    landmarks=landmarks.astype(np.float32),
+                    score=face.score,
+                )
+            )
+        order = sorted(range(len(tracked)), key=lambda k: tracked[k].center[0])
+        self._anchors = [self._anchors[k] for k in order]
+        return [tracked[k] for k in order]
+
+
+LK_WINDOW = (21, 21)
+LK_LEVELS = 3
+
+
+class FrameSwapper:
+    """Swaps faces in a stream of BGR frames for one video (one thread at a time).
+
+    Frames without a usable face pass through unchanged (but labelled). After each
+    ``process`` call, ``last_faces_swapped`` holds the faces swapped per frame;
+    ``faces_swapped_frames`` counts frames with at least one swap so far.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        source_faces: list[Face],
+        sources: dict[int, SourceFace],
+        spec: str | list[tuple[int, int]],
+        *,
+        enhancer: FaceEnhancer | None,
+        watermark: bool,
+    ) -> None:
+        config = engine.config
+        self.config = config
+        self.swapper = engine.swapper
+        self.source_faces = source_faces
+        self.sources = sources
+        self.spec = spec
+        self.enhancer = enhancer
+        self.enhance_applied = enhancer is not None
+        self.watermark = watermark and config.label_enabled
+        self.tracker = FaceTracker(
+            engine.detector,
+            config.min_face_size,
+            config.video_redetect_every,
+            config.video_track_max_shift,
+        )
+        self.frames_processed = 0
+        self.faces_swapped_frames = 0
+        self.last_faces_swapped: list[int] = []
+        self.timings = dict.fromkeys(("detect", "swap", "blend", "enhance", "label"), 0.0)
+
+    def _timed(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.timings[stage] += now - start
+        return now
+
+    def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Swap faces in ``frames`` (modified in place when writable) and return them."""
+        out: list[np.ndarray] = []
+        counts: list[int] = []
+        for frame in frames:
+            if not frame.flags.writeable or not frame.flags.c_contiguous:
+                frame = np.ascontiguousarray(frame).copy()
+            counts.append(self._process_one(frame))
+            out.append(frame)
+        self.frames_processed += len(frames)
+        self.faces_swapped_frames += sum(1 for n in counts if n)
+        self.last_faces_swapped = counts
+        return out
+
+    def _process_one(self, frame: np.ndarray) -> int:
+        start = time.perf_counter()
+        targets = sort_left_to_right(self.tracker.update(frame))
+        start = self._timed("detect", start)
+        swapped: list[Face] = []
+        for source_index, target_index in select_pairs(
+            self.source_faces, targets, self.spec, strict=False
+        ):
+            patch = self.swapper.render(frame, targets[target_index], self.sources[source_index])
+            start = self._timed("swap", start)
+            if patch is not None:
+                blend(frame, patch)
+                swapped.append(targets[target_index])
+            start = self._timed("blend", start)
+        if self.enhancer is not None:
+            for face in swapped:
+                self.enhancer.enhance(frame, face)
+            start = self._timed("enhance", start)
+        if self.watermark:
+            draw_label(frame, self.config.label_text, self.config.label_position)
+            self._timed("label", start)
+        return len(swapped)
