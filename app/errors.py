@@ -108,6 +108,18 @@ class PayloadTooLarge(AppError):
     code, status = "PayloadTooLarge", 413
 
 
+class UrlNotAllowed(AppError):
+    """A media or webhook URL whose scheme or address we refuse to reach (SSRF guard)."""
+
+    code, status = "UrlNotAllowed", 400
+
+
+class UrlFetchFailed(AppError):
+    """A media URL we may reach but could not read: DNS, timeout, refused or non-2xx."""
+
+    code, status = "UrlFetchFailed", 400
+
+
 class RateLimited(AppError):
     code, status = "RateLimited", 429
 

@@ -86,6 +86,56 @@ class Settings(BaseSettings):
             label_position=self.label_position,
         )
 
+    # --- Metered swap API building blocks (issue #4): URL inputs, rate limits, webhooks and
+    # result storage (app/fetch.py, app/ratelimit.py, app/webhooks.py, app/storage.py).
+    # Comma list of "host" or "host:port" exempt from the private-address refusal of URL
+    # inputs and webhooks; meant for tests and on-premise setups, keep empty in production.
+    url_fetch_allow_hosts: str = ""
+    url_fetch_max_bytes: int = 200 * 1024 * 1024
+    url_fetch_timeout_seconds: float = 30.0
+    # Requests per second per API key when the key sets none, and the burst on top of it.
+    rate_limit_per_second: float = 10.0
+    rate_limit_burst: int = 20
+    max_concurrent_jobs_per_tenant: int = 8
+    # Redis down: true lets requests through (counted in metrics), false answers 503.
+    rate_limit_fail_open: bool = True
+    # A dead Redis must cost milliseconds per request, never the default socket timeouts.
+    rate_limit_redis_timeout_seconds: float = 0.25
+    webhook_attempts: int = 5
+    webhook_backoff_base_seconds: float = 1.0
+    webhook_timeout_seconds: float = 10.0
+    results_backend: Literal["local", "s3"] = "local"
+    results_dir: Path | None = None  # default <data_dir>/results
+    # Prefix of signed result URLs, e.g. https://api.example.com; empty: relative URLs.
+    results_base_url: str = ""
+    # HMAC key of signed result URLs; empty: derived from jwt_secret.
+    results_signing_secret: str = ""
+    results_url_ttl_seconds: int = 24 * 3600
+    results_retention_seconds: int = 24 * 3600
+    results_cleanup_interval_seconds: int = 300
+    results_s3_bucket: str = ""
+    results_s3_endpoint_url: str = ""  # empty: AWS; set for MinIO, R2, Ceph...
+    results_s3_region: str = ""
+    results_s3_prefix: str = "results/"
+
+    @property
+    def url_fetch_allow_hosts_set(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.url_fetch_allow_hosts.split(",") if h.strip()
+        )
+
+    @property
+    def results_path(self) -> Path:
+        return self.results_dir or self.data_dir / "results"
+
+    @model_validator(mode="after")
+    def _s3_results_need_a_bucket(self) -> Settings:
+        if self.results_backend == "s3" and not self.results_s3_bucket:
+            raise ValueError("SWAPMETER_RESULTS_S3_BUCKET is required when RESULTS_BACKEND=s3")
+        return self
+
+    # --- end of issue #4 building blocks settings.
+
 
 def to_asyncpg_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
