@@ -344,24 +344,22 @@ class FaceTracker:
         self.detections = 0
         self._faces: list[Face] = []
         self._anchors: list[Face] = []
-        self._pyramid: Any = None
-        self._shape: tuple[int, ...] | None = None
+        self._grey: np.ndarray | None = None
         self._age = 0
 
     def reset(self) -> None:
-        self._pyramid, self._shape, self._faces, self._anchors = None, None, [], []
+        self._grey, self._faces, self._anchors = None, [], []
 
     def update(self, frame: np.ndarray) -> list[Face]:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        _, pyramid = cv2.buildOpticalFlowPyramid(grey, LK_WINDOW, LK_LEVELS)
         faces: list[Face] | None = None
         if (
             self._faces
-            and self._pyramid is not None
-            and self._shape == grey.shape
+            and self._grey is not None
+            and self._grey.shape == grey.shape
             and self._age < self.redetect_every - 1
         ):
-            faces = self._track(pyramid)
+            faces = self._track(grey)
         if faces is None:
             faces = [f for f in self.detector.detect(frame) if f.size >= self.min_face_size]
             self._anchors = faces
@@ -369,18 +367,18 @@ class FaceTracker:
             self.detections += 1
         else:
             self._age += 1
-        self._faces, self._pyramid, self._shape = faces, pyramid, grey.shape
+        self._faces, self._grey = faces, grey
         return faces
 
-    def _track(self, pyramid: Any) -> list[Face] | None:
+    def _track(self, grey: np.ndarray) -> list[Face] | None:
         points = np.concatenate([f.landmarks for f in self._faces]).reshape(-1, 1, 2)
         moved, ok, _ = cv2.calcOpticalFlowPyrLK(
-            self._pyramid, pyramid, points, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+            self._grey, grey, points, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
         )
         if moved is None or not ok.all():
             return None
         back, ok_back, _ = cv2.calcOpticalFlowPyrLK(
-            pyramid, self._pyramid, moved, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+            grey, self._grey, moved, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
         )
         if back is None or not ok_back.all():
             return None

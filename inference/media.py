@@ -7,6 +7,7 @@ claims a huge canvas (a decompression bomb) costs nothing.
 from __future__ import annotations
 
 import io
+import struct
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -96,6 +97,22 @@ def _check_size(width: int, height: int, config: EngineConfig) -> None:
         )
 
 
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the fixed header of PNG, GIF and BMP files, without Pillow.
+
+    Catches a bomb even when the rest of the file is missing, so the caller hears "too
+    large" rather than "corrupt". JPEG and WebP sizes come from Pillow's lazy open.
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data.startswith(b"BM") and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)  # negative height: a top-down bitmap
+    return None
+
+
 def _set_pillow_limit(config: EngineConfig) -> None:
     # Process-wide Pillow setting. Image.open refuses (DecompressionBombError) anything over
     # twice this from the header alone; our own check catches the rest, also before any
@@ -120,6 +137,9 @@ def decode_image(data: bytes, config: EngineConfig) -> DecodedImage:
     if kind is None:
         raise UnsupportedMediaType("the file is not a JPEG, PNG, WebP, BMP or GIF image")
 
+    declared = _declared_size(data)
+    if declared is not None:
+        _check_size(*declared, config)
     _set_pillow_limit(config)
     try:
         image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)

@@ -1,0 +1,163 @@
+"""Untrusted image bytes: what is refused, and how accepted images are normalised."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.config import EngineConfig
+from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
+from inference.media import decode_image, encode_image, sniff
+from tests.inference.conftest import face_bytes
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR announcing ``width`` x ``height``, with no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+    )
+
+
+def encode_with_pillow(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 20, "image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "image"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 20, "image"),
+        (b"GIF89a" + b"\x00" * 20, "image"),
+        (b"BM" + b"\x00" * 40, "image"),
+        (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 20, "video"),
+        (b"\x00\x00\x00\x14ftypqt  " + b"\x00" * 20, "video"),
+        (b"\x1a\x45\xdf\xa3" + b"\x00" * 20, "video"),
+        (b"RIFF\x00\x00\x00\x00AVI LIST" + b"\x00" * 20, "video"),
+        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20, None),
+        (b"hello, this is a text file\n", None),
+        (b"", None),
+    ],
+)
+def test_sniff_tells_images_from_videos_by_magic_bytes(data: bytes, kind: str | None) -> None:
+    assert sniff(data) == kind
+
+
+def test_a_real_photo_decodes_to_bgr_with_its_size(config: EngineConfig) -> None:
+    decoded = decode_image(face_bytes("two_people.jpg"), config)
+    assert decoded.bgr.shape == (661, 1126, 3) and decoded.bgr.dtype == np.uint8
+    assert decoded.alpha is None
+
+
+def test_text_renamed_jpg_is_refused_as_unsupported(config: EngineConfig) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        decode_image(b"<html><body>not a picture</body></html>\n" * 10, config)
+
+
+def test_truncated_jpeg_fails_to_decode(config: EngineConfig) -> None:
+    data = face_bytes("obama.jpg")
+    with pytest.raises(ImageDecodeFailed):
+        decode_image(data[: len(data) // 2], config)
+
+
+def test_empty_file_fails_to_decode(config: EngineConfig) -> None:
+    with pytest.raises(ImageDecodeFailed):
+        decode_image(b"", config)
+
+
+def test_png_header_claiming_20000_square_is_refused_before_decoding(
+    config: EngineConfig,
+) -> None:
+    with pytest.raises(ImagePixelExceed) as info:
+        decode_image(png_header_claiming(20000, 20000), config)
+    assert info.value.code == "ImagePixelExceed"
+
+
+def test_images_over_the_configured_side_or_pixel_limits_are_refused() -> None:
+    data = face_bytes("obama.jpg")  # 910 x 1137
+    with pytest.raises(ImagePixelExceed):
+        decode_image(data, EngineConfig(max_image_side=1000))
+    with pytest.raises(ImagePixelExceed):
+        decode_image(data, EngineConfig(max_image_pixels=1_000_000))
+    assert decode_image(data, EngineConfig(max_image_side=1137)).height == 1137
+
+
+def test_a_video_given_as_an_image_is_unsupported(config: EngineConfig) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        decode_image(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100, config)
+
+
+def test_exif_orientation_is_applied(config: EngineConfig) -> None:
+    pixels = np.zeros((40, 100, 3), np.uint8)
+    pixels[:, :50] = (255, 0, 0)  # left half red (RGB)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate 90 degrees clockwise
+    data = encode_with_pillow(Image.fromarray(pixels), "JPEG", exif=exif.tobytes(), quality=95)
+    bgr = decode_image(data, config).bgr
+    assert bgr.shape == (100, 40, 3)
+    # After the clockwise turn the red half is on top.
+    assert bgr[:40, :, 2].mean() > 200 and bgr[60:, :, 2].mean() < 50
+
+
+def test_grayscale_images_become_three_channels(config: EngineConfig) -> None:
+    data = encode_with_pillow(Image.new("L", (64, 48), 128), "PNG")
+    decoded = decode_image(data, config)
+    assert decoded.bgr.shape == (48, 64, 3)
+    assert int(decoded.bgr[10, 10, 0]) == int(decoded.bgr[10, 10, 2]) == 128
+
+
+def test_alpha_is_kept_aside_and_put_back_for_png_and_webp(config: EngineConfig) -> None:
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., :3] = (10, 200, 30)
+    rgba[..., 3] = 255
+    rgba[:, :16, 3] = 0  # left half fully transparent
+    decoded = decode_image(encode_with_pillow(Image.fromarray(rgba, "RGBA"), "PNG"), config)
+    assert decoded.alpha is not None and decoded.alpha[:, :16].max() == 0
+    # Transparent pixels are shown on white to the detector and in a JPEG.
+    assert decoded.bgr[:, :16].min() == 255
+    for fmt in ("png", "webp"):
+        out = Image.open(io.BytesIO(encode_image(decoded.bgr, fmt, alpha=decoded.alpha)))
+        assert out.mode == "RGBA", fmt
+        alpha = np.asarray(out)[..., 3]
+        assert alpha[:, :16].max() == 0 and alpha[:, 17:].min() == 255, fmt
+    jpeg = Image.open(io.BytesIO(encode_image(decoded.bgr, "jpg", alpha=decoded.alpha)))
+    assert jpeg.mode == "RGB"
+
+
+def test_the_rgba_sample_photo_decodes_with_its_alpha(config: EngineConfig) -> None:
+    decoded = decode_image(face_bytes("32bit.png"), config)
+    assert decoded.bgr.shape == (1200, 626, 3)
+    assert decoded.alpha is not None and decoded.alpha.shape == (1200, 626)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "magic"), [("jpg", b"\xff\xd8"), ("png", b"\x89PNG"), ("webp", b"RIFF")]
+)
+def test_encode_writes_the_asked_format(fmt: str, magic: bytes) -> None:
+    image = np.full((20, 30, 3), 90, np.uint8)
+    data = encode_image(image, fmt)
+    assert data.startswith(magic)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (20, 30, 3)
+
+
+def test_jpeg_header_claiming_a_huge_canvas_is_refused_before_decoding(
+    config: EngineConfig,
+) -> None:
+    data = bytearray(encode_with_pillow(Image.new("RGB", (16, 16)), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 30000)
+    with pytest.raises(ImagePixelExceed):
+        decode_image(bytes(data), config)
