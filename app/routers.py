@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.auth.endpoints import router as auth_router
+from app.auth.service import bootstrap_first_admin
+
 
 def include_routers(app: FastAPI) -> None:
     # Domains add their routers here as they land.
-    pass
+    app.include_router(auth_router)
 
 
 async def on_startup(app: FastAPI) -> None:
     """Start-up work that needs the database (bootstrap admin, ...)."""
-    pass
+    await bootstrap_first_admin(app.state.db, app.state.settings)

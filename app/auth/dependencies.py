@@ -1,0 +1,113 @@
+"""FastAPI dependencies that say who is calling: admins (JWT) and end users (API keys).
+
+Tenant isolation lives here too: an admin bound to one tenant gets 404 for anything of
+another tenant (never 403, which would confirm that it exists).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from admin import repository as admin_repository
+from app.auth.ip_allowlist import enforce_admin_ip_allowlist
+from app.auth.tokens import decode_admin_token
+from app.deps import DBSession, SettingsDep
+from app.errors import Forbidden, InvalidToken, NotFound, Unauthorized
+from app.tenancy import service as tenancy_service
+
+ROLES = ("platform_admin", "tenant_admin", "auditor")
+
+# auto_error=False: we raise our own errors in the contract's shape. These objects also
+# document the two security schemes in OpenAPI.
+_bearer = HTTPBearer(auto_error=False, description="Admin JWT, or an end user's API key")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+@dataclass(frozen=True)
+class AdminPrincipal:
+    id: uuid.UUID
+    email: str
+    role: str  # platform_admin | tenant_admin | auditor
+    tenant_id: uuid.UUID | None
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.role == "platform_admin"
+
+    @property
+    def sees_every_tenant(self) -> bool:
+        return self.tenant_id is None
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    user_id: int
+    tenant_id: uuid.UUID
+    external_id: str
+    api_key_id: uuid.UUID
+    rate_limit_per_second: int | None
+
+
+def ensure_tenant_access(admin: AdminPrincipal, tenant_id: uuid.UUID, *, write: bool) -> None:
+    """NotFound when the tenant is outside the admin's reach; Forbidden when an auditor writes."""
+    if admin.tenant_id is not None and admin.tenant_id != tenant_id:
+        raise NotFound("Tenant not found")
+    if write and admin.role == "auditor":
+        raise Forbidden("Auditors have read-only access")
+
+
+def ensure_platform_admin(admin: AdminPrincipal) -> None:
+    if not admin.is_platform_admin:
+        raise Forbidden("Only platform admins may do this")
+
+
+async def admin_ip_allowed(request: Request, settings: SettingsDep) -> None:
+    """Router-level guard for /api/v1/admin and /api/v1/auth (403 Forbidden)."""
+    enforce_admin_ip_allowlist(request, settings)
+
+
+async def current_admin(
+    request: Request,
+    session: DBSession,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AdminPrincipal:
+    enforce_admin_ip_allowlist(request, settings)
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("Missing bearer token")
+    claims = decode_admin_token(settings, credentials.credentials)
+    # The database, not the token, is the authority on role, tenant and whether the admin
+    # may still sign in: a disabled admin's unexpired tokens stop working at once.
+    row = await admin_repository.get_admin(session, claims.admin_id)
+    if row is None or row.status != "active":
+        raise InvalidToken("This admin account is not active")
+    return AdminPrincipal(id=row.id, email=row.email, role=row.role, tenant_id=row.tenant_id)
+
+
+async def current_api_user(
+    request: Request,
+    session: DBSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_api_key_header)],
+) -> ApiPrincipal:
+    raw = credentials.credentials if credentials is not None else header_key
+    if not raw:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer sm_...' or X-API-Key")
+    found = await tenancy_service.authenticate_api_key(session, raw)
+    await tenancy_service.note_api_key_used(request.app.state.db, found.id)
+    return ApiPrincipal(
+        user_id=found.user_id,
+        tenant_id=found.tenant_id,
+        external_id=found.external_id,
+        api_key_id=found.id,
+        rate_limit_per_second=found.rate_limit_per_second,
+    )
+
+
+CurrentAdmin = Annotated[AdminPrincipal, Depends(current_admin)]
+CurrentApiUser = Annotated[ApiPrincipal, Depends(current_api_user)]

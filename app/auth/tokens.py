@@ -1,0 +1,73 @@
+"""Admin access tokens: short-lived JWTs signed with the service secret.
+
+Only the configured algorithm is accepted (``algorithms=[...]``), so ``alg: none`` and
+algorithm-confusion tokens fail signature checks; expiry, issue time, issuer and subject
+are required claims.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from app.errors import InvalidToken, TokenExpired
+from app.settings import Settings
+
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub"]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    admin_id: uuid.UUID
+    role: str
+    tenant_id: uuid.UUID | None
+
+
+def issue_admin_token(
+    settings: Settings, *, admin_id: uuid.UUID, role: str, tenant_id: uuid.UUID | None
+) -> IssuedToken:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(admin_id),
+        "role": role,
+        "tenant": str(tenant_id) if tenant_id else None,
+        "iss": settings.jwt_issuer,
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.jwt_ttl_seconds),
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm)
+    return IssuedToken(access_token=token, expires_in=settings.jwt_ttl_seconds)
+
+
+def decode_admin_token(settings: Settings, token: str) -> TokenClaims:
+    """The verified claims, or InvalidToken / TokenExpired (both 401)."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[settings.jwt_algorithm],
+            issuer=settings.jwt_issuer,
+            options={"require": REQUIRED_CLAIMS},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired("Access token has expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"Invalid access token: {exc}") from None
+    try:
+        admin_id = uuid.UUID(str(claims["sub"]))
+        tenant = claims.get("tenant")
+        tenant_id = uuid.UUID(str(tenant)) if tenant else None
+    except ValueError:
+        raise InvalidToken("Invalid access token: malformed subject") from None
+    return TokenClaims(admin_id=admin_id, role=str(claims.get("role", "")), tenant_id=tenant_id)
