@@ -1,14 +1,34 @@
-"""ORM rows for Token accounts and the ledger."""
+"""ORM rows for Token accounts, the ledger, holds, expiring grants and bulk-recharge batches.
+
+The SQL that moves money lives in ``billing/repository.py``; these classes describe the
+tables (for Alembic, reads and tests). Ledger rows are never updated: the database refuses it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+
+ENTRY_KINDS = ("recharge", "grant", "expiry", "hold", "capture", "release", "refund", "adjustment")
 
 
 class Account(Base):
@@ -37,3 +57,153 @@ class Account(Base):
     frozen_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LedgerEntry(Base):
+    """One immutable Token movement from one account to another (see billing/service.py)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in ENTRY_KINDS) + ")", name="kind_known"
+        ),
+        CheckConstraint(
+            "(kind IN ('hold', 'release')) = (from_account_id = to_account_id)",
+            name="memo_entries_stay_on_one_account",
+        ),
+        CheckConstraint(
+            "kind NOT IN ('hold', 'capture', 'release') OR hold_id IS NOT NULL",
+            name="hold_entries_name_their_hold",
+        ),
+        Index("ix_ledger_entries_to_account_id_id", "to_account_id", "id"),
+        Index("ix_ledger_entries_from_account_id_id", "from_account_id", "id"),
+        Index(
+            "uq_ledger_entries_tenant_kind_idempotency_key",
+            "tenant_id",
+            "kind",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    from_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    to_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str | None] = mapped_column(String(255))
+    operator: Mapped[str | None] = mapped_column(String(320))
+    reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("recharge_batches.id"))
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    held_after: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Hold(Base):
+    """Tokens reserved for one reference (a job id) until captured or released."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('held', 'captured', 'released')", name="status_known"),
+        CheckConstraint(
+            "(status = 'held' AND captured = 0 AND released = 0)"
+            " OR (status <> 'held' AND captured >= 0 AND released >= 0"
+            " AND captured + released = amount)",
+            name="settlement_adds_up",
+        ),
+        CheckConstraint("refunded >= 0 AND refunded <= captured", name="refund_within_capture"),
+        UniqueConstraint("tenant_id", "reference"),
+        Index("ix_holds_account_id_open", "account_id", postgresql_where=text("status = 'held'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    reference: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    released: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    refunded: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), server_default="held")
+    price_version: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TokenGrant(Base):
+    """Granted tokens that expire; ``remaining`` is the part not spent yet."""
+
+    __tablename__ = "token_grants"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
+        CheckConstraint("status IN ('active', 'expired')", name="status_known"),
+        Index(
+            "ix_token_grants_account_id_unspent",
+            "account_id",
+            "expires_at",
+            "id",
+            postgresql_where=text("status = 'active' AND remaining > 0"),
+        ),
+        Index(
+            "ix_token_grants_expires_at_active",
+            "expires_at",
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    expired_amount: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RechargeBatch(Base):
+    """One bulk recharge call and its report; pending ones keep their validated entries."""
+
+    __tablename__ = "recharge_batches"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('processing', 'applied', 'pending_approval', 'rejected')",
+            name="status_known",
+        ),
+        CheckConstraint("mode IN ('soft', 'atomic')", name="mode_known"),
+        UniqueConstraint("tenant_id", "idempotency_key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(24))
+    mode: Mapped[str] = mapped_column(String(16))
+    requested: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_amount: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    failed_users: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    reason: Mapped[str | None] = mapped_column(Text)
+    operator: Mapped[str | None] = mapped_column(String(320))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_by_email: Mapped[str | None] = mapped_column(String(320))
+    approved_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    approved_by_email: Mapped[str | None] = mapped_column(String(320))
+    pending_users: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    pending_amounts: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,672 @@
+"""The Token ledger: every movement of Tokens, as immutable double-entry rows.
+
+Accounts. Each tenant has two system accounts, ``issuance`` (where bought and granted
+Tokens come from, so it goes negative) and ``revenue`` (where spent Tokens go), and one
+account per end user with ``balance`` and ``held`` (``available = balance - held``). Every
+entry moves ``amount > 0`` from one account to another, so the balances of a tenant always
+sum to zero and each balance is ``sum(in) - sum(out)`` over the entries.
+
+Kinds and their direction::
+
+    recharge, grant, +adjustment   issuance -> user
+    expiry, -adjustment            user -> issuance
+    capture                        user -> revenue
+    refund                         revenue -> user
+    hold, release                  user -> user   (memo entries)
+
+Holds are memo entries. A hold reserves Tokens for a job without moving them, so it is
+written as an entry from the user account to itself: it cannot change any balance (in and
+out cancel), and it changes ``held`` by +amount. A release is the same with -amount. A
+capture is a real transfer user -> revenue that also ends the reservation of what it
+captures. So ``held = sum(hold) - sum(release) - sum(capture)`` per account, and both
+numbers are recomputable from the entries alone (``billing/verify.py`` does exactly that).
+We chose memo entries over an escrow account because ``balance`` then keeps meaning "Tokens
+the user owns", which is what the contract shows, and verify needs no special case.
+
+Every balance change is one SQL statement (see ``billing/repository.py``) that cannot
+overdraw under concurrency, writes its ledger entry in the same statement, and is
+idempotent: recharge, grant, adjustment and refund by ``idempotency_key`` (unique per
+tenant and kind), hold by its ``reference`` (one hold per reference and tenant), capture and
+release by the hold's state machine. A replay returns the original result with
+``replayed=True``; the same key used for a different movement gets IdempotencyKeyReused.
+
+Frozen accounts accept no holds, recharges, grants or adjustments (either sign) until
+unfrozen. Holds taken before the freeze still settle (capture/release), so an in-flight job
+does not leave Tokens stuck, and refunds still go through: that is money we owe back.
+
+Grant expiry. A grant with ``expires_at`` also records a lot in ``token_grants`` with
+``remaining``. Spending (capture, negative adjustment) consumes unspent lots soonest-
+expiring first, before any bought Tokens, which is the order most favourable to the user.
+``expire_grants`` moves each expired lot's ``remaining`` back to issuance through an
+``expiry`` entry, but never more than the account's available Tokens: Tokens under a hold
+belong to a job that may still capture them. Refunds come back as ordinary Tokens.
+
+Services flush nothing themselves and never commit: the caller's transaction does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import (
+    AccountFrozen,
+    Conflict,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    InvalidAmount,
+    NotFound,
+)
+from billing import metrics
+from billing import repository as repo
+
+MAX_AMOUNT = 10**12  # settings.max_amount's default; a sanity bound on one movement
+
+
+@dataclass(frozen=True)
+class AccountView:
+    balance: int
+    held: int
+    available: int
+    status: str
+
+
+@dataclass(frozen=True)
+class Movement:
+    """The outcome of one recharge, grant, adjustment or refund."""
+
+    entry_id: int
+    kind: str
+    amount: int  # signed, from the user's side
+    account_id: int
+    balance_after: int
+    held_after: int
+    at: datetime
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class HoldView:
+    id: int
+    reference: str
+    account_id: int
+    amount: int
+    captured: int
+    released: int
+    refunded: int
+    status: str  # held | captured | released
+    price_version: int | None
+    balance: int  # the user account right after the call
+    held: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    grants: int
+    tokens: int
+
+
+# ---------------------------------------------------------------------------------------
+# Accounts
+# ---------------------------------------------------------------------------------------
+
+
+async def open_tenant_accounts(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Create the tenant's issuance and revenue accounts; a no-op when they exist."""
+    await repo.open_tenant_accounts(session, tenant_id)
+
+
+async def open_user_accounts(
+    session: AsyncSession, tenant_id: uuid.UUID, user_ids: Sequence[int]
+) -> None:
+    """One account per user (set-based); users that already have one are skipped."""
+    if user_ids:
+        await repo.open_user_accounts(session, tenant_id, user_ids)
+
+
+async def freeze_account(
+    session: AsyncSession, tenant_id: uuid.UUID, user_id: int, reason: str
+) -> None:
+    if not await repo.set_account_status(session, tenant_id, user_id, "frozen", reason):
+        raise NotFound("This user has no Token account")
+
+
+async def unfreeze_account(
+    session: AsyncSession, tenant_id: uuid.UUID, user_id: int, reason: str
+) -> None:
+    # The reason of an unfreeze lives in the audit log; the account keeps no stale reason.
+    del reason
+    if not await repo.set_account_status(session, tenant_id, user_id, "active", None):
+        raise NotFound("This user has no Token account")
+
+
+async def account_view(session: AsyncSession, user_id: int) -> AccountView:
+    row = await repo.account_of_user(session, user_id)
+    if row is None:
+        raise NotFound("This user has no Token account")
+    return AccountView(
+        balance=row.balance, held=row.held, available=row.balance - row.held, status=row.status
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Movements between a user and the tenant's issuance account
+# ---------------------------------------------------------------------------------------
+
+
+def _check_amount(amount: Any, *, allow_zero: bool = False) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmount("Token amounts are integers")
+    low = 0 if allow_zero else 1
+    if not low <= amount <= MAX_AMOUNT:
+        raise InvalidAmount(f"Token amount must be between {low} and {MAX_AMOUNT}")
+    return amount
+
+
+async def recharge(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: int,
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+    operator: str | None = None,
+    reason: str | None = None,
+    reference: str | None = None,
+) -> Movement:
+    """Credit bought Tokens to a user (issuance -> user)."""
+    return await _credit(
+        session,
+        tenant_id,
+        user_id,
+        _check_amount(amount),
+        kind="recharge",
+        idempotency_key=idempotency_key,
+        operator=operator,
+        reason=reason,
+        reference=reference,
+    )
+
+
+async def grant(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: int,
+    amount: int,
+    *,
+    expires_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    operator: str | None = None,
+    reason: str | None = None,
+) -> Movement:
+    """Credit free Tokens; with ``expires_at``, what is unspent then goes back (expiry)."""
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidAmount("expires_at must carry a time zone")
+    return await _credit(
+        session,
+        tenant_id,
+        user_id,
+        _check_amount(amount),
+        kind="grant",
+        idempotency_key=idempotency_key,
+        operator=operator,
+        reason=reason,
+        reference=None,
+        expires_at=expires_at,
+    )
+
+
+async def adjust(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: int,
+    amount: int,
+    *,
+    reason: str,
+    operator: str,
+    idempotency_key: str | None = None,
+) -> Movement:
+    """An operator's correction: positive credits the user, negative debits them."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+        raise InvalidAmount("An adjustment is a non-zero integer")
+    if not reason or not operator:
+        raise InvalidAmount("An adjustment needs a reason and an operator")
+    if amount > 0:
+        return await _credit(
+            session,
+            tenant_id,
+            user_id,
+            _check_amount(amount),
+            kind="adjustment",
+            idempotency_key=idempotency_key,
+            operator=operator,
+            reason=reason,
+            reference=None,
+        )
+    return await _debit(
+        session,
+        tenant_id,
+        user_id,
+        _check_amount(-amount),
+        kind="adjustment",
+        idempotency_key=idempotency_key,
+        operator=operator,
+        reason=reason,
+    )
+
+
+def _params(
+    tenant_id: uuid.UUID, user_id: int, amount: int, kind: str, system_kind: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "amount": amount,
+        "kind": kind,
+        "system_kind": system_kind,
+        "reference": None,
+        "operator": None,
+        "reason": None,
+        "idempotency_key": None,
+        **extra,
+    }
+
+
+async def _credit(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: int,
+    amount: int,
+    *,
+    kind: str,
+    idempotency_key: str | None,
+    operator: str | None,
+    reason: str | None,
+    reference: str | None,
+    expires_at: datetime | None = None,
+) -> Movement:
+    params = _params(
+        tenant_id,
+        user_id,
+        amount,
+        kind,
+        "issuance",
+        reference=reference,
+        operator=operator,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
+    statement = repo.CREDIT_USER
+    if expires_at is not None:
+        statement, params["expires_at"] = repo.GRANT_WITH_EXPIRY, expires_at
+    row = await _run_with_system_account(session, statement, params)
+    if row.entry_id is not None:
+        metrics.tokens_moved(session, tenant_id, kind, amount)
+        return Movement(
+            row.entry_id,
+            kind,
+            amount,
+            row.account_id,
+            row.balance_after,
+            row.held_after,
+            row.created_at,
+        )
+    replay = await _replay(
+        session, tenant_id, kind, idempotency_key, row.account_id, amount, credit=True
+    )
+    if replay is not None:
+        return replay
+    raise AccountFrozen("This Token account is frozen")
+
+
+async def _debit(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: int,
+    amount: int,
+    *,
+    kind: str,
+    idempotency_key: str | None,
+    operator: str | None,
+    reason: str | None,
+) -> Movement:
+    params = _params(
+        tenant_id,
+        user_id,
+        amount,
+        kind,
+        "issuance",
+        operator=operator,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
+    row = await _run_with_system_account(session, repo.DEBIT_USER, params)
+    if row.entry_id is not None:
+        await session.execute(repo.CONSUME_GRANTS, {"account_id": row.account_id, "amount": amount})
+        metrics.tokens_moved(session, tenant_id, kind, amount)
+        return Movement(
+            row.entry_id,
+            kind,
+            -amount,
+            row.account_id,
+            row.balance_after,
+            row.held_after,
+            row.created_at,
+        )
+    replay = await _replay(
+        session, tenant_id, kind, idempotency_key, row.account_id, amount, credit=False
+    )
+    if replay is not None:
+        return replay
+    if row.status != "active":
+        raise AccountFrozen("This Token account is frozen")
+    raise InsufficientBalance(
+        f"{amount} Tokens needed, {row.available} available", details={"available": row.available}
+    )
+
+
+async def _run_with_system_account(
+    session: AsyncSession, statement: Any, params: dict[str, Any]
+) -> Any:
+    row = await repo.run(session, statement, params)
+    if row is None:
+        raise NotFound("This user has no Token account")
+    if row.system_account_id is None:
+        # A tenant created before its system accounts existed: open them, then retry once.
+        await repo.open_tenant_accounts(session, params["tenant_id"])
+        row = await repo.run(session, statement, params)
+        assert row is not None and row.system_account_id is not None
+    return row
+
+
+async def _replay(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    kind: str,
+    idempotency_key: str | None,
+    account_id: int,
+    amount: int,
+    *,
+    credit: bool,
+) -> Movement | None:
+    """The entry an earlier call with this key wrote, or None when there is none."""
+    if idempotency_key is None:
+        return None
+    entry = await repo.run(
+        session,
+        repo.ENTRY_BY_KEY,
+        {"tenant_id": tenant_id, "kind": kind, "idempotency_key": idempotency_key},
+    )
+    if entry is None:
+        return None
+    user_side = entry.to_account_id if credit else entry.from_account_id
+    if user_side != account_id or entry.amount != amount:
+        raise IdempotencyKeyReused("This idempotency key was already used for a different movement")
+    signed = entry.amount if credit else -entry.amount
+    return Movement(
+        entry.id,
+        kind,
+        signed,
+        account_id,
+        entry.balance_after,
+        entry.held_after,
+        entry.created_at,
+        replayed=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Holds: hold -> capture (partial allowed, remainder released) | release; refund
+# ---------------------------------------------------------------------------------------
+
+
+async def hold(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: int,
+    reference: str,
+    amount: int,
+    *,
+    price_version: int | None = None,
+    operator: str | None = None,
+) -> HoldView:
+    """Reserve ``amount`` Tokens for ``reference`` (a job id): one hold per reference.
+
+    InsufficientBalance (402) when fewer are available, AccountFrozen (403) when frozen.
+    Holding the same reference again returns the existing hold.
+    """
+    _check_reference(reference)
+    amount = _check_amount(amount)
+    row = await repo.run(
+        session,
+        repo.HOLD,
+        {
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "reference": reference,
+            "amount": amount,
+            "price_version": price_version,
+            "operator": operator,
+        },
+    )
+    if row is None:
+        raise NotFound("This user has no Token account")
+    if row.hold_id is not None:
+        metrics.tokens_moved(session, tenant_id, "hold", amount)
+        return HoldView(
+            row.hold_id,
+            reference,
+            row.account_id,
+            amount,
+            0,
+            0,
+            0,
+            "held",
+            price_version,
+            row.balance,
+            row.held,
+        )
+    existing = await _hold_by_reference(session, tenant_id, reference)
+    if existing is not None:
+        if existing.account_id != row.account_id or existing.amount != amount:
+            raise IdempotencyKeyReused("This reference already holds a different amount")
+        return _replayed(existing)
+    if row.status != "active":
+        raise AccountFrozen("This Token account is frozen")
+    raise InsufficientBalance(
+        f"{amount} Tokens needed, {row.available} available", details={"available": row.available}
+    )
+
+
+async def capture(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    reference: str,
+    amount: int,
+    *,
+    operator: str | None = None,
+) -> HoldView:
+    """Charge ``amount`` (0..held) of the hold; the rest of it is released.
+
+    Capturing a settled hold again with the same amount returns it unchanged.
+    """
+    amount = _check_amount(amount, allow_zero=True)
+    row = await repo.run(
+        session,
+        repo.CAPTURE,
+        {
+            "tenant_id": tenant_id,
+            "reference": reference,
+            "amount": amount,
+            "operator": operator,
+        },
+    )
+    if row is not None:
+        if amount:
+            await session.execute(
+                repo.CONSUME_GRANTS, {"account_id": row.account_id, "amount": amount}
+            )
+            metrics.tokens_moved(session, tenant_id, "capture", amount)
+        view = await _hold_by_reference(session, tenant_id, reference)
+        assert view is not None
+        if view.released:
+            metrics.tokens_moved(session, tenant_id, "release", view.released)
+        return view
+    existing = await _hold_by_reference(session, tenant_id, reference)
+    if existing is None:
+        raise NotFound(f"No hold for reference {reference!r}")
+    if existing.status == "held":
+        raise InvalidAmount(f"Cannot capture {amount}: the hold is of {existing.amount}")
+    if existing.captured == amount:
+        return _replayed(existing)
+    raise Conflict(f"The hold for {reference!r} is already {existing.status}")
+
+
+async def release(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    reference: str,
+    *,
+    operator: str | None = None,
+    reason: str | None = None,
+) -> HoldView:
+    """Give the whole hold back; releasing a released hold again returns it unchanged."""
+    row = await repo.run(
+        session,
+        repo.RELEASE,
+        {
+            "tenant_id": tenant_id,
+            "reference": reference,
+            "operator": operator,
+            "reason": reason,
+        },
+    )
+    view = await _hold_by_reference(session, tenant_id, reference)
+    if view is None:
+        raise NotFound(f"No hold for reference {reference!r}")
+    if row is not None:
+        metrics.tokens_moved(session, tenant_id, "release", view.released)
+        return view
+    if view.status == "released" and view.captured == 0:
+        return _replayed(view)
+    raise Conflict(f"The hold for {reference!r} is already {view.status}")
+
+
+async def refund(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    reference: str,
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+    operator: str | None = None,
+    reason: str | None = None,
+) -> Movement:
+    """Give back up to what the hold for ``reference`` captured (revenue -> user)."""
+    amount = _check_amount(amount)
+    row = await repo.run(
+        session,
+        repo.REFUND,
+        {
+            "tenant_id": tenant_id,
+            "reference": reference,
+            "amount": amount,
+            "idempotency_key": idempotency_key,
+            "operator": operator,
+            "reason": reason,
+        },
+    )
+    if row is None:
+        existing = await _hold_by_reference(session, tenant_id, reference)
+        if existing is None:
+            raise NotFound(f"No hold for reference {reference!r}")
+        raise Conflict(f"The hold for {reference!r} captured nothing to refund")
+    if row.entry_id is not None:
+        metrics.tokens_moved(session, tenant_id, "refund", amount)
+        return Movement(
+            row.entry_id,
+            "refund",
+            amount,
+            row.account_id,
+            row.balance_after,
+            row.held_after,
+            row.created_at,
+        )
+    replay = await _replay(
+        session, tenant_id, "refund", idempotency_key, row.account_id, amount, credit=True
+    )
+    if replay is not None:
+        return replay
+    left = row.captured - row.refunded_before
+    raise InvalidAmount(f"Cannot refund {amount}: {left} of the capture is left to refund")
+
+
+def _check_reference(reference: str) -> None:
+    if not isinstance(reference, str) or not 1 <= len(reference) <= 255:
+        raise InvalidAmount("A hold reference is 1 to 255 characters")
+
+
+async def _hold_by_reference(
+    session: AsyncSession, tenant_id: uuid.UUID, reference: str
+) -> HoldView | None:
+    h = await repo.run(
+        session, repo.HOLD_BY_REFERENCE, {"tenant_id": tenant_id, "reference": reference}
+    )
+    if h is None:
+        return None
+    return HoldView(
+        h.id,
+        h.reference,
+        h.account_id,
+        h.amount,
+        h.captured,
+        h.released,
+        h.refunded,
+        h.status,
+        h.price_version,
+        h.balance,
+        h.held,
+    )
+
+
+def _replayed(view: HoldView) -> HoldView:
+    return HoldView(**{**view.__dict__, "replayed": True})
+
+
+async def get_hold(session: AsyncSession, tenant_id: uuid.UUID, reference: str) -> HoldView:
+    view = await _hold_by_reference(session, tenant_id, reference)
+    if view is None:
+        raise NotFound(f"No hold for reference {reference!r}")
+    return view
+
+
+# ---------------------------------------------------------------------------------------
+# Grant expiry
+# ---------------------------------------------------------------------------------------
+
+
+async def expire_grants(session: AsyncSession, now: datetime, *, limit: int = 5000) -> ExpiryResult:
+    """Move the unspent part of every grant lot expired by ``now`` back to issuance.
+
+    Handles up to ``limit`` accounts per call (call again while it returns grants > 0).
+    One runner at a time across processes (an advisory lock): when another one is busy,
+    this returns at once with nothing done.
+    """
+    locked = await repo.run(session, repo.EXPIRY_LOCK, {})
+    if locked is None or not locked[0]:
+        return ExpiryResult(0, 0)
+    row = await repo.run(session, repo.EXPIRE_GRANTS, {"now": now, "limit": limit})
+    assert row is not None
+    moved = row.moved if isinstance(row.moved, list) else orjson.loads(row.moved)
+    tokens = 0
+    for tenant, amount in moved:
+        metrics.tokens_moved(session, tenant, "expiry", int(amount))
+        tokens += int(amount)
+    return ExpiryResult(grants=row.grants, tokens=tokens)
