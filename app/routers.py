@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from admin.endpoints import router as admin_router
 from app.auth.endpoints import router as auth_router
 from app.auth.service import bootstrap_first_admin
 
@@ -14,6 +15,7 @@ from app.auth.service import bootstrap_first_admin
 def include_routers(app: FastAPI) -> None:
     # Domains add their routers here as they land.
     app.include_router(auth_router)
+    app.include_router(admin_router)
 
 
 async def on_startup(app: FastAPI) -> None:

@@ -1,0 +1,395 @@
+"""Admin use cases: tenants, admins, user import, API keys, freezes and the audit log.
+
+Each write checks the caller's reach (``ensure_tenant_access``), does its work through the
+tenancy and billing services, and appends one audit record last (the audit lock is held
+until the boundary commits). Services flush; the boundary commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from admin import audit, repository
+from admin.repository import AdminRow
+from app.auth import passwords
+from app.auth.dependencies import AdminPrincipal, ensure_platform_admin, ensure_tenant_access
+from app.errors import BadRequest, Conflict, NotFound
+from app.settings import Settings
+from app.tenancy import repository as tenancy_repository
+from app.tenancy import service as tenancy
+from app.tenancy.repository import ApiKeyRow, TenantRow, UserRow
+from billing import service as billing
+
+log = logging.getLogger(__name__)
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _check_new_credentials(email: str, password: str) -> None:
+    if not _EMAIL_RE.match(email):
+        raise BadRequest("email is not a valid address", code="InvalidEmail")
+    problem = passwords.password_problem(password)
+    if problem:
+        raise BadRequest(problem, code="WeakPassword")
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+
+async def _tenant_for(
+    session: AsyncSession, admin: AdminPrincipal, tenant_id: uuid.UUID, *, write: bool
+) -> TenantRow:
+    ensure_tenant_access(admin, tenant_id, write=write)
+    return await tenancy.get_tenant(session, tenant_id)
+
+
+async def create_tenant(
+    session: AsyncSession, request: Request, admin: AdminPrincipal, *, name: str, slug: str | None
+) -> TenantRow:
+    ensure_platform_admin(admin)
+    tenant = await tenancy.create_tenant(session, name=name, slug=slug)
+    await billing.open_tenant_accounts(session, tenant.id)
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="tenant.create",
+        tenant_id=tenant.id,
+        target=f"tenant:{tenant.id}",
+        details={"name": tenant.name, "slug": tenant.slug},
+    )
+    return tenant
+
+
+async def get_tenant(
+    session: AsyncSession, admin: AdminPrincipal, tenant_id: uuid.UUID
+) -> TenantRow:
+    return await _tenant_for(session, admin, tenant_id, write=False)
+
+
+async def list_tenants(
+    session: AsyncSession, admin: AdminPrincipal, *, after_slug: str | None, limit: int
+) -> list[TenantRow]:
+    return await tenancy_repository.list_tenants(
+        session, only=admin.tenant_id, after_slug=after_slug, limit=limit
+    )
+
+
+async def update_tenant(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> TenantRow:
+    before = await _tenant_for(session, admin, tenant_id, write=True)
+    if "status" in changes:
+        ensure_platform_admin(admin)
+    if "name" in changes and changes["name"] is None:
+        del changes["name"]
+    if "status" in changes and changes["status"] is None:
+        del changes["status"]
+    after = await tenancy_repository.update_tenant(session, tenant_id, changes)
+    assert after is not None
+    diff = {
+        column: {"from": getattr(before, column), "to": getattr(after, column)}
+        for column in sorted(changes)
+        if getattr(before, column) != getattr(after, column)
+    }
+    if diff:
+        await audit.record(
+            session,
+            request=request,
+            actor=admin,
+            action="tenant.update",
+            tenant_id=tenant_id,
+            target=f"tenant:{tenant_id}",
+            details={"changes": diff},
+        )
+    return after
+
+
+# -- admins --------------------------------------------------------------------------------
+
+
+async def create_admin(
+    session: AsyncSession,
+    request: Request,
+    actor: AdminPrincipal,
+    *,
+    tenant_id: uuid.UUID | None,
+    email: str,
+    password: str,
+    role: str,
+) -> AdminRow:
+    """A tenant's admin or auditor (tenant_id set), or a platform-wide one (platform only)."""
+    if tenant_id is None:
+        ensure_platform_admin(actor)
+    else:
+        await _tenant_for(session, actor, tenant_id, write=True)
+        if role == "platform_admin":
+            raise BadRequest("A tenant cannot have platform admins", code="InvalidRole")
+    email = email.strip()
+    _check_new_credentials(email, password)
+    password_hash = await passwords.hash_password(password)
+    admin = await repository.insert_admin(
+        session, email=email, password_hash=password_hash, role=role, tenant_id=tenant_id
+    )
+    if admin is None:
+        raise Conflict("An admin with this email already exists")
+    await audit.record(
+        session,
+        request=request,
+        actor=actor,
+        action="admin.create",
+        tenant_id=tenant_id,
+        target=f"admin:{admin.id}",
+        details={"email": admin.email, "role": admin.role},
+    )
+    return admin
+
+
+async def list_admins(
+    session: AsyncSession, actor: AdminPrincipal, tenant_id: uuid.UUID
+) -> list[AdminRow]:
+    await _tenant_for(session, actor, tenant_id, write=False)
+    return await repository.list_admins(session, tenant_id)
+
+
+async def set_admin_status(
+    session: AsyncSession, request: Request, actor: AdminPrincipal, admin_id: uuid.UUID, status: str
+) -> AdminRow:
+    target = await repository.get_admin(session, admin_id)
+    if target is None:
+        raise NotFound("Admin not found")
+    if target.tenant_id is None:
+        if not actor.sees_every_tenant:
+            raise NotFound("Admin not found")
+        ensure_platform_admin(actor)
+    else:
+        ensure_tenant_access(actor, target.tenant_id, write=True)
+    if target.id == actor.id and status != "active":
+        raise Conflict("You cannot disable your own account")
+    updated = await repository.set_admin_status(session, admin_id, status)
+    assert updated is not None
+    if target.status != status:
+        await audit.record(
+            session,
+            request=request,
+            actor=actor,
+            action="admin.update",
+            tenant_id=target.tenant_id,
+            target=f"admin:{admin_id}",
+            details={"email": target.email, "status": {"from": target.status, "to": status}},
+        )
+    return updated
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserView:
+    external_id: str
+    balance: int
+    held: int
+    available: int
+    status: str
+    created_at: datetime
+    email: str | None
+    display_name: str | None
+
+
+async def _user_view(session: AsyncSession, user: UserRow) -> UserView:
+    account = await billing.account_view(session, user.id)
+    return UserView(
+        external_id=user.external_id,
+        balance=account.balance,
+        held=account.held,
+        available=account.available,
+        status=account.status,
+        created_at=user.created_at,
+        email=user.email,
+        display_name=user.display_name,
+    )
+
+
+async def import_users(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    entries: Sequence[tenancy.ImportEntry],
+) -> tenancy.ImportResult:
+    await _tenant_for(session, admin, tenant_id, write=True)
+    if len(entries) > settings.bulk_max_entries:
+        raise BadRequest(
+            f"At most {settings.bulk_max_entries} users per import, got {len(entries)}",
+            code="TooManyEntries",
+        )
+    result = await tenancy.import_users(session, tenant_id, entries)
+    if result.created_user_ids:
+        await billing.open_user_accounts(session, tenant_id, result.created_user_ids)
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="user.import",
+        tenant_id=tenant_id,
+        target=f"tenant:{tenant_id}",
+        details={
+            "requested": len(entries),
+            "created": result.created,
+            "existing": result.existing,
+            "failed": len(result.failed),
+        },
+    )
+    return result
+
+
+async def get_user(
+    session: AsyncSession, admin: AdminPrincipal, tenant_id: uuid.UUID, external_id: str
+) -> UserView:
+    await _tenant_for(session, admin, tenant_id, write=False)
+    user = await tenancy.get_user(session, tenant_id, external_id)
+    return await _user_view(session, user)
+
+
+async def set_user_frozen(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    external_id: str,
+    *,
+    frozen: bool,
+    reason: str,
+) -> UserView:
+    await _tenant_for(session, admin, tenant_id, write=True)
+    user = await tenancy.get_user(session, tenant_id, external_id)
+    if frozen:
+        await billing.freeze_account(session, tenant_id, user.id, reason)
+    else:
+        await billing.unfreeze_account(session, tenant_id, user.id, reason)
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="user.freeze" if frozen else "user.unfreeze",
+        tenant_id=tenant_id,
+        target=f"user:{external_id}",
+        details={"reason": reason},
+    )
+    return await _user_view(session, user)
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    external_id: str,
+    *,
+    name: str,
+    rate_limit_per_second: int | None,
+) -> tuple[ApiKeyRow, str]:
+    await _tenant_for(session, admin, tenant_id, write=True)
+    user = await tenancy.get_user(session, tenant_id, external_id)
+    row, key = await tenancy.create_api_key(
+        session,
+        tenant_id=tenant_id,
+        user_id=user.id,
+        name=name,
+        rate_limit_per_second=rate_limit_per_second,
+    )
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="api_key.create",
+        tenant_id=tenant_id,
+        target=f"api_key:{row.id}",
+        details={
+            "user": external_id,
+            "name": name,
+            "prefix": row.prefix,
+            "rate_limit_per_second": rate_limit_per_second,
+        },
+    )
+    return row, key
+
+
+async def list_api_keys(
+    session: AsyncSession, admin: AdminPrincipal, tenant_id: uuid.UUID, external_id: str
+) -> list[ApiKeyRow]:
+    await _tenant_for(session, admin, tenant_id, write=False)
+    user = await tenancy.get_user(session, tenant_id, external_id)
+    return await tenancy_repository.list_api_keys(session, tenant_id, user.id)
+
+
+async def revoke_api_key(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    key_id: uuid.UUID,
+) -> None:
+    await _tenant_for(session, admin, tenant_id, write=True)
+    row = await tenancy.revoke_api_key(session, tenant_id, key_id)
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="api_key.revoke",
+        tenant_id=tenant_id,
+        target=f"api_key:{key_id}",
+        details={"prefix": row.prefix, "name": row.name},
+    )
+
+
+# -- audit log -----------------------------------------------------------------------------
+
+
+async def list_audit_log(
+    session: AsyncSession,
+    admin: AdminPrincipal,
+    *,
+    tenant_id: uuid.UUID | None,
+    action: str | None,
+    since: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    if admin.tenant_id is not None:
+        if tenant_id is not None and tenant_id != admin.tenant_id:
+            raise NotFound("Tenant not found")
+        tenant_id = admin.tenant_id
+    before_id: int | None = None
+    if cursor:
+        try:
+            before_id = int(cursor)
+        except ValueError:
+            raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
+    rows = await repository.list_audit_records(
+        session,
+        tenant_id=tenant_id,
+        action=action,
+        since=since,
+        before_id=before_id,
+        limit=limit + 1,
+    )
+    next_cursor = str(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
