@@ -47,6 +47,9 @@ class EngineConfig:
     video_track_max_shift: float = 0.1
     video_crf: int = 20
     video_preset: str = "veryfast"
+    # Batches swapped at once, each lane on its own thread with its own face tracker;
+    # 0 means one per core (at most 4).
+    video_workers: int = 0
     temp_dir: Path | None = None  # None: the system temp dir
 
     extra: dict[str, str] = field(default_factory=dict)

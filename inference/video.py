@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import re
 import shutil
@@ -16,8 +17,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +50,7 @@ MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 EOF_MARK = object()
 QUEUE_BATCHES = 2  # batches buffered between stages: enough to overlap, bounded memory
 POLL_S = 0.1
+BATCH_BYTES = 64 << 20  # raw frames per batch, at most
 
 
 class FrameSwapperLike(Protocol):
@@ -428,16 +434,76 @@ def _tail(path: Path, limit: int = 400) -> str:
     return text[-limit:]
 
 
-def _frame_swapper(
-    engine_or_swapper: Any, source_bytes: bytes | None, faces: Any, enhance: bool, watermark: bool
-) -> FrameSwapperLike:
+def _frame_swappers(
+    engine_or_swapper: Any,
+    source_bytes: bytes | None,
+    faces: Any,
+    enhance: bool,
+    watermark: bool,
+    lanes: int,
+) -> list[FrameSwapperLike]:
+    """One FrameSwapper per processing lane (an Engine can make several; a ready
+    FrameSwapper is a single lane)."""
     if hasattr(engine_or_swapper, "frame_swapper"):
-        return engine_or_swapper.frame_swapper(
-            source_bytes, faces=faces, enhance=enhance, watermark=watermark
-        )
+        return [
+            engine_or_swapper.frame_swapper(
+                source_bytes, faces=faces, enhance=enhance, watermark=watermark
+            )
+            for _ in range(max(1, lanes))
+        ]
     if hasattr(engine_or_swapper, "process"):
-        return engine_or_swapper
+        return [engine_or_swapper]
     raise TypeError("swap_video needs an Engine or an object with process(frames)")
+
+
+def _restart_tracking(swapper: Any) -> None:
+    """Tell a lane's swapper that its next batch does not follow its previous one."""
+    reset = getattr(swapper, "reset", None)
+    if callable(reset):
+        reset()
+        return
+    tracker = getattr(swapper, "tracker", None)
+    if tracker is not None and callable(getattr(tracker, "reset", None)):
+        tracker.reset()
+
+
+def _process_batch(
+    swapper: Any, batch: list[np.ndarray], restart: bool
+) -> tuple[list[np.ndarray], int, float]:
+    """Run one batch through a lane: (frames out, frames with a face swapped, seconds)."""
+    t0 = time.perf_counter()
+    if restart:
+        _restart_tracking(swapper)
+    running = getattr(swapper, "faces_swapped_frames", None)
+    out = swapper.process(batch)
+    if len(out) != len(batch):
+        raise InferenceError(f"the frame swapper returned {len(out)} frames for {len(batch)}")
+    swapped = _faces_swapped_in_batch(
+        swapper, len(batch), running if isinstance(running, int) else None
+    )
+    return out, swapped, time.perf_counter() - t0
+
+
+def _inline(fn: Callable[[], Any]) -> Future[Any]:
+    """Run ``fn`` in the calling thread, packaged like an executor's future."""
+    fut: Future[Any] = Future()
+    try:
+        fut.set_result(fn())
+    except BaseException as exc:
+        fut.set_exception(exc)
+    return fut
+
+
+def processing_lanes(config: EngineConfig) -> int:
+    """How many batches are swapped at once: ``config.video_workers``, or one per core."""
+    wanted = int(getattr(config, "video_workers", 0) or 0)
+    if wanted > 0:
+        return wanted
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 def _faces_swapped_in_batch(swapper: Any, n_frames: int, before: int | None) -> int:
@@ -471,6 +537,7 @@ def swap_video(
     config: EngineConfig | None = None,
     reduced_fps: float = 25.0,
     info: VideoInfo | None = None,
+    lanes: int | None = None,
 ) -> VideoResult:
     """Swap faces in every frame of ``input_path`` and write an H.264 MP4 to ``output_path``.
 
@@ -480,6 +547,10 @@ def swap_video(
     it. ``cancel`` is polled between batches and raises Cancelled(frames_done=...).
     Errors carry ``frames_done`` and ``seconds_done`` in their details; ``output_path``
     is only written when the whole video succeeded.
+
+    Given an Engine, batches are swapped on ``lanes`` threads at once (default
+    ``processing_lanes(config)``), each lane with its own FrameSwapper whose tracking
+    restarts at every batch it gets; a ready FrameSwapper runs in the calling thread.
     """
     config = config or EngineConfig()
     input_path, output_path = Path(input_path), Path(output_path)
@@ -488,7 +559,14 @@ def swap_video(
     timings: dict[str, float] = {"probe": time.perf_counter() - started}
 
     # Resolve the source face before any child process starts: a bad source fails fast.
-    swapper = _frame_swapper(engine_or_frame_swapper, source_bytes, faces, enhance, watermark)
+    swappers = _frame_swappers(
+        engine_or_frame_swapper,
+        source_bytes,
+        faces,
+        enhance,
+        watermark,
+        lanes if lanes is not None else processing_lanes(config),
+    )
 
     if keep_fps or info.fps <= reduced_fps + 0.01:
         out_rate, fps = info.fps_rational or _exact_rate(info.fps), info.fps
@@ -513,6 +591,7 @@ def swap_video(
     frames_done = 0
     swapped_frames = 0
     logs: list[Any] = []
+    executors: list[ThreadPoolExecutor] = []
 
     def details() -> dict[str, Any]:
         return {"frames_done": frames_done, "seconds_done": frames_done / fps}
@@ -608,7 +687,9 @@ def swap_video(
             stderr=encode_log,
             bufsize=1 << 20,
         )
-        batch_size = max(1, int(config.video_batch_frames))
+        # Bound a batch's memory too: a few 4K frames weigh as much as dozens of 720p ones.
+        frame_bytes = width * height * 3
+        batch_size = max(1, min(int(config.video_batch_frames), BATCH_BYTES // frame_bytes))
         decoded: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
         to_encode: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
         threads = [
@@ -627,8 +708,18 @@ def swap_video(
         ]
         for t in threads:
             t.start()
+        # One single-thread executor per lane keeps each FrameSwapper on one thread and
+        # its batches in order; with one lane the calling thread does the work itself.
+        if len(swappers) > 1:
+            executors = [
+                ThreadPoolExecutor(1, thread_name_prefix=f"swapmeter-video-lane{i}")
+                for i in range(len(swappers))
+            ]
 
         processing = 0.0
+        pending: deque[Future[Any]] = deque()
+        batches_in = 0
+        eof = False
         while True:
             if _is_cancelled(cancel):
                 raise Cancelled(
@@ -636,35 +727,41 @@ def swap_video(
                     frames_done=frames_done,
                     seconds_done=frames_done / fps,
                 )
-            try:
-                batch = decoded.get(timeout=POLL_S)
-            except queue.Empty:
-                if errors:
+            if not eof and len(pending) < len(swappers):
+                try:
+                    batch = decoded.get(timeout=POLL_S)
+                except queue.Empty:
+                    if errors:
+                        break
+                    batch = None
+                if batch is EOF_MARK:
+                    eof = True
+                elif batch is not None:
+                    lane = batches_in % len(swappers)
+                    restart = len(swappers) > 1 and batches_in >= len(swappers)
+                    job = partial(_process_batch, swappers[lane], batch, restart)
+                    pending.append(executors[lane].submit(job) if executors else _inline(job))
+                    batches_in += 1
+                    continue
+            if not pending:
+                if eof or errors:
                     break
                 continue
-            if batch is EOF_MARK:
-                break
-            t0 = time.perf_counter()
-            running = getattr(swapper, "faces_swapped_frames", None)
             try:
-                out_frames = swapper.process(batch)
+                out_frames, swapped, seconds = pending[0].result(timeout=POLL_S)
+            except FutureTimeout:
+                continue
             except InferenceError as exc:
                 exc.details.update(details())
                 raise
             except Exception as exc:
                 raise InferenceError(f"frame processing failed: {exc}", **details()) from exc
-            processing += time.perf_counter() - t0
-            if len(out_frames) != len(batch):
-                raise InferenceError(
-                    f"the frame swapper returned {len(out_frames)} frames for {len(batch)}",
-                    **details(),
-                )
-            swapped_frames += _faces_swapped_in_batch(
-                swapper, len(batch), running if isinstance(running, int) else None
-            )
+            pending.popleft()
+            processing += seconds
+            swapped_frames += swapped
             if not _put(to_encode, out_frames, stop):
                 break  # the writer failed; reported below
-            frames_done += len(batch)
+            frames_done += len(out_frames)
             if progress is not None:
                 progress(frames_done, max(total, frames_done))
         timings["process"] = processing
@@ -714,6 +811,9 @@ def swap_video(
         raise
     finally:
         stop.set()
+        for executor in executors:
+            # A lane still busy finishes its batch (cancel waits at most that long).
+            executor.shutdown(wait=True, cancel_futures=True)
         _reap(decoder)
         _reap(encoder)
         for t in threads:
