@@ -163,7 +163,7 @@ def box_mask(size: tuple[int, int], blur: float = 0.3, padding: float = 0.0) -> 
     blur_amount = int(width * 0.5 * blur)
     blur_area = max(blur_amount // 2, 1)
     pad_x, pad_y = int(width * padding), int(height * padding)
-    mask = np.ones((height, width), dtype=np.float32)
+    mask: np.ndarray = np.ones((height, width), dtype=np.float32)
     mask[: max(blur_area, pad_y), :] = 0
     mask[-max(blur_area, pad_y) :, :] = 0
     mask[:, : max(blur_area, pad_x)] = 0
@@ -171,16 +171,6 @@ def box_mask(size: tuple[int, int], blur: float = 0.3, padding: float = 0.0) -> 
     if blur_amount > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), blur_amount * 0.25)
     return mask
-
-
-def feather(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Soften a 0/1 (or 0/255) mask into a float32 0..1 ramp about ``radius`` px wide."""
-    soft = mask.astype(np.float32)
-    if soft.max() > 1.0:
-        soft *= 1.0 / 255.0
-    if radius >= 0.5:
-        soft = cv2.GaussianBlur(soft, (0, 0), radius * 0.5)
-    return soft
 
 
 def alpha_blend(base: np.ndarray, top: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -371,14 +371,17 @@ class FaceTracker:
         return faces
 
     def _track(self, grey: np.ndarray) -> list[Face] | None:
+        previous = self._grey
+        assert previous is not None
         points = np.concatenate([f.landmarks for f in self._faces]).reshape(-1, 1, 2)
+        # nextPts is an output here (no OPTFLOW_USE_INITIAL_FLOW): any same-shaped array.
         moved, ok, _ = cv2.calcOpticalFlowPyrLK(
-            self._grey, grey, points, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+            previous, grey, points, points.copy(), winSize=LK_WINDOW, maxLevel=LK_LEVELS
         )
         if moved is None or not ok.all():
             return None
         back, ok_back, _ = cv2.calcOpticalFlowPyrLK(
-            grey, self._grey, moved, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+            grey, previous, moved, moved.copy(), winSize=LK_WINDOW, maxLevel=LK_LEVELS
         )
         if back is None or not ok_back.all():
             return None

@@ -324,16 +324,22 @@ FaceSpec = str | Sequence[tuple[int, int]] | Sequence[Mapping[str, int]]
 
 
 def _pair(item: object) -> tuple[int, int]:
+    source: object
+    target: object
     if isinstance(item, Mapping):
         source, target = item.get("source_face", 0), item.get("target_face")
     elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
         source, target = item[0], item[1]
     else:
         raise InvalidFaceMapping(f"a face pair must be (source_face, target_face), got {item!r}")
-    for value in (source, target):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InvalidFaceMapping(f"face indices must be integers, got {item!r}")
-    return int(source), int(target)
+    return _index(source, item), _index(target, item)
+
+
+def _index(value: object, item: object) -> int:
+    # bool is an int to Python, but `true` is no face index to a user.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidFaceMapping(f"face indices must be integers, got {item!r}")
+    return int(value)
 
 
 def parse_face_spec(spec: FaceSpec) -> str | list[tuple[int, int]]:
@@ -396,12 +402,12 @@ def select_pairs(
     source_indices(source_faces, parsed)
     if not target_faces:
         return []
-    if parsed == "largest":
-        return [(largest_index(source_faces), largest_index(target_faces))]
-    if parsed == "all":
-        source = largest_index(source_faces)
-        return [(source, t) for t in range(len(target_faces))]
-    pairs = []
+    if isinstance(parsed, str):
+        largest = largest_index(source_faces)
+        if parsed == "largest":
+            return [(largest, largest_index(target_faces))]
+        return [(largest, t) for t in range(len(target_faces))]  # "all"
+    pairs: list[tuple[int, int]] = []
     for source, target in parsed:
         if target >= len(target_faces):
             if not strict:

@@ -153,8 +153,7 @@ def decode_image(data: bytes, config: EngineConfig) -> DecodedImage:
         try:
             image.load()
             # Phones store the sensor's orientation in EXIF; users expect what they saw.
-            image = ImageOps.exif_transpose(image)
-            return _to_bgr(image)
+            return _to_bgr(ImageOps.exif_transpose(image))
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise ImageDecodeFailed(f"the image could not be decoded: {exc}") from exc
 

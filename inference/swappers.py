@@ -106,9 +106,9 @@ def poisson_clone(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: int)
     dst_s = cv2.resize(dst, small, interpolation=cv2.INTER_AREA)
     mask_s = cv2.resize(mask, small, interpolation=cv2.INTER_NEAREST)
     cloned_s = _clone_same_size(src_s, dst_s, mask_s, mode)
-    correction = cloned_s.astype(np.int16) - src_s.astype(np.int16)
+    correction_s = cloned_s.astype(np.float32) - src_s.astype(np.float32)
     size = (dst.shape[1], dst.shape[0])
-    correction = cv2.resize(correction.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    correction = cv2.resize(correction_s, size, interpolation=cv2.INTER_LINEAR)
     return np.clip(src.astype(np.float32) + correction + 0.5, 0, 255).astype(np.uint8)
 
 
