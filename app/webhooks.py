@@ -1,0 +1,186 @@
+"""Signed webhook deliveries: the job JSON POSTed to the customer's URL when a job ends.
+
+The signature scheme is the contract's ``X-SwapMeter-Signature: t=<unix>,v1=<hex>`` over
+``"<t>.<body>"``, like Stripe's, so customers can reuse what they know. ``verify`` is the
+reference implementation our docs point to. Webhook URLs are customer input, so they go
+through the same address vetting and IP pinning as URL inputs (app/fetch.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from app.errors import UrlFetchFailed, UrlNotAllowed
+from app.fetch import send_pinned, vet_url
+
+SIGNATURE_HEADER = "X-SwapMeter-Signature"
+DELIVERY_HEADER = "X-SwapMeter-Delivery"
+ATTEMPT_HEADER = "X-SwapMeter-Attempt"
+USER_AGENT = "SwapMeter-Webhooks/1"
+SIGNATURE_VERSION = "v1"
+
+
+def _secret_bytes(secret: bytes | str) -> bytes:
+    return secret.encode() if isinstance(secret, str) else secret
+
+
+def sign(secret: bytes | str, body: bytes, t: int) -> str:
+    """The signature header value for ``body`` sent at unix time ``t``."""
+    mac = hmac.new(_secret_bytes(secret), str(t).encode() + b"." + body, hashlib.sha256)
+    return f"t={t},{SIGNATURE_VERSION}={mac.hexdigest()}"
+
+
+def verify(
+    secret: bytes | str,
+    header: str,
+    body: bytes,
+    tolerance_s: int = 300,
+    *,
+    now: float | None = None,
+) -> bool:
+    """True when ``header`` signs exactly ``body`` with ``secret`` within ``tolerance_s``.
+
+    The tolerance stops a captured delivery from being replayed later. Several ``v1=``
+    values are accepted so a secret can be rotated without a gap. Comparison is constant
+    time.
+    """
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if name == "t":
+            try:
+                timestamp = int(value)
+            except ValueError:
+                return False
+        elif name == SIGNATURE_VERSION:
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).rpartition("=")[2]
+    return any(hmac.compare_digest(expected, c) for c in candidates)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One POST: the status we got, or why we got none (error), when and how long."""
+
+    status: int | None
+    error: str | None
+    at: datetime
+    duration_s: float
+
+
+@dataclass
+class DeliveryResult:
+    attempts: list[Attempt] = field(default_factory=list)
+    delivered: bool = False
+    delivery_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for the deliveries log the job runner keeps."""
+        data = asdict(self)
+        for attempt in data["attempts"]:
+            attempt["at"] = attempt["at"].isoformat()
+        return data
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+def backoff_s(attempt_index: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff with jitter: receivers that recover are not hit in lockstep."""
+    ceiling = min(max_s, base_s * (2**attempt_index))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+async def deliver(
+    url: str,
+    payload: dict[str, Any],
+    secret: bytes | str,
+    *,
+    attempts: int = 5,
+    backoff_base_s: float = 1.0,
+    timeout_s: float = 10,
+    client: httpx.AsyncClient | None = None,
+    allow_hosts: frozenset[str] = frozenset(),
+    max_backoff_s: float = 300.0,
+) -> DeliveryResult:
+    """POST ``payload`` as compact JSON, signed, until a 2xx or ``attempts`` tries.
+
+    Retried: network errors, timeouts, 5xx and 429 (waiting at least its Retry-After).
+    Not retried: other 4xx and 3xx (redirects are not followed: the customer registered
+    this URL), and a URL refused by address vetting. Every try is recorded, never raised,
+    so the caller can store the outcome.
+    """
+    body = orjson.dumps(payload)
+    secret_bytes = _secret_bytes(secret)
+    result = DeliveryResult(delivery_id=str(uuid.uuid4()))
+    own_client = client is None
+    http = client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
+    try:
+        for index in range(max(1, attempts)):
+            at = datetime.now(UTC)
+            started = time.monotonic()
+            status: int | None = None
+            error: str | None = None
+            retry = True
+            wait_at_least = 0.0
+            try:
+                async with asyncio.timeout(timeout_s):
+                    target = await vet_url(url, allow_hosts)
+                    headers = {
+                        "Content-Type": "application/json",
+                        "User-Agent": USER_AGENT,
+                        SIGNATURE_HEADER: sign(secret_bytes, body, int(time.time())),
+                        DELIVERY_HEADER: result.delivery_id,
+                        ATTEMPT_HEADER: str(index + 1),
+                    }
+                    response = await send_pinned(
+                        http, "POST", target, headers=headers, content=body
+                    )
+                    await response.aclose()
+                status = response.status_code
+                if response.is_success:
+                    retry = False
+                elif status == 429 or status >= 500:
+                    wait_at_least = min(_retry_after_s(response) or 0.0, max_backoff_s)
+                else:
+                    retry = False
+            except UrlNotAllowed as exc:
+                error, retry = f"UrlNotAllowed: {exc.message}", False
+            except UrlFetchFailed as exc:
+                error = f"UrlFetchFailed: {exc.message}"
+            except (TimeoutError, httpx.TimeoutException):
+                error = f"Timeout: no answer within {timeout_s:g} s"
+            except httpx.HTTPError as exc:
+                error = f"ConnectionFailed: {type(exc).__name__}"
+            result.attempts.append(Attempt(status, error, at, time.monotonic() - started))
+            if status is not None and 200 <= status < 300:
+                result.delivered = True
+                break
+            if not retry or index == attempts - 1:
+                break
+            await asyncio.sleep(max(wait_at_least, backoff_s(index, backoff_base_s, max_backoff_s)))
+    finally:
+        if own_client:
+            await http.aclose()
+    return result
