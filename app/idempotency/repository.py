@@ -67,12 +67,13 @@ async def store_response(
 
 async def delete_older_than(session: AsyncSession, *, hours: int, batch: int) -> int:
     """Deletes up to ``batch`` expired keys; returns how many went."""
-    result = await session.execute(
+    deleted = await session.execute(
         text(
-            "DELETE FROM idempotency_keys WHERE (scope, key) IN ("
+            "WITH gone AS (DELETE FROM idempotency_keys WHERE (scope, key) IN ("
             "SELECT scope, key FROM idempotency_keys "
-            "WHERE created_at < now() - make_interval(hours => :hours) LIMIT :batch)"
+            "WHERE created_at < now() - make_interval(hours => :hours) LIMIT :batch) "
+            "RETURNING 1) SELECT count(*) FROM gone"
         ),
         {"hours": hours, "batch": batch},
     )
-    return result.rowcount or 0
+    return int(deleted.scalar_one())

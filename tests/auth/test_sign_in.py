@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import asyncpg
 import jwt
+from argon2 import PasswordHasher
 from sqlalchemy import text
 
 from app.auth.service import bootstrap_first_admin
-from tests.admin.helpers import ROOT_EMAIL, ROOT_PASSWORD
+from app.db import Database
+from app.migrate import upgrade_to_head
+from tests.admin.helpers import ROOT_EMAIL, ROOT_PASSWORD, insert_tenant, login
 from tests.conftest import TEST_JWT_SECRET
 
 
@@ -113,3 +118,61 @@ async def test_malformed_sign_in_json_is_a_400_malformed_json(client) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "MalformedJSON"
+
+
+async def test_an_outdated_password_hash_is_upgraded_at_sign_in(client, db) -> None:
+    email = f"legacy-{uuid.uuid4().hex[:8]}@example.com"
+    old_hash = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("legacy-pass-1")
+    tenant_id = await insert_tenant(db)
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "INSERT INTO admins (email, password_hash, role, tenant_id) "
+                "VALUES (:e, :h, 'tenant_admin', :t)"
+            ),
+            {"e": email, "h": old_hash, "t": tenant_id},
+        )
+    await login(client, email, "legacy-pass-1")
+    async with db.session() as s:
+        stored = (
+            await s.execute(text("SELECT password_hash FROM admins WHERE email = :e"), {"e": email})
+        ).scalar_one()
+    assert stored != old_hash
+    assert not PasswordHasher().check_needs_rehash(stored)
+    await login(client, email, "legacy-pass-1")  # the new hash verifies
+
+
+async def test_processes_starting_together_create_exactly_one_bootstrap_admin(
+    servers, settings
+) -> None:
+    server_url, _ = servers
+    name = f"swapmeter_bootstrap_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    databases: list[Database] = []
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        databases = [Database(url, pool_size=2, max_overflow=0) for _ in range(4)]
+        created = await asyncio.gather(*(bootstrap_first_admin(d, settings) for d in databases))
+        async with databases[0].session() as s:
+            admins = (await s.execute(text("SELECT email, role FROM admins"))).all()
+            audited = (
+                await s.execute(
+                    text("SELECT count(*) FROM audit_log WHERE action = 'admin.bootstrap'")
+                )
+            ).scalar_one()
+        assert sorted(created) == [False, False, False, True]
+        assert [tuple(a) for a in admins] == [(ROOT_EMAIL, "platform_admin")]
+        assert audited == 1
+    finally:
+        for database in databases:
+            await database.dispose()
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
