@@ -1,0 +1,447 @@
+"""Where swap results live until they expire: a local directory or S3-compatible storage.
+
+Both backends sit behind ``ResultStore`` so the job runner and the result endpoints never
+care which one is configured (``SWAPMETER_RESULTS_BACKEND``). Results are handed out by
+signed, expiring URLs: HMAC-signed ``/api/v1/results/<key>`` links for the local store
+(served by our API), presigned URLs for S3 (served by the bucket). A cleanup loop removes
+results past retention and temporary files left by interrupted writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import mimetypes
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+from urllib.parse import quote
+
+from prometheus_client import Counter
+
+from app.errors import NotFound
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESULTS_URL_PATH = "/api/v1/results/"
+TEMP_SUFFIX = ".tmp"
+DEFAULT_TEMP_MAX_AGE = timedelta(hours=1)
+_COPY_CHUNK = 1 << 20
+
+# Keys are made by the job runner (e.g. "<tenant>/<job>.jpg"), but they also come back in
+# signed URLs, so anything that could climb out of the results directory is refused.
+# Segments start with a letter or digit, which keeps temporary ".name.tmp" files apart.
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,7}")
+_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".mp4": "video/mp4",
+}
+
+RESULTS_CLEANED = Counter(
+    "swapmeter_results_cleaned_total",
+    "Files removed by the results cleanup: expired results and stray temporary files.",
+    ["kind"],
+)
+
+
+class InvalidResultKey(ValueError):
+    """A key that could escape the store or collide with its temporary files."""
+
+
+def check_key(key: str) -> str:
+    if not _KEY_RE.fullmatch(key) or ".." in key.split("/"):
+        raise InvalidResultKey(f"invalid result key {key!r}")
+    return key
+
+
+def content_type_for(key: str) -> str:
+    suffix = Path(key).suffix.lower()
+    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    content_type: str
+    sha256: str
+
+
+@runtime_checkable
+class ResultStore(Protocol):
+    """What the job runner and the result endpoints need from result storage."""
+
+    async def put(self, key: str, data: bytes | Path, content_type: str) -> StoredObject:
+        """Store ``data`` (bytes, or a file to copy) under ``key``, replacing any old one."""
+        ...
+
+    async def open(self, key: str) -> BinaryIO:
+        """A binary file object to read the result from; ``NotFound`` when absent."""
+        ...
+
+    def path_for(self, key: str) -> Path | None:
+        """The local file to serve directly, or None when the store is remote."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove the result; False when there was nothing to remove."""
+        ...
+
+    def signed_url(self, key: str, expires_in_s: int) -> str:
+        """A URL anyone holding it may GET the result from until it expires."""
+        ...
+
+    async def list_expired(self, before: datetime) -> list[str]:
+        """Keys of results written before ``before``."""
+        ...
+
+    async def delete_stray_temp(self, before: datetime) -> int:
+        """Remove temporary files of writes that never finished; how many were removed."""
+        ...
+
+
+def _sign(secret: bytes, key: str, expires: int) -> str:
+    return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+class LocalResultStore:
+    """Results as files under ``root_dir``, written atomically (temp file, fsync, rename).
+
+    A reader therefore sees either the old file or the whole new one, never a torn write,
+    and a crash mid-write leaves only a ``.name.<random>.tmp`` file that cleanup removes.
+    """
+
+    def __init__(self, root_dir: Path, base_url: str, signing_secret: bytes | str) -> None:
+        self.root = Path(root_dir)
+        self.base_url = base_url.rstrip("/")
+        secret = signing_secret.encode() if isinstance(signing_secret, str) else signing_secret
+        if not secret:
+            raise ValueError("a signing secret is required for result URLs")
+        self._secret = secret
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    async def put(self, key: str, data: bytes | Path, content_type: str) -> StoredObject:
+        return await asyncio.to_thread(self._put_sync, self._path(key), key, data, content_type)
+
+    def _put_sync(
+        self, target: Path, key: str, data: bytes | Path, content_type: str
+    ) -> StoredObject:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                if isinstance(data, bytes | bytearray | memoryview):
+                    out.write(data)
+                    digest.update(data)
+                    size = len(data)
+                else:
+                    with open(data, "rb") as src:
+                        while chunk := src.read(_COPY_CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return StoredObject(key, size, content_type, digest.hexdigest())
+
+    async def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound("Result not found") from None
+
+    def path_for(self, key: str) -> Path | None:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound("Result not found")
+        return path
+
+    async def delete(self, key: str) -> bool:
+        return await asyncio.to_thread(self._delete_sync, self._path(key))
+
+    def _delete_sync(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except (FileNotFoundError, IsADirectoryError):
+            return False
+        # Drop directories the deletion left empty (per-tenant folders), never the root.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return True
+
+    def signed_url(self, key: str, expires_in_s: int, *, now: float | None = None) -> str:
+        expires = int(time.time() if now is None else now) + int(expires_in_s)
+        sig = _sign(self._secret, check_key(key), expires)
+        return (
+            f"{self.base_url}{RESULTS_URL_PATH}{quote(key, safe='/')}?expires={expires}&sig={sig}"
+        )
+
+    def verify_signed(
+        self, key: str, expires: int | str, sig: str, now: float | None = None
+    ) -> bool:
+        """True when ``sig`` was made by ``signed_url`` for this key and has not expired."""
+        try:
+            check_key(key)
+            expires_at = int(expires)
+        except (InvalidResultKey, ValueError):
+            return False
+        if expires_at <= (time.time() if now is None else now):
+            return False
+        return hmac.compare_digest(_sign(self._secret, key, expires_at), sig)
+
+    async def list_expired(self, before: datetime) -> list[str]:
+        return await asyncio.to_thread(self._list_sync, before.timestamp(), False)
+
+    async def delete_stray_temp(self, before: datetime) -> int:
+        stale = await asyncio.to_thread(self._list_sync, before.timestamp(), True)
+        removed = 0
+        for rel in stale:
+            try:
+                (self.root / rel).unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass  # its writer finished or another cleanup got there first
+        return removed
+
+    def _list_sync(self, before_ts: float, temp: bool) -> list[str]:
+        found: list[str] = []
+        if not self.root.is_dir():
+            return found
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                is_temp = name.startswith(".") and name.endswith(TEMP_SUFFIX)
+                if is_temp != temp or (not temp and name.startswith(".")):
+                    continue
+                path = Path(dirpath, name)
+                try:
+                    if path.stat().st_mtime < before_ts:
+                        found.append(path.relative_to(self.root).as_posix())
+                except FileNotFoundError:
+                    continue
+        return sorted(found)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable; skipped where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class S3ResultStore:
+    """Results in an S3-compatible bucket (AWS, MinIO, R2, Ceph), handed out presigned.
+
+    boto3 is an optional extra (``pip install 'swapmeter[s3]'``) imported only here;
+    credentials come from the usual AWS environment variables, profile or instance role.
+    Its calls block, so they run in a thread. Incomplete multipart uploads are left to a
+    bucket lifecycle rule (AbortIncompleteMultipartUpload), the S3 way of temp cleanup.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "results/",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        if client is None:
+            try:
+                import boto3
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise RuntimeError(
+                    "SWAPMETER_RESULTS_BACKEND=s3 needs boto3: pip install 'swapmeter[s3]'"
+                ) from exc
+            from botocore.config import Config
+
+            # SigV4: required by newer AWS regions, MinIO and R2 for presigned URLs.
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                config=Config(signature_version="s3v4"),
+            )
+        self.client = client
+
+    def _object_key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    async def put(self, key: str, data: bytes | Path, content_type: str) -> StoredObject:
+        object_key = self._object_key(key)
+        if isinstance(data, bytes | bytearray | memoryview):
+            body = bytes(data)
+            await asyncio.to_thread(
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=body,
+                ContentType=content_type,
+            )
+            return StoredObject(key, len(body), content_type, hashlib.sha256(body).hexdigest())
+        size, sha = await asyncio.to_thread(_file_digest, Path(data))
+        await asyncio.to_thread(
+            self.client.upload_file,
+            str(data),
+            self.bucket,
+            object_key,
+            ExtraArgs={"ContentType": content_type},
+        )
+        return StoredObject(key, size, content_type, sha)
+
+    async def open(self, key: str) -> BinaryIO:
+        try:
+            response = await asyncio.to_thread(
+                self.client.get_object, Bucket=self.bucket, Key=self._object_key(key)
+            )
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound("Result not found") from None
+            raise
+        return response["Body"]
+
+    def path_for(self, key: str) -> Path | None:
+        return None
+
+    async def delete(self, key: str) -> bool:
+        # S3 deletes are idempotent and do not say whether the object existed.
+        await asyncio.to_thread(
+            self.client.delete_object, Bucket=self.bucket, Key=self._object_key(key)
+        )
+        return True
+
+    def signed_url(self, key: str, expires_in_s: int) -> str:
+        return str(
+            self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._object_key(key)},
+                ExpiresIn=int(expires_in_s),
+            )
+        )
+
+    async def list_expired(self, before: datetime) -> list[str]:
+        return await asyncio.to_thread(self._list_expired_sync, before)
+
+    def _list_expired_sync(self, before: datetime) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for obj in page.get("Contents", []):
+                if obj["LastModified"] < before:
+                    keys.append(obj["Key"][len(self.prefix) :])
+        return keys
+
+    async def delete_stray_temp(self, before: datetime) -> int:
+        return 0
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _is_missing(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in {"NoSuchKey", "404", "NotFound"}
+
+
+def results_signing_secret(settings: Settings) -> bytes:
+    """The configured secret, else one derived from the JWT secret (one secret to manage)."""
+    if settings.results_signing_secret:
+        return settings.results_signing_secret.encode()
+    return hmac.new(
+        settings.jwt_secret.encode(), b"swapmeter result urls v1", hashlib.sha256
+    ).digest()
+
+
+def build_result_store(settings: Settings) -> LocalResultStore | S3ResultStore:
+    if settings.results_backend == "s3":
+        return S3ResultStore(
+            settings.results_s3_bucket,
+            prefix=settings.results_s3_prefix,
+            endpoint_url=settings.results_s3_endpoint_url or None,
+            region=settings.results_s3_region or None,
+        )
+    return LocalResultStore(
+        settings.results_path, settings.results_base_url, results_signing_secret(settings)
+    )
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    results_deleted: int
+    temp_deleted: int
+
+
+async def cleanup(
+    store: ResultStore,
+    older_than: timedelta,
+    *,
+    temp_older_than: timedelta = DEFAULT_TEMP_MAX_AGE,
+    now: datetime | None = None,
+) -> CleanupReport:
+    """Delete results older than ``older_than`` and temp files older than ``temp_older_than``.
+
+    Temp files get their own, shorter age: younger ones may belong to a write in progress.
+    """
+    current = now or datetime.now(UTC)
+    deleted = 0
+    for key in await store.list_expired(current - older_than):
+        if await store.delete(key):
+            deleted += 1
+    temp_deleted = await store.delete_stray_temp(current - temp_older_than)
+    RESULTS_CLEANED.labels("result").inc(deleted)
+    RESULTS_CLEANED.labels("temp").inc(temp_deleted)
+    if deleted or temp_deleted:
+        log.info("results cleanup: %d expired results, %d temp files", deleted, temp_deleted)
+    return CleanupReport(deleted, temp_deleted)
+
+
+async def run_cleanup_loop(store: ResultStore, older_than: timedelta, interval_s: float) -> None:
+    """Run ``cleanup`` every ``interval_s`` until cancelled; a failed round is logged."""
+    while True:
+        try:
+            await cleanup(store, older_than)
+        except Exception:  # noqa: BLE001 - a bad round must not stop the loop
+            log.exception("results cleanup failed")
+        await asyncio.sleep(interval_s)
