@@ -45,13 +45,14 @@ def _throttle_key(email: str, ip: str) -> str:
 
 async def ensure_login_not_throttled(redis: Redis, email: str, ip: str) -> None:
     """429 after too many failed sign-ins for one email from one address."""
+    key = _throttle_key(email, ip)
     try:
-        failures = await redis.get(_throttle_key(email, ip))
+        failures = await redis.get(key)
+        ttl = await redis.ttl(key) if failures is not None else 0
     except Exception:  # noqa: BLE001 - Redis trouble must not lock admins out
         log.warning("login throttle unavailable", exc_info=True)
         return
     if failures is not None and int(failures) >= LOGIN_FAILURE_LIMIT:
-        ttl = await redis.ttl(_throttle_key(email, ip))
         raise RateLimited(
             "Too many failed sign-ins; try again later",
             headers={"Retry-After": str(max(int(ttl), 1))},
