@@ -6,10 +6,13 @@ import uuid
 
 from sqlalchemy import text
 
+from app.auth.dependencies import CurrentApiUser
 from tests.admin.helpers import (
+    asgi_client,
     create_api_key,
     create_tenant,
     import_users,
+    mini_app,
     root_headers,
 )
 
@@ -215,3 +218,28 @@ async def test_a_key_for_an_unknown_user_is_404(client) -> None:
         headers=await root_headers(client),
     )
     assert response.status_code == 404
+
+
+async def test_a_key_revoked_through_the_admin_api_fails_on_its_next_request(
+    client, settings, db
+) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["caller"])
+    key = await create_api_key(client, tenant["id"], "caller")
+    api = mini_app(settings, db)
+
+    @api.get("/whoami")
+    async def whoami(user: CurrentApiUser) -> dict:
+        return {"external_id": user.external_id}
+
+    async with asgi_client(api) as c:
+        before = await c.get("/whoami", headers={"Authorization": f"Bearer {key['key']}"})
+        assert before.json() == {"external_id": "caller"}
+        revoked = await client.delete(
+            f"/api/v1/admin/tenants/{tenant['id']}/api-keys/{key['id']}",
+            headers=await root_headers(client),
+        )
+        assert revoked.status_code == 204
+        after = await c.get("/whoami", headers={"Authorization": f"Bearer {key['key']}"})
+    assert after.status_code == 401
+    assert after.json()["error"]["code"] == "InvalidApiKey"
