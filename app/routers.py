@@ -10,12 +10,14 @@ from fastapi import FastAPI
 from admin.endpoints import router as admin_router
 from app.auth.endpoints import router as auth_router
 from app.auth.service import bootstrap_first_admin
+from billing.endpoints import router as billing_router
 
 
 def include_routers(app: FastAPI) -> None:
     # Domains add their routers here as they land.
     app.include_router(auth_router)
     app.include_router(admin_router)
+    app.include_router(billing_router)
 
 
 async def on_startup(app: FastAPI) -> None:

@@ -447,12 +447,21 @@ SYSTEM_ACCOUNT = text("SELECT id FROM accounts WHERE tenant_id = :tenant_id AND 
 # Resolve external ids to accounts and lock those accounts in id order, in one round trip.
 RESOLVE_AND_LOCK = text(
     """
-    SELECT x.external_id, a.id AS account_id, a.status, u.id AS user_id
+    SELECT x.external_id, a.id AS account_id, a.status
     FROM unnest(CAST(:external_ids AS text[])) AS x(external_id)
     JOIN users u ON u.tenant_id = :tenant_id AND u.external_id = x.external_id
-    LEFT JOIN accounts a ON a.user_id = u.id
+    JOIN accounts a ON a.user_id = u.id
     ORDER BY a.id
     FOR UPDATE OF a
+    """
+)
+
+# Users of the tenant that exist but have no account yet (imported before billing existed).
+USERS_WITHOUT_ACCOUNT = text(
+    """
+    SELECT u.id FROM users u
+    WHERE u.tenant_id = :tenant_id AND u.external_id = ANY(CAST(:external_ids AS text[]))
+      AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id)
     """
 )
 
@@ -498,34 +507,36 @@ CLAIM_BATCH = text(
     """
 )
 
-FINISH_BATCH = text(
-    """
-    UPDATE recharge_batches
-    SET status = :status, succeeded = :succeeded, failed = :failed,
-        total_amount = :total_amount, failed_users = CAST(:failed_users AS jsonb),
-        pending_users = CAST(:pending_users AS text[]),
-        pending_amounts = CAST(:pending_amounts AS bigint[]),
-        applied_at = CASE WHEN :status = 'applied' THEN now() END
-    WHERE id = :batch_id
-    """
-)
-
-APPROVE_BATCH = text(
-    """
-    UPDATE recharge_batches
-    SET status = :status, succeeded = :succeeded, failed = :failed,
-        total_amount = :total_amount, failed_users = CAST(:failed_users AS jsonb),
-        approved_by = :approved_by, approved_by_email = :approved_by_email, approved_at = now(),
-        applied_at = CASE WHEN :status = 'applied' THEN now() END
-    WHERE id = :batch_id
-    """
-)
-
 _BATCH_COLUMNS = """
     id, tenant_id, status, mode, requested, succeeded, failed, total_amount, failed_users,
     reason, operator, created_by, created_by_email, approved_by, approved_by_email,
     created_at, approved_at, applied_at
 """
+FINISH_BATCH = text(
+    f"""
+    UPDATE recharge_batches
+    SET status = CAST(:status AS varchar), succeeded = :succeeded, failed = :failed,
+        total_amount = :total_amount, failed_users = CAST(:failed_users AS jsonb),
+        pending_users = CAST(:pending_users AS text[]),
+        pending_amounts = CAST(:pending_amounts AS bigint[]),
+        applied_at = CASE WHEN :status = 'applied' THEN now() END
+    WHERE id = :batch_id
+    RETURNING {_BATCH_COLUMNS}
+    """
+)
+
+APPROVE_BATCH = text(
+    f"""
+    UPDATE recharge_batches
+    SET status = CAST(:status AS varchar), succeeded = :succeeded, failed = :failed,
+        total_amount = :total_amount, failed_users = CAST(:failed_users AS jsonb),
+        approved_by = :approved_by, approved_by_email = :approved_by_email, approved_at = now(),
+        applied_at = CASE WHEN :status = 'applied' THEN now() END
+    WHERE id = :batch_id
+    RETURNING {_BATCH_COLUMNS}
+    """
+)
+
 BATCH_BY_ID = text(
     f"SELECT {_BATCH_COLUMNS} FROM recharge_batches WHERE id = :batch_id AND tenant_id = :tenant_id"
 )

@@ -1,0 +1,481 @@
+"""Bulk recharge: up to 10,000 users credited in one transaction with set-based SQL.
+
+A batch is validated entry by entry and then applied with three statements whatever its
+size: resolve external ids and lock their accounts in id order (one SELECT ... FOR UPDATE
+over ``unnest``), then one statement that credits every account, writes one ledger entry
+per user and debits the tenant's issuance account once. Two batches touching the same
+users lock them in the same order, so they queue instead of deadlocking.
+
+Entry rules, checked in this order (codes in ``failed_users``):
+
+- ``InvalidEntry``: the entry is not an object with a non-empty string ``user``;
+- ``DuplicateEntry``: the user already appeared earlier in the batch. The first occurrence
+  is the one that counts; every later one fails, whatever its amount;
+- ``InvalidAmount``: the amount is not an integer in 1..max_amount (booleans, floats and
+  strings are refused, ``10`` is fine, ``10.0`` and ``"10"`` are not);
+- ``UserNotFound``: no such external id in this tenant;
+- ``AccountFrozen``: the user's account is frozen.
+
+Modes: ``soft`` (default) applies every good entry and reports the rest; ``atomic``
+applies nothing when any entry is bad and stores the batch as ``rejected``. A batch whose
+total exceeds the tenant's ``approval_threshold`` is stored ``pending_approval`` with its
+good entries and applied when a different admin approves it; the entries are checked again
+then (a user frozen meanwhile fails as AccountFrozen).
+
+Report counts: ``requested`` entries in the call; ``failed`` entries refused;
+``succeeded`` entries credited (for a pending batch: the entries that approval will
+credit; for a rejected one: 0); ``total_amount`` the Tokens credited (or to be credited).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AppError, BadRequest, Forbidden, InvalidAmount, NotFound
+from billing import metrics
+from billing import repository as repo
+
+MODES = ("soft", "atomic")
+MAX_REASON = 1000
+MAX_OPERATOR = 320
+
+
+class TooManyEntries(BadRequest):
+    code = "TooManyEntries"
+
+
+class RequestInvalid(AppError):
+    code, status = "ValidationError", 422
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    """A parsed body: raw user and amount values (checked per entry later)."""
+
+    users: list[Any]
+    amounts: list[Any]
+    mode: str = "soft"
+    reason: str | None = None
+    operator: str | None = None
+
+
+@dataclass
+class BatchReport:
+    batch_id: uuid.UUID
+    status: str
+    mode: str
+    requested: int
+    succeeded: int
+    failed: int
+    total_amount: int
+    failed_users: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None
+    operator: str | None = None
+    created_by: str | None = None
+    approved_by: str | None = None
+    created_at: datetime | None = None
+    approved_at: datetime | None = None
+    applied_at: datetime | None = None
+    replayed: bool = False  # an earlier call with the same key made this batch
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": str(self.batch_id),
+            "status": self.status,
+            "mode": self.mode,
+            "requested": self.requested,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "total_amount": self.total_amount,
+            "failed_users": self.failed_users,
+            "reason": self.reason,
+            "operator": self.operator,
+            "created_by": self.created_by,
+            "approved_by": self.approved_by,
+            "created_at": _iso(self.created_at),
+            "approved_at": _iso(self.approved_at),
+            "applied_at": _iso(self.applied_at),
+        }
+
+
+def _count_codes(failures: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in failures:
+        counts[f["code"]] = counts.get(f["code"], 0) + 1
+    return counts
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing: lenient per entry, strict about the envelope
+# ---------------------------------------------------------------------------------------
+
+
+def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> BulkRequest:
+    """Accepts ``{users, amount}`` or ``{entries: [{user, amount}]}``; see module docs.
+
+    Envelope problems fail the call (422 ValidationError, 400 TooManyEntries or, for the
+    shared ``amount`` of the users shape, 400 InvalidAmount); entry problems do not.
+    """
+    if not isinstance(payload, dict):
+        raise RequestInvalid("The body must be a JSON object")
+    has_users, has_entries = "users" in payload, "entries" in payload
+    if has_users == has_entries:
+        raise RequestInvalid("Send either 'users' with 'amount', or 'entries'")
+    items = payload["users"] if has_users else payload["entries"]
+    where = "users" if has_users else "entries"
+    if not isinstance(items, list):
+        raise RequestInvalid(f"'{where}' must be a list")
+    if not items:
+        raise RequestInvalid(f"'{where}' is empty")
+    if len(items) > max_entries:
+        raise TooManyEntries(f"At most {max_entries} entries per batch, got {len(items)}")
+
+    mode = payload.get("mode", "soft")
+    if mode not in MODES:
+        raise RequestInvalid("'mode' is 'soft' or 'atomic'")
+    reason = _optional_text(payload, "reason", MAX_REASON)
+    operator = _optional_text(payload, "operator", MAX_OPERATOR)
+
+    if has_users:
+        if "amount" not in payload:
+            raise RequestInvalid("'amount' is required with 'users'")
+        amount = payload["amount"]
+        if _amount_problem(amount, max_amount):
+            raise InvalidAmount(f"'amount' must be an integer from 1 to {max_amount}")
+        return BulkRequest(list(items), [amount] * len(items), mode, reason, operator)
+
+    users: list[Any] = []
+    amounts: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            users.append(item.get("user"))
+            amounts.append(item.get("amount"))
+        else:
+            users.append(None)
+            amounts.append(None)
+    return BulkRequest(users, amounts, mode, reason, operator)
+
+
+def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise RequestInvalid(f"'{name}' must be a string of at most {limit} characters")
+    return value
+
+
+def _amount_problem(amount: Any, max_amount: int) -> bool:
+    return type(amount) is not int or not 1 <= amount <= max_amount
+
+
+# ---------------------------------------------------------------------------------------
+# Submit, approve, read
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Checked:
+    accounts: list[int] = field(default_factory=list)
+    amounts: list[int] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _failure(index: int | None, user: Any, code: str, message: str) -> dict[str, Any]:
+    return {
+        "user": user if isinstance(user, str) else None,
+        "code": code,
+        "message": message,
+        "index": index,
+    }
+
+
+async def submit(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    bulk: BulkRequest,
+    *,
+    max_amount: int,
+    created_by: uuid.UUID | None,
+    created_by_email: str | None,
+    idempotency_key: str | None,
+) -> BatchReport:
+    """Validate and apply (or park for approval, or reject) one batch."""
+    tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
+    if tenant is None:
+        raise NotFound("Tenant not found")
+    operator = bulk.operator or created_by_email
+    claimed = await repo.run(
+        session,
+        repo.CLAIM_BATCH,
+        {
+            "tenant_id": tenant_id,
+            "mode": bulk.mode,
+            "requested": len(bulk.users),
+            "reason": bulk.reason,
+            "operator": operator,
+            "idempotency_key": idempotency_key,
+            "created_by": created_by,
+            "created_by_email": created_by_email,
+        },
+    )
+    if claimed is None:
+        # Same (tenant, key) as an earlier batch: it was (or is being) handled; report it.
+        existing = await repo.run(
+            session, repo.BATCH_BY_KEY, {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
+        )
+        assert existing is not None
+        report = _report(existing)
+        report.replayed = True
+        return report
+    batch_id = claimed.id
+
+    failures: list[dict[str, Any]] = []
+    first: dict[str, tuple[int, int]] = {}  # user -> (index, amount) of its first occurrence
+    seen: set[str] = set()
+    for index, (user, amount) in enumerate(zip(bulk.users, bulk.amounts, strict=True)):
+        if not isinstance(user, str) or not user or len(user) > 255:
+            failures.append(
+                _failure(index, user, "InvalidEntry", "An entry is an object with a 'user' string")
+            )
+        elif user in seen:
+            failures.append(
+                _failure(
+                    index, user, "DuplicateEntry", "This user already appears earlier in the batch"
+                )
+            )
+        elif _amount_problem(amount, max_amount):
+            seen.add(user)
+            failures.append(
+                _failure(
+                    index,
+                    user,
+                    "InvalidAmount",
+                    f"The amount must be an integer from 1 to {max_amount}",
+                )
+            )
+        else:
+            seen.add(user)
+            first[user] = (index, amount)
+
+    checked = await _check_accounts(session, tenant_id, first)
+    failures.extend(checked.failures)
+    failures.sort(key=lambda f: f["index"])
+    total = sum(checked.amounts)
+
+    pending_users: list[str] | None = None
+    pending_amounts: list[int] | None = None
+    if bulk.mode == "atomic" and failures:
+        status, succeeded, total = "rejected", 0, 0
+    elif tenant.approval_threshold is not None and total > tenant.approval_threshold:
+        status, succeeded = "pending_approval", len(checked.accounts)
+        pending_users, pending_amounts = checked.users, checked.amounts
+    else:
+        status = "applied"
+        succeeded, total = await _apply(
+            session, tenant_id, batch_id, checked, reason=bulk.reason, operator=operator
+        )
+    row = await repo.run(
+        session,
+        repo.FINISH_BATCH,
+        {
+            "batch_id": batch_id,
+            "status": status,
+            "succeeded": succeeded,
+            "failed": len(failures),
+            "total_amount": total,
+            "failed_users": orjson.dumps(failures).decode(),
+            "pending_users": pending_users,
+            "pending_amounts": pending_amounts,
+        },
+    )
+    report = _report(row, failed_users=failures)
+    metrics.bulk_batch(session, status, _count_codes(failures))
+    return report
+
+
+async def approve(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    *,
+    approved_by: uuid.UUID,
+    approved_by_email: str,
+) -> tuple[BatchReport, bool]:
+    """Apply a pending batch; returns (report, whether this call changed it).
+
+    Approving a batch that is no longer pending returns its report unchanged. The admin who
+    submitted a batch may not approve it (Forbidden).
+    """
+    row = await repo.run(
+        session, repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
+    )
+    if row is None:
+        raise NotFound("Batch not found")
+    if row.status != "pending_approval":
+        return _report(row), False
+    if row.created_by is not None and row.created_by == approved_by:
+        raise Forbidden("A batch must be approved by a different admin than the one who sent it")
+
+    wanted = dict(zip(row.pending_users or [], row.pending_amounts or [], strict=True))
+    checked = await _check_accounts(session, tenant_id, {u: (None, a) for u, a in wanted.items()})
+    failures = list(row.failed_users) + checked.failures
+    if row.mode == "atomic" and checked.failures:
+        status, succeeded, total = "rejected", 0, 0
+    else:
+        status = "applied"
+        succeeded, total = await _apply(
+            session, tenant_id, batch_id, checked, reason=row.reason, operator=row.operator
+        )
+    updated = await repo.run(
+        session,
+        repo.APPROVE_BATCH,
+        {
+            "batch_id": batch_id,
+            "status": status,
+            "succeeded": succeeded,
+            "failed": len(failures),
+            "total_amount": total,
+            "failed_users": orjson.dumps(failures).decode(),
+            "approved_by": approved_by,
+            "approved_by_email": approved_by_email,
+        },
+    )
+    metrics.bulk_batch(session, status, _count_codes(checked.failures))
+    return _report(updated, failed_users=failures), True
+
+
+async def get_batch(
+    session: AsyncSession, tenant_id: uuid.UUID, batch_id: uuid.UUID
+) -> BatchReport:
+    row = await repo.run(session, repo.BATCH_BY_ID, {"batch_id": batch_id, "tenant_id": tenant_id})
+    if row is None or row.status == "processing":
+        raise NotFound("Batch not found")
+    return _report(row)
+
+
+def _report(row: Any, failed_users: list[dict[str, Any]] | None = None) -> BatchReport:
+    return BatchReport(
+        batch_id=row.id,
+        status=row.status,
+        mode=row.mode,
+        requested=row.requested,
+        succeeded=row.succeeded,
+        failed=row.failed,
+        total_amount=row.total_amount,
+        failed_users=list(row.failed_users) if failed_users is None else failed_users,
+        reason=row.reason,
+        operator=row.operator,
+        created_by=row.created_by_email,
+        approved_by=row.approved_by_email,
+        created_at=row.created_at,
+        approved_at=row.approved_at,
+        applied_at=row.applied_at,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The set-based part
+# ---------------------------------------------------------------------------------------
+
+
+async def _check_accounts(
+    session: AsyncSession, tenant_id: uuid.UUID, wanted: dict[str, tuple[int | None, int]]
+) -> _Checked:
+    """Lock the accounts of ``wanted`` users (id order) and split them into good and failed."""
+    checked = _Checked()
+    if not wanted:
+        return checked
+    names = list(wanted)
+    rows = await _resolve_and_lock(session, tenant_id, names)
+    if len(rows) < len(names):
+        # Usually unknown users; but a user without an account gets one, then we look again.
+        missing = [n for n in names if n not in rows]
+        result = await session.execute(
+            repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
+        )
+        accountless = list(result.scalars())
+        if accountless:
+            await repo.open_user_accounts(session, tenant_id, accountless)
+            rows = await _resolve_and_lock(session, tenant_id, names)
+
+    good: list[tuple[int, int, str]] = []
+    for user, (index, amount) in wanted.items():
+        row = rows.get(user)
+        if row is None:
+            checked.failures.append(
+                _failure(index, user, "UserNotFound", "No user with this external id in the tenant")
+            )
+        elif row.status != "active":
+            checked.failures.append(
+                _failure(index, user, "AccountFrozen", "This user's Token account is frozen")
+            )
+        else:
+            good.append((row.account_id, amount, user))
+    good.sort()
+    checked.accounts = [g[0] for g in good]
+    checked.amounts = [g[1] for g in good]
+    checked.users = [g[2] for g in good]
+    return checked
+
+
+async def _resolve_and_lock(
+    session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str]
+) -> dict[str, Any]:
+    result = await session.execute(
+        repo.RESOLVE_AND_LOCK, {"tenant_id": tenant_id, "external_ids": list(names)}
+    )
+    return {r.external_id: r for r in result}
+
+
+async def _apply(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    checked: _Checked,
+    *,
+    reason: str | None,
+    operator: str | None,
+) -> tuple[int, int]:
+    if not checked.accounts:
+        return 0, 0
+    issuance = await repo.run(
+        session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+    )
+    if issuance is None:
+        await repo.open_tenant_accounts(session, tenant_id)
+        issuance = await repo.run(
+            session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+        )
+        assert issuance is not None
+    row = await repo.run(
+        session,
+        repo.BULK_CREDIT,
+        {
+            "tenant_id": tenant_id,
+            "issuance_id": issuance.id,
+            "batch_id": batch_id,
+            "reason": reason,
+            "operator": operator,
+            "account_ids": checked.accounts,
+            "amounts": checked.amounts,
+        },
+    )
+    assert row is not None
+    # The accounts are locked and were checked active under the lock: all must be credited.
+    if row.credited != len(checked.accounts):
+        raise AppError("Bulk recharge credited fewer accounts than it locked")
+    metrics.tokens_moved(session, tenant_id, "recharge", int(row.total))
+    return int(row.credited), int(row.total)

@@ -1,0 +1,250 @@
+"""Routes of the billing API: bulk recharge and ledger verification (admins), balance,
+ledger and pricing (end users). Routes only parse, call the billing services and shape
+the response.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from admin import audit
+from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_access
+from app.deps import DBSession, SettingsDep
+from app.errors import BadRequest
+from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
+from app.idempotency.service import run_idempotent
+from billing import bulk_recharge, pricing, schemas, service
+from billing import repository as repo
+from billing.verify import check_ledger
+
+router = APIRouter(prefix="/api/v1", tags=["billing"])
+
+_BULK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schemas.inline_schema(schemas.BulkRechargeRequest)}
+        },
+    }
+}
+
+
+def _parse_json(raw: bytes) -> Any:
+    """orjson first (fast); the standard library for what orjson refuses but Python reads
+    as a number (``1e400``), so that one absurd amount is an entry error, not a 400."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}", code="MalformedJSON") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# -- bulk recharge (admins) ----------------------------------------------------------------
+
+
+@router.post(
+    "/admin/tenants/{tenant_id}/recharges/bulk",
+    response_model=schemas.BatchReportOut,
+    openapi_extra=_BULK_BODY,
+    tags=["admin"],
+)
+async def bulk_recharge_endpoint(
+    tenant_id: uuid.UUID,
+    request: Request,
+    session: DBSession,
+    settings: SettingsDep,
+    admin: CurrentAdmin,
+) -> Response:
+    """Credit up to 10,000 users in one transaction. Bad entries are reported in
+    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key.
+    """
+    ensure_tenant_access(admin, tenant_id, write=True)
+    bulk = bulk_recharge.parse_bulk_request(
+        _parse_json(await request.body()),
+        max_entries=settings.bulk_max_entries,
+        max_amount=settings.max_amount,
+    )
+
+    async def operation() -> tuple[int, dict[str, Any]]:
+        report = await bulk_recharge.submit(
+            session,
+            tenant_id,
+            bulk,
+            max_amount=settings.max_amount,
+            created_by=admin.id,
+            created_by_email=admin.email,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        )
+        if not report.replayed:
+            await audit.record(
+                session,
+                request=request,
+                actor=admin,
+                action="recharge.bulk",
+                tenant_id=tenant_id,
+                target=f"batch:{report.batch_id}",
+                details=_audit_details(report),
+            )
+        return 200, report.as_dict()
+
+    return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
+
+
+@router.post(
+    "/admin/tenants/{tenant_id}/recharges/{batch_id}/approve",
+    response_model=schemas.BatchReportOut,
+    tags=["admin"],
+)
+async def approve_batch_endpoint(
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    request: Request,
+    session: DBSession,
+    admin: CurrentAdmin,
+) -> Response:
+    """Apply a batch waiting for approval; only an admin other than its sender may. Approving
+    a batch that is no longer pending returns its report unchanged."""
+    ensure_tenant_access(admin, tenant_id, write=True)
+
+    async def operation() -> tuple[int, dict[str, Any]]:
+        report, changed = await bulk_recharge.approve(
+            session, tenant_id, batch_id, approved_by=admin.id, approved_by_email=admin.email
+        )
+        if changed:
+            await audit.record(
+                session,
+                request=request,
+                actor=admin,
+                action="recharge.approve",
+                tenant_id=tenant_id,
+                target=f"batch:{batch_id}",
+                details=_audit_details(report),
+            )
+        return 200, report.as_dict()
+
+    return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
+
+
+@router.get(
+    "/admin/tenants/{tenant_id}/recharges/{batch_id}",
+    response_model=schemas.BatchReportOut,
+    tags=["admin"],
+)
+async def get_batch_endpoint(
+    tenant_id: uuid.UUID, batch_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
+) -> Response:
+    """The report of one bulk recharge."""
+    ensure_tenant_access(admin, tenant_id, write=False)
+    report = await bulk_recharge.get_batch(session, tenant_id, batch_id)
+    # The very bytes the POST answered (same encoder), not a re-serialisation.
+    return JSONResponse(report.as_dict())
+
+
+def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
+    return {
+        "status": report.status,
+        "mode": report.mode,
+        "requested": report.requested,
+        "succeeded": report.succeeded,
+        "failed": report.failed,
+        "total_amount": report.total_amount,
+        "reason": report.reason,
+        "operator": report.operator,
+    }
+
+
+# -- verification (admins) -----------------------------------------------------------------
+
+
+@router.get("/admin/ledger/verify", response_model=schemas.LedgerVerifyOut, tags=["admin"])
+async def verify_ledger_endpoint(
+    session: DBSession, admin: CurrentAdmin, tenant_id: uuid.UUID | None = None
+) -> schemas.LedgerVerifyOut:
+    """Recompute every balance and held from the ledger entries, check that each tenant's
+    accounts sum to zero and that the audit chain is intact. Admins bound to a tenant check
+    that tenant only."""
+    if tenant_id is not None:
+        ensure_tenant_access(admin, tenant_id, write=False)
+    elif admin.tenant_id is not None:
+        tenant_id = admin.tenant_id
+    ledger = await check_ledger(session, tenant_id)
+    chain_ok = await audit.verify_chain(session)
+    return schemas.LedgerVerifyOut(
+        ok=ledger.ok and chain_ok,
+        accounts_checked=ledger.accounts_checked,
+        mismatches=[schemas.MismatchOut(**m) for m in ledger.mismatches],
+        audit_chain_ok=chain_ok,
+        tenant_id=tenant_id,
+    )
+
+
+# -- end users (API key) -------------------------------------------------------------------
+
+
+@router.get("/balance", response_model=schemas.BalanceOut)
+async def balance_endpoint(session: DBSession, user: CurrentApiUser) -> schemas.BalanceOut:
+    """Your Tokens: ``available = balance - held`` (held: reserved by running jobs)."""
+    view = await service.account_view(session, user.user_id)
+    return schemas.BalanceOut(balance=view.balance, held=view.held, available=view.available)
+
+
+@router.get("/ledger", response_model=schemas.LedgerPage)
+async def ledger_endpoint(
+    session: DBSession,
+    user: CurrentApiUser,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> schemas.LedgerPage:
+    """Your Token movements, newest first; pass ``next_cursor`` back for the next page."""
+    before = 2**63 - 1
+    if cursor:
+        try:
+            before = int(cursor)
+        except ValueError:
+            raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
+    account = await repo.account_of_user(session, user.user_id)
+    if account is None:
+        return schemas.LedgerPage(items=[], next_cursor=None)
+    rows = await repo.user_ledger_page(session, account.id, before, limit + 1)
+    items = [
+        schemas.LedgerItemOut(
+            id=r.id,
+            at=r.created_at,
+            kind=r.kind,
+            amount=_signed(r, account.id),
+            balance_after=r.balance_after,
+            held_after=r.held_after,
+            reference=r.reference,
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return schemas.LedgerPage(items=items, next_cursor=next_cursor)
+
+
+def _signed(row: Any, account_id: int) -> int:
+    if row.kind == "hold":
+        return -row.amount
+    if row.kind == "release":
+        return row.amount
+    return row.amount if row.to_account_id == account_id else -row.amount
+
+
+@router.get("/pricing")
+async def pricing_endpoint(user: CurrentApiUser) -> dict[str, Any]:
+    """Your price book, in Tokens: ``image`` per image, ``video_second`` per started second
+    of target video, ``enhance_surcharge`` added per image or video second with enhance."""
+    return pricing.price_book_for(user.tenant_id)

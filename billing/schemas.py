@@ -1,0 +1,119 @@
+"""Pydantic shapes of the billing API (requests are documented here, parsed leniently)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class BulkRechargeEntry(BaseModel):
+    user: str = Field(description="The user's external id")
+    amount: int = Field(ge=1, description="Tokens to credit, an integer from 1 to 10^12")
+
+
+class BulkRechargeRequest(BaseModel):
+    """Either ``users`` with one ``amount``, or ``entries`` with an amount each.
+
+    Entries are checked one by one: a bad entry is reported in ``failed_users`` (soft mode)
+    or rejects the batch (atomic mode); it never fails the whole call with 422.
+    """
+
+    users: list[str] | None = Field(None, max_length=10_000, description="External ids")
+    amount: int | None = Field(None, ge=1, description="Tokens for each of `users`")
+    entries: list[BulkRechargeEntry] | None = Field(None, max_length=10_000)
+    mode: Literal["soft", "atomic"] = "soft"
+    reason: str | None = Field(None, max_length=1000)
+    operator: str | None = Field(None, max_length=320, description="Free text, e.g. a name")
+
+
+class FailedEntryOut(BaseModel):
+    user: str | None
+    code: str = Field(
+        description="UserNotFound, AccountFrozen, InvalidAmount, DuplicateEntry or InvalidEntry"
+    )
+    message: str
+    index: int | None = Field(description="Position in the request; null when found at approval")
+
+
+class BatchReportOut(BaseModel):
+    batch_id: uuid.UUID
+    status: Literal["applied", "pending_approval", "rejected"]
+    mode: Literal["soft", "atomic"]
+    requested: int
+    succeeded: int = Field(
+        description="Entries credited; for a pending batch, the entries approval will credit"
+    )
+    failed: int
+    total_amount: int = Field(description="Tokens credited (or to be credited when pending)")
+    failed_users: list[FailedEntryOut]
+    reason: str | None = None
+    operator: str | None = None
+    created_by: str | None = None
+    approved_by: str | None = None
+    created_at: datetime | None = None
+    approved_at: datetime | None = None
+    applied_at: datetime | None = None
+
+
+class MismatchOut(BaseModel):
+    tenant_id: uuid.UUID
+    account_id: int | None
+    account_kind: str | None
+    user_id: int | None
+    check: Literal["balance", "held", "open_holds", "zero_sum"]
+    stored: int
+    recomputed: int
+
+
+class LedgerVerifyOut(BaseModel):
+    ok: bool
+    accounts_checked: int
+    mismatches: list[MismatchOut]
+    audit_chain_ok: bool
+    tenant_id: uuid.UUID | None = Field(None, description="The tenant checked; null: all")
+
+
+class BalanceOut(BaseModel):
+    balance: int
+    held: int
+    available: int
+
+
+class LedgerItemOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    amount: int = Field(
+        description="Signed, from your side: + Tokens in (recharge, grant, refund, release), "
+        "- Tokens out or reserved (capture, expiry, hold)"
+    )
+    balance_after: int
+    held_after: int
+    reference: str | None
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerItemOut]
+    next_cursor: str | None
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined, for ``openapi_extra``."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

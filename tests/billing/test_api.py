@@ -1,0 +1,532 @@
+"""The billing HTTP API end to end: bulk recharge, approval, verification, end-user reads.
+
+Tenants, admins, users and keys are made through the admin API (tests/admin/helpers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from app.db import Database
+from billing import service
+from tests.admin.helpers import (
+    bearer,
+    create_admin,
+    create_api_key,
+    create_tenant,
+    import_users,
+    root_headers,
+)
+
+
+def _bulk_url(tenant_id: str) -> str:
+    return f"/api/v1/admin/tenants/{tenant_id}/recharges/bulk"
+
+
+async def _post_bulk(
+    client: httpx.AsyncClient,
+    tenant_id: str,
+    body: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    key: str | None = None,
+) -> httpx.Response:
+    headers = dict(headers or await root_headers(client))
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return await client.post(_bulk_url(tenant_id), json=body, headers=headers)
+
+
+async def _balances(db: Database, tenant_id: str) -> dict[str, tuple[int, int]]:
+    async with db.session() as s:
+        rows = await s.execute(
+            text(
+                "SELECT u.external_id, a.balance, a.held FROM users u "
+                "JOIN accounts a ON a.user_id = u.id WHERE u.tenant_id = :t"
+            ),
+            {"t": tenant_id},
+        )
+        return {r.external_id: (r.balance, r.held) for r in rows}
+
+
+async def _entries_of_batch(db: Database, batch_id: str) -> int:
+    async with db.session() as s:
+        return (
+            await s.execute(
+                text("SELECT count(*) FROM ledger_entries WHERE batch_id = :b"), {"b": batch_id}
+            )
+        ).scalar_one()
+
+
+async def _verify(client: httpx.AsyncClient, tenant_id: str | None = None, **kw: Any) -> Any:
+    params = {"tenant_id": tenant_id} if tenant_id else {}
+    headers = kw.get("headers") or await root_headers(client)
+    response = await client.get("/api/v1/admin/ledger/verify", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _freeze(client: httpx.AsyncClient, tenant_id: str, external_id: str) -> None:
+    response = await client.post(
+        f"/api/v1/admin/tenants/{tenant_id}/users/{external_id}/freeze",
+        json={"reason": "test"},
+        headers=await root_headers(client),
+    )
+    assert response.status_code == 200, response.text
+
+
+# -- the seed's shape and per-user amounts --------------------------------------------------
+
+
+async def test_bulk_recharge_with_one_amount_credits_every_user_and_get_returns_the_report(
+    client, db
+) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["u1", "u2", "u3"])
+    response = await _post_bulk(
+        client,
+        tenant["id"],
+        {"users": ["u1", "u2", "u3"], "amount": 100, "reason": "promo", "operator": "ops"},
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert {k: report[k] for k in ("status", "requested", "succeeded", "failed")} == {
+        "status": "applied",
+        "requested": 3,
+        "succeeded": 3,
+        "failed": 0,
+    }
+    assert report["total_amount"] == 300 and report["failed_users"] == []
+    assert await _balances(db, tenant["id"]) == {"u1": (100, 0), "u2": (100, 0), "u3": (100, 0)}
+    assert await _entries_of_batch(db, report["batch_id"]) == 3
+
+    again = await client.get(
+        f"/api/v1/admin/tenants/{tenant['id']}/recharges/{report['batch_id']}",
+        headers=await root_headers(client),
+    )
+    assert again.status_code == 200
+    assert again.json() == report
+    user = await client.get(
+        f"/api/v1/admin/tenants/{tenant['id']}/users/u2", headers=await root_headers(client)
+    )
+    assert (user.json()["balance"], user.json()["available"]) == (100, 100)
+    assert (await _verify(client, tenant["id"]))["ok"] is True
+
+
+async def test_bulk_recharge_with_per_user_amounts_reports_bad_entries_and_applies_the_rest(
+    client, db
+) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["a", "b", "c", "d"])
+    await _freeze(client, tenant["id"], "d")
+    body = {
+        "entries": [
+            {"user": "a", "amount": 5},
+            {"user": "ghost", "amount": 5},
+            {"user": "b", "amount": 2.5},
+            {"user": "a", "amount": 7},
+            {"user": "c", "amount": True},
+            {"user": "d", "amount": 5},
+            {"amount": 5},
+            "not an entry",
+        ]
+    }
+    report = (await _post_bulk(client, tenant["id"], body)).json()
+    assert report["status"] == "applied"
+    assert (report["requested"], report["succeeded"], report["failed"]) == (8, 1, 7)
+    assert [(f["index"], f["user"], f["code"]) for f in report["failed_users"]] == [
+        (1, "ghost", "UserNotFound"),
+        (2, "b", "InvalidAmount"),
+        (3, "a", "DuplicateEntry"),
+        (4, "c", "InvalidAmount"),
+        (5, "d", "AccountFrozen"),
+        (6, None, "InvalidEntry"),
+        (7, None, "InvalidEntry"),
+    ]
+    assert all(f["message"] for f in report["failed_users"])
+    balances = await _balances(db, tenant["id"])
+    assert balances == {"a": (5, 0), "b": (0, 0), "c": (0, 0), "d": (0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"users": ["a"], "amount": ', 400, "MalformedJSON"),
+        (b"", 400, "MalformedJSON"),
+        (b'{"users": ["a"], "amount": "100"}', 400, "InvalidAmount"),
+        (b'{"users": ["a"], "amount": 1000000000001}', 400, "InvalidAmount"),
+        (b'{"users": ["a"]}', 422, "ValidationError"),
+        (b'{"users": [], "amount": 1}', 422, "ValidationError"),
+        (b'{"amount": 1}', 422, "ValidationError"),
+        (b'{"users": ["a"], "entries": [], "amount": 1}', 422, "ValidationError"),
+        (b'{"users": ["a"], "amount": 1, "mode": "yolo"}', 422, "ValidationError"),
+        (b"[1, 2]", 422, "ValidationError"),
+    ],
+)
+async def test_a_malformed_bulk_body_fails_with_its_code_and_writes_nothing(
+    client, db, body, status, code
+) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["a"])
+    headers = {**await root_headers(client), "Content-Type": "application/json"}
+    response = await client.post(_bulk_url(tenant["id"]), content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert await _balances(db, tenant["id"]) == {"a": (0, 0)}
+
+
+async def test_more_than_10000_entries_are_refused_as_too_many(client) -> None:
+    tenant = await create_tenant(client)
+    response = await _post_bulk(
+        client, tenant["id"], {"users": [f"u{i}" for i in range(10_001)], "amount": 1}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "TooManyEntries"
+
+
+async def test_bulk_recharge_of_an_unknown_tenant_is_not_found(client) -> None:
+    response = await _post_bulk(client, str(uuid.uuid4()), {"users": ["a"], "amount": 1})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NotFound"
+
+
+async def test_bulk_recharge_is_confined_to_the_admins_own_tenant_and_closed_to_auditors(
+    client, db
+) -> None:
+    mine, other = await create_tenant(client), await create_tenant(client)
+    await import_users(client, other["id"], ["x"])
+    admin = await create_admin(client, mine["id"])
+    auditor = await create_admin(client, mine["id"], role="auditor")
+    body = {"users": ["x"], "amount": 1}
+    foreign = await _post_bulk(client, other["id"], body, headers=bearer(admin["token"]))
+    assert foreign.status_code == 404
+    read_only = await _post_bulk(client, mine["id"], body, headers=bearer(auditor["token"]))
+    assert read_only.status_code == 403 and read_only.json()["error"]["code"] == "Forbidden"
+    anonymous = await client.post(_bulk_url(mine["id"]), json=body)
+    assert anonymous.status_code == 401
+    assert await _balances(db, other["id"]) == {"x": (0, 0)}
+
+
+# -- idempotency ----------------------------------------------------------------------------
+
+
+async def test_the_same_bulk_recharge_sent_20_times_concurrently_with_one_key_credits_once(
+    client, db
+) -> None:
+    tenant = await create_tenant(client)
+    users = [f"c{i}" for i in range(50)]
+    await import_users(client, tenant["id"], users)
+    body = {"users": users, "amount": 10, "reason": "launch"}
+    headers = await root_headers(client)
+    responses = await asyncio.gather(
+        *(
+            _post_bulk(client, tenant["id"], body, headers=headers, key="launch-1")
+            for _ in range(20)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.json()["batch_id"] for r in responses}) == 1
+    assert all(r.json() == responses[0].json() for r in responses)
+    replayed = [r.headers.get("idempotent-replayed") == "true" for r in responses]
+    assert replayed.count(False) == 1
+    assert set((await _balances(db, tenant["id"])).values()) == {(10, 0)}
+    async with db.session() as s:
+        entries = (
+            await s.execute(
+                text("SELECT count(*) FROM ledger_entries WHERE tenant_id = :t"),
+                {"t": tenant["id"]},
+            )
+        ).scalar_one()
+        audits = (
+            await s.execute(
+                text("SELECT count(*) FROM audit_log WHERE tenant_id = :t AND action = :a"),
+                {"t": tenant["id"], "a": "recharge.bulk"},
+            )
+        ).scalar_one()
+    assert (entries, audits) == (50, 1)
+    reused = await _post_bulk(client, tenant["id"], {**body, "amount": 11}, key="launch-1")
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "IdempotencyKeyReused"
+
+
+# -- 10,000 entries -------------------------------------------------------------------------
+
+BIG = 10_000
+
+
+@pytest.fixture(scope="module")
+async def big_tenant(client_factory) -> dict[str, Any]:
+    """A tenant of 9,950 users, 25 of them frozen, and the 10,000-entry body with 100 bad
+    entries: 25 unknown users, 25 frozen accounts, 25 bad amounts, 25 duplicates."""
+    async with client_factory() as client:
+        tenant = await create_tenant(client)
+        users = [f"user-{i:05d}" for i in range(BIG - 50)]
+        for start in range(0, len(users), 5000):
+            result = await import_users(client, tenant["id"], users[start : start + 5000])
+            assert result["failed"] == []
+        frozen = users[:25]
+        for external_id in frozen:
+            await _freeze(client, tenant["id"], external_id)
+    bad_amounts: list[Any] = [0, -1, 1.5, "10", True, None, 10**12 + 1, [], {"n": 1}] * 3
+    entries: list[dict[str, Any]] = []
+    expected: dict[int, str] = {}
+    good = iter(users[25:])
+    for i in range(BIG):
+        slot = i % 100
+        if slot == 10 and len([c for c in expected.values() if c == "UserNotFound"]) < 25:
+            entries.append({"user": f"ghost-{i}", "amount": 3})
+            expected[i] = "UserNotFound"
+        elif slot == 20 and len([c for c in expected.values() if c == "AccountFrozen"]) < 25:
+            entries.append({"user": frozen[i // 100 % 25], "amount": 3})
+            expected[i] = "AccountFrozen"
+        elif slot == 30 and len([c for c in expected.values() if c == "InvalidAmount"]) < 25:
+            entries.append({"user": next(good), "amount": bad_amounts[i // 100 % 27]})
+            expected[i] = "InvalidAmount"
+        elif slot == 40 and len([c for c in expected.values() if c == "DuplicateEntry"]) < 25:
+            entries.append({"user": entries[i - 1]["user"], "amount": 3})
+            expected[i] = "DuplicateEntry"
+        else:
+            entries.append({"user": next(good), "amount": 3})
+    assert len(expected) == 100 and len(entries) == BIG
+    return {"tenant": tenant, "entries": entries, "expected": expected}
+
+
+@pytest.fixture(scope="module")
+def client_factory(app):  # type: ignore[no-untyped-def]
+    def make() -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        return httpx.AsyncClient(transport=transport, base_url="http://swapmeter.test")
+
+    return make
+
+
+def _codes(report: dict[str, Any]) -> dict[int, str]:
+    return {f["index"]: f["code"] for f in report["failed_users"]}
+
+
+async def test_soft_bulk_recharge_of_10000_entries_with_100_bad_applies_9900_and_reports_them(
+    client, db, big_tenant
+) -> None:
+    tenant_id = big_tenant["tenant"]["id"]
+    before = await _balances(db, tenant_id)
+    response = await _post_bulk(
+        client, tenant_id, {"entries": big_tenant["entries"]}, key=str(uuid.uuid4())
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["status"] == "applied"
+    assert (report["requested"], report["succeeded"], report["failed"]) == (BIG, 9900, 100)
+    assert report["total_amount"] == 9900 * 3
+    assert _codes(report) == big_tenant["expected"]
+    after = await _balances(db, tenant_id)
+    credited = {u for u in after if after[u][0] != before[u][0]}
+    assert len(credited) == 9900
+    assert all(after[u][0] - before[u][0] == 3 for u in credited)
+    assert await _entries_of_batch(db, report["batch_id"]) == 9900
+    verify = await _verify(client, tenant_id)
+    assert verify["ok"] is True and verify["accounts_checked"] == BIG - 50 + 2
+
+
+async def test_the_same_10000_entry_batch_in_atomic_mode_applies_nothing(
+    client, db, big_tenant
+) -> None:
+    tenant_id = big_tenant["tenant"]["id"]
+    before = await _balances(db, tenant_id)
+    response = await _post_bulk(
+        client, tenant_id, {"entries": big_tenant["entries"], "mode": "atomic"}
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["status"] == "rejected"
+    assert (report["succeeded"], report["failed"], report["total_amount"]) == (0, 100, 0)
+    assert _codes(report) == big_tenant["expected"]
+    assert await _balances(db, tenant_id) == before
+    assert await _entries_of_batch(db, report["batch_id"]) == 0
+
+
+# -- approval -------------------------------------------------------------------------------
+
+
+async def test_a_batch_over_the_threshold_waits_for_a_different_admin_to_approve_it(
+    client, db
+) -> None:
+    tenant = await create_tenant(client)
+    tid = tenant["id"]
+    patched = await client.patch(
+        f"/api/v1/admin/tenants/{tid}",
+        json={"approval_threshold": 1000},
+        headers=await root_headers(client),
+    )
+    assert patched.status_code == 200, patched.text
+    await import_users(client, tid, ["p1", "p2", "p3"])
+    alice, bob = await create_admin(client, tid), await create_admin(client, tid)
+
+    small = await _post_bulk(
+        client, tid, {"users": ["p1"], "amount": 1000}, headers=bearer(alice["token"])
+    )
+    assert small.json()["status"] == "applied"  # at the threshold, not above it
+
+    sent = await _post_bulk(
+        client,
+        tid,
+        {"entries": [{"user": "p2", "amount": 600}, {"user": "p3", "amount": 600}]},
+        headers=bearer(alice["token"]),
+    )
+    pending = sent.json()
+    assert pending["status"] == "pending_approval"
+    assert (pending["succeeded"], pending["total_amount"]) == (2, 1200)
+    assert (await _balances(db, tid))["p2"] == (0, 0)
+    url = f"/api/v1/admin/tenants/{tid}/recharges/{pending['batch_id']}"
+    assert (await client.get(url, headers=bearer(alice["token"]))).json()["status"] == (
+        "pending_approval"
+    )
+
+    own = await client.post(url + "/approve", headers=bearer(alice["token"]))
+    assert own.status_code == 403 and own.json()["error"]["code"] == "Forbidden"
+    await _freeze(client, tid, "p3")  # re-checked at approval time
+
+    approved = await client.post(url + "/approve", headers=bearer(bob["token"]))
+    assert approved.status_code == 200, approved.text
+    report = approved.json()
+    assert report["status"] == "applied" and report["approved_by"] == bob["email"]
+    assert (report["succeeded"], report["failed"], report["total_amount"]) == (1, 1, 600)
+    assert [(f["user"], f["code"]) for f in report["failed_users"]] == [("p3", "AccountFrozen")]
+    balances = await _balances(db, tid)
+    assert (balances["p2"], balances["p3"]) == ((600, 0), (0, 0))
+
+    twice = await client.post(url + "/approve", headers=bearer(bob["token"]))
+    assert twice.status_code == 200 and twice.json() == report
+    assert (await _balances(db, tid))["p2"] == (600, 0)
+    log = await client.get(
+        "/api/v1/admin/audit-log",
+        params={"tenant_id": tid, "action": "recharge.*"},
+        headers=await root_headers(client),
+    )
+    actions = sorted(item["action"] for item in log.json()["items"])
+    assert actions == ["recharge.approve", "recharge.bulk", "recharge.bulk"]
+    assert (await _verify(client, tid))["ok"] is True
+
+
+async def test_approving_an_unknown_batch_is_not_found(client) -> None:
+    tenant = await create_tenant(client)
+    response = await client.post(
+        f"/api/v1/admin/tenants/{tenant['id']}/recharges/{uuid.uuid4()}/approve",
+        headers=await root_headers(client),
+    )
+    assert response.status_code == 404
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+async def test_verify_reports_a_balance_tampered_in_sql_for_that_tenant_only(client, db) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["t1"])
+    await _post_bulk(client, tenant["id"], {"users": ["t1"], "amount": 40})
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "UPDATE accounts SET balance = balance + 7 WHERE user_id = "
+                "(SELECT id FROM users WHERE tenant_id = :t AND external_id = 't1')"
+            ),
+            {"t": tenant["id"]},
+        )
+    try:
+        report = await _verify(client, tenant["id"])
+        assert report["ok"] is False and report["audit_chain_ok"] is True
+        assert {(m["check"], m["stored"], m["recomputed"]) for m in report["mismatches"]} == {
+            ("balance", 47, 40),
+            ("zero_sum", 7, 0),
+        }
+        assert {m["tenant_id"] for m in report["mismatches"]} == {tenant["id"]}
+        everything = await _verify(client)
+        assert any(m["tenant_id"] == tenant["id"] for m in everything["mismatches"])
+    finally:
+        async with db.session() as s:
+            await s.execute(
+                text(
+                    "UPDATE accounts SET balance = balance - 7 WHERE user_id = "
+                    "(SELECT id FROM users WHERE tenant_id = :t AND external_id = 't1')"
+                ),
+                {"t": tenant["id"]},
+            )
+    assert (await _verify(client, tenant["id"]))["ok"] is True
+
+
+async def test_tenant_admins_verify_their_own_tenant_and_get_404_for_another(client) -> None:
+    mine, other = await create_tenant(client), await create_tenant(client)
+    auditor = await create_admin(client, mine["id"], role="auditor")
+    own = await _verify(client, headers=bearer(auditor["token"]))
+    assert own["tenant_id"] == mine["id"] and own["accounts_checked"] == 2
+    foreign = await client.get(
+        "/api/v1/admin/ledger/verify",
+        params={"tenant_id": other["id"]},
+        headers=bearer(auditor["token"]),
+    )
+    assert foreign.status_code == 404
+
+
+# -- end users ------------------------------------------------------------------------------
+
+
+async def test_end_users_read_their_balance_ledger_pages_and_price_book(client, db) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["reader"])
+    key = (await create_api_key(client, tenant["id"], "reader"))["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    await _post_bulk(client, tenant["id"], {"users": ["reader"], "amount": 30})
+    async with db.session() as s:
+        user_id = (
+            await s.execute(
+                text("SELECT id FROM users WHERE tenant_id = :t AND external_id = 'reader'"),
+                {"t": tenant["id"]},
+            )
+        ).scalar_one()
+        await service.hold(s, uuid.UUID(tenant["id"]), user_id, "job-1", 10)
+    async with db.session() as s:
+        await service.capture(s, uuid.UUID(tenant["id"]), "job-1", 4)
+
+    balance = await client.get("/api/v1/balance", headers=headers)
+    assert balance.json() == {"balance": 26, "held": 0, "available": 26}
+    also = await client.get("/api/v1/balance", headers={"X-API-Key": key})
+    assert also.json() == balance.json()
+
+    first = (await client.get("/api/v1/ledger", params={"limit": 2}, headers=headers)).json()
+    assert [(i["kind"], i["amount"], i["balance_after"]) for i in first["items"]] == [
+        ("release", 6, 26),
+        ("capture", -4, 26),
+    ]
+    second = (
+        await client.get(
+            "/api/v1/ledger", params={"limit": 2, "cursor": first["next_cursor"]}, headers=headers
+        )
+    ).json()
+    assert [(i["kind"], i["amount"], i["balance_after"]) for i in second["items"]] == [
+        ("hold", -10, 30),
+        ("recharge", 30, 30),
+    ]
+    assert second["next_cursor"] is None
+    bad = await client.get("/api/v1/ledger", params={"cursor": "abc"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor"
+
+    prices = (await client.get("/api/v1/pricing", headers=headers)).json()
+    assert (prices["image"], prices["video_second"]) == (1, 10)
+    assert "enhance_surcharge" in prices
+    assert (await client.get("/api/v1/balance")).status_code == 401
+
+
+async def test_metrics_count_bulk_batches_failed_entries_and_tokens_moved(client) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["m1"])
+    await _post_bulk(client, tenant["id"], {"users": ["m1", "nobody"], "amount": 9})
+    body = (await client.get("/metrics")).text
+    assert 'swapmeter_bulk_recharge_batches_total{status="applied"}' in body
+    assert 'swapmeter_bulk_recharge_failed_entries_total{code="UserNotFound"}' in body
+    line = f'swapmeter_tokens_moved_total{{kind="recharge",tenant="{tenant["id"]}"}} 9.0'
+    assert line in body
