@@ -24,6 +24,19 @@ async def two_tenants(client):  # type: ignore[no-untyped-def]
     await import_users(client, a["id"], ["alice"])
     await import_users(client, b["id"], ["bob"])
     b_key = await create_api_key(client, b["id"], "bob")
+    # A real batch of B, left pending so that "approve" would have something to do.
+    await client.patch(
+        f"/api/v1/admin/tenants/{b['id']}",
+        json={"approval_threshold": 1},
+        headers=await root_headers(client),
+    )
+    batch = await client.post(
+        f"/api/v1/admin/tenants/{b['id']}/recharges/bulk",
+        json={"users": ["bob"], "amount": 5, "reason": "isolation test"},
+        headers=await root_headers(client),
+    )
+    assert batch.json()["status"] == "pending_approval", batch.text
+    b_key["batch_id"] = batch.json()["batch_id"]
     return a, b, b_key
 
 
@@ -52,8 +65,8 @@ def _requests_on_b(b: dict, b_key: dict) -> list[tuple[str, str, dict | None]]:
         ("POST", f"{t}/users/bob/unfreeze", {"reason": "x"}),
         ("GET", f"/api/v1/admin/audit-log?tenant_id={b['id']}", None),
         ("POST", f"{t}/recharges/bulk", {"users": ["bob"], "amount": 5, "reason": "x"}),
-        ("GET", f"{t}/recharges/{uuid.uuid4()}", None),
-        ("POST", f"{t}/recharges/{uuid.uuid4()}/approve", None),
+        ("GET", f"{t}/recharges/{b_key['batch_id']}", None),
+        ("POST", f"{t}/recharges/{b_key['batch_id']}/approve", None),
         ("GET", f"/api/v1/admin/ledger/verify?tenant_id={b['id']}", None),
     ]
 
@@ -81,15 +94,22 @@ async def test_an_admin_of_tenant_a_gets_404_for_every_object_of_tenant_b(
         f"/api/v1/admin/tenants/{b['id']}/users/bob/api-keys", headers=await root_headers(client)
     )
     assert keys.json()[0]["revoked_at"] is None
+    assert bob.json()["balance"] == 0  # the pending batch was not approved
 
 
-async def test_an_admin_of_a_cannot_reach_bs_key_through_as_path(client, two_tenants) -> None:
+async def test_an_admin_of_a_cannot_reach_bs_objects_through_as_path(client, two_tenants) -> None:
     a, b, b_key = two_tenants
     admin_a = await create_admin(client, a["id"])
-    response = await client.delete(
-        f"/api/v1/admin/tenants/{a['id']}/api-keys/{b_key['id']}", headers=bearer(admin_a["token"])
-    )
-    assert response.status_code == 404
+    headers = bearer(admin_a["token"])
+    own = f"/api/v1/admin/tenants/{a['id']}"
+    for method, url in [
+        ("DELETE", f"{own}/api-keys/{b_key['id']}"),
+        ("GET", f"{own}/users/bob"),
+        ("GET", f"{own}/recharges/{b_key['batch_id']}"),
+        ("POST", f"{own}/recharges/{b_key['batch_id']}/approve"),
+    ]:
+        response = await client.request(method, url, headers=headers)
+        assert response.status_code == 404, (method, url, response.text)
 
 
 async def test_an_admin_of_a_cannot_disable_an_admin_of_b_or_a_platform_admin(
