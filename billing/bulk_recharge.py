@@ -413,17 +413,17 @@ async def _check_accounts(
 
     good: list[tuple[int, int, str]] = []
     for user, (index, amount) in wanted.items():
-        row = rows.get(user)
-        if row is None:
+        found = rows.get(user)
+        if found is None:
             checked.failures.append(
                 _failure(index, user, "UserNotFound", "No user with this external id in the tenant")
             )
-        elif row.status != "active":
+        elif found[1] != "active":
             checked.failures.append(
                 _failure(index, user, "AccountFrozen", "This user's Token account is frozen")
             )
         else:
-            good.append((row.account_id, amount, user))
+            good.append((found[0], amount, user))
     good.sort()
     checked.accounts = [g[0] for g in good]
     checked.amounts = [g[1] for g in good]
@@ -433,11 +433,10 @@ async def _check_accounts(
 
 async def _resolve_and_lock(
     session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str]
-) -> dict[str, Any]:
-    result = await session.execute(
-        repo.RESOLVE_AND_LOCK, {"tenant_id": tenant_id, "external_ids": list(names)}
-    )
-    return {r.external_id: r for r in result}
+) -> dict[str, tuple[int, str]]:
+    """external id -> (account id, status), the accounts locked in id order."""
+    rows = await repo.resolve_and_lock(session, tenant_id, list(names))
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 async def _apply(
@@ -460,22 +459,18 @@ async def _apply(
             session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
         )
         assert issuance is not None
-    row = await repo.run(
+    row = await repo.bulk_credit(
         session,
-        repo.BULK_CREDIT,
-        {
-            "tenant_id": tenant_id,
-            "issuance_id": issuance.id,
-            "batch_id": batch_id,
-            "reason": reason,
-            "operator": operator,
-            "account_ids": checked.accounts,
-            "amounts": checked.amounts,
-        },
+        tenant_id=tenant_id,
+        issuance_id=issuance.id,
+        batch_id=batch_id,
+        account_ids=checked.accounts,
+        amounts=checked.amounts,
+        reason=reason,
+        operator=operator,
     )
-    assert row is not None
     # The accounts are locked and were checked active under the lock: all must be credited.
-    if row.credited != len(checked.accounts):
+    if row["credited"] != len(checked.accounts):
         raise AppError("Bulk recharge credited fewer accounts than it locked")
-    metrics.tokens_moved(session, tenant_id, "recharge", int(row.total))
-    return int(row.credited), int(row.total)
+    metrics.tokens_moved(session, tenant_id, "recharge", int(row["total"]))
+    return int(row["credited"]), int(row["total"])

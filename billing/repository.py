@@ -444,17 +444,19 @@ TENANT_FOR_BATCH = text("SELECT id, approval_threshold FROM tenants WHERE id = :
 
 SYSTEM_ACCOUNT = text("SELECT id FROM accounts WHERE tenant_id = :tenant_id AND kind = :kind")
 
+# The two statements that touch every entry of a batch run on the asyncpg connection under
+# the session (same transaction): asyncpg hands 10,000 rows back several times faster than
+# SQLAlchemy's result layer, which showed in the bulk-recharge profile.
+
 # Resolve external ids to accounts and lock those accounts in id order, in one round trip.
-RESOLVE_AND_LOCK = text(
-    """
+RESOLVE_AND_LOCK = """
     SELECT x.external_id, a.id AS account_id, a.status
-    FROM unnest(CAST(:external_ids AS text[])) AS x(external_id)
-    JOIN users u ON u.tenant_id = :tenant_id AND u.external_id = x.external_id
+    FROM unnest($1::text[]) AS x(external_id)
+    JOIN users u ON u.tenant_id = $2 AND u.external_id = x.external_id
     JOIN accounts a ON a.user_id = u.id
     ORDER BY a.id
     FOR UPDATE OF a
-    """
-)
+"""
 
 # Users of the tenant that exist but have no account yet (imported before billing existed).
 USERS_WITHOUT_ACCOUNT = text(
@@ -465,36 +467,67 @@ USERS_WITHOUT_ACCOUNT = text(
     """
 )
 
-BULK_CREDIT = text(
-    """
-    WITH data AS (
-        SELECT * FROM unnest(CAST(:account_ids AS bigint[]), CAST(:amounts AS bigint[]))
-            AS d(account_id, amount)
-    ),
-    credited AS (
+# Credit every (already locked) account, one ledger entry each, one issuance debit.
+BULK_CREDIT = """
+    WITH credited AS (
         UPDATE accounts a SET balance = a.balance + d.amount, updated_at = now()
-        FROM data d WHERE a.id = d.account_id AND a.status = 'active'
+        FROM unnest($1::bigint[], $2::bigint[]) AS d(account_id, amount)
+        WHERE a.id = d.account_id AND a.status = 'active'
         RETURNING a.id, a.balance, a.held, d.amount
     ),
     entries AS (
         INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind,
                                     reason, operator, batch_id, balance_after, held_after)
-        SELECT :tenant_id, :issuance_id, c.id, c.amount, 'recharge', :reason, :operator,
-               :batch_id, c.balance, c.held
+        SELECT $3, $4, c.id, c.amount, 'recharge', $5, $6, $7, c.balance, c.held
         FROM credited c ORDER BY c.id
         RETURNING amount
     ),
     issued AS (
         UPDATE accounts a
         SET balance = a.balance - (SELECT sum(amount) FROM entries), updated_at = now()
-        WHERE a.id = :issuance_id AND EXISTS (SELECT 1 FROM entries)
+        WHERE a.id = $4 AND EXISTS (SELECT 1 FROM entries)
         RETURNING a.id
     )
     SELECT (SELECT count(*) FROM entries) AS credited,
            (SELECT coalesce(sum(amount), 0) FROM entries) AS total,
            (SELECT count(*) FROM issued) AS issued
-    """
-)
+"""
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under ``session``, inside the session's transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT 1"))  # SQLAlchemy's adapter begins lazily
+    assert driver.is_in_transaction()
+    return driver
+
+
+async def resolve_and_lock(
+    session: AsyncSession, tenant_id: uuid.UUID, external_ids: list[str]
+) -> list[Any]:
+    driver = await driver_connection(session)
+    return list(await driver.fetch(RESOLVE_AND_LOCK, external_ids, tenant_id))
+
+
+async def bulk_credit(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    issuance_id: int,
+    batch_id: uuid.UUID,
+    account_ids: list[int],
+    amounts: list[int],
+    reason: str | None,
+    operator: str | None,
+) -> Any:
+    driver = await driver_connection(session)
+    return await driver.fetchrow(
+        BULK_CREDIT, account_ids, amounts, tenant_id, issuance_id, reason, operator, batch_id
+    )
+
 
 CLAIM_BATCH = text(
     """
@@ -593,27 +626,44 @@ async def user_ledger_page(
 
 def verify_statement(tenant_filtered: bool) -> Any:
     """Recompute every balance and held from the entries in one pass (GROUP BY)."""
-    entry_filter = "WHERE tenant_id = :tenant_id" if tenant_filtered else ""
+    # A tenant's entries are found through its accounts (the from/to indexes), so every
+    # entry touching one of its accounts counts, whichever tenant the entry names.
+    to_filter = from_filter = ""
+    if tenant_filtered:
+        accounts_of_tenant = "(SELECT id FROM accounts WHERE tenant_id = :tenant_id)"
+        to_filter = f"WHERE to_account_id IN {accounts_of_tenant}"
+        from_filter = f"WHERE from_account_id IN {accounts_of_tenant}"
     account_filter = "WHERE a.tenant_id = :tenant_id" if tenant_filtered else ""
+    hold_filter = "AND tenant_id = :tenant_id" if tenant_filtered else ""
     return text(
         f"""
         WITH moves AS (
-            SELECT to_account_id AS account_id, amount AS d_balance,
+            SELECT tenant_id, to_account_id AS account_id, amount AS d_balance,
                    CASE kind WHEN 'hold' THEN amount WHEN 'release' THEN -amount ELSE 0 END
                        AS d_held
-            FROM ledger_entries {entry_filter}
+            FROM ledger_entries {to_filter}
             UNION ALL
-            SELECT from_account_id, -amount,
+            SELECT tenant_id, from_account_id, -amount,
                    CASE kind WHEN 'capture' THEN -amount ELSE 0 END
-            FROM ledger_entries {entry_filter}
+            FROM ledger_entries {from_filter}
+        ),
+        by_tenant AS (
+            SELECT account_id, tenant_id, sum(d_balance) AS balance, sum(d_held) AS held
+            FROM moves GROUP BY account_id, tenant_id
         ),
         recomputed AS (
-            SELECT account_id, sum(d_balance) AS balance, sum(d_held) AS held
-            FROM moves GROUP BY account_id
+            SELECT account_id, sum(balance) AS balance, sum(held) AS held
+            FROM by_tenant GROUP BY account_id
+        ),
+        bad_references AS (
+            -- Entries naming an account that does not exist, or one of another tenant.
+            SELECT b.tenant_id, b.account_id, a.tenant_id AS account_tenant_id
+            FROM by_tenant b LEFT JOIN accounts a ON a.id = b.account_id
+            WHERE a.id IS NULL OR a.tenant_id <> b.tenant_id
         ),
         open_holds AS (
             SELECT account_id, sum(amount) AS held FROM holds
-            WHERE status = 'held' {"AND tenant_id = :tenant_id" if tenant_filtered else ""}
+            WHERE status = 'held' {hold_filter}
             GROUP BY account_id
         ),
         checked AS (
@@ -638,7 +688,10 @@ def verify_statement(tenant_filtered: bool) -> Any:
                    OR held <> open_holds
                 ORDER BY id LIMIT :max_mismatches
             ) m) AS mismatches,
-            (SELECT coalesce(json_agg(z), '[]') FROM zero_sum z) AS unbalanced_tenants
+            (SELECT coalesce(json_agg(z), '[]') FROM zero_sum z) AS unbalanced_tenants,
+            (SELECT coalesce(json_agg(b), '[]') FROM (
+                SELECT * FROM bad_references ORDER BY account_id LIMIT :max_mismatches
+            ) b) AS bad_references
         """
     )
 

@@ -63,9 +63,10 @@ class MismatchOut(BaseModel):
     account_id: int | None
     account_kind: str | None
     user_id: int | None
-    check: Literal["balance", "held", "open_holds", "zero_sum"]
-    stored: int
-    recomputed: int
+    check: Literal["balance", "held", "open_holds", "zero_sum", "account_reference"]
+    stored: int | None
+    recomputed: int | None
+    detail: str | None = None
 
 
 class LedgerVerifyOut(BaseModel):

@@ -6,7 +6,10 @@ One set-based pass (a GROUP BY over the entries joined to the accounts), so chec
 - ``balance``: the stored balance differs from sum(in) - sum(out) of its entries;
 - ``held``: the stored held differs from sum(hold) - sum(release) - sum(capture);
 - ``open_holds``: the stored held differs from the holds still open on the account;
-- ``zero_sum``: the balances of a tenant's accounts do not add up to zero.
+- ``zero_sum``: the balances of a tenant's accounts do not add up to zero;
+- ``account_reference``: entries name an account that does not exist or belongs to another
+  tenant (the ledger table has no foreign keys, see migration 0003; this check replaces
+  them).
 """
 
 from __future__ import annotations
@@ -74,6 +77,20 @@ async def check_ledger(session: AsyncSession, tenant_id: uuid.UUID | None = None
                 "check": "zero_sum",
                 "stored": z["total"],
                 "recomputed": 0,
+            }
+        )
+    for b in row.bad_references:
+        where = "missing" if b["account_tenant_id"] is None else "of another tenant"
+        mismatches.append(
+            {
+                "tenant_id": b["tenant_id"],
+                "account_id": b["account_id"],
+                "account_kind": None,
+                "user_id": None,
+                "check": "account_reference",
+                "stored": None,
+                "recomputed": None,
+                "detail": f"ledger entries name account {b['account_id']}, which is {where}",
             }
         )
     return LedgerCheck(accounts_checked=row.accounts_checked, mismatches=mismatches)

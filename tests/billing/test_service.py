@@ -488,3 +488,37 @@ async def test_open_accounts_is_idempotent(db) -> None:
         ).scalar_one()
     assert count == 4
     assert uuid.UUID(str(world.tenant_id))
+
+
+async def test_verify_reports_entries_naming_a_missing_or_foreign_account(db) -> None:
+    mine, other = await make_tenant(db), await make_tenant(db)
+    await add_users(db, other, ["stranger"])
+    async with db.sessionmaker() as s, s.begin():
+        foreign = (
+            await s.execute(
+                text("SELECT id FROM accounts WHERE user_id = :u"), {"u": other.users["stranger"]}
+            )
+        ).scalar_one()
+        issuance = (
+            await s.execute(
+                text("SELECT id FROM accounts WHERE tenant_id = :t AND kind = 'issuance'"),
+                {"t": mine.tenant_id},
+            )
+        ).scalar_one()
+        for to_account in (foreign, -42):
+            await s.execute(
+                text(
+                    "INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, "
+                    "amount, kind, balance_after, held_after) "
+                    "VALUES (:t, :f, :to, 1, 'grant', 1, 0)"
+                ),
+                {"t": mine.tenant_id, "f": issuance, "to": to_account},
+            )
+        check = await check_ledger(s)
+        bad = {
+            m["account_id"]: m["detail"]
+            for m in check.mismatches
+            if m["check"] == "account_reference"
+        }
+        await s.rollback()  # the ledger refuses DELETE: never let these rows commit
+    assert "another tenant" in bad[foreign] and "missing" in bad[-42]
