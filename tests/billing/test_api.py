@@ -530,3 +530,21 @@ async def test_metrics_count_bulk_batches_failed_entries_and_tokens_moved(client
     assert 'swapmeter_bulk_recharge_failed_entries_total{code="UserNotFound"}' in body
     line = f'swapmeter_tokens_moved_total{{kind="recharge",tenant="{tenant["id"]}"}} 9.0'
     assert line in body
+
+
+async def test_absurd_numbers_in_one_entry_fail_that_entry_only(client, db) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["a", "b", "c"])
+    body = (
+        b'{"entries": [{"user": "a", "amount": 1e400}, {"user": "b", "amount": '
+        b'100000000000000000000000000}, {"user": "c", "amount": 2}]}'
+    )
+    headers = {**await root_headers(client), "Content-Type": "application/json"}
+    response = await client.post(_bulk_url(tenant["id"]), content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert [(f["user"], f["code"]) for f in report["failed_users"]] == [
+        ("a", "InvalidAmount"),
+        ("b", "InvalidAmount"),
+    ]
+    assert (await _balances(db, tenant["id"]))["c"] == (2, 0)
