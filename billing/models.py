@@ -45,6 +45,14 @@ class Account(Base):
         CheckConstraint("held >= 0 AND (kind <> 'user' OR held <= balance)", name="held_in_range"),
         CheckConstraint("(kind = 'user') = (user_id IS NOT NULL)", name="user_accounts_have_user"),
         CheckConstraint("status IN ('active', 'frozen')", name="status_known"),
+        # One issuance and one revenue account per tenant (migration 0001).
+        Index(
+            "uq_accounts_tenant_system_kind",
+            "tenant_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("kind <> 'user'"),
+        ),
         # Room on each page for new row versions: bulk updates stay HOT (migration 0003).
         {"postgresql_with": {"fillfactor": 50}},
     )
