@@ -5,6 +5,8 @@ One list, so that a reader sees the whole HTTP surface in one place.
 
 from __future__ import annotations
 
+import gc
+
 from fastapi import FastAPI
 
 from admin.endpoints import router as admin_router
@@ -23,3 +25,6 @@ def include_routers(app: FastAPI) -> None:
 async def on_startup(app: FastAPI) -> None:
     """Start-up work that needs the database (bootstrap admin, ...)."""
     await bootstrap_first_admin(app.state.db, app.state.settings)
+    # What exists after start-up lives as long as the process; frozen, it is no longer walked
+    # by every full garbage collection (~0.1 s each, one 10,000-entry bulk recharge in four).
+    gc.freeze()
