@@ -30,7 +30,7 @@ credit; for a rejected one: 0); ``total_amount`` the Tokens credited (or to be c
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -392,7 +392,7 @@ def _report(row: Any, failed_users: list[dict[str, Any]] | None = None) -> Batch
 
 
 async def _check_accounts(
-    session: AsyncSession, tenant_id: uuid.UUID, wanted: dict[str, tuple[int | None, int]]
+    session: AsyncSession, tenant_id: uuid.UUID, wanted: Mapping[str, tuple[int | None, int]]
 ) -> _Checked:
     """Lock the accounts of ``wanted`` users (id order) and split them into good and failed."""
     checked = _Checked()

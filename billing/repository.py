@@ -499,6 +499,7 @@ async def driver_connection(session: AsyncSession) -> Any:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
+    assert driver is not None
     if not driver.is_in_transaction():
         await session.execute(text("SELECT 1"))  # SQLAlchemy's adapter begins lazily
     assert driver.is_in_transaction()
