@@ -1,6 +1,6 @@
 """Database engine, ORM base and the per-request transaction.
 
-The boundary owns the transaction: ``session_scope`` / the ``db_session`` dependency begin
+The boundary owns the transaction: ``Database.session`` / the ``db_session`` dependency begin
 it and commit on success; services only ``flush()``.
 """
 

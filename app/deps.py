@@ -31,6 +31,10 @@ async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-DBSession = Annotated[AsyncSession, Depends(db_session)]
+# scope="function": the transaction commits when the endpoint returns, BEFORE the response
+# goes out. With the default ("request") FastAPI would send 200 first and commit after, so
+# a client could read its old balance right after a successful recharge, or be told 200 for
+# a commit that then failed.
+DBSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RedisDep = Annotated[Redis, Depends(get_redis)]

@@ -1,0 +1,64 @@
+"""The request transaction commits before the client sees the response."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.db import Database
+from app.deps import DBSession
+
+
+async def test_a_write_is_committed_before_its_response_reaches_the_client(settings) -> None:
+    """A client that reads right after a 200 must see what that request wrote."""
+    table = f"tx_probe_{uuid.uuid4().hex[:8]}"
+    db = Database(settings.database_url, pool_size=4, max_overflow=0)
+    async with db.session() as s:
+        await s.execute(text(f"CREATE TABLE {table} (marker text)"))
+        # Make COMMIT slow (a deferred trigger sleeps at commit time), so that a response
+        # sent before the commit would be caught reading nothing.
+        await s.execute(
+            text(
+                f"CREATE FUNCTION {table}_slow() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$"
+            )
+        )
+        await s.execute(
+            text(
+                f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON {table} "
+                f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {table}_slow()"
+            )
+        )
+
+    app = FastAPI()
+    app.state.db = db
+
+    @app.post("/write/{marker}")
+    async def write(marker: str, session: DBSession) -> dict[str, str]:
+        await session.execute(text(f"INSERT INTO {table} VALUES (:m)"), {"m": marker})
+        return {"marker": marker}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"http://127.0.0.1:{port}/write/first")
+        assert response.status_code == 200
+        async with db.session() as s:
+            seen = (await s.execute(text(f"SELECT marker FROM {table}"))).scalars().all()
+        assert seen == ["first"]
+    finally:
+        server.should_exit = True
+        await task
+        async with db.session() as s:
+            await s.execute(text(f"DROP TABLE {table}"))
+            await s.execute(text(f"DROP FUNCTION {table}_slow()"))
+        await db.dispose()
