@@ -3,8 +3,10 @@
 from admin.models import Admin, AuditRecord
 from app.db import Base
 from app.idempotency.models import IdempotencyRecord
+from app.jobs.models import Job, TenantWebhookSecret, WebhookDelivery, WorkerHeartbeat
 from app.tenancy.models import ApiKey, Tenant, User
 from billing.models import Account, Hold, LedgerEntry, RechargeBatch, TokenGrant
+from billing.pricing import PriceBookRow
 
 __all__ = [
     "Account",
@@ -14,9 +16,14 @@ __all__ = [
     "Base",
     "Hold",
     "IdempotencyRecord",
+    "Job",
     "LedgerEntry",
+    "PriceBookRow",
     "RechargeBatch",
     "Tenant",
+    "TenantWebhookSecret",
     "TokenGrant",
     "User",
+    "WebhookDelivery",
+    "WorkerHeartbeat",
 ]

@@ -13,6 +13,8 @@ from admin.endpoints import router as admin_router
 from app.auth.endpoints import router as auth_router
 from app.auth.service import bootstrap_first_admin
 from billing.endpoints import router as billing_router
+from billing.pricing_endpoints import admin_router as pricing_admin_router
+from billing.pricing_endpoints import router as pricing_router
 
 
 def include_routers(app: FastAPI) -> None:
@@ -20,6 +22,8 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(billing_router)
+    app.include_router(pricing_router)
+    app.include_router(pricing_admin_router)
 
 
 async def on_startup(app: FastAPI) -> None:

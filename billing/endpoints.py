@@ -19,7 +19,7 @@ from app.deps import DBSession, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency.service import run_idempotent
-from billing import bulk_recharge, pricing, schemas, service
+from billing import bulk_recharge, schemas, service
 from billing import repository as repo
 from billing.verify import check_ledger
 
@@ -243,8 +243,4 @@ def _signed(row: Any, account_id: int) -> int:
     return row.amount if row.to_account_id == account_id else -row.amount
 
 
-@router.get("/pricing")
-async def pricing_endpoint(user: CurrentApiUser) -> dict[str, Any]:
-    """Your price book, in Tokens: ``image`` per image, ``video_second`` per started second
-    of target video, ``enhance_surcharge`` added per image or video second with enhance."""
-    return pricing.price_book_for(user.tenant_id)
+# GET /pricing: billing/pricing_endpoints.py (versioned per-tenant price books).

@@ -1,23 +1,251 @@
-"""The default price book, in Tokens. Per-tenant, versioned price books come later.
+"""Price books: what a swap costs each tenant's users, in Tokens, versioned.
 
-``image``: one swapped image. ``video_second``: each started second of target video.
-``enhance_surcharge``: added per image, or per started video second, when ``enhance`` is on.
+A tenant's prices are a row per change in ``price_books`` (never edited: the database
+refuses UPDATE and DELETE), numbered 1, 2, 3... per tenant. A tenant without a row pays
+the platform default, version 0. Every job records the version it was priced with, and so
+does its hold (``holds.price_version``), so a bill can always be explained after prices
+changed.
+
+Fields, all integer Tokens:
+
+- ``image``: one swapped image (at least 1: every job holds Tokens);
+- ``video_second``: each started second of target video (at least 1);
+- ``enhance_surcharge``: added to ``image`` when ``enhance`` is on;
+- ``enhance_video_second_surcharge``: added to ``video_second`` when ``enhance`` is on
+  (the face enhancer runs on every frame, so video pays per second).
+
+No inference imports here: a video's duration comes in as a number.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
-DEFAULT_PRICE_BOOK: dict[str, Any] = {
-    "version": "default",
-    "currency": "token",
-    "image": 1,
-    "video_second": 10,
-    "enhance_surcharge": 1,
-}
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base
+from app.errors import InvalidAmount, NotFound
+
+MAX_PRICE = 1_000_000  # Tokens per unit; a sanity bound against typos (10**6 per image)
+PRICE_FIELDS = ("image", "video_second", "enhance_surcharge", "enhance_video_second_surcharge")
+# pg_advisory_xact_lock namespace for "next version of this tenant's book" ("pric").
+_VERSION_LOCK_NAMESPACE = 0x70726963
 
 
-def price_book_for(tenant_id: object) -> dict[str, Any]:
-    """The caller's price book (every tenant gets the default one for now)."""
-    del tenant_id
-    return dict(DEFAULT_PRICE_BOOK)
+class PriceBookRow(Base):
+    """One version of a tenant's prices (append-only, migration 0004)."""
+
+    __tablename__ = "price_books"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("image >= 1 AND video_second >= 1", name="units_cost_something"),
+        CheckConstraint(
+            "enhance_surcharge >= 0 AND enhance_video_second_surcharge >= 0",
+            name="surcharges_not_negative",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    image: Mapped[int] = mapped_column(BigInteger)
+    video_second: Mapped[int] = mapped_column(BigInteger)
+    enhance_surcharge: Mapped[int] = mapped_column(BigInteger)
+    enhance_video_second_surcharge: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_by_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    version: int  # 0: the platform default
+    image: int
+    video_second: int
+    enhance_surcharge: int
+    enhance_video_second_surcharge: int
+    created_at: datetime | None = None
+    created_by_email: str | None = None
+    reason: str | None = None
+
+    def unit_price(self, kind: Literal["image", "video"], *, enhance: bool) -> int:
+        """Tokens per image, or per started video second."""
+        if kind == "image":
+            return self.image + (self.enhance_surcharge if enhance else 0)
+        return self.video_second + (self.enhance_video_second_surcharge if enhance else 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "currency": "token",
+            "image": self.image,
+            "video_second": self.video_second,
+            "enhance_surcharge": self.enhance_surcharge,
+            "enhance_video_second_surcharge": self.enhance_video_second_surcharge,
+            "effective_from": self.created_at,
+        }
+
+
+DEFAULT_PRICE_BOOK = PriceBook(
+    version=0, image=1, video_second=10, enhance_surcharge=1, enhance_video_second_surcharge=5
+)
+
+
+def billable_seconds(seconds: float) -> int:
+    """Started seconds: 0.2 s bills 1, 2.0 s bills 2, 2.01 s bills 3.
+
+    A hair of float noise over a whole second (2.0000001 from a probe) is not a started
+    second: durations are rounded to the millisecond first.
+    """
+    if seconds <= 0:
+        return 0
+    return max(1, math.ceil(round(seconds, 3)))
+
+
+def video_price(unit_price: int, seconds: float) -> int:
+    return unit_price * billable_seconds(seconds)
+
+
+# -- SQL ---------------------------------------------------------------------------------
+
+_COLUMNS = (
+    "version, image, video_second, enhance_surcharge, enhance_video_second_surcharge,"
+    " created_at, created_by_email, reason"
+)
+
+_CURRENT = text(
+    f"SELECT {_COLUMNS} FROM price_books WHERE tenant_id = :tenant_id ORDER BY version DESC LIMIT 1"
+)
+
+_BY_VERSION = text(
+    f"SELECT {_COLUMNS} FROM price_books WHERE tenant_id = :tenant_id AND version = :version"
+)
+
+_HISTORY = text(
+    f"SELECT {_COLUMNS} FROM price_books WHERE tenant_id = :tenant_id "
+    "ORDER BY version DESC LIMIT :limit"
+)
+
+_LOCK_VERSIONS = text(
+    "SELECT pg_advisory_xact_lock(:namespace, hashtext(CAST(:tenant_id AS text)))"
+)
+
+_INSERT = text(
+    f"""
+    INSERT INTO price_books (tenant_id, version, image, video_second, enhance_surcharge,
+                             enhance_video_second_surcharge, reason, created_by,
+                             created_by_email)
+    SELECT :tenant_id, coalesce(max(version), 0) + 1, :image, :video_second,
+           :enhance_surcharge, :enhance_video_second_surcharge, :reason, :created_by,
+           :created_by_email
+    FROM price_books WHERE tenant_id = :tenant_id
+    RETURNING {_COLUMNS}
+    """
+)
+
+
+def _book(row: Any) -> PriceBook:
+    return PriceBook(
+        version=row.version,
+        image=row.image,
+        video_second=row.video_second,
+        enhance_surcharge=row.enhance_surcharge,
+        enhance_video_second_surcharge=row.enhance_video_second_surcharge,
+        created_at=row.created_at,
+        created_by_email=row.created_by_email,
+        reason=row.reason,
+    )
+
+
+# -- use cases ---------------------------------------------------------------------------
+
+
+async def current_book(session: AsyncSession, tenant_id: uuid.UUID) -> PriceBook:
+    """The tenant's newest book, or the platform default (version 0)."""
+    row = (await session.execute(_CURRENT, {"tenant_id": tenant_id})).first()
+    return _book(row) if row is not None else DEFAULT_PRICE_BOOK
+
+
+async def book_version(session: AsyncSession, tenant_id: uuid.UUID, version: int) -> PriceBook:
+    """One past version (0 is the default), to explain an old bill."""
+    if version == 0:
+        return DEFAULT_PRICE_BOOK
+    row = (await session.execute(_BY_VERSION, {"tenant_id": tenant_id, "version": version})).first()
+    if row is None:
+        raise NotFound(f"Price book version {version} not found")
+    return _book(row)
+
+
+async def history(session: AsyncSession, tenant_id: uuid.UUID, limit: int = 100) -> list[PriceBook]:
+    """Newest first; the default (version 0) is not a row and is not listed."""
+    rows = await session.execute(_HISTORY, {"tenant_id": tenant_id, "limit": limit})
+    return [_book(r) for r in rows]
+
+
+def check_prices(prices: dict[str, Any]) -> dict[str, int]:
+    """Integers in range; the two base prices at least 1 (every job must hold Tokens)."""
+    checked: dict[str, int] = {}
+    for name in PRICE_FIELDS:
+        value = prices.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidAmount(f"{name} must be an integer number of Tokens")
+        low = 1 if name in ("image", "video_second") else 0
+        if not low <= value <= MAX_PRICE:
+            raise InvalidAmount(f"{name} must be between {low} and {MAX_PRICE}")
+        checked[name] = value
+    return checked
+
+
+async def set_prices(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    prices: dict[str, Any],
+    *,
+    created_by: uuid.UUID | None,
+    created_by_email: str | None,
+    reason: str | None,
+) -> PriceBook:
+    """Write the tenant's next version. Fields left out keep their current value.
+
+    Two admins changing prices at once get consecutive versions (a per-tenant advisory
+    lock), never a unique-key error.
+    """
+    current = await current_book(session, tenant_id)
+    merged = {name: prices.get(name, getattr(current, name)) for name in PRICE_FIELDS}
+    checked = check_prices(merged)
+    await session.execute(
+        _LOCK_VERSIONS, {"namespace": _VERSION_LOCK_NAMESPACE, "tenant_id": str(tenant_id)}
+    )
+    row = (
+        await session.execute(
+            _INSERT,
+            {
+                "tenant_id": tenant_id,
+                **checked,
+                "reason": reason,
+                "created_by": created_by,
+                "created_by_email": created_by_email,
+            },
+        )
+    ).one()
+    return _book(row)

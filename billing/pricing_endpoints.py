@@ -1,0 +1,122 @@
+"""Routes of the price books: the caller's prices (end users) and a tenant's prices (admins).
+
+Routes only parse, call billing.pricing and shape the response.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from admin import audit
+from app.auth.dependencies import (
+    CurrentAdmin,
+    CurrentApiUser,
+    admin_ip_allowed,
+    ensure_tenant_access,
+)
+from app.deps import DBSession
+from app.idempotency.service import run_idempotent
+from app.tenancy import service as tenancy
+from billing import pricing
+
+router = APIRouter(prefix="/api/v1", tags=["billing"])
+admin_router = APIRouter(
+    prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
+)
+
+
+class PriceBookOut(BaseModel):
+    version: int = Field(description="1, 2, 3... per change; 0 is the platform default")
+    currency: str = "token"
+    image: int = Field(description="Tokens per swapped image")
+    video_second: int = Field(description="Tokens per started second of target video")
+    enhance_surcharge: int = Field(description="Added per image when enhance is on")
+    enhance_video_second_surcharge: int = Field(
+        description="Added per started video second when enhance is on"
+    )
+    effective_from: Any = Field(None, description="When this version was set; null: default")
+
+
+class PriceBookUpdate(BaseModel):
+    """Fields left out keep their current value. Every change is a new version."""
+
+    image: int | None = Field(None, ge=1, le=pricing.MAX_PRICE)
+    video_second: int | None = Field(None, ge=1, le=pricing.MAX_PRICE)
+    enhance_surcharge: int | None = Field(None, ge=0, le=pricing.MAX_PRICE)
+    enhance_video_second_surcharge: int | None = Field(None, ge=0, le=pricing.MAX_PRICE)
+    reason: str | None = Field(None, max_length=1000)
+
+
+class TenantPricingOut(BaseModel):
+    tenant_id: uuid.UUID
+    current: PriceBookOut
+    history: list[PriceBookOut] = Field(description="Earlier versions too, newest first")
+
+
+@router.get("/pricing", response_model=PriceBookOut)
+async def pricing_endpoint(session: DBSession, user: CurrentApiUser) -> dict[str, Any]:
+    """Your price book, in Tokens, with its version (jobs and holds record the version
+    they were priced with)."""
+    return (await pricing.current_book(session, user.tenant_id)).as_dict()
+
+
+@admin_router.get("/tenants/{tenant_id}/pricing", response_model=TenantPricingOut)
+async def tenant_pricing_endpoint(
+    tenant_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
+) -> dict[str, Any]:
+    """A tenant's current prices and every earlier version."""
+    ensure_tenant_access(admin, tenant_id, write=False)
+    await tenancy.get_tenant(session, tenant_id)
+    return {
+        "tenant_id": tenant_id,
+        "current": (await pricing.current_book(session, tenant_id)).as_dict(),
+        "history": [b.as_dict() for b in await pricing.history(session, tenant_id)],
+    }
+
+
+@admin_router.put("/tenants/{tenant_id}/pricing", response_model=PriceBookOut)
+async def set_tenant_pricing_endpoint(
+    tenant_id: uuid.UUID,
+    body: PriceBookUpdate,
+    request: Request,
+    session: DBSession,
+    admin: CurrentAdmin,
+) -> Response:
+    """Set a tenant's prices: a new version, effective for jobs submitted from now on
+    (running jobs keep the price they were held at). Audited as ``price.update``."""
+    ensure_tenant_access(admin, tenant_id, write=True)
+    await tenancy.get_tenant(session, tenant_id)
+    changes = body.model_dump(exclude_unset=True, exclude={"reason"}, exclude_none=True)
+
+    async def operation() -> tuple[int, dict[str, Any]]:
+        before = await pricing.current_book(session, tenant_id)
+        book = await pricing.set_prices(
+            session,
+            tenant_id,
+            changes,
+            created_by=admin.id,
+            created_by_email=admin.email,
+            reason=body.reason,
+        )
+        await audit.record(
+            session,
+            request=request,
+            actor=admin,
+            action="price.update",
+            tenant_id=tenant_id,
+            target=f"price_book:{book.version}",
+            details={
+                "version": book.version,
+                "previous_version": before.version,
+                "prices": {name: getattr(book, name) for name in pricing.PRICE_FIELDS},
+                "previous": {name: getattr(before, name) for name in pricing.PRICE_FIELDS},
+                "reason": body.reason,
+            },
+        )
+        return 200, book.as_dict()
+
+    return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)

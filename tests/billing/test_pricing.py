@@ -1,0 +1,126 @@
+"""Versioned per-tenant price books: defaults, changes as new versions, audit, access."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from billing.pricing import DEFAULT_PRICE_BOOK, billable_seconds, video_price
+from tests.admin.helpers import (
+    bearer,
+    create_admin,
+    create_api_key,
+    create_tenant,
+    import_users,
+    root_headers,
+)
+
+
+async def _user_headers(client, tenant_id: str) -> dict[str, str]:
+    await import_users(client, tenant_id, ["pricing-user"])
+    key = await create_api_key(client, tenant_id, "pricing-user")
+    return {"Authorization": f"Bearer {key['key']}"}
+
+
+def test_video_seconds_are_billed_per_started_second() -> None:
+    assert [billable_seconds(s) for s in (0.0, 0.2, 1.0, 2.0, 2.0000001, 2.01, 59.5)] == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        60,
+    ]
+    assert video_price(10, 2.01) == 30
+    assert DEFAULT_PRICE_BOOK.unit_price("image", enhance=True) == 2
+    assert DEFAULT_PRICE_BOOK.unit_price("video", enhance=True) == 15
+
+
+async def test_a_tenant_without_a_book_gets_the_default_version_0(client) -> None:
+    tenant = await create_tenant(client)
+    prices = (
+        await client.get("/api/v1/pricing", headers=await _user_headers(client, tenant["id"]))
+    ).json()
+    assert prices["version"] == 0 and prices["effective_from"] is None
+    assert (prices["image"], prices["video_second"]) == (1, 10)
+    assert (prices["enhance_surcharge"], prices["enhance_video_second_surcharge"]) == (1, 5)
+
+
+async def test_each_price_change_is_a_new_audited_version_and_the_old_ones_stay(client) -> None:
+    tenant = await create_tenant(client)
+    admin = await create_admin(client, tenant["id"])
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    first = await client.put(
+        url, json={"image": 2, "reason": "new year"}, headers=bearer(admin["token"])
+    )
+    assert first.status_code == 200, first.text
+    assert (first.json()["version"], first.json()["image"], first.json()["video_second"]) == (
+        1,
+        2,
+        10,
+    )
+    second = await client.put(url, json={"video_second": 8}, headers=bearer(admin["token"]))
+    assert (second.json()["version"], second.json()["image"], second.json()["video_second"]) == (
+        2,
+        2,
+        8,
+    )
+    book = (await client.get(url, headers=bearer(admin["token"]))).json()
+    assert book["current"]["version"] == 2
+    assert [v["version"] for v in book["history"]] == [2, 1]
+    mine = (
+        await client.get("/api/v1/pricing", headers=await _user_headers(client, tenant["id"]))
+    ).json()
+    assert (mine["version"], mine["image"], mine["video_second"]) == (2, 2, 8)
+
+    log = (
+        await client.get(
+            "/api/v1/admin/audit-log",
+            params={"tenant_id": tenant["id"], "action": "price.update"},
+            headers=await root_headers(client),
+        )
+    ).json()["items"]
+    assert len(log) == 2
+    newest = log[0]["details"]
+    assert newest["version"] == 2 and newest["previous"]["video_second"] == 10
+    assert newest["prices"]["video_second"] == 8 and log[0]["actor"] == admin["email"]
+
+
+async def test_prices_are_integers_and_a_unit_costs_at_least_one_token(client) -> None:
+    tenant = await create_tenant(client)
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    headers = await root_headers(client)
+    for body in ({"image": 0}, {"video_second": -1}, {"image": 1.5}, {"enhance_surcharge": -2}):
+        response = await client.put(url, json=body, headers=headers)
+        assert response.status_code == 422, body
+    assert (await client.get(url, headers=headers)).json()["history"] == []
+
+
+async def test_other_tenants_admins_get_404_and_auditors_may_not_change_prices(client) -> None:
+    tenant = await create_tenant(client)
+    other = await create_tenant(client)
+    stranger = await create_admin(client, other["id"])
+    auditor = await create_admin(client, tenant["id"], role="auditor")
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    assert (await client.get(url, headers=bearer(stranger["token"]))).status_code == 404
+    refused = await client.put(url, json={"image": 5}, headers=bearer(stranger["token"]))
+    assert refused.status_code == 404
+    assert (await client.get(url, headers=bearer(auditor["token"]))).status_code == 200
+    readonly = await client.put(url, json={"image": 5}, headers=bearer(auditor["token"]))
+    assert readonly.status_code == 403
+
+
+async def test_the_database_refuses_to_edit_a_price_book(client, db) -> None:
+    tenant = await create_tenant(client)
+    await client.put(
+        f"/api/v1/admin/tenants/{tenant['id']}/pricing",
+        json={"image": 3},
+        headers=await root_headers(client),
+    )
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with db.session() as s:
+            await s.execute(
+                text("UPDATE price_books SET image = 1 WHERE tenant_id = :t"), {"t": tenant["id"]}
+            )
