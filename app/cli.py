@@ -56,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema to head (idempotent)")
     migrate.set_defaults(func=cmd_migrate)
 
+    worker = sub.add_parser("worker", help="run swap jobs (any number of processes, any host)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at once in this process (default SWAPMETER_JOBS_WORKER_CONCURRENCY)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
     add_models_commands(sub, lambda: get_settings().engine_config())
 
     bench = sub.add_parser("bench", help="run a benchmark script from bench/")
@@ -77,6 +86,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     _require_database(settings)
     upgrade_to_head(settings.database_url)
     print("database schema is at head")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.jobs.worker import run_worker_process
+
+    settings = get_settings()
+    _require_database(settings)
+    asyncio.run(run_worker_process(settings, concurrency=args.concurrency))
     return 0
 
 
@@ -127,6 +145,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             started.append(rd)
             os.environ["SWAPMETER_REDIS_URL"] = rd.url
         _dev_admin_defaults(data_dir)
+        # One process does it all: the API runs the swap jobs too (no `swapmeter worker`).
+        os.environ.setdefault("SWAPMETER_JOBS_INPROCESS_WORKER", "true")
         get_settings.cache_clear()
         settings = get_settings()
 

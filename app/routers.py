@@ -12,6 +12,9 @@ from fastapi import FastAPI
 from admin.endpoints import router as admin_router
 from app.auth.endpoints import router as auth_router
 from app.auth.service import bootstrap_first_admin
+from app.jobs import lifecycle as jobs_lifecycle
+from app.jobs.endpoints import admin_router as jobs_admin_router
+from app.jobs.endpoints import router as jobs_router
 from billing.endpoints import router as billing_router
 from billing.pricing_endpoints import admin_router as pricing_admin_router
 from billing.pricing_endpoints import router as pricing_router
@@ -24,6 +27,11 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(billing_router)
     app.include_router(pricing_router)
     app.include_router(pricing_admin_router)
+    app.include_router(jobs_router)
+    app.include_router(jobs_admin_router)
+    # The swap API's per-process runtime (waiters, rate-limit client, in-process worker)
+    # lives as long as the app's lifespan.
+    jobs_lifecycle.install(app)
 
 
 async def on_startup(app: FastAPI) -> None:

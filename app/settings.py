@@ -136,6 +136,35 @@ class Settings(BaseSettings):
 
     # --- end of issue #4 building blocks settings.
 
+    # --- Metered swap jobs (issue #4, app/jobs/): the Postgres queue, workers, waits.
+    # Run a job worker inside the API process (swapmeter dev turns it on; production runs
+    # `swapmeter worker` processes instead).
+    jobs_inprocess_worker: bool = False
+    # Jobs one worker process runs at once (`swapmeter worker --concurrency` overrides).
+    jobs_worker_concurrency: int = 1
+    # A running job's lease; renewed every third of it. A dead worker's job is claimed
+    # again once its lease runs out, at most jobs_max_attempts times in all.
+    jobs_lease_seconds: float = 30.0
+    jobs_max_attempts: int = 3
+    # Workers wake on LISTEN/NOTIFY; this poll only covers a lost notification.
+    jobs_poll_seconds: float = 2.0
+    # Image swaps answer synchronously; past this wait they answer 202 like a video.
+    jobs_image_wait_seconds: float = 60.0
+    # The largest N honoured in `Prefer: wait=N`.
+    jobs_max_wait_seconds: int = 60
+    # Largest swap-face request body (JSON with base64, or multipart).
+    jobs_max_body_bytes: int = 100 * 1024 * 1024
+    # "noop" returns the target unchanged, for benchmarks of the API and metering path.
+    jobs_swapper: Literal["engine", "noop"] = "engine"
+    # false: swap-face holds, captures and writes nothing to the ledger (benchmarks).
+    jobs_metering: bool = True
+    # How often a worker refreshes the queue gauges and reaps jobs of dead workers.
+    jobs_housekeeping_seconds: float = 5.0
+    # How long a worker may take to deliver a finished job's webhook before another
+    # worker's sweep sends it instead.
+    jobs_webhook_lease_seconds: int = 900
+    # --- end of metered swap jobs settings.
+
 
 def to_asyncpg_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):

@@ -1,0 +1,65 @@
+"""Sending a finished job's webhook, outside the transaction that finished it.
+
+The finishing transaction writes a ``webhook_deliveries`` row (an outbox) with a lease for
+the worker that finished the job; that worker sends it right after the commit. If it dies
+first, the row's lease runs out and another worker's sweep sends it. ``app.webhooks``
+signs (``X-SwapMeter-Signature``, the tenant's secret), vets the address and retries with
+backoff; every attempt ends up in the row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app import webhooks
+from app.db import Database
+from app.jobs import metrics, service
+from app.jobs import repository as repo
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def send(db: Database, settings: Settings, delivery_id: int) -> bool | None:
+    """Deliver one pending webhook; True/False as it went, None when not pending."""
+    async with db.session() as session:
+        delivery = await repo.get_delivery(session, delivery_id)
+        if delivery is None or delivery.status != "pending":
+            return None
+        job = await repo.get_job(session, delivery.job_id)
+        if job is None:
+            return None
+        secret = await service.webhook_secret(session, delivery.tenant_id)
+    result = await webhooks.deliver(
+        delivery.url,
+        service.job_json(job),
+        secret.secret,
+        attempts=settings.webhook_attempts,
+        backoff_base_s=settings.webhook_backoff_base_seconds,
+        timeout_s=settings.webhook_timeout_seconds,
+        allow_hosts=settings.url_fetch_allow_hosts_set,
+    )
+    last = result.attempts[-1] if result.attempts else None
+    async with db.session() as session:
+        await repo.record_delivery(
+            session,
+            delivery_id,
+            delivered=result.delivered,
+            attempts=len(result.attempts),
+            last_status_code=last.status if last else None,
+            last_error=last.error if last else None,
+            webhook_delivery_id=result.delivery_id,
+            log=result.as_dict()["attempts"],
+        )
+    metrics.WEBHOOKS.labels("delivered" if result.delivered else "failed").inc()
+    if not result.delivered:
+        log.info("webhook of job %s not delivered after %d tries", job.id, len(result.attempts))
+    return result.delivered
+
+
+async def send_logged(db: Database, settings: Settings, delivery_id: int) -> None:
+    """``send`` for a background task: failures are logged, the row stays pending (swept)."""
+    try:
+        await send(db, settings, delivery_id)
+    except Exception:  # noqa: BLE001 - the sweep retries once the lease runs out
+        log.exception("webhook delivery %s failed", delivery_id)

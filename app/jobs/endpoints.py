@@ -1,0 +1,496 @@
+"""Routes of the swap API: swap-face, jobs (get, list, cancel, result), signed result URLs,
+and the tenant's webhook secret (admins). Routes parse, call the services, shape answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from admin import audit
+from app import ratelimit
+from app.auth.dependencies import (
+    ApiPrincipal,
+    CurrentAdmin,
+    CurrentApiUser,
+    admin_ip_allowed,
+    ensure_tenant_access,
+)
+from app.deps import DBSession, SettingsDep
+from app.errors import (
+    INFERENCE_STATUS,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidIdempotencyKey,
+    NotFound,
+    error_response,
+)
+from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
+from app.idempotency.service import MAX_KEY_LENGTH, REPLAY_HEADER
+from app.jobs import inputs, runner, schemas, service
+from app.jobs import repository as repo
+from app.jobs.models import FINAL_STATUSES
+from app.jobs.repository import JobRecord
+from app.settings import Settings
+from app.storage import RESULTS_URL_PATH, LocalResultStore, ResultStore, content_type_for
+from app.tenancy import service as tenancy
+from billing.schemas import inline_schema
+
+router = APIRouter(prefix="/api/v1", tags=["swap"])
+admin_router = APIRouter(
+    prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
+)
+
+# Failed jobs answer with their error code; codes of our own failures are 5xx.
+_FAILURE_STATUS = {**INFERENCE_STATUS, "WorkerLost": 503, "InternalError": 500}
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
+
+_SWAP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": inline_schema(schemas.SwapFaceRequest)},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["source", "target"],
+                    "properties": {
+                        "source": {"type": "string", "format": "binary"},
+                        "target": {"type": "string", "format": "binary"},
+                        "faces": {
+                            "type": "string",
+                            "description": "largest, all, or a JSON list of pairs",
+                        },
+                        **{
+                            name: {"type": "string"}
+                            for name in inputs.OPTION_FIELDS
+                            if name != "faces"
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _store(request: Request) -> ResultStore:
+    store: ResultStore = request.app.state.result_store
+    return store
+
+
+async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) -> dict[str, str]:
+    """429 RateLimited past the key's rate; else the RateLimit headers to send back.
+
+    A key's own rate keeps the configured burst-to-rate ratio (by default two seconds'
+    worth of requests at once).
+    """
+    rate = float(user.rate_limit_per_second or settings.rate_limit_per_second)
+    burst = settings.rate_limit_burst
+    if user.rate_limit_per_second:
+        burst = max(1, round(settings.rate_limit_burst * rate / settings.rate_limit_per_second))
+    decision = await ratelimit.check_rate(
+        request.app.state.ratelimit_redis,
+        f"swap:{user.api_key_id}",
+        rate,
+        burst,
+        fail_open=settings.rate_limit_fail_open,
+        timeout_s=settings.rate_limit_redis_timeout_seconds,
+    )
+    ratelimit.raise_if_limited(decision)
+    return ratelimit.rate_limit_headers(decision)
+
+
+def _prefer_wait(prefer: str | None, settings: Settings) -> int | None:
+    """N of ``Prefer: wait=N`` (RFC 7240), capped at jobs_max_wait_seconds; None if absent."""
+    if not prefer:
+        return None
+    match = _PREFER_WAIT.search(prefer)
+    if match is None:
+        return None
+    return min(int(match.group(1)), settings.jobs_max_wait_seconds)
+
+
+def _idempotency_claim(
+    request: Request, user: ApiPrincipal, spec: inputs.SwapSpec
+) -> service.IdempotencyClaim | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidIdempotencyKey(
+            f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+    return service.IdempotencyClaim(f"user:{user.user_id}", key, spec.fingerprint())
+
+
+async def _final_answer(
+    request: Request, job: JobRecord, response_mode: str, headers: dict[str, str]
+) -> Response:
+    if job.status == "succeeded":
+        result = job.result or {}
+        field = "image" if job.kind == "image" else "video"
+        out: dict[str, Any] = {
+            "duration": result.get("duration"),
+            "resolution": result.get("resolution"),
+            "faces_swapped": result.get("faces_swapped"),
+        }
+        if response_mode == "url":
+            out[f"{field}_url"] = result.get("url")
+        else:
+            out[field] = base64.b64encode(await _read_result(request, job)).decode("ascii")
+        body = {
+            "status": "success",
+            "message": "Face swap completed",
+            "job_id": str(job.id),
+            "tokens_charged": job.tokens_charged,
+            "result": out,
+        }
+        return JSONResponse(body, headers=headers)
+    code = job.error_code or ("Canceled" if job.status == "canceled" else "InternalError")
+    status = 409 if job.status == "canceled" else _FAILURE_STATUS.get(code, 500)
+    return error_response(
+        request,
+        status,
+        code,
+        job.error_message or code,
+        headers=headers,
+        details={"job_id": str(job.id), "tokens_charged": job.tokens_charged},
+    )
+
+
+async def _read_result(request: Request, job: JobRecord) -> bytes:
+    if not job.result_key:
+        raise NotFound("This job has no result")
+    handle = await _store(request).open(job.result_key)
+    try:
+        data: bytes = handle.read()
+        return data
+    finally:
+        handle.close()
+
+
+async def _answer(
+    request: Request,
+    job_id: uuid.UUID,
+    accepted: dict[str, Any],
+    *,
+    wait_s: float | None,
+    response_mode: str,
+    headers: dict[str, str],
+) -> Response:
+    """200 (or the job's error) when it is final within ``wait_s``; else 202 ``accepted``."""
+    job = await service.wait_for_final(
+        request.app.state.db, request.app.state.job_waiters, job_id, wait_s or 0.0
+    )
+    if job is None:
+        raise NotFound("Job not found")
+    if job.status in FINAL_STATUSES and wait_s is not None:
+        return await _final_answer(request, job, response_mode, headers)
+    return JSONResponse(accepted, status_code=202, headers=headers)
+
+
+# -- swap-face -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/swap-face",
+    openapi_extra=_SWAP_BODY,
+    responses={
+        200: {"model": schemas.SwapSucceeded, "description": "Image (or waited-for video) done"},
+        202: {"model": schemas.SwapAccepted, "description": "Queued: poll urls.get"},
+    },
+)
+async def swap_face(
+    request: Request,
+    session: DBSession,
+    user: CurrentApiUser,
+    settings: SettingsDep,
+    prefer: Annotated[str | None, Header(description="wait=N: wait up to N s for a video")] = None,
+) -> Response:
+    """Swap the source's face into the target image or video.
+
+    Tokens are held before any pixel is processed (one transaction with the job), captured
+    when it succeeds, released when it fails. Images answer 200 when done; videos answer
+    202 with where to poll, or 200 when done within ``Prefer: wait=N``. Honours
+    Idempotency-Key: the same request replayed returns the same job and is charged once.
+    """
+    # This request may wait a minute for its job: give the auth transaction's pooled
+    # connection back now rather than hold it idle.
+    await session.commit()
+    headers = await _rate_limit(request, user, settings)
+    body = await inputs.read_body(request, settings.jobs_max_body_bytes)
+    spec = await inputs.parse_swap_request(request, body, settings.jobs_max_body_bytes)
+    wait_pref = _prefer_wait(prefer, settings)
+    if wait_pref is not None:
+        headers["Preference-Applied"] = f"wait={wait_pref}"
+    response_mode = spec.options["response"]
+    claim = _idempotency_claim(request, user, spec)
+    db = request.app.state.db
+
+    def wait_for(kind: str) -> float | None:
+        if kind == "image":
+            return settings.jobs_image_wait_seconds if wait_pref is None else wait_pref
+        return wait_pref
+
+    if claim is not None:
+        async with db.session() as s:
+            replay = await service.find_replay(s, claim)
+        if replay is not None:
+            return await _replay(request, replay, spec, wait_for, headers)
+
+    await inputs.check_webhook_url(spec.options["webhook_url"], settings)
+    source, target = await inputs.resolve_media(spec, settings)
+    prepared = await runner.prepare_inputs(
+        source,
+        target,
+        faces=spec.options["faces"],
+        output_format=spec.options["output_format"],
+        settings=settings,
+    )
+    params = {
+        **spec.options,
+        "output_format": prepared.output_format,
+        "target": prepared.describe(),
+    }
+    try:
+        job = await service.submit(
+            db,
+            _store(request),
+            service.Submission(
+                tenant_id=user.tenant_id,
+                user_id=user.user_id,
+                api_key_id=user.api_key_id,
+                kind=prepared.kind,
+                source=prepared.source,
+                source_ext=prepared.source_ext,
+                target=prepared.target_file or prepared.target or b"",
+                target_ext=prepared.target_ext,
+                target_seconds=prepared.seconds,
+                params=params,
+                webhook_url=spec.options["webhook_url"],
+                request_id=getattr(request.state, "request_id", None),
+            ),
+            claim=claim,
+            metered=settings.jobs_metering,
+            max_attempts=settings.jobs_max_attempts,
+        )
+    except service.Replayed as replay:
+        return await _replay(request, replay, spec, wait_for, headers)
+    finally:
+        prepared.discard()
+    return await _answer(
+        request,
+        job.id,
+        service.accepted_json(job),
+        wait_s=wait_for(job.kind),
+        response_mode=response_mode,
+        headers=headers,
+    )
+
+
+async def _replay(
+    request: Request,
+    replay: service.Replayed,
+    spec: inputs.SwapSpec,
+    wait_for: Any,
+    headers: dict[str, str],
+) -> Response:
+    async with request.app.state.db.session() as s:
+        job = await repo.get_job(s, replay.job_id)
+    if job is None:
+        raise NotFound("Job not found")
+    return await _answer(
+        request,
+        job.id,
+        replay.accepted,
+        wait_s=wait_for(job.kind),
+        response_mode=spec.options["response"],
+        headers={**headers, REPLAY_HEADER: "true"},
+    )
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def _encode_cursor(job: JobRecord) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, job_id = raw.partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
+
+
+@router.get("/jobs", response_model=schemas.JobPage)
+async def list_jobs(
+    session: DBSession,
+    user: CurrentApiUser,
+    status: Literal["queued", "processing", "succeeded", "failed", "canceled"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Your jobs, newest first; pass ``next_cursor`` back for the next page."""
+    before = _decode_cursor(cursor) if cursor else None
+    jobs = await service.list_jobs(
+        session, user.user_id, status=status, before=before, limit=limit + 1
+    )
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return {"items": [service.job_json(j) for j in jobs[:limit]], "next_cursor": next_cursor}
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut)
+async def get_job(
+    job_id: uuid.UUID,
+    request: Request,
+    session: DBSession,
+    user: CurrentApiUser,
+    settings: SettingsDep,
+    prefer: Annotated[str | None, Header(description="wait=N: wait up to N s to finish")] = None,
+) -> Response:
+    """One of your jobs (another user's is 404). With ``Prefer: wait=N`` the answer waits
+    up to N seconds for the job to finish."""
+    job = await service.get_job(session, user.user_id, job_id)
+    wait_s = _prefer_wait(prefer, settings)
+    headers = {"Preference-Applied": f"wait={wait_s}"} if wait_s is not None else {}
+    if wait_s and job.status not in FINAL_STATUSES:
+        await session.commit()
+        job = (
+            await service.wait_for_final(
+                request.app.state.db, request.app.state.job_waiters, job_id, wait_s
+            )
+            or job
+        )
+    return JSONResponse(service.job_json(job), headers=headers)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
+async def cancel_job(
+    job_id: uuid.UUID,
+    request: Request,
+    session: DBSession,
+    user: CurrentApiUser,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """Queued: canceled at once, every held Token back. Processing: stopped at the next
+    batch of frames, and only the video seconds processed until then are charged (an
+    image swap, under a second, is not interrupted). Already canceled: returned
+    unchanged. Succeeded or failed: 409 JobFinished, nothing changes."""
+    was = await service.get_job(session, user.user_id, job_id)
+    job = await service.cancel_job(
+        session, user.user_id, job_id, webhook_lease_s=settings.jobs_webhook_lease_seconds
+    )
+    if was.status == "queued" and job.status == "canceled":
+        await session.commit()  # the inputs go only once the cancel is durable
+        await service.delete_stored(_store(request), job.source_key, job.target_key)
+    return service.job_json(job)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}}},
+)
+async def job_result(
+    job_id: uuid.UUID, request: Request, session: DBSession, user: CurrentApiUser
+) -> Response:
+    """The output file of one of your succeeded jobs."""
+    job = await service.get_job(session, user.user_id, job_id)
+    if job.status in ("queued", "processing"):
+        raise Conflict("The job has not finished yet", code="ResultNotReady")
+    if job.status != "succeeded" or not job.result_key:
+        raise NotFound(f"The job {job.status}: it has no result")
+    ext = job.result_key.rsplit(".", 1)[-1]
+    return await _serve(_store(request), job.result_key, f"{job.id}.{ext}")
+
+
+async def _serve(store: ResultStore, key: str, filename: str) -> Response:
+    path = store.path_for(key)  # NotFound once the cleanup removed it
+    media_type = content_type_for(key)
+    if path is not None:
+        return FileResponse(
+            path, media_type=media_type, filename=filename, content_disposition_type="inline"
+        )
+    handle = await store.open(key)
+
+    def chunks() -> Any:
+        try:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+        finally:
+            handle.close()
+
+    return StreamingResponse(iterate_in_threadpool(chunks()), media_type=media_type)
+
+
+@router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
+async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
+    """A result by its signed, expiring URL (no API key: the signature is the permission).
+    Only the local results store serves these; S3 URLs point at the bucket."""
+    store = _store(request)
+    if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
+        raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
+    return await _serve(store, key, key.rsplit("/", 1)[-1])
+
+
+@router.get("/jobs/{job_id}/webhook-deliveries", response_model=list[schemas.WebhookDeliveryOut])
+async def job_webhook_deliveries(
+    job_id: uuid.UUID, session: DBSession, user: CurrentApiUser
+) -> list[dict[str, Any]]:
+    """Webhook deliveries of one of your jobs: status, attempts, last error."""
+    await service.get_job(session, user.user_id, job_id)
+    return [dict(r._mapping) for r in await repo.deliveries_of_job(session, job_id)]
+
+
+# -- webhook secret (tenant admins) ---------------------------------------------------------
+
+
+@admin_router.get("/tenants/{tenant_id}/webhook-secret", response_model=schemas.WebhookSecretOut)
+async def get_webhook_secret(
+    tenant_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
+) -> dict[str, Any]:
+    """The key that signs this tenant's webhooks (X-SwapMeter-Signature), made on first
+    read. Auditors may not read it: it lets its holder forge webhooks."""
+    ensure_tenant_access(admin, tenant_id, write=True)
+    await tenancy.get_tenant(session, tenant_id)
+    row = await service.webhook_secret(session, tenant_id)
+    return {"tenant_id": tenant_id, **dict(row._mapping)}
+
+
+@admin_router.post(
+    "/tenants/{tenant_id}/webhook-secret/rotate", response_model=schemas.WebhookSecretOut
+)
+async def rotate_webhook_secret(
+    tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
+) -> dict[str, Any]:
+    """Replace the signing key; deliveries from now on are signed with the new one.
+    Audited as ``webhook_secret.rotate`` (the secret itself is not logged)."""
+    ensure_tenant_access(admin, tenant_id, write=True)
+    await tenancy.get_tenant(session, tenant_id)
+    row = await service.rotate_webhook_secret(session, tenant_id)
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="webhook_secret.rotate",
+        tenant_id=tenant_id,
+        target=f"tenant:{tenant_id}",
+        details={},
+    )
+    return {"tenant_id": tenant_id, **dict(row._mapping)}

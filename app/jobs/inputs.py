@@ -1,0 +1,215 @@
+"""Reading a swap-face request: the body (size-limited), JSON or multipart, and its media.
+
+Everything here happens before a Token is held, and every bad input ends in a contract
+code: PayloadTooLarge (413), MalformedJSON / InvalidBase64 / InvalidFaceMapping (400),
+ValidationError (422), UrlNotAllowed / UrlFetchFailed (400), UnsupportedMediaType (415)
+for a body that is neither JSON nor multipart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from app.errors import AppError, BadRequest, PayloadTooLarge
+from app.fetch import fetch_url, vet_url
+from app.jobs.schemas import MAX_FACE_PAIRS, MediaRef, SwapFaceRequest
+from app.settings import Settings
+
+OPTION_FIELDS = (
+    "faces",
+    "output_format",
+    "keep_fps",
+    "keep_audio",
+    "enhance",
+    "watermark",
+    "response",
+    "webhook_url",
+)
+
+
+@dataclass(frozen=True)
+class MediaInput:
+    """One input as the client gave it: bytes (base64 or a file part) or a URL to fetch."""
+
+    data: bytes | None = None
+    url: str | None = None
+
+    def fingerprint(self) -> str:
+        if self.url is not None:
+            return "url:" + self.url
+        return "sha256:" + hashlib.sha256(self.data or b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class SwapSpec:
+    source: MediaInput
+    target: MediaInput
+    options: dict[str, Any]  # the validated OPTION_FIELDS, JSON-ready
+
+    def fingerprint(self) -> str:
+        """Same inputs and options, same fingerprint, whatever the encoding (JSON or
+        multipart, any boundary): an Idempotency-Key replay is recognised by what it asks."""
+        canonical = orjson.dumps(
+            {
+                "source": self.source.fingerprint(),
+                "target": self.target.fingerprint(),
+                "options": self.options,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return hashlib.sha256(canonical).hexdigest()
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refusing (413) as soon as it passes ``max_bytes``."""
+    too_large = PayloadTooLarge(f"The request body is larger than {max_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # so request.form() parses what we already read
+    return body
+
+
+async def parse_swap_request(request: Request, body: bytes, max_bytes: int) -> SwapSpec:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        raw = await _multipart_fields(request, max_bytes)
+    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"The body is not valid JSON: {exc}", code="MalformedJSON") from None
+        if not isinstance(raw, dict):
+            raise BadRequest("The body must be a JSON object", code="MalformedJSON")
+    else:
+        raise AppError(
+            "Send application/json or multipart/form-data",
+            code="UnsupportedMediaType",
+            status=415,
+        )
+    return _validate(raw)
+
+
+async def _multipart_fields(request: Request, max_bytes: int) -> dict[str, Any]:
+    try:
+        form = await request.form(max_files=2, max_fields=32, max_part_size=max_bytes)
+    except MultiPartException as exc:
+        raise BadRequest(f"The multipart body could not be read: {exc.message}") from None
+    raw: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            raw[name] = MediaInput(data=await value.read())
+            continue
+        if name in ("source", "target"):
+            text = value.strip()
+            is_url = text.startswith(("http://", "https://"))
+            raw[name] = {"url": text} if is_url else text
+        elif name == "faces" and value.strip().startswith("["):
+            try:
+                raw[name] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise BadRequest(
+                    "faces must be largest, all or a JSON list of pairs",
+                    code="InvalidFaceMapping",
+                ) from None
+        elif value != "" or name == "webhook_url":
+            raw[name] = value or None
+    return raw
+
+
+def _validate(raw: dict[str, Any]) -> SwapSpec:
+    files = {k: raw.pop(k) for k in ("source", "target") if isinstance(raw.get(k), MediaInput)}
+    faces = raw.get("faces")
+    if isinstance(faces, list) and len(faces) > MAX_FACE_PAIRS:
+        raise BadRequest(
+            f"at most {MAX_FACE_PAIRS} face pairs are allowed, got {len(faces)}",
+            code="InvalidFaceMapping",
+        )
+    placeholder = {k: "" for k in files}  # file parts are bytes already: validate the rest
+    try:
+        parsed = SwapFaceRequest.model_validate({**raw, **placeholder})
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+        ) from None
+    options = parsed.model_dump(include=set(OPTION_FIELDS), mode="json")
+    if parsed.output_format == "jpeg":
+        options["output_format"] = "jpg"
+    return SwapSpec(
+        source=files.get("source") or _media(parsed.source, "source"),
+        target=files.get("target") or _media(parsed.target, "target"),
+        options=options,
+    )
+
+
+def _media(value: str | MediaRef, field: str) -> MediaInput:
+    if isinstance(value, MediaRef):
+        if value.url is not None:
+            return MediaInput(url=value.url)
+        value = value.base64 or ""
+    return MediaInput(data=decode_base64(value, field))
+
+
+def decode_base64(text: str, field: str) -> bytes:
+    """Standard or URL-safe base64, with or without padding, line breaks or a data: prefix."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    compact = "".join(text.split())
+    if "-" in compact or "_" in compact:
+        compact = compact.replace("-", "+").replace("_", "/")
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{field} is not valid base64", code="InvalidBase64") from None
+
+
+async def resolve_media(spec: SwapSpec, settings: Settings) -> tuple[bytes, bytes]:
+    """The source and target bytes, fetching URL inputs (both at once) with the size and
+    time limits and the private-address refusal of app.fetch."""
+
+    async def one(media: MediaInput) -> bytes:
+        if media.url is None:
+            return media.data or b""
+        return await fetch_url(
+            media.url,
+            max_bytes=settings.url_fetch_max_bytes,
+            timeout_s=settings.url_fetch_timeout_seconds,
+            allow_hosts=settings.url_fetch_allow_hosts_set,
+        )
+
+    tasks = [asyncio.create_task(one(spec.source)), asyncio.create_task(one(spec.target))]
+    try:
+        source, target = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # the first refusal answers; the other fetch stops
+            task.cancel()
+        raise
+    return source, target
+
+
+async def check_webhook_url(url: str | None, settings: Settings) -> None:
+    """Refuse a webhook URL we would never call (scheme, credentials, private address)
+    now, rather than after the job ran."""
+    if url:
+        await vet_url(url, settings.url_fetch_allow_hosts_set)

@@ -1,0 +1,106 @@
+"""Prometheus metrics of swap jobs. Labels are bounded: kind, final status, stage.
+
+Token movements are not counted here: billing counts every hold, capture and release
+after its transaction commits (``swapmeter_tokens_moved_total{kind=...}``).
+
+Gauges fed from the database (queue length, live workers) hold the same cluster-wide
+value in every worker process: aggregate them with ``max``, not ``sum``.
+``swapmeter_jobs_running`` is this process's own count: aggregate it with ``sum``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+KINDS = ("image", "video")
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+JOBS_IN_QUEUE = Gauge(
+    "swapmeter_jobs_in_queue",
+    "Jobs waiting for a worker, cluster-wide (refreshed by each worker; aggregate with max).",
+    ["kind"],
+)
+JOBS_PROCESSING = Gauge(
+    "swapmeter_jobs_processing",
+    "Jobs leased by some worker, cluster-wide (refreshed by each worker; aggregate with max).",
+    ["kind"],
+)
+JOBS_RUNNING = Gauge(
+    "swapmeter_jobs_running",
+    "Jobs this process is running now (aggregate with sum).",
+    ["kind"],
+)
+QUEUE_WAIT = Histogram(
+    "swapmeter_job_queue_wait_seconds",
+    "From job creation to a worker claiming it (a retried job counts from creation).",
+    ["kind"],
+    buckets=_WAIT_BUCKETS,
+)
+RUN_TIME = Histogram(
+    "swapmeter_job_run_seconds",
+    "From a worker claiming a job to its final status, by kind and status.",
+    ["kind", "status"],
+    buckets=_RUN_BUCKETS,
+)
+JOBS_FINISHED = Counter(
+    "swapmeter_jobs_finished_total",
+    "Jobs that reached a final status, by kind, status and error code (bounded set).",
+    ["kind", "status", "code"],
+)
+INFERENCE_STAGE = Histogram(
+    "swapmeter_inference_stage_seconds",
+    "Engine time per stage of one job (decode, detect, swap, blend, enhance, encode; "
+    "video: probe, process).",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+WORKERS_LIVE = Gauge(
+    "swapmeter_workers_live",
+    "Worker processes whose heartbeat is recent (from the workers table; aggregate with max).",
+)
+WEBHOOKS = Counter(
+    "swapmeter_webhook_deliveries_total",
+    "Webhook deliveries by outcome (delivered, failed).",
+    ["outcome"],
+)
+
+# Error codes are a closed set of contract codes; anything else is counted as "other".
+_KNOWN_CODES = frozenset(
+    {
+        "",
+        "Canceled",
+        "WorkerLost",
+        "InternalError",
+        "InferenceFailed",
+        "ImageDecodeFailed",
+        "VideoDecodeFailed",
+        "NoFaceDetected",
+        "FaceSizeTooSmall",
+        "InvalidFaceMapping",
+        "VideoTooLong",
+        "ImagePixelExceed",
+        "UnsupportedMediaType",
+        "ModelNotInstalled",
+        "ModelLicenceRefused",
+        "ModelHashMismatch",
+    }
+)
+
+
+def job_finished(kind: str, status: str, code: str | None, run_s: float | None) -> None:
+    label = code or ""
+    JOBS_FINISHED.labels(kind, status, label if label in _KNOWN_CODES else "other").inc()
+    if run_s is not None:
+        RUN_TIME.labels(kind, status).observe(max(0.0, run_s))
+
+
+def stage_timings(timings: dict[str, float]) -> None:
+    for stage, seconds in timings.items():
+        if seconds > 0 and stage in _STAGES:
+            INFERENCE_STAGE.labels(stage).observe(seconds)
+
+
+_STAGES = frozenset(
+    {"decode", "detect", "swap", "blend", "enhance", "encode", "label", "probe", "process"}
+)

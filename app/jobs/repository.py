@@ -1,0 +1,607 @@
+"""Every SQL statement of the jobs domain: the queue, leases, deliveries, heartbeats.
+
+The queue is the ``jobs`` table. A worker claims the oldest open job it may run with
+``FOR UPDATE SKIP LOCKED`` (two workers never wait on, or take, the same row), and every
+later write of that worker names its lease (``worker_id`` and ``attempts``): a worker that
+lost its lease, because it stalled past ``leased_until`` and another worker took the job,
+matches no row and so can neither finish the job nor charge for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
+JOB_DONE_CHANNEL = "swapmeter_job_done"  # payload: the job id; it reached a final status
+JOB_CANCEL_CHANNEL = "swapmeter_job_cancel"  # payload: the job id; its owner asked to stop
+
+_JOB_COLUMNS = (
+    "id, tenant_id, user_id, api_key_id, kind, status, progress, params, source_key,"
+    " target_key, target_seconds, metered, hold_reference, price_version, unit_price,"
+    " tokens_held, tokens_charged, seconds_done, error_code, error_message, result,"
+    " result_key, webhook_url, attempts, max_attempts, worker_id, leased_until,"
+    " cancel_requested_at, created_at, started_at, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    user_id: int
+    api_key_id: uuid.UUID | None
+    kind: str
+    status: str
+    progress: float
+    params: dict[str, Any]
+    source_key: str
+    target_key: str
+    target_seconds: float | None
+    metered: bool
+    hold_reference: str | None
+    price_version: int
+    unit_price: int
+    tokens_held: int
+    tokens_charged: int
+    seconds_done: float | None
+    error_code: str | None
+    error_message: str | None
+    result: dict[str, Any] | None
+    result_key: str | None
+    webhook_url: str | None
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    leased_until: datetime | None
+    cancel_requested_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRecord:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+def _job(row: Any) -> JobRecord | None:
+    return JobRecord.from_row(row) if row is not None else None
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+async def notify(session: AsyncSession, channel: str, payload: str) -> None:
+    """Queued in the transaction: listeners hear it at commit, never for a rollback."""
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+    )
+
+
+# -- creating and reading jobs -------------------------------------------------------------
+
+
+async def insert_job(session: AsyncSession, values: dict[str, Any]) -> JobRecord:
+    row = (
+        await session.execute(
+            text(
+                f"""
+                INSERT INTO jobs (id, tenant_id, user_id, api_key_id, kind, params, source_key,
+                                  target_key, target_seconds, metered, hold_reference,
+                                  price_version, unit_price, tokens_held, webhook_url,
+                                  max_attempts, request_id)
+                VALUES (:id, :tenant_id, :user_id, :api_key_id, :kind, CAST(:params AS jsonb),
+                        :source_key, :target_key, :target_seconds, :metered, :hold_reference,
+                        :price_version, :unit_price, :tokens_held, :webhook_url,
+                        :max_attempts, :request_id)
+                RETURNING {_JOB_COLUMNS}
+                """
+            ),
+            {**values, "params": _json(values["params"])},
+        )
+    ).one()
+    return JobRecord.from_row(row)
+
+
+async def get_job(
+    session: AsyncSession, job_id: uuid.UUID, *, user_id: int | None = None
+) -> JobRecord | None:
+    """The job; with ``user_id``, only when that user owns it."""
+    owner = "AND user_id = :user_id" if user_id is not None else ""
+    row = (
+        await session.execute(
+            text(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id {owner}"),
+            {"id": job_id, "user_id": user_id},
+        )
+    ).first()
+    return _job(row)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    status: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[JobRecord]:
+    """The user's jobs, newest first, strictly before the ``before`` keyset position."""
+    conditions = ["user_id = :user_id"]
+    params: dict[str, Any] = {"user_id": user_id, "limit": limit}
+    if status is not None:
+        conditions.append("status = :status")
+        params["status"] = status
+    if before is not None:
+        conditions.append("(created_at, id) < (:before_at, :before_id)")
+        params["before_at"], params["before_id"] = before
+    rows = await session.execute(
+        text(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "
+            "ORDER BY created_at DESC, id DESC LIMIT :limit"
+        ),
+        params,
+    )
+    return [JobRecord.from_row(r) for r in rows]
+
+
+# -- the queue: claim, lease, finish -------------------------------------------------------
+
+# Open jobs a worker may take: queued ones, and processing ones whose worker let the lease
+# run out (it died or stalled), while attempts are left; not held back by run_after (the
+# tenant was at its concurrency cap) and not of a tenant this worker just found at its cap.
+_CANDIDATE = text(
+    """
+    SELECT id, tenant_id, kind FROM jobs
+    WHERE status IN ('queued', 'processing')
+      AND (status = 'queued' OR leased_until < now())
+      AND attempts < max_attempts
+      AND cancel_requested_at IS NULL
+      AND (run_after IS NULL OR run_after <= now())
+      AND NOT (tenant_id = ANY(CAST(:skip_tenants AS uuid[])))
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+
+async def lock_candidate(session: AsyncSession, skip_tenants: list[uuid.UUID]) -> Any | None:
+    """The oldest claimable job, row-locked until this transaction ends; None when idle."""
+    return (await session.execute(_CANDIDATE, {"skip_tenants": skip_tenants})).first()
+
+
+async def claim(
+    session: AsyncSession, job_id: uuid.UUID, worker_id: str, lease_s: float
+) -> tuple[JobRecord, float]:
+    """Take the locked candidate: processing, one more attempt, leased to ``worker_id``.
+
+    Returns the job and how long it waited in the queue (seconds, by the database clock).
+    """
+    row = (
+        await session.execute(
+            text(
+                f"""
+                UPDATE jobs
+                SET status = 'processing', attempts = attempts + 1, worker_id = :worker_id,
+                    leased_until = now() + make_interval(secs => :lease_s),
+                    started_at = coalesce(started_at, now()), run_after = NULL
+                WHERE id = :id
+                RETURNING {_JOB_COLUMNS},
+                          extract(epoch FROM now() - created_at) AS queue_wait_s
+                """
+            ),
+            {"id": job_id, "worker_id": worker_id, "lease_s": lease_s},
+        )
+    ).one()
+    return JobRecord.from_row(row), float(row.queue_wait_s)
+
+
+async def defer(session: AsyncSession, job_id: uuid.UUID, delay_s: float) -> None:
+    """Hold a queued job back a moment (its tenant is at the concurrency cap)."""
+    await session.execute(
+        text("UPDATE jobs SET run_after = now() + make_interval(secs => :delay) WHERE id = :id"),
+        {"id": job_id, "delay": delay_s},
+    )
+
+
+async def renew_lease(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    lease_s: float,
+    progress: float,
+) -> bool | None:
+    """Extend the lease and record progress. None: the lease is lost (stop, discard);
+    otherwise whether the owner asked to cancel."""
+    row = (
+        await session.execute(
+            text(
+                """
+                UPDATE jobs
+                SET leased_until = now() + make_interval(secs => :lease_s),
+                    progress = greatest(progress, least(:progress, 1.0))
+                WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
+                  AND status = 'processing'
+                RETURNING cancel_requested_at IS NOT NULL AS cancel_requested
+                """
+            ),
+            {
+                "id": job_id,
+                "worker_id": worker_id,
+                "attempt": attempt,
+                "lease_s": lease_s,
+                "progress": progress,
+            },
+        )
+    ).first()
+    return None if row is None else bool(row.cancel_requested)
+
+
+async def give_back(session: AsyncSession, job_id: uuid.UUID, worker_id: str, attempt: int) -> bool:
+    """A worker shutting down returns its job to the queue at once (the attempt does not
+    count), instead of letting it wait for the lease to run out."""
+    row = (
+        await session.execute(
+            text(
+                """
+                UPDATE jobs
+                SET status = 'queued', attempts = attempts - 1, worker_id = NULL,
+                    leased_until = NULL, progress = 0
+                WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
+                  AND status = 'processing'
+                RETURNING id
+                """
+            ),
+            {"id": job_id, "worker_id": worker_id, "attempt": attempt},
+        )
+    ).first()
+    return row is not None
+
+
+async def finish(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    *,
+    status: str,
+    tokens_charged: int,
+    seconds_done: float | None,
+    error_code: str | None,
+    error_message: str | None,
+    result: dict[str, Any] | None,
+    result_key: str | None,
+) -> JobRecord | None:
+    """Write the outcome, guarded by the lease; None when this worker no longer holds it."""
+    row = (
+        await session.execute(
+            text(
+                f"""
+                UPDATE jobs
+                SET status = CAST(:status AS varchar), tokens_charged = :tokens_charged,
+                    progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
+                                    ELSE progress END,
+                    seconds_done = :seconds_done, error_code = :error_code,
+                    error_message = :error_message, result = CAST(:result AS jsonb),
+                    result_key = :result_key, finished_at = now(), leased_until = NULL
+                WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
+                  AND status = 'processing'
+                RETURNING {_JOB_COLUMNS}
+                """
+            ),
+            {
+                "id": job_id,
+                "worker_id": worker_id,
+                "attempt": attempt,
+                "status": status,
+                "tokens_charged": tokens_charged,
+                "seconds_done": seconds_done,
+                "error_code": error_code,
+                "error_message": error_message,
+                "result": _json(result),
+                "result_key": result_key,
+            },
+        )
+    ).first()
+    return _job(row)
+
+
+async def cancel_queued(session: AsyncSession, job_id: uuid.UUID, user_id: int) -> JobRecord | None:
+    """Cancel a job no worker holds yet. A claim in progress holds the row lock: this
+    waits for it, then finds the job processing and matches nothing."""
+    row = (
+        await session.execute(
+            text(
+                f"""
+                UPDATE jobs
+                SET status = 'canceled', cancel_requested_at = now(), finished_at = now(),
+                    error_code = 'Canceled', error_message = 'Canceled before it started'
+                WHERE id = :id AND user_id = :user_id AND status = 'queued'
+                RETURNING {_JOB_COLUMNS}
+                """
+            ),
+            {"id": job_id, "user_id": user_id},
+        )
+    ).first()
+    return _job(row)
+
+
+async def request_cancel(
+    session: AsyncSession, job_id: uuid.UUID, user_id: int
+) -> JobRecord | None:
+    """Flag a running job; its worker stops at the next batch of frames."""
+    row = (
+        await session.execute(
+            text(
+                f"""
+                UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
+                WHERE id = :id AND user_id = :user_id AND status = 'processing'
+                RETURNING {_JOB_COLUMNS}
+                """
+            ),
+            {"id": job_id, "user_id": user_id},
+        )
+    ).first()
+    return _job(row)
+
+
+async def end_abandoned(session: AsyncSession, limit: int = 100) -> list[JobRecord]:
+    """Jobs whose lease ran out with no attempt left, or with a cancel pending: nobody
+    will run them again. Failed with WorkerLost (or canceled) here, in one statement."""
+    rows = await session.execute(
+        text(
+            f"""
+            WITH lost AS (
+                SELECT id FROM jobs
+                WHERE status IN ('queued', 'processing') AND status = 'processing'
+                  AND leased_until < now()
+                  AND (attempts >= max_attempts OR cancel_requested_at IS NOT NULL)
+                ORDER BY created_at, id
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE jobs j
+            SET status = CASE WHEN j.cancel_requested_at IS NULL THEN 'failed'
+                              ELSE 'canceled' END,
+                error_code = CASE WHEN j.cancel_requested_at IS NULL THEN 'WorkerLost'
+                                  ELSE 'Canceled' END,
+                error_message = CASE WHEN j.cancel_requested_at IS NULL
+                    THEN 'The workers running this job stopped ' || j.attempts
+                         || ' time(s); its Tokens were released'
+                    ELSE 'Canceled; its worker stopped before it could confirm' END,
+                finished_at = now(), leased_until = NULL
+            FROM lost WHERE j.id = lost.id
+            RETURNING {", ".join("j." + c.strip() for c in _JOB_COLUMNS.split(","))}
+            """
+        ),
+        {"limit": limit},
+    )
+    return [JobRecord.from_row(r) for r in rows]
+
+
+async def open_counts(session: AsyncSession) -> list[Any]:
+    """(kind, queued, processing) over every open job: one scan of the small open index."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT kind,
+                   count(*) FILTER (WHERE status = 'queued') AS queued,
+                   count(*) FILTER (WHERE status = 'processing') AS processing
+            FROM jobs WHERE status IN ('queued', 'processing')
+            GROUP BY kind
+            """
+        )
+    )
+    return list(rows)
+
+
+# -- workers -----------------------------------------------------------------------------
+
+
+async def heartbeat(
+    session: AsyncSession,
+    worker_id: str,
+    *,
+    hostname: str,
+    pid: int,
+    concurrency: int,
+    running: int,
+) -> None:
+    await session.execute(
+        text(
+            """
+            INSERT INTO workers (id, hostname, pid, concurrency, running)
+            VALUES (:id, :hostname, :pid, :concurrency, :running)
+            ON CONFLICT (id) DO UPDATE
+            SET running = excluded.running, concurrency = excluded.concurrency,
+                last_seen_at = now()
+            """
+        ),
+        {
+            "id": worker_id,
+            "hostname": hostname,
+            "pid": pid,
+            "concurrency": concurrency,
+            "running": running,
+        },
+    )
+
+
+async def remove_worker(session: AsyncSession, worker_id: str) -> None:
+    await session.execute(text("DELETE FROM workers WHERE id = :id"), {"id": worker_id})
+
+
+async def live_workers(session: AsyncSession, within_s: float) -> int:
+    row = (
+        await session.execute(
+            text(
+                "SELECT count(*) FROM workers "
+                "WHERE last_seen_at > now() - make_interval(secs => :within)"
+            ),
+            {"within": within_s},
+        )
+    ).one()
+    return int(row[0])
+
+
+async def forget_dead_workers(session: AsyncSession, older_than_s: float) -> int:
+    row = (
+        await session.execute(
+            text(
+                "WITH gone AS (DELETE FROM workers "
+                "WHERE last_seen_at < now() - make_interval(secs => :older) RETURNING 1) "
+                "SELECT count(*) FROM gone"
+            ),
+            {"older": older_than_s},
+        )
+    ).one()
+    return int(row[0])
+
+
+# -- webhook deliveries ----------------------------------------------------------------------
+
+
+async def insert_delivery(session: AsyncSession, job: JobRecord, url: str, lease_s: float) -> int:
+    row = (
+        await session.execute(
+            text(
+                """
+                INSERT INTO webhook_deliveries (job_id, tenant_id, url, lease_until)
+                VALUES (:job_id, :tenant_id, :url, now() + make_interval(secs => :lease_s))
+                RETURNING id
+                """
+            ),
+            {"job_id": job.id, "tenant_id": job.tenant_id, "url": url, "lease_s": lease_s},
+        )
+    ).one()
+    return int(row.id)
+
+
+async def claim_stale_deliveries(session: AsyncSession, lease_s: float, limit: int) -> list[int]:
+    """Pending deliveries whose sender's lease ran out (it died): taken for ``lease_s``."""
+    rows = await session.execute(
+        text(
+            """
+            UPDATE webhook_deliveries
+            SET lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
+            WHERE id IN (
+                SELECT id FROM webhook_deliveries
+                WHERE status = 'pending' AND lease_until < now()
+                ORDER BY id LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id
+            """
+        ),
+        {"lease_s": lease_s, "limit": limit},
+    )
+    return [int(r.id) for r in rows]
+
+
+async def get_delivery(session: AsyncSession, delivery_id: int) -> Any | None:
+    return (
+        await session.execute(
+            text(
+                "SELECT id, job_id, tenant_id, url, status, attempts FROM webhook_deliveries "
+                "WHERE id = :id"
+            ),
+            {"id": delivery_id},
+        )
+    ).first()
+
+
+async def record_delivery(
+    session: AsyncSession,
+    delivery_id: int,
+    *,
+    delivered: bool,
+    attempts: int,
+    last_status_code: int | None,
+    last_error: str | None,
+    webhook_delivery_id: str,
+    log: list[dict[str, Any]],
+) -> None:
+    await session.execute(
+        text(
+            """
+            UPDATE webhook_deliveries
+            SET status = CASE WHEN :delivered THEN 'delivered' ELSE 'failed' END,
+                attempts = attempts + :attempts, last_status_code = :last_status_code,
+                last_error = :last_error, delivery_id = :webhook_delivery_id,
+                log = log || CAST(:log AS jsonb), updated_at = now(),
+                delivered_at = CASE WHEN :delivered THEN now() END
+            WHERE id = :id AND status = 'pending'
+            """
+        ),
+        {
+            "id": delivery_id,
+            "delivered": delivered,
+            "attempts": attempts,
+            "last_status_code": last_status_code,
+            "last_error": last_error,
+            "webhook_delivery_id": webhook_delivery_id,
+            "log": _json(log),
+        },
+    )
+
+
+async def deliveries_of_job(session: AsyncSession, job_id: uuid.UUID) -> list[Any]:
+    rows = await session.execute(
+        text(
+            "SELECT id, url, status, attempts, last_status_code, last_error, delivery_id, "
+            "created_at, updated_at, delivered_at FROM webhook_deliveries "
+            "WHERE job_id = :job_id ORDER BY id"
+        ),
+        {"job_id": job_id},
+    )
+    return list(rows)
+
+
+# -- webhook secrets -------------------------------------------------------------------------
+
+
+async def webhook_secret(session: AsyncSession, tenant_id: uuid.UUID) -> Any | None:
+    return (
+        await session.execute(
+            text(
+                "SELECT secret, created_at, rotated_at FROM tenant_webhook_secrets "
+                "WHERE tenant_id = :tenant_id"
+            ),
+            {"tenant_id": tenant_id},
+        )
+    ).first()
+
+
+async def create_webhook_secret(session: AsyncSession, tenant_id: uuid.UUID, secret: str) -> Any:
+    """Insert the tenant's first secret, or return the one a concurrent call made."""
+    await session.execute(
+        text(
+            "INSERT INTO tenant_webhook_secrets (tenant_id, secret) VALUES (:tenant_id, :secret) "
+            "ON CONFLICT (tenant_id) DO NOTHING"
+        ),
+        {"tenant_id": tenant_id, "secret": secret},
+    )
+    return await webhook_secret(session, tenant_id)
+
+
+async def rotate_webhook_secret(session: AsyncSession, tenant_id: uuid.UUID, secret: str) -> Any:
+    return (
+        await session.execute(
+            text(
+                """
+                INSERT INTO tenant_webhook_secrets (tenant_id, secret) VALUES (:tenant_id, :secret)
+                ON CONFLICT (tenant_id) DO UPDATE SET secret = excluded.secret, rotated_at = now()
+                RETURNING secret, created_at, rotated_at
+                """
+            ),
+            {"tenant_id": tenant_id, "secret": secret},
+        )
+    ).one()

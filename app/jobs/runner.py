@@ -1,0 +1,500 @@
+"""Where billing meets inference: check inputs before a hold, run a claimed job, settle it.
+
+The only module that imports both the engine (``inference``) and, through the jobs
+service, the ledger. Two entry points:
+
+- ``prepare_inputs`` (API side, before anything is held): what the target is (image or
+  video), that the source is an image, the image headers (size limits) and, for a video,
+  its duration from ``inference.video.probe`` — the number the price is computed from.
+  Cheap checks only: a file that is truncated past its header fails later, in the job,
+  and its hold is released.
+- ``JobRunner.run`` (worker side): read the stored inputs, swap in a thread (so the
+  worker's event loop keeps renewing the lease), store the result, then finish the job
+  and capture or release its hold in one transaction guarded by the lease.
+
+Inference modules are imported inside functions: the API process loads OpenCV and ONNX
+Runtime only when it first checks an upload or runs a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.db import Database
+from app.errors import BadRequest, NotFound
+from app.jobs import metrics, service
+from app.jobs.repository import JobRecord
+from app.settings import Settings
+from app.storage import ResultStore
+from inference.errors import Cancelled, InferenceError
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMATS = ("jpg", "png", "webp")
+
+
+# -- one engine per process ------------------------------------------------------------------
+
+_ENGINES_PROCESS_CACHE: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def process_engine(settings: Settings) -> Any:
+    """The process's Engine for these settings: ONNX sessions load once, on first use."""
+    from inference.engine import Engine
+
+    config = settings.engine_config()
+    key = repr(config)
+    with _ENGINES_LOCK:
+        engine = _ENGINES_PROCESS_CACHE.get(key)
+        if engine is None:
+            engine = _ENGINES_PROCESS_CACHE[key] = Engine(config)
+        return engine
+
+
+# -- before the hold -------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedInputs:
+    """Checked inputs. A video target is on disk (``target_file``), already probed."""
+
+    kind: str  # image | video
+    source: bytes
+    source_ext: str
+    target: bytes | None
+    target_file: Path | None
+    target_ext: str
+    output_format: str
+    width: int
+    height: int
+    seconds: float | None = None
+    fps: float | None = None
+    has_audio: bool | None = None
+
+    def discard(self) -> None:
+        if self.target_file is not None:
+            self.target_file.unlink(missing_ok=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "seconds": self.seconds,
+            "fps": self.fps,
+            "has_audio": self.has_audio,
+        }
+
+
+_EXTENSIONS = {
+    b"\xff\xd8\xff": "jpg",
+    b"\x89PNG": "png",
+    b"GIF8": "gif",
+    b"BM": "bmp",
+}
+
+
+def _image_ext(data: bytes) -> str:
+    for magic, ext in _EXTENSIONS.items():
+        if data.startswith(magic):
+            return ext
+    return "webp" if data[8:12] == b"WEBP" else "img"
+
+
+def _image_size(data: bytes, config: Any, role: str) -> tuple[int, int]:
+    """Width and height from the header alone, within the engine's pixel limits."""
+    from PIL import Image, UnidentifiedImageError
+
+    from inference.errors import ImageDecodeFailed, ImagePixelExceed
+    from inference.media import PIL_FORMATS
+
+    try:
+        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ImagePixelExceed(f"the {role} image is too large") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeFailed(f"the {role} image could not be read") from exc
+    if max(width, height) > config.max_image_side or width * height > config.max_image_pixels:
+        raise ImagePixelExceed(
+            f"the {role} image is {width}x{height}; the limit is {config.max_image_side} pixels "
+            f"per side and {config.max_image_pixels} pixels in all"
+        )
+    return width, height
+
+
+def _prepare_sync(
+    source: bytes,
+    target: bytes,
+    faces: Any,
+    output_format: str | None,
+    config: Any,
+    scratch_dir: Path,
+) -> PreparedInputs:
+    from inference.errors import ImageDecodeFailed, UnsupportedMediaType
+    from inference.faces import parse_face_spec
+    from inference.media import sniff
+
+    parse_face_spec(faces)  # InvalidFaceMapping (400) before anything else
+    if not source:
+        raise ImageDecodeFailed("the source file is empty")
+    if sniff(source) != "image":
+        raise UnsupportedMediaType("the source must be a JPEG, PNG, WebP, BMP or GIF image")
+    _image_size(source, config, "source")
+    if not target:
+        raise ImageDecodeFailed("the target file is empty")
+    kind = sniff(target)
+    fmt = (output_format or "").lower().replace("jpeg", "jpg")
+    if kind == "image":
+        if fmt not in ("", *IMAGE_FORMATS):
+            raise BadRequest(
+                f"output_format {output_format!r} is for videos; an image target gives "
+                "jpg, png or webp",
+                code="InvalidOutputFormat",
+            )
+        width, height = _image_size(target, config, "target")
+        return PreparedInputs(
+            kind="image",
+            source=source,
+            source_ext=_image_ext(source),
+            target=target,
+            target_file=None,
+            target_ext=_image_ext(target),
+            output_format=fmt or "jpg",
+            width=width,
+            height=height,
+        )
+    if kind == "video":
+        if fmt not in ("", "mp4"):
+            raise BadRequest(
+                f"output_format {output_format!r} is for images; a video target gives mp4",
+                code="InvalidOutputFormat",
+            )
+        from inference.video import probe
+
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        path = scratch_dir / f"upload-{uuid.uuid4().hex}.video"
+        path.write_bytes(target)
+        try:
+            info = probe(path, config)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return PreparedInputs(
+            kind="video",
+            source=source,
+            source_ext=_image_ext(source),
+            target=None,
+            target_file=path,
+            target_ext="video",
+            output_format="mp4",
+            width=info.width,
+            height=info.height,
+            seconds=info.duration,
+            fps=info.fps,
+            has_audio=info.has_audio,
+        )
+    raise UnsupportedMediaType("the target is neither a supported image nor a supported video")
+
+
+async def prepare_inputs(
+    source: bytes,
+    target: bytes,
+    *,
+    faces: Any,
+    output_format: str | None,
+    settings: Settings,
+) -> PreparedInputs:
+    """Check the inputs and measure the target (a thread: probing runs ffmpeg).
+
+    Raises the engine's typed errors (ImageDecodeFailed, UnsupportedMediaType,
+    ImagePixelExceed, VideoDecodeFailed, VideoTooLong, InvalidFaceMapping) and
+    BadRequest(InvalidOutputFormat); nothing has been held or stored yet.
+    """
+    return await asyncio.to_thread(
+        _prepare_sync,
+        source,
+        target,
+        faces,
+        output_format,
+        settings.engine_config(),
+        scratch_root(settings) / "uploads",
+    )
+
+
+def scratch_root(settings: Settings) -> Path:
+    """Temporary files of jobs (probe copies, video outputs); swept by the cleanup loop."""
+    return settings.data_dir / "tmp" / "jobs"
+
+
+# -- running a claimed job -------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """Shared between the worker's event loop and the job's thread."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: float = 0.0
+    cancel_requested: bool = False  # the owner asked to stop
+    lost: bool = False  # the lease is gone (or the worker is shutting down): discard
+    finishing: bool = False  # the outcome is being written: lease renewals may stop
+
+    def on_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.progress = min(1.0, done / total)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    job: JobRecord | None  # the final job; None when the lease was lost or given up
+    delivery_id: int | None = None
+
+
+class _NoopFrameSwapper:
+    """Frames out as they came in (benchmarks of everything but the engine)."""
+
+    faces_swapped_frames = 0
+
+    def process(self, frames: list[Any]) -> list[Any]:
+        return frames
+
+
+class JobRunner:
+    """Runs claimed jobs of this process; the swap itself happens on ``executor``."""
+
+    def __init__(
+        self, settings: Settings, db: Database, store: ResultStore, executor: Executor
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.executor = executor
+
+    async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
+        workdir = scratch_root(self.settings) / job.id.hex
+        started = time.monotonic()
+        try:
+            outcome = await self._execute(job, state, workdir)
+            state.finishing = True
+            if state.lost:
+                await self._discard(outcome)
+                return RunReport(None)
+            async with self.db.session() as session:
+                finished = await service.finish_job(
+                    session,
+                    job,
+                    worker_id,
+                    outcome,
+                    webhook_lease_s=self.settings.jobs_webhook_lease_seconds,
+                )
+            if finished is None:
+                log.warning("job %s: lease lost before finishing; output discarded", job.id)
+                await self._discard(outcome)
+                return RunReport(None)
+            final, delivery = finished
+            await service.delete_stored(self.store, job.source_key, job.target_key)
+            metrics.job_finished(
+                job.kind, final.status, final.error_code, time.monotonic() - started
+            )
+            return RunReport(final, delivery)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _discard(self, outcome: service.Outcome) -> None:
+        if outcome.result_key:
+            await service.delete_stored(self.store, outcome.result_key)
+
+    async def _execute(self, job: JobRecord, state: RunState, workdir: Path) -> service.Outcome:
+        loop = asyncio.get_running_loop()
+        try:
+            if state.cancel.is_set():
+                raise Cancelled("canceled before it started")
+            source = await self._read(job.source_key)
+            if job.kind == "image":
+                target = await self._read(job.target_key)
+                image = await loop.run_in_executor(
+                    self.executor, self._swap_image, source, target, job.params
+                )
+                return await self._store_image(job, image)
+            target_path = await self._local_file(job.target_key, workdir)
+            output = workdir / "output.mp4"
+            video = await loop.run_in_executor(
+                self.executor, self._swap_video, source, target_path, output, job, state
+            )
+            return await self._store_video(job, video, output)
+        except Cancelled as exc:
+            seconds = float(exc.details.get("seconds_done") or 0.0)
+            return service.Outcome(
+                "canceled",
+                seconds_done=seconds if job.kind == "video" else None,
+                error_code="Canceled",
+                error_message=(
+                    f"Canceled after {seconds:.2f} s of video"
+                    if job.kind == "video"
+                    else "Canceled before the image was swapped"
+                ),
+            )
+        except InferenceError as exc:
+            seconds_done = exc.details.get("seconds_done")
+            return service.Outcome(
+                "failed",
+                seconds_done=float(seconds_done) if seconds_done is not None else None,
+                error_code=exc.code,
+                error_message=exc.message,
+            )
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.id)
+            return service.Outcome(
+                "failed",
+                seconds_done=None,
+                error_code="InternalError",
+                error_message="Internal error while swapping; no Tokens were charged",
+            )
+
+    async def _read(self, key: str) -> bytes:
+        try:
+            handle = await self.store.open(key)
+        except NotFound as exc:
+            raise RuntimeError(f"job input {key} is missing from the result store") from exc
+        try:
+            return await asyncio.to_thread(handle.read)
+        finally:
+            handle.close()
+
+    async def _local_file(self, key: str, workdir: Path) -> Path:
+        path = self.store.path_for(key)
+        if path is not None:
+            return path
+        local = workdir / "target.video"
+        data = await self._read(key)
+        await asyncio.to_thread(_write_file, local, data)
+        return local
+
+    # -- in the executor's thread ----------------------------------------------------------
+
+    def _swap_image(self, source: bytes, target: bytes, params: dict[str, Any]) -> Any:
+        if self.settings.jobs_swapper == "noop":
+            return _noop_image(target, params)
+        engine = process_engine(self.settings)
+        return engine.swap_image(
+            source,
+            target,
+            faces=params["faces"],
+            output_format=params["output_format"],
+            enhance=params["enhance"],
+            watermark=params["watermark"],
+        )
+
+    def _swap_video(
+        self, source: bytes, target: Path, output: Path, job: JobRecord, state: RunState
+    ) -> Any:
+        from inference.video import swap_video
+
+        params = job.params
+        if self.settings.jobs_swapper == "noop":
+            swapper: Any = _NoopFrameSwapper()
+            config = self.settings.engine_config()
+        else:
+            swapper = process_engine(self.settings)
+            config = swapper.config
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return swap_video(
+            swapper,
+            source,
+            target,
+            output,
+            faces=params["faces"],
+            keep_fps=params["keep_fps"],
+            keep_audio=params["keep_audio"],
+            enhance=params["enhance"],
+            watermark=params["watermark"],
+            progress=state.on_progress,
+            cancel=state.cancel,
+            config=config,
+        )
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _result_key(self, job: JobRecord, ext: str) -> str:
+        return f"results/{job.tenant_id.hex}/{job.id.hex}.{ext}"
+
+    def _result_json(self, key: str, stored: Any) -> dict[str, Any]:
+        ttl = self.settings.results_url_ttl_seconds
+        return {
+            "url": self.store.signed_url(key, ttl),
+            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + ttl)),
+            "content_type": stored.content_type,
+            "size": stored.size,
+            "sha256": stored.sha256,
+        }
+
+    async def _store_image(self, job: JobRecord, image: Any) -> service.Outcome:
+        metrics.stage_timings(image.timings)
+        ext = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}.get(
+            image.mime, job.params["output_format"]
+        )
+        key = self._result_key(job, ext)
+        stored = await self.store.put(key, image.data, image.mime)
+        result = {
+            **self._result_json(key, stored),
+            "duration": round(sum(image.timings.values()), 4),
+            "resolution": f"{image.width}x{image.height}",
+            "faces_swapped": image.faces_swapped,
+            "enhance_applied": image.enhance_applied,
+        }
+        return service.Outcome("succeeded", result=result, result_key=key)
+
+    async def _store_video(self, job: JobRecord, video: Any, output: Path) -> service.Outcome:
+        metrics.stage_timings({k: v for k, v in video.timings.items() if k in ("probe", "process")})
+        key = self._result_key(job, "mp4")
+        stored = await self.store.put(key, output, "video/mp4")
+        result = {
+            **self._result_json(key, stored),
+            "duration": round(video.timings.get("total", 0.0), 4),
+            "resolution": f"{video.width}x{video.height}",
+            "faces_swapped": video.faces_swapped_frames,
+            "video_seconds": round(video.duration, 3),
+            "frames": video.frames,
+            "fps": video.fps,
+            "has_audio": video.has_audio,
+        }
+        return service.Outcome(
+            "succeeded", seconds_done=video.seconds_done, result=result, result_key=key
+        )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@dataclass
+class _NoopImage:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    faces_swapped: int = 0
+    enhance_applied: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _noop_image(target: bytes, params: dict[str, Any]) -> _NoopImage:
+    """The target unchanged: benchmarks measure the API and metering, not the engine."""
+    ext = _image_ext(target)
+    mime = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}.get(ext, "image/jpeg")
+    target_info = params.get("target") or {}
+    return _NoopImage(
+        target, mime, int(target_info.get("width") or 0), int(target_info.get("height") or 0)
+    )

@@ -1,0 +1,533 @@
+"""Swap jobs as use cases: price and submit (with the hold), read, cancel, finish, reap.
+
+Money rules, all enforced here and nowhere else:
+
+- A job and its hold are created in one transaction, with the Idempotency-Key row when
+  the client sent one: there is never a job without a hold, a hold without a job, or a
+  replayed request that holds twice.
+- Finishing a job, capturing (or releasing) its hold and writing its result are one
+  transaction, guarded by the worker's lease (``repository.finish``).
+- What a job is charged (``charge_for``): a succeeded job, its whole hold. A video that
+  is canceled, or fails on its own media, part-way: the seconds *delivered*, that is the
+  seconds of video fully processed before it stopped (frames handed to the encoder /
+  fps), each started second at the job's unit price, never more than the hold. Anything
+  else (no face, undecodable input, our own failure, a lost worker, an image canceled
+  before its result was committed) is released in full.
+
+No inference imports here: the runner (app/jobs/runner.py) probes media and runs the
+engine, and hands this module plain numbers. Services flush; the boundary commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database
+from app.errors import AccountFrozen, Conflict, IdempotencyKeyReused, InsufficientBalance, NotFound
+from app.idempotency import repository as idempotency
+from app.jobs import repository as repo
+from app.jobs.models import FINAL_STATUSES
+from app.jobs.repository import JobRecord
+from app.storage import ResultStore
+from billing import pricing
+from billing import service as billing
+
+# Failures that are ours, not the user's media: never charged, even part-way.
+OUR_FAULT_CODES = frozenset(
+    {
+        "InternalError",
+        "InferenceFailed",
+        "WorkerLost",
+        "ModelNotInstalled",
+        "ModelLicenceRefused",
+        "ModelHashMismatch",
+    }
+)
+SUBMIT_PATH = "POST /api/v1/swap-face"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Quote:
+    price_version: int
+    unit_price: int  # per image, or per started video second
+    tokens: int  # what the job holds
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    user_id: int
+    api_key_id: uuid.UUID | None
+    kind: str
+    params: dict[str, Any]
+    source_key: str
+    target_key: str
+    target_seconds: float | None
+    quote: Quote
+    metered: bool
+    webhook_url: str | None
+    max_attempts: int
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """An Idempotency-Key and the fingerprint of the request that carries it."""
+
+    scope: str
+    key: str
+    request_hash: str
+
+
+class Replayed(Exception):  # noqa: N818 - a signal, not an error
+    """The Idempotency-Key was used before with this same request: ``job_id`` answers it."""
+
+    def __init__(self, job_id: uuid.UUID, accepted: dict[str, Any]) -> None:
+        super().__init__(str(job_id))
+        self.job_id = job_id
+        self.accepted = accepted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as the runner saw it."""
+
+    status: str  # succeeded | failed | canceled
+    seconds_done: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result: dict[str, Any] | None = None
+    result_key: str | None = None
+
+
+# -- shaping -------------------------------------------------------------------------------
+
+
+def job_urls(job_id: uuid.UUID) -> dict[str, str]:
+    base = f"/api/v1/jobs/{job_id}"
+    return {"get": base, "cancel": f"{base}/cancel", "result": f"{base}/result"}
+
+
+def _iso(value: datetime | None) -> str | None:
+    """UTC with a Z, the form pydantic gives the same instant (GET and webhooks agree)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    """The contract's job object (GET /jobs/{id}, webhooks), JSON-ready."""
+    error = None
+    if job.status in ("failed", "canceled") and job.error_code:
+        error = {"code": job.error_code, "message": job.error_message or job.error_code}
+    return {
+        "id": str(job.id),
+        "status": job.status,
+        "progress": round(min(1.0, max(0.0, job.progress)), 4),
+        "kind": job.kind,
+        "tokens_held": job.tokens_held,
+        "tokens_charged": job.tokens_charged,
+        "error": error,
+        "result": job.result if job.status == "succeeded" else None,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "price_version": job.price_version,
+        "target_seconds": job.target_seconds,
+        "seconds_done": job.seconds_done,
+        "cancel_requested": job.cancel_requested_at is not None,
+        "urls": job_urls(job.id),
+    }
+
+
+def accepted_json(job: JobRecord) -> dict[str, Any]:
+    """The 202 answer: queued, with where to poll and how to cancel."""
+    return {
+        "status": "queued",
+        "job_id": str(job.id),
+        "tokens_held": job.tokens_held,
+        "urls": job_urls(job.id),
+    }
+
+
+# -- pricing and submission ----------------------------------------------------------------
+
+
+async def quote(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    kind: str,
+    *,
+    enhance: bool,
+    target_seconds: float | None,
+) -> Quote:
+    """Price a job with the tenant's current book: one image, or ceil(seconds) × rate."""
+    book = await pricing.current_book(session, tenant_id)
+    unit = book.unit_price("video" if kind == "video" else "image", enhance=enhance)
+    tokens = unit if kind == "image" else pricing.video_price(unit, target_seconds or 0.0)
+    return Quote(book.version, unit, tokens)
+
+
+async def check_affordable(session: AsyncSession, user_id: int, tokens: int) -> None:
+    """Refuse early (before inputs are stored) what the hold would refuse anyway.
+
+    Only a shortcut for the common case: the hold's single statement is the authority,
+    so two concurrent requests that both pass here still cannot overdraw.
+    """
+    view = await billing.account_view(session, user_id)
+    if view.status != "active":
+        raise AccountFrozen("This Token account is frozen")
+    if view.available < tokens:
+        raise InsufficientBalance(
+            f"{tokens} Tokens needed, {view.available} available",
+            details={"available": view.available, "needed": tokens},
+        )
+
+
+async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replayed | None:
+    """The job an earlier request with this key created, before any work is redone.
+
+    A key used with a different request is IdempotencyKeyReused (409).
+    """
+    stored = await idempotency.get(session, scope=claim.scope, key=claim.key)
+    if stored is None:
+        return None
+    if stored.request_hash != claim.request_hash or stored.method_path != SUBMIT_PATH:
+        raise IdempotencyKeyReused("This Idempotency-Key was already used with a different request")
+    if stored.response_status is None or not isinstance(stored.response_body, dict):
+        raise Conflict("A request with this Idempotency-Key is still in progress")
+    return Replayed(uuid.UUID(stored.response_body["job_id"]), stored.response_body)
+
+
+async def create_job(
+    session: AsyncSession, new: NewJob, claim: IdempotencyClaim | None
+) -> JobRecord:
+    """Claim the key, hold the Tokens, insert the job and wake a worker: one transaction.
+
+    Raises Replayed when a concurrent request with the same key committed first (this
+    transaction must then roll back), InsufficientBalance / AccountFrozen from the hold.
+    """
+    if claim is not None:
+        owned = await idempotency.claim(
+            session,
+            scope=claim.scope,
+            key=claim.key,
+            method_path=SUBMIT_PATH,
+            request_hash=claim.request_hash,
+        )
+        if not owned:
+            replay = await find_replay(session, claim)
+            if replay is None:  # purged between the two statements
+                raise Conflict("Idempotency key expired while in use; retry the request")
+            raise replay
+    reference = f"job:{new.id}" if new.metered else None
+    if reference is not None:
+        await billing.hold(
+            session,
+            new.tenant_id,
+            new.user_id,
+            reference,
+            new.quote.tokens,
+            price_version=new.quote.price_version,
+        )
+    job = await repo.insert_job(
+        session,
+        {
+            "id": new.id,
+            "tenant_id": new.tenant_id,
+            "user_id": new.user_id,
+            "api_key_id": new.api_key_id,
+            "kind": new.kind,
+            "params": new.params,
+            "source_key": new.source_key,
+            "target_key": new.target_key,
+            "target_seconds": new.target_seconds,
+            "metered": new.metered,
+            "hold_reference": reference,
+            "price_version": new.quote.price_version,
+            "unit_price": new.quote.unit_price,
+            "tokens_held": new.quote.tokens if new.metered else 0,
+            "webhook_url": new.webhook_url,
+            "max_attempts": new.max_attempts,
+            "request_id": new.request_id,
+        },
+    )
+    await repo.notify(session, repo.JOBS_CHANNEL, new.kind)
+    if claim is not None:
+        await idempotency.store_response(
+            session,
+            scope=claim.scope,
+            key=claim.key,
+            status=202,
+            body_json=orjson.dumps(accepted_json(job)).decode(),
+        )
+    return job
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked swap request, ready to be priced, stored and queued."""
+
+    tenant_id: uuid.UUID
+    user_id: int
+    api_key_id: uuid.UUID | None
+    kind: str  # image | video
+    source: bytes
+    source_ext: str
+    target: bytes | Path  # a video arrives as the probed file
+    target_ext: str
+    target_seconds: float | None
+    params: dict[str, Any]
+    webhook_url: str | None
+    request_id: str | None
+
+
+async def submit(
+    db: Database,
+    store: ResultStore,
+    submission: Submission,
+    *,
+    claim: IdempotencyClaim | None,
+    metered: bool,
+    max_attempts: int,
+) -> JobRecord:
+    """Price the job, store its inputs, then hold + create it in one transaction.
+
+    Inputs are stored first (keyed by the new job id) so that the transaction, which
+    locks the user's account row, stays short; if it fails they are deleted again.
+    Raises Replayed (a concurrent duplicate won), InsufficientBalance, AccountFrozen.
+    """
+    async with db.session() as session:
+        priced = await quote(
+            session,
+            submission.tenant_id,
+            submission.kind,
+            enhance=bool(submission.params.get("enhance")),
+            target_seconds=submission.target_seconds,
+        )
+        if metered:
+            await check_affordable(session, submission.user_id, priced.tokens)
+    job_id = uuid.uuid4()
+    base = f"inputs/{job_id.hex}"
+    source_key = f"{base}/source.{submission.source_ext}"
+    target_key = f"{base}/target.{submission.target_ext}"
+    try:
+        await store.put(source_key, submission.source, "application/octet-stream")
+        await store.put(target_key, submission.target, "application/octet-stream")
+        new = NewJob(
+            id=job_id,
+            tenant_id=submission.tenant_id,
+            user_id=submission.user_id,
+            api_key_id=submission.api_key_id,
+            kind=submission.kind,
+            params=submission.params,
+            source_key=source_key,
+            target_key=target_key,
+            target_seconds=submission.target_seconds,
+            quote=priced,
+            metered=metered,
+            webhook_url=submission.webhook_url,
+            max_attempts=max_attempts,
+            request_id=submission.request_id,
+        )
+        async with db.session() as session:
+            return await create_job(session, new, claim)
+    except BaseException:
+        await delete_stored(store, source_key, target_key)
+        raise
+
+
+async def delete_stored(store: ResultStore, *keys: str) -> None:
+    """Best effort: what is left behind is removed by the results cleanup."""
+    for key in keys:
+        try:
+            await store.delete(key)
+        except Exception:  # noqa: BLE001
+            log.warning("could not delete stored object %s", key, exc_info=True)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+async def get_job(session: AsyncSession, user_id: int, job_id: uuid.UUID) -> JobRecord:
+    """The caller's job; another user's job is NotFound, never Forbidden."""
+    job = await repo.get_job(session, job_id, user_id=user_id)
+    if job is None:
+        raise NotFound("Job not found")
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    status: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[JobRecord]:
+    return await repo.list_jobs(session, user_id, status=status, before=before, limit=limit)
+
+
+async def wait_for_final(
+    db: Database, events: Any, job_id: uuid.UUID, timeout_s: float, *, recheck_s: float = 5.0
+) -> JobRecord | None:
+    """The job once final, or as it is after ``timeout_s``; None when it does not exist.
+
+    Woken by the job-finished notification (``events.watch``); every ``recheck_s`` it
+    also reads the row, so a lost notification or listener costs latency, never a hang.
+    No database connection is held while waiting.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, timeout_s)
+    while True:
+        with events.watch(job_id) as finished:
+            async with db.session() as session:
+                job = await repo.get_job(session, job_id)
+            if job is None or job.status in FINAL_STATUSES:
+                return job
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return job
+            try:
+                await asyncio.wait_for(asyncio.shield(finished), min(remaining, recheck_s))
+            except TimeoutError:
+                pass
+
+
+# -- cancel --------------------------------------------------------------------------------
+
+
+async def cancel_job(
+    session: AsyncSession, user_id: int, job_id: uuid.UUID, *, webhook_lease_s: float
+) -> JobRecord:
+    """Queued: canceled now, hold released in full. Processing: flagged; the worker stops
+    at its next batch of frames and charges the delivered seconds. Already canceled: the
+    job unchanged. Succeeded or failed: Conflict (409), nothing changes."""
+    job = await repo.cancel_queued(session, job_id, user_id)
+    if job is not None:
+        await _settle(session, job, 0)
+        await _announce_end(session, job, webhook_lease_s=0.0 if job.webhook_url else None)
+        return job
+    job = await repo.request_cancel(session, job_id, user_id)
+    if job is not None:
+        await repo.notify(session, repo.JOB_CANCEL_CHANNEL, str(job.id))
+        return job
+    job = await get_job(session, user_id, job_id)
+    if job.status == "canceled":
+        return job
+    raise Conflict(
+        f"The job already {job.status}; it can no longer be canceled", code="JobFinished"
+    )
+
+
+# -- finishing -----------------------------------------------------------------------------
+
+
+def charge_for(job: JobRecord, outcome: Outcome) -> int:
+    """Tokens to capture for this outcome (see the module docstring)."""
+    if not job.metered:
+        return 0
+    if outcome.status == "succeeded":
+        return job.tokens_held
+    if job.kind != "video" or not outcome.seconds_done or outcome.error_code in OUR_FAULT_CODES:
+        return 0
+    return min(job.tokens_held, pricing.video_price(job.unit_price, outcome.seconds_done))
+
+
+async def _settle(session: AsyncSession, job: JobRecord, charge: int) -> None:
+    if not job.metered or job.hold_reference is None:
+        return
+    if charge > 0:
+        await billing.capture(session, job.tenant_id, job.hold_reference, charge)
+    else:
+        await billing.release(
+            session, job.tenant_id, job.hold_reference, reason=job.error_code or job.status
+        )
+
+
+async def _announce_end(
+    session: AsyncSession, job: JobRecord, *, webhook_lease_s: float | None
+) -> int | None:
+    """Wake whoever waits for this job (at commit) and queue its webhook, if any."""
+    await repo.notify(session, repo.JOB_DONE_CHANNEL, str(job.id))
+    if job.webhook_url and webhook_lease_s is not None:
+        return await repo.insert_delivery(session, job, job.webhook_url, webhook_lease_s)
+    return None
+
+
+async def finish_job(
+    session: AsyncSession,
+    job: JobRecord,
+    worker_id: str,
+    outcome: Outcome,
+    *,
+    webhook_lease_s: float,
+) -> tuple[JobRecord, int | None] | None:
+    """Record the outcome and settle the hold, in the caller's transaction.
+
+    None when this worker no longer holds the job's lease: nothing was written, and the
+    caller must discard its output. Otherwise the final job and its webhook delivery id.
+    """
+    charge = charge_for(job, outcome)
+    final = await repo.finish(
+        session,
+        job.id,
+        worker_id,
+        job.attempts,
+        status=outcome.status,
+        tokens_charged=charge,
+        seconds_done=outcome.seconds_done,
+        error_code=outcome.error_code,
+        error_message=outcome.error_message,
+        result=outcome.result,
+        result_key=outcome.result_key,
+    )
+    if final is None:
+        return None
+    await _settle(session, final, charge)
+    delivery = await _announce_end(session, final, webhook_lease_s=webhook_lease_s)
+    return final, delivery
+
+
+async def end_abandoned_jobs(
+    session: AsyncSession, *, webhook_lease_s: float
+) -> list[tuple[JobRecord, int | None]]:
+    """Fail (WorkerLost) or cancel the jobs no worker will run again; release their holds."""
+    ended = []
+    for job in await repo.end_abandoned(session):
+        await _settle(session, job, 0)
+        ended.append((job, await _announce_end(session, job, webhook_lease_s=webhook_lease_s)))
+    return ended
+
+
+# -- webhook secrets -------------------------------------------------------------------------
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(32)
+
+
+async def webhook_secret(session: AsyncSession, tenant_id: uuid.UUID) -> Any:
+    """The tenant's signing secret, made on first use (also by a delivery)."""
+    row = await repo.webhook_secret(session, tenant_id)
+    if row is None:
+        row = await repo.create_webhook_secret(session, tenant_id, new_webhook_secret())
+    return row
+
+
+async def rotate_webhook_secret(session: AsyncSession, tenant_id: uuid.UUID) -> Any:
+    """A new secret, effective for the next delivery (the old one stops verifying)."""
+    return await repo.rotate_webhook_secret(session, tenant_id, new_webhook_secret())

@@ -1,0 +1,390 @@
+"""The job worker: claim, lease, run, and the housekeeping every worker shares.
+
+Any number of these run, in ``swapmeter worker`` processes on any host or inside the API
+process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
+
+- Claiming: the oldest claimable job, ``FOR UPDATE SKIP LOCKED`` (repository), after
+  taking one of its tenant's concurrent-job slots in Redis. A tenant at its cap
+  (``SWAPMETER_MAX_CONCURRENT_JOBS_PER_TENANT``) keeps its jobs queued (held back a
+  second) while other tenants' jobs run; with Redis down the cap is not enforced.
+- Waking: LISTEN on the new-job channel, over a dedicated connection, with a poll every
+  ``jobs_poll_seconds`` in case a notification is missed.
+- Leasing: each running job's lease is renewed every third of ``jobs_lease_seconds``
+  (at least every second, which also publishes its progress); a lost lease stops the job
+  and discards its output. Cancel requests arrive by LISTEN too,
+  and with every renewal as a fallback.
+- Housekeeping (every ``jobs_housekeeping_seconds``): heartbeat, the queue gauges, ending
+  jobs nobody will run again (WorkerLost), sending webhooks whose sender died.
+- Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
+  files, expired Idempotency-Keys, expired grant Tokens, forgotten workers.
+
+A job runs on a thread of its own executor, so the event loop stays free for leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from app import ratelimit, storage
+from app.db import Database
+from app.idempotency.service import purge_expired_keys
+from app.jobs import deliveries, metrics, runner, service
+from app.jobs import repository as repo
+from app.jobs.events import PgListener
+from app.jobs.repository import JobRecord
+from app.jobs.runner import JobRunner, RunState
+from app.settings import Settings
+from app.storage import ResultStore
+from billing.maintenance import expire_due_grants
+
+log = logging.getLogger(__name__)
+
+DEFER_S = 1.0  # how long a job of a tenant at its cap is held back
+STALE_WORKER_S = 24 * 3600  # heartbeat rows older than this are deleted
+SCRATCH_MAX_AGE_S = 24 * 3600  # temporary job files older than this are strays
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """One worker: up to ``concurrency`` jobs at once, plus housekeeping and cleanup."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        store: ResultStore | None = None,
+        redis: Redis | None = None,
+        concurrency: int | None = None,
+        shutdown_grace_s: float = 30.0,
+        cleanup: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store: ResultStore = store or storage.build_result_store(settings)
+        self._own_redis = redis is None
+        self.redis = redis or ratelimit.rate_limit_redis(
+            settings.redis_url or "redis://127.0.0.1:6379/0",
+            settings.rate_limit_redis_timeout_seconds,
+        )
+        self.concurrency = max(1, concurrency or settings.jobs_worker_concurrency)
+        self.shutdown_grace_s = shutdown_grace_s
+        self.cleanup = cleanup
+        self.id = new_worker_id()
+        self.lease_s = float(settings.jobs_lease_seconds)
+        self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="swapmeter-job")
+        self.runner = JobRunner(settings, db, self.store, self.executor)
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.states: dict[uuid.UUID, RunState] = {}
+        self.claimed: dict[uuid.UUID, JobRecord] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then finish or give back running jobs and return."""
+        listener = PgListener(
+            self.settings.database_url,
+            {repo.JOBS_CHANNEL: self._on_new_job, repo.JOB_CANCEL_CHANNEL: self._on_cancel},
+            on_reconnect=self._wake.set,
+            name="swapmeter-worker",
+        )
+        await listener.start()
+        loops = [asyncio.create_task(self._housekeeping_loop(), name="swapmeter-housekeeping")]
+        if self.cleanup:
+            loops.append(asyncio.create_task(self._cleanup_loop(), name="swapmeter-cleanup"))
+        log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
+        stop_wait = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    await self._fill()
+                except Exception:  # noqa: BLE001 - a database hiccup: retry after the poll
+                    log.exception("claiming jobs failed")
+                wake = asyncio.create_task(self._wake.wait())
+                await asyncio.wait(
+                    {wake, stop_wait},
+                    timeout=self.settings.jobs_poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                wake.cancel()
+        finally:
+            stop_wait.cancel()
+            await self._shutdown(listener, loops)
+
+    def _on_new_job(self, _payload: str) -> None:
+        self._wake.set()
+
+    def _on_cancel(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            state = self.states.get(uuid.UUID(payload))
+            if state is not None:
+                state.cancel_requested = True
+                state.cancel.set()
+
+    async def _fill(self) -> None:
+        skip: list[uuid.UUID] = []
+        while not self._stopping and len(self.running) < self.concurrency:
+            claimed = await self._claim(skip)
+            if claimed is None:
+                return
+            job, queue_wait_s = claimed
+            metrics.QUEUE_WAIT.labels(job.kind).observe(max(0.0, queue_wait_s))
+            state = RunState()
+            self.states[job.id] = state
+            self.claimed[job.id] = job
+            task = asyncio.create_task(self._run_job(job, state), name=f"job-{job.id}")
+            self.running[job.id] = task
+
+    async def _claim(self, skip: list[uuid.UUID]) -> tuple[JobRecord, float] | None:
+        """The next job this worker may run, leased to it; None when there is none."""
+        while True:
+            async with self.db.session() as session:
+                candidate = await repo.lock_candidate(session, skip)
+                if candidate is None:
+                    return None
+                # Fail open always: with Redis down, jobs still run (uncapped), never stall.
+                slot = await ratelimit.acquire_slot(
+                    self.redis,
+                    candidate.tenant_id,
+                    candidate.id,
+                    self.settings.max_concurrent_jobs_per_tenant,
+                    self.lease_s * 2,
+                    fail_open=True,
+                    timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+                )
+                if slot:
+                    return await repo.claim(session, candidate.id, self.id, self.lease_s)
+                await repo.defer(session, candidate.id, DEFER_S)
+            skip.append(candidate.tenant_id)
+
+    async def _run_job(self, job: JobRecord, state: RunState) -> None:
+        metrics.JOBS_RUNNING.labels(job.kind).inc()
+        lease = asyncio.create_task(self._keep_lease(job, state), name=f"lease-{job.id}")
+        try:
+            report = await self.runner.run(job, self.id, state)
+            if report.delivery_id is not None:
+                self._spawn(deliveries.send_logged(self.db, self.settings, report.delivery_id))
+        except Exception:  # noqa: BLE001 - the lease runs out; another worker retries
+            log.exception("job %s: the worker could not finish it", job.id)
+        finally:
+            lease.cancel()
+            metrics.JOBS_RUNNING.labels(job.kind).dec()
+            await ratelimit.release_slot(
+                self.redis,
+                job.tenant_id,
+                job.id,
+                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+            )
+            self.states.pop(job.id, None)
+            self.claimed.pop(job.id, None)
+            self.running.pop(job.id, None)
+            self._wake.set()
+
+    async def _keep_lease(self, job: JobRecord, state: RunState) -> None:
+        # A third of the lease, and at least once a second: the renewal also publishes
+        # the job's progress to whoever polls it.
+        interval = max(0.2, min(self.lease_s / 3, 1.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.db.session() as session:
+                    cancel = await repo.renew_lease(
+                        session, job.id, self.id, job.attempts, self.lease_s, state.progress
+                    )
+            except Exception:  # noqa: BLE001 - a hiccup; the finish guard keeps money safe
+                log.warning("job %s: lease renewal failed", job.id, exc_info=True)
+                continue
+            if cancel is None:
+                if not state.finishing:
+                    log.warning("job %s: lease lost; stopping", job.id)
+                    state.lost = True
+                    state.cancel.set()
+                return
+            if cancel:
+                state.cancel_requested = True
+                state.cancel.set()
+            await ratelimit.renew_slot(
+                self.redis,
+                job.tenant_id,
+                job.id,
+                self.lease_s * 2,
+                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+            )
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def _shutdown(self, listener: PgListener, loops: list[asyncio.Task[None]]) -> None:
+        self._stopping = True
+        if self.running:
+            log.info("worker %s: waiting for %d running job(s)", self.id, len(self.running))
+            await asyncio.wait(set(self.running.values()), timeout=self.shutdown_grace_s)
+        # Whatever still runs goes back to the queue now, without using up an attempt.
+        leftover = [(self.claimed[i], t) for i, t in self.running.items() if i in self.claimed]
+        for job, _task in leftover:
+            state = self.states.get(job.id)
+            if state is not None:
+                state.lost = True
+                state.cancel.set()
+        if leftover:
+            await asyncio.wait({task for _, task in leftover}, timeout=30)
+            async with self.db.session() as session:
+                for job, _task in leftover:
+                    if await repo.give_back(session, job.id, self.id, job.attempts):
+                        await repo.notify(session, repo.JOBS_CHANNEL, job.kind)
+        for task in loops:
+            task.cancel()
+        for task in [*loops, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        await listener.stop()
+        with contextlib.suppress(Exception):
+            async with self.db.session() as session:
+                await repo.remove_worker(session, self.id)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_redis:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        log.info("worker %s stopped", self.id)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            try:
+                await self.housekeeping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round retries
+                log.exception("jobs housekeeping failed")
+            await asyncio.sleep(self.settings.jobs_housekeeping_seconds)
+
+    async def housekeeping(self) -> None:
+        """Heartbeat, queue gauges, abandoned jobs and orphaned webhooks (one round)."""
+        interval = self.settings.jobs_housekeeping_seconds
+        async with self.db.session() as session:
+            await repo.heartbeat(
+                session,
+                self.id,
+                hostname=socket.gethostname()[:255],
+                pid=os.getpid(),
+                concurrency=self.concurrency,
+                running=len(self.running),
+            )
+            counts = {row.kind: row for row in await repo.open_counts(session)}
+            live = await repo.live_workers(session, within_s=max(15.0, 3 * interval))
+        for kind in metrics.KINDS:
+            row = counts.get(kind)
+            metrics.JOBS_IN_QUEUE.labels(kind).set(row.queued if row else 0)
+            metrics.JOBS_PROCESSING.labels(kind).set(row.processing if row else 0)
+        metrics.WORKERS_LIVE.set(live)
+
+        async with self.db.session() as session:
+            ended = await service.end_abandoned_jobs(
+                session, webhook_lease_s=self.settings.jobs_webhook_lease_seconds
+            )
+        for job, delivery in ended:
+            log.warning("job %s ended as %s (%s)", job.id, job.status, job.error_code)
+            metrics.job_finished(job.kind, job.status, job.error_code, None)
+            await service.delete_stored(self.store, job.source_key, job.target_key)
+            await ratelimit.release_slot(
+                self.redis,
+                job.tenant_id,
+                job.id,
+                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+            )
+            if delivery is not None:
+                self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
+
+        async with self.db.session() as session:
+            orphans = await repo.claim_stale_deliveries(
+                session, self.settings.jobs_webhook_lease_seconds, limit=20
+            )
+        for delivery in orphans:
+            self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            try:
+                await run_cleanup(self.settings, self.db, self.store)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round retries
+                log.exception("cleanup failed")
+            await asyncio.sleep(self.settings.results_cleanup_interval_seconds)
+
+
+async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> None:
+    """One round of the periodic cleanup (safe to run in several processes at once)."""
+    await storage.cleanup(store, timedelta(seconds=settings.results_retention_seconds))
+    await asyncio.to_thread(_sweep_scratch, runner.scratch_root(settings), SCRATCH_MAX_AGE_S)
+    async with db.session() as session:
+        purged = await purge_expired_keys(session, ttl_hours=settings.idempotency_ttl_hours)
+        forgotten = await repo.forget_dead_workers(session, STALE_WORKER_S)
+    expired = await expire_due_grants(db)
+    if purged or forgotten or expired.grants:
+        log.info(
+            "cleanup: %d idempotency keys, %d dead workers, %d grant lots (%d Tokens) expired",
+            purged,
+            forgotten,
+            expired.grants,
+            expired.tokens,
+        )
+
+
+def _sweep_scratch(root: Path, max_age_s: float) -> int:
+    """Remove job scratch files and folders left by crashed processes."""
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.stat().st_mtime >= cutoff:
+                continue
+            if path.is_dir():
+                path.rmdir()  # only once empty: younger files inside keep it
+            else:
+                path.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+async def run_worker_process(settings: Settings, *, concurrency: int | None = None) -> None:
+    """``swapmeter worker``: run until SIGTERM or Ctrl-C, then stop claiming, let running
+    jobs finish (30 s at most) and give the rest back to the queue."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    db = Database(settings.database_url, pool_size=max(4, 2 * (concurrency or 1) + 2))
+    try:
+        await Worker(settings, db, concurrency=concurrency).run(stop)
+    finally:
+        await db.dispose()

@@ -1,0 +1,429 @@
+"""POST /api/v1/swap-face end to end: real engine, real holds, an in-process worker.
+
+Every test makes its own customer (tenant, user, key, Tokens) and checks what that customer
+would see: the answer, the balance, the ledger, and the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from app.webhooks import SIGNATURE_HEADER, verify
+from tests.admin.helpers import root_headers
+from tests.jobs.conftest import (
+    Customer,
+    LocalServer,
+    balance,
+    client_for,
+    face,
+    gradient_png,
+    job_settings,
+    ledger_kinds,
+    make_customer,
+    running_app,
+    verify_ledger,
+)
+
+OBAMA = face("obama.jpg")
+BIDEN = face("biden.jpg")
+MAX_BODY = 4 * 1024 * 1024
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def swap_body(**overrides: Any) -> dict[str, Any]:
+    return {"source": b64(OBAMA), "target": b64(BIDEN), **overrides}
+
+
+@pytest.fixture(scope="module")
+async def swap_app(settings, tmp_path_factory, local_server: LocalServer) -> AsyncIterator[FastAPI]:
+    configured = job_settings(
+        settings,
+        tmp_path_factory.mktemp("swap-api"),
+        url_fetch_allow_hosts=local_server.allow,
+        jobs_max_body_bytes=MAX_BODY,
+    )
+    async with running_app(configured) as application:
+        yield application
+
+
+@pytest.fixture
+async def api(swap_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(swap_app) as client:
+        yield client
+
+
+async def post_swap(
+    api: httpx.AsyncClient, customer: Customer, body: dict[str, Any], **headers: str
+) -> httpx.Response:
+    return await api.post("/api/v1/swap-face", json=body, headers={**customer.headers, **headers})
+
+
+def decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+# -- the happy path and the ledger -------------------------------------------------------------
+
+
+async def test_image_swap_with_a_real_face_charges_one_token_and_the_ledger_shows_hold_and_capture(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success" and body["message"] == "Face swap completed"
+    assert body["tokens_charged"] == 1
+    result = body["result"]
+    assert result["resolution"] == "970x2204" and result["faces_swapped"] == 1
+    swapped = decode(base64.b64decode(result["image"]))
+    original = decode(BIDEN)
+    assert swapped.shape == original.shape
+    assert float(np.abs(swapped.astype(int) - original.astype(int)).mean()) > 0.5
+
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("capture", -1)]
+    job = (await api.get(f"/api/v1/jobs/{body['job_id']}", headers=customer.headers)).json()
+    assert (job["status"], job["kind"], job["tokens_held"], job["tokens_charged"]) == (
+        "succeeded",
+        "image",
+        1,
+        1,
+    )
+    assert job["progress"] == 1 and job["error"] is None and job["price_version"] == 0
+    assert job["result"]["resolution"] == "970x2204"
+    download = await api.get(f"/api/v1/jobs/{body['job_id']}/result", headers=customer.headers)
+    assert download.status_code == 200 and download.headers["content-type"] == "image/jpeg"
+    assert download.content == base64.b64decode(result["image"])
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+
+
+async def test_a_target_without_a_face_fails_with_no_face_detected_and_the_balance_is_unchanged(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body(target=b64(gradient_png())))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "NoFaceDetected"
+    assert error["details"]["tokens_charged"] == 0
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+    job = (
+        await api.get(f"/api/v1/jobs/{error['details']['job_id']}", headers=customer.headers)
+    ).json()
+    assert job["status"] == "failed" and job["error"]["code"] == "NoFaceDetected"
+    assert job["tokens_charged"] == 0 and job["result"] is None
+
+
+async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    broken_jpeg = b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50
+    response = await post_swap(api, customer, swap_body(target=b64(broken_jpeg)))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "ImageDecodeFailed"
+    response = await post_swap(api, customer, swap_body(source=b64(b"just some text" * 10)))
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "UnsupportedMediaType"
+    response = await post_swap(api, customer, swap_body(target="***not base64***"))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "InvalidBase64"
+    response = await post_swap(api, customer, {"source": b64(OBAMA)})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "ValidationError"
+    response = await post_swap(api, customer, swap_body(output_format="mp4"))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidOutputFormat"
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+    jobs = (await api.get("/api/v1/jobs", headers=customer.headers)).json()
+    assert jobs["items"] == []
+
+
+async def test_more_than_six_face_pairs_is_a_400_and_nothing_is_held(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    pairs = [{"target_face": i, "source_face": 0} for i in range(7)]
+    response = await post_swap(api, customer, swap_body(faces=pairs))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidFaceMapping"
+    response = await post_swap(
+        api, customer, swap_body(faces=[{"target_face": 0}, {"target_face": 0}])
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidFaceMapping"
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+
+
+async def test_an_oversize_body_is_413_payload_too_large(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await api.post(
+        "/api/v1/swap-face",
+        content=b"{" + b" " * (MAX_BODY + 10) + b"}",
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PayloadTooLarge"
+
+
+# -- idempotency ---------------------------------------------------------------------------------
+
+
+async def test_replaying_a_swap_with_the_same_idempotency_key_returns_the_same_job_and_charges_once(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    first = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "swap-1"})
+    assert first.status_code == 200, first.text
+    again = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "swap-1"})
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+
+    # Two at once with a fresh key: one job, one charge.
+    both = await asyncio.gather(
+        *(post_swap(api, customer, swap_body(), **{"Idempotency-Key": "swap-2"}) for _ in range(2))
+    )
+    assert [r.status_code for r in both] == [200, 200]
+    assert both[0].json()["job_id"] == both[1].json()["job_id"]
+    assert await balance(api, customer) == {"balance": 8, "held": 0, "available": 8}
+
+    other = await post_swap(
+        api, customer, swap_body(target=b64(OBAMA)), **{"Idempotency-Key": "swap-1"}
+    )
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "IdempotencyKeyReused"
+    jobs = (await api.get("/api/v1/jobs", headers=customer.headers)).json()["items"]
+    assert len(jobs) == 2
+
+
+async def test_a_multipart_replay_with_a_new_boundary_is_recognised_as_the_same_request(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    files = {"source": ("a.jpg", OBAMA, "image/jpeg"), "target": ("b.jpg", BIDEN, "image/jpeg")}
+    headers = {**customer.headers, "Idempotency-Key": "multi-1"}
+    first = await api.post(
+        "/api/v1/swap-face", files=files, data={"response": "url"}, headers=headers
+    )
+    second = await api.post(
+        "/api/v1/swap-face", files=files, data={"response": "url"}, headers=headers
+    )
+    assert first.status_code == second.status_code == 200, first.text
+    assert first.json()["job_id"] == second.json()["job_id"]
+    assert (await balance(api, customer))["balance"] == 9
+
+
+# -- refusals: frozen, revoked, SSRF, rate limit ------------------------------------------------
+
+
+async def test_a_frozen_account_gets_403_account_frozen_and_nothing_is_held(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    frozen = await api.post(
+        f"/api/v1/admin/tenants/{customer.tenant_id}/users/{customer.external_id}/freeze",
+        json={"reason": "chargeback"},
+        headers=await root_headers(api),
+    )
+    assert frozen.status_code == 200
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "AccountFrozen"
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+
+
+async def test_a_revoked_key_gets_401_at_once(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    assert (await post_swap(api, customer, swap_body())).status_code == 200
+    revoked = await api.delete(
+        f"/api/v1/admin/tenants/{customer.tenant_id}/api-keys/{customer.key_id}",
+        headers=await root_headers(api),
+    )
+    assert revoked.status_code == 204
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "InvalidApiKey"
+
+
+async def test_insufficient_balance_is_402_and_nothing_is_held(api, db) -> None:
+    customer = await make_customer(api, db, tokens=0)
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "InsufficientBalance"
+    assert await balance(api, customer) == {"balance": 0, "held": 0, "available": 0}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1/face.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "redirect:/to-loopback",
+        "redirect:/to-metadata",
+    ],
+)
+async def test_ssrf_attempts_are_refused_with_url_not_allowed_and_nothing_is_held(
+    api, db, local_server: LocalServer, target: str
+) -> None:
+    local_server.redirects["/to-loopback"] = "http://127.0.0.1:1/face.jpg"
+    local_server.redirects["/to-metadata"] = "http://169.254.169.254/latest/meta-data/"
+    if target.startswith("redirect:"):
+        target = local_server.url(target.removeprefix("redirect:"))
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body(target={"url": target}))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "UrlNotAllowed"
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+
+
+async def test_a_private_webhook_url_is_refused_before_anything_is_held(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body(webhook_url="http://10.0.0.7/hooks"))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "UrlNotAllowed"
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+
+
+async def test_past_the_key_rate_swap_face_answers_429_with_retry_after(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10, rate_limit_per_second=1)
+    statuses = []
+    for _ in range(3):
+        response = await post_swap(api, customer, {})  # refused at validation, after the limit
+        statuses.append(response.status_code)
+    assert statuses[:2] == [422, 422] and statuses[2] == 429
+    assert response.json()["error"]["code"] == "RateLimited"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["RateLimit-Remaining"] == "0"
+
+
+# -- inputs: multipart, URLs ---------------------------------------------------------------------
+
+
+async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await api.post(
+        "/api/v1/swap-face",
+        files={
+            "source": ("obama.jpg", OBAMA, "image/jpeg"),
+            "target": ("biden.jpg", BIDEN, "image/jpeg"),
+        },
+        data={"response": "url", "faces": "largest", "output_format": "png"},
+        headers=customer.headers,
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert "image" not in result and result["image_url"].startswith("/api/v1/results/")
+    served = await api.get(result["image_url"])  # no API key: the signature is the permission
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert decode(served.content).shape == decode(BIDEN).shape
+    tampered = await api.get(result["image_url"].replace("sig=", "sig=0"))
+    assert tampered.status_code == 403
+    assert (await balance(api, customer))["balance"] == 9
+
+
+async def test_url_inputs_from_an_allow_listed_local_server_work(
+    api, db, local_server: LocalServer
+) -> None:
+    local_server.files["/obama.jpg"] = OBAMA
+    local_server.files["/biden.jpg"] = BIDEN
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(
+        api,
+        customer,
+        {
+            "source": {"url": local_server.url("/obama.jpg")},
+            "target": {"url": local_server.url("/biden.jpg")},
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["tokens_charged"] == 1
+    missing = await post_swap(
+        api, customer, swap_body(target={"url": local_server.url("/nothing.jpg")})
+    )
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "UrlFetchFailed"
+    assert (await balance(api, customer))["balance"] == 9
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+async def test_a_finished_job_is_posted_to_its_webhook_signed_with_the_tenant_secret(
+    api, db, local_server: LocalServer
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    hook = local_server.url(f"/hooks/{customer.external_id}")
+    response = await post_swap(api, customer, swap_body(webhook_url=hook))
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+
+    for _ in range(100):
+        received = [r for r in local_server.received if r[0] == f"/hooks/{customer.external_id}"]
+        if received:
+            break
+        await asyncio.sleep(0.1)
+    assert received, "the webhook never arrived"
+    _, headers, body = received[0]
+    secret = await api.get(
+        f"/api/v1/admin/tenants/{customer.tenant_id}/webhook-secret",
+        headers=await root_headers(api),
+    )
+    assert secret.status_code == 200
+    signature = next(v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower())
+    assert verify(secret.json()["secret"], signature, body)
+    assert not verify("some other secret", signature, body)
+    payload = orjson.loads(body)
+    assert payload["id"] == job_id and payload["status"] == "succeeded"
+    assert payload["tokens_charged"] == 1
+
+    for _ in range(50):
+        deliveries = (
+            await api.get(f"/api/v1/jobs/{job_id}/webhook-deliveries", headers=customer.headers)
+        ).json()
+        if deliveries and deliveries[0]["status"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+    assert deliveries[0]["status"] == "delivered" and deliveries[0]["attempts"] == 1
+    assert deliveries[0]["last_status_code"] == 200
+
+
+# -- jobs: ownership and listing -----------------------------------------------------------------
+
+
+async def test_another_users_job_is_404_and_jobs_list_pages_by_cursor(api, db) -> None:
+    owner = await make_customer(api, db, tokens=10)
+    stranger = await make_customer(api, db, tokens=10)
+    ids = []
+    for _ in range(3):
+        response = await post_swap(api, owner, swap_body(response="url"))
+        assert response.status_code == 200
+        ids.append(response.json()["job_id"])
+    for path in ("", "/result", "/cancel"):
+        method = api.post if path == "/cancel" else api.get
+        other = await method(f"/api/v1/jobs/{ids[0]}{path}", headers=stranger.headers)
+        assert other.status_code == 404, path
+    page = (await api.get("/api/v1/jobs", params={"limit": 2}, headers=owner.headers)).json()
+    assert [j["id"] for j in page["items"]] == ids[:0:-1]
+    rest = (
+        await api.get(
+            "/api/v1/jobs",
+            params={"limit": 2, "cursor": page["next_cursor"]},
+            headers=owner.headers,
+        )
+    ).json()
+    assert [j["id"] for j in rest["items"]] == ids[:1] and rest["next_cursor"] is None
+    failed = (
+        await api.get("/api/v1/jobs", params={"status": "failed"}, headers=owner.headers)
+    ).json()
+    assert failed["items"] == []
+    bad = await api.get("/api/v1/jobs", params={"cursor": "nonsense"}, headers=owner.headers)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor"

@@ -1,0 +1,198 @@
+"""Real `swapmeter worker` processes: a SIGKILLed worker's job is finished by another and
+charged once; jobs nobody will run again are failed and released; queued jobs cancel at
+once. The API app here runs no worker of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.jobs.worker import Worker
+from app.settings import Settings
+from tests.conftest import REPO
+from tests.jobs.conftest import (
+    balance,
+    client_for,
+    face,
+    job_settings,
+    ledger_kinds,
+    make_customer,
+    running_app,
+    verify_ledger,
+    wait_for_job,
+)
+
+OBAMA = base64.b64encode(face("obama.jpg")).decode()
+LEASE_S = 2.0
+
+
+@pytest.fixture(scope="module")
+async def api_app(settings, tmp_path_factory) -> AsyncIterator[FastAPI]:
+    configured = job_settings(
+        settings,
+        tmp_path_factory.mktemp("worker-processes"),
+        jobs_inprocess_worker=False,
+        jobs_lease_seconds=LEASE_S,
+        jobs_image_wait_seconds=0.5,
+    )
+    async with running_app(configured) as application:
+        yield application
+
+
+@pytest.fixture
+async def api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(api_app) as client:
+        yield client
+
+
+class WorkerProcesses:
+    """`swapmeter worker` subprocesses sharing the API app's database and result store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.env = {
+            **os.environ,
+            "SWAPMETER_ENVIRONMENT": "test",
+            "SWAPMETER_DATABASE_URL": settings.database_url,
+            "SWAPMETER_REDIS_URL": settings.redis_url,
+            "SWAPMETER_JWT_SECRET": settings.jwt_secret,
+            "SWAPMETER_DATA_DIR": str(settings.data_dir),
+            "SWAPMETER_RESULTS_DIR": str(settings.results_path),
+            "SWAPMETER_MODELS_DIR": str(settings.models_dir),
+            "SWAPMETER_JOBS_LEASE_SECONDS": str(LEASE_S),
+            "SWAPMETER_JOBS_POLL_SECONDS": "0.5",
+            "SWAPMETER_JOBS_HOUSEKEEPING_SECONDS": "0.5",
+            "SWAPMETER_LOG_LEVEL": "WARNING",
+        }
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+@pytest.fixture
+def workers(api_app: FastAPI) -> Iterator[WorkerProcesses]:
+    processes = WorkerProcesses(api_app.state.settings)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+async def job_row(db, job_id: str) -> dict[str, object]:
+    async with db.session() as s:
+        row = (
+            await s.execute(
+                text("SELECT status, attempts, worker_id FROM jobs WHERE id = :id"), {"id": job_id}
+            )
+        ).one()
+    return dict(row._mapping)
+
+
+async def test_a_worker_killed_mid_video_is_replaced_by_another_and_the_user_is_charged_once(
+    api, db, workers: WorkerProcesses, clip_long: bytes
+) -> None:
+    customer = await make_customer(api, db, tokens=500)
+    response = await api.post(
+        "/api/v1/swap-face",
+        json={"source": OBAMA, "target": base64.b64encode(clip_long).decode()},
+        headers=customer.headers,
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    first = workers.start()
+    await wait_for_job(api, customer, job_id, until=lambda j: j["progress"] > 0, timeout_s=90)
+    second = workers.start()
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    row = await job_row(db, job_id)
+    assert row["status"] == "processing" and row["attempts"] == 1
+
+    job = await wait_for_job(api, customer, job_id, timeout_s=120)
+    assert job["status"] == "succeeded", job
+    assert job["tokens_charged"] == 200
+    row = await job_row(db, job_id)
+    assert row["attempts"] == 2
+    assert await balance(api, customer) == {"balance": 300, "held": 0, "available": 300}
+    assert await ledger_kinds(api, customer) == [
+        ("recharge", 500),
+        ("hold", -200),
+        ("capture", -200),
+    ]
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+
+    second.send_signal(signal.SIGTERM)  # a clean stop: nothing running, exits at once
+    assert await asyncio.to_thread(second.wait, 30) == 0
+
+
+async def test_a_job_whose_last_attempt_lost_its_worker_fails_with_worker_lost_and_is_released(
+    api, api_app, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await api.post(
+        "/api/v1/swap-face",
+        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+        headers=customer.headers,
+    )
+    assert response.status_code == 202  # no worker: the image wait ran out
+    job_id = response.json()["job_id"]
+    assert (await balance(api, customer))["held"] == 1
+    async with db.session() as s:  # its third worker died too, and the lease ran out
+        await s.execute(
+            text(
+                "UPDATE jobs SET status = 'processing', attempts = max_attempts, "
+                "worker_id = 'dead', leased_until = now() - interval '1 second' WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+    await Worker(api_app.state.settings, db, cleanup=False).housekeeping()
+
+    job = await wait_for_job(api, customer, job_id, timeout_s=5)
+    assert job["status"] == "failed" and job["error"]["code"] == "WorkerLost"
+    assert job["tokens_charged"] == 0
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+
+
+async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await api.post(
+        "/api/v1/swap-face",
+        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+        headers=customer.headers,
+    )
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    canceled = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
+    assert canceled.status_code == 200
+    job = canceled.json()
+    assert job["status"] == "canceled" and job["tokens_charged"] == 0
+    assert job["error"]["code"] == "Canceled"
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    inputs = Path(api_app.state.settings.results_path) / "inputs" / job_id.replace("-", "")
+    assert not inputs.exists()
