@@ -191,12 +191,14 @@ async def _answer(
     headers: dict[str, str],
 ) -> Response:
     """200 (or the job's error) when it is final within ``wait_s``; else 202 ``accepted``."""
+    if wait_s is None:
+        return JSONResponse(accepted, status_code=202, headers=headers)
     job = await service.wait_for_final(
-        request.app.state.db, request.app.state.job_waiters, job_id, wait_s or 0.0
+        request.app.state.db, request.app.state.job_waiters, job_id, wait_s
     )
     if job is None:
         raise NotFound("Job not found")
-    if job.status in FINAL_STATUSES and wait_s is not None:
+    if job.status in FINAL_STATUSES:
         return await _final_answer(request, job, response_mode, headers)
     return JSONResponse(accepted, status_code=202, headers=headers)
 

@@ -355,15 +355,25 @@ async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> N
 
 
 def _sweep_scratch(root: Path, max_age_s: float) -> int:
-    """Remove job scratch files and folders left by crashed processes."""
+    """Remove job scratch files and folders left by crashed processes.
+
+    Ages are read before anything is deleted: removing a file refreshes its folder's
+    mtime, which would otherwise make every emptied folder look young.
+    """
     if not root.is_dir():
         return 0
     cutoff = time.time() - max_age_s
-    removed = 0
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+    entries = []
+    for path in root.rglob("*"):
         try:
-            if path.stat().st_mtime >= cutoff:
-                continue
+            entries.append((path, path.stat().st_mtime))
+        except OSError:
+            continue
+    removed = 0
+    for path, mtime in sorted(entries, key=lambda e: len(e[0].parts), reverse=True):
+        if mtime >= cutoff or path.parent == root and path.name == "uploads":
+            continue
+        try:
             if path.is_dir():
                 path.rmdir()  # only once empty: younger files inside keep it
             else:
