@@ -334,7 +334,7 @@ class JobRunner:
             )
             return await self._store_video(job, video, output)
         except Cancelled as exc:
-            seconds = float(exc.details.get("seconds_done") or 0.0)
+            seconds = _seconds_done(exc) or 0.0
             return service.Outcome(
                 "canceled",
                 seconds_done=seconds if job.kind == "video" else None,
@@ -346,10 +346,9 @@ class JobRunner:
                 ),
             )
         except InferenceError as exc:
-            seconds_done = exc.details.get("seconds_done")
             return service.Outcome(
                 "failed",
-                seconds_done=float(seconds_done) if seconds_done is not None else None,
+                seconds_done=_seconds_done(exc),
                 error_code=exc.code,
                 error_message=exc.message,
             )
@@ -472,6 +471,12 @@ class JobRunner:
         return service.Outcome(
             "succeeded", seconds_done=video.seconds_done, result=result, result_key=key
         )
+
+
+def _seconds_done(exc: InferenceError) -> float | None:
+    """Video seconds processed before the error (the engine puts it in the details)."""
+    value = exc.details.get("seconds_done")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _write_file(path: Path, data: bytes) -> None:
