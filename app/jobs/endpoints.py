@@ -4,6 +4,7 @@ and the tenant's webhook secret (admins). Routes parse, call the services, shape
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import uuid
@@ -175,7 +176,7 @@ async def _read_result(request: Request, job: JobRecord) -> bytes:
         raise NotFound("This job has no result")
     handle = await _store(request).open(job.result_key)
     try:
-        data: bytes = handle.read()
+        data: bytes = await asyncio.to_thread(handle.read)
         return data
     finally:
         handle.close()
