@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="jobs at once in this process (default SWAPMETER_JOBS_WORKER_CONCURRENCY)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics here (default SWAPMETER_JOBS_WORKER_METRICS_PORT; 0: off)",
+    )
     worker.set_defaults(func=cmd_worker)
 
     add_models_commands(sub, lambda: get_settings().engine_config())
@@ -94,7 +100,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     _require_database(settings)
-    asyncio.run(run_worker_process(settings, concurrency=args.concurrency))
+    asyncio.run(
+        run_worker_process(settings, concurrency=args.concurrency, metrics_port=args.metrics_port)
+    )
     return 0
 
 

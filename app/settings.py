@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     # How long a worker may take to deliver a finished job's webhook before another
     # worker's sweep sends it instead.
     jobs_webhook_lease_seconds: int = 900
+    # Where `swapmeter worker` serves /metrics for Prometheus (0: not served).
+    jobs_worker_metrics_port: int = 9101
     # --- end of metered swap jobs settings.
 
 

@@ -386,11 +386,22 @@ def _sweep_scratch(root: Path, max_age_s: float) -> int:
     return removed
 
 
-async def run_worker_process(settings: Settings, *, concurrency: int | None = None) -> None:
+async def run_worker_process(
+    settings: Settings, *, concurrency: int | None = None, metrics_port: int | None = None
+) -> None:
     """``swapmeter worker``: run until SIGTERM or Ctrl-C, then stop claiming, let running
-    jobs finish (30 s at most) and give the rest back to the queue."""
+    jobs finish (30 s at most) and give the rest back to the queue. Serves its metrics
+    (queue, run times, inference stages) on ``metrics_port`` for Prometheus."""
     import signal
 
+    from prometheus_client import start_http_server
+
+    port = settings.jobs_worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        try:
+            start_http_server(port)
+        except OSError as exc:  # another worker on this host has it: run without
+            log.warning("worker metrics not served on port %d: %s", port, exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ from tests.jobs.conftest import (
     balance,
     client_for,
     face,
+    free_port,
     job_settings,
     ledger_kinds,
     make_customer,
@@ -77,9 +78,18 @@ class WorkerProcesses:
         }
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, metrics_port: int = 0) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "worker",
+                "--concurrency",
+                "1",
+                "--metrics-port",
+                str(metrics_port),
+            ],
             cwd=REPO,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -127,7 +137,8 @@ async def test_a_worker_killed_mid_video_is_replaced_by_another_and_the_user_is_
 
     first = workers.start()
     await wait_for_job(api, customer, job_id, until=lambda j: j["progress"] > 0, timeout_s=90)
-    second = workers.start()
+    metrics_port = free_port()
+    second = workers.start(metrics_port)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     row = await job_row(db, job_id)
@@ -145,6 +156,11 @@ async def test_a_worker_killed_mid_video_is_replaced_by_another_and_the_user_is_
         ("capture", -200),
     ]
     assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+    async with httpx.AsyncClient() as scraper:  # the worker's own /metrics
+        scraped = (await scraper.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    assert 'swapmeter_job_run_seconds_count{kind="video",status="succeeded"} 1.0' in scraped
+    assert 'swapmeter_job_queue_wait_seconds_count{kind="video"} 1.0' in scraped
+    assert "swapmeter_workers_live" in scraped
 
     second.send_signal(signal.SIGTERM)  # a clean stop: nothing running, exits at once
     assert await asyncio.to_thread(second.wait, 30) == 0
