@@ -94,6 +94,12 @@ async def update_tenant(
     before = await _tenant_for(session, admin, tenant_id, write=True)
     if "status" in changes:
         ensure_platform_admin(admin)
+    if "approval_threshold" in changes and _loosens(
+        before.approval_threshold, changes["approval_threshold"]
+    ):
+        # Four-eyes approval that the same tenant admin could switch off protects nothing:
+        # tenant admins may add or lower the threshold, only platform admins raise or remove it.
+        ensure_platform_admin(admin)
     if "name" in changes and changes["name"] is None:
         del changes["name"]
     if "status" in changes and changes["status"] is None:
@@ -116,6 +122,13 @@ async def update_tenant(
             details={"changes": diff},
         )
     return after
+
+
+def _loosens(current: int | None, new: int | None) -> bool:
+    """True when ``new`` lets larger batches through without approval than ``current``."""
+    if current is None:
+        return False
+    return new is None or new > current
 
 
 # -- admins --------------------------------------------------------------------------------

@@ -111,6 +111,15 @@ async def test_approval_threshold_is_changed_and_audited(client, db) -> None:
         url, json={"approval_threshold": 5000}, headers=bearer(tenant_admin["token"])
     )
     assert changed.status_code == 200 and changed.json()["approval_threshold"] == 5000
+    for loosening in (None, 9000):  # the tenant admin cannot weaken its own four-eyes rule
+        refused = await client.patch(
+            url, json={"approval_threshold": loosening}, headers=bearer(tenant_admin["token"])
+        )
+        assert refused.status_code == 403
+    tightened = await client.patch(
+        url, json={"approval_threshold": 4000}, headers=bearer(tenant_admin["token"])
+    )
+    assert tightened.json()["approval_threshold"] == 4000
     cleared = await client.patch(
         url, json={"approval_threshold": None}, headers=await root_headers(client)
     )
@@ -133,7 +142,11 @@ async def test_approval_threshold_is_changed_and_audited(client, db) -> None:
             .scalars()
             .all()
         )
-    assert changes == [{"from": None, "to": 5000}, {"from": 5000, "to": None}]
+    assert changes == [
+        {"from": None, "to": 5000},
+        {"from": 5000, "to": 4000},
+        {"from": 4000, "to": None},
+    ]
 
 
 async def test_an_admin_of_an_unknown_tenant_cannot_be_created(client) -> None:
