@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,12 +25,28 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inference.config import EngineConfig  # noqa: E402
-from inference.video import ffmpeg_exe, probe, swap_video  # noqa: E402
+from inference.video import ffmpeg_exe, probe, processing_lanes, swap_video  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 FACES = SHARED / "media" / "faces"
 MODELS_DIR = Path(os.environ.get("SWAPMETER_MODELS_DIR", SHARED / "models"))
 IMAGE_STAGES = ("decode", "detect", "swap", "blend", "encode")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process's threads plus its reaped children (the ffmpeg processes)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:  # pragma: no cover - not Linux
+        return "?"
 
 
 def cores() -> int:
@@ -115,17 +132,18 @@ def bench_video(config: EngineConfig, seconds: float, workdir: Path) -> dict[str
         f"{info.duration:.2f} s, audio={info.has_audio}"
     )
 
-    t0 = time.perf_counter()
+    load_before = load()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     floor = swap_video(Passthrough(), None, clip, workdir / "floor.mp4", config=config)
-    floor_wall = time.perf_counter() - t0
+    floor_wall, floor_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     floor_fps = floor.frames / floor_wall
 
     engine = Engine(config)
     source = (FACES / "biden.jpg").read_bytes()
     engine.swap_image(source, (FACES / "obama-720p.jpg").read_bytes())  # load the models
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     result = swap_video(engine, source, clip, workdir / "swapped.mp4", config=config)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     fps = result.frames / wall
 
     print(f"  floor (decode + encode only): {floor_wall:6.2f} s  {floor_fps:6.1f} fps")
@@ -133,6 +151,12 @@ def bench_video(config: EngineConfig, seconds: float, workdir: Path) -> dict[str
         f"  face swap:                    {wall:6.2f} s  {fps:6.1f} fps   "
         f"(frames with a face swapped: {result.faces_swapped_frames}/{result.frames}; "
         f"in-thread processing {result.timings.get('process', 0):.2f} s)"
+    )
+    print(
+        f"  CPU time: floor {floor_cpu:.2f} s, swap {cpu:.2f} s "
+        f"({1000 * (cpu - floor_cpu) / result.frames:.1f} ms of CPU per frame for the swap); "
+        f"on {cores()} idle cores the swap needs at least {cpu / cores():.2f} s "
+        f"(load average before: {load_before}, after: {load()})"
     )
     ratio = fps / floor_fps
     realtime = info.duration / wall
@@ -153,6 +177,9 @@ def main() -> int:
     parser.add_argument("--preset", default=None, help="x264 preset (default: the config's)")
     parser.add_argument("--batch", type=int, default=None, help="frames per batch")
     parser.add_argument("--intra-threads", type=int, default=None, help="ORT intra-op threads")
+    parser.add_argument("--lanes", type=int, default=None, help="video processing lanes")
+    parser.add_argument("--detector", default=None, help="yunet, yunet_dynamic or scrfd_2.5g")
+    parser.add_argument("--detector-input-size", type=int, default=None)
     args = parser.parse_args()
 
     overrides: dict[str, object] = {"models_dir": MODELS_DIR}
@@ -162,14 +189,21 @@ def main() -> int:
         overrides["video_batch_frames"] = args.batch
     if args.intra_threads is not None:
         overrides["intra_op_threads"] = args.intra_threads
+    if args.lanes:
+        overrides["video_workers"] = args.lanes
+    if args.detector:
+        overrides["detector"] = args.detector
+    if args.detector_input_size:
+        overrides["detector_input_size"] = args.detector_input_size
     config = EngineConfig(**overrides)  # type: ignore[arg-type]
 
     print(
         f"machine: {cores()} cores available ({os.cpu_count()} on the host), "
         f"OpenCV threads {cv2.getNumThreads()}, ORT intra-op threads "
         f"{config.intra_op_threads or 'auto'}, x264 preset {config.video_preset}, "
-        f"batch {config.video_batch_frames} frames, swapper {config.swapper}, "
-        f"detector {config.detector}"
+        f"batch {config.video_batch_frames} frames, lanes {processing_lanes(config)}, "
+        f"swapper {config.swapper}, detector {config.detector} "
+        f"(input {getattr(config, 'detector_input_size', '-')})"
     )
     if not args.skip_image:
         bench_image(config, args.runs, args.warmup)

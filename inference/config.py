@@ -13,6 +13,7 @@ class EngineConfig:
     providers: tuple[str, ...] = ("cpu",)
     intra_op_threads: int = 0  # 0 lets ONNX Runtime choose
     inter_op_threads: int = 1
+    ort_spinning: bool = False  # let idle ORT threads busy-wait (lower latency, more CPU)
     allow_noncommercial_models: bool = False
     # Where `models fetch` downloads from: None uses each model's catalogue URL; a base URL
     # (an internal mirror) is joined with the model's file name.

@@ -27,7 +27,7 @@ CPU = "CPUExecutionProvider"
 
 # Process-wide cache, keyed by resolved path and the settings that shape a session, so a
 # test that asks for other threads or providers does not get a stale session.
-_SESSION_CACHE: dict[tuple[str, tuple[str, ...], int, int], ort.InferenceSession] = {}
+_SESSION_CACHE: dict[tuple[str, tuple[str, ...], int, int, bool], ort.InferenceSession] = {}
 _SESSION_CACHE_LOCK = threading.Lock()
 
 
@@ -59,6 +59,11 @@ def session_options(config: EngineConfig) -> ort.SessionOptions:
     # Sequential execution: our graphs are chains; parallel mode only adds thread churn.
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # ORT's own warnings (e.g. unused initialisers) are noise
+    # ORT's pool threads busy-wait after each run by default. Here they share two cores
+    # with ffmpeg and the other video lanes, so spinning only steals their CPU.
+    spinning = "1" if config.ort_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     return options
 
 
@@ -74,6 +79,7 @@ def get_session(path: Path | str, config: EngineConfig) -> ort.InferenceSession:
         tuple(providers),
         int(config.intra_op_threads),
         int(config.inter_op_threads),
+        bool(config.ort_spinning),
     )
     session = _SESSION_CACHE.get(key)
     if session is not None:

@@ -496,7 +496,7 @@ def _inline(fn: Callable[[], Any]) -> Future[Any]:
 
 def processing_lanes(config: EngineConfig) -> int:
     """How many batches are swapped at once: ``config.video_workers``, or one per core."""
-    wanted = int(getattr(config, "video_workers", 0) or 0)
+    wanted = int(config.video_workers)
     if wanted > 0:
         return wanted
     try:

@@ -77,6 +77,8 @@ def test_thread_counts_and_graph_optimisation_come_from_the_config() -> None:
     assert options.intra_op_num_threads == 1
     assert options.inter_op_num_threads == 1
     assert options.graph_optimization_level.name == "ORT_ENABLE_ALL"
+    # Idle pool threads must not busy-wait on cores that ffmpeg and other lanes need.
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_a_missing_model_file_raises_model_not_installed(tmp_path: Path) -> None:
