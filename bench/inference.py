@@ -90,6 +90,7 @@ def bench_image(config: EngineConfig, runs: int, warmup: int) -> dict[str, float
     engine = Engine(config)
     source = (FACES / "obama.jpg").read_bytes()
     target_img = cv2.imread(str(FACES / "biden.jpg"))
+    assert target_img is not None, "shared/media/faces/biden.jpg is missing"
     # biden.jpg is a tall portrait: take a 16:9 band around the face, scaled to 1280x720.
     h = target_img.shape[1] * 9 // 16
     top = 80

@@ -6,6 +6,7 @@ rename) so a crash or a bad download never leaves a half-written model in place.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -281,11 +282,12 @@ class ModelRegistry:
             )
         return make("installed", size=size, sha256=digest)
 
-    def list(self) -> list[ModelStatus]:
+    def list(self) -> builtins.list[ModelStatus]:
         """Status of every catalogue model (hashes the installed files)."""
         return [self.status(name) for name in self.catalogue]
 
-    def verify(self, names: list[str] | None = None) -> list[ModelStatus]:
+    # `builtins.list`: inside this class `list` is the method above.
+    def verify(self, names: builtins.list[str] | None = None) -> builtins.list[ModelStatus]:
         """Hash-check the installed models (or ``names``); missing models are skipped
         unless named explicitly. Callers treat any state but installed/unverified as a failure.
         """

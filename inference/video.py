@@ -1,8 +1,8 @@
 """Video pipeline: probe a file, swap faces frame by frame, re-encode to H.264 MP4.
 
 Decoding, face swapping and encoding overlap: a reader thread pulls raw BGR frames from
-an ffmpeg decoder, the calling thread swaps them in batches, and a writer thread feeds
-an ffmpeg encoder, so one core decodes/encodes while the other runs the models.
+an ffmpeg decoder, batches are swapped on one lane per core (or in the calling thread),
+and a writer thread feeds an ffmpeg encoder, so no core waits on another stage.
 """
 
 from __future__ import annotations
