@@ -51,6 +51,8 @@ EOF_MARK = object()
 QUEUE_BATCHES = 2  # batches buffered between stages: enough to overlap, bounded memory
 POLL_S = 0.1
 BATCH_BYTES = 64 << 20  # raw frames per batch, at most
+WORKDIR_PREFIX = "swapmeter-video-"
+STALE_WORKDIR_S = 600.0
 
 
 class FrameSwapperLike(Protocol):
@@ -521,6 +523,46 @@ def _faces_swapped_in_batch(swapper: Any, n_frames: int, before: int | None) -> 
     return 0
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def sweep_stale_workdirs(temp_dir: Path | str | None, min_age_s: float = STALE_WORKDIR_S) -> int:
+    """Remove work folders left by processes that died mid-video (SIGKILL, OOM, power).
+
+    ``finally`` blocks clean up every normal exit; these are what no code got to run for.
+    A folder is stale when the process named in it is gone and nothing in it changed for
+    ``min_age_s`` (the age check protects live jobs of other containers sharing the dir).
+    """
+    root = Path(temp_dir) if temp_dir is not None else Path(tempfile.gettempdir())
+    removed = 0
+    now = time.time()
+    try:
+        candidates = list(root.glob(f"{WORKDIR_PREFIX}*"))
+    except OSError:
+        return 0
+    for folder in candidates:
+        pid_part = folder.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
+        if not pid_part.isdigit() or _pid_alive(int(pid_part)):
+            continue
+        try:
+            newest = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+        except OSError:
+            continue
+        if now - newest >= min_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d stale video work folder(s) from %s", removed, root)
+    return removed
+
+
 def swap_video(
     engine_or_frame_swapper: Any,
     source_bytes: bytes | None,
@@ -581,7 +623,8 @@ def swap_video(
     shape = (height, width, 3)
     with_audio = keep_audio and info.has_audio
 
-    workdir = Path(tempfile.mkdtemp(prefix="swapmeter-video-", dir=config.temp_dir))
+    sweep_stale_workdirs(config.temp_dir)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=config.temp_dir))
     tmp_out = workdir / "output.mp4"
     decoder: subprocess.Popen[bytes] | None = None
     encoder: subprocess.Popen[bytes] | None = None

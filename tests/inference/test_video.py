@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ from inference.errors import (
 )
 from inference.faces import YuNetDetector
 from inference.runtime import get_session
-from inference.video import ffmpeg_exe, probe, swap_video
+from inference.video import ffmpeg_exe, probe, swap_video, sweep_stale_workdirs
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MODELS_DIR = Path(os.environ.get("SWAPMETER_MODELS_DIR", SHARED / "models"))
@@ -474,3 +475,22 @@ def test_parallel_lanes_keep_frame_order_and_restart_tracking(
         same = np.abs(after[i] - before[i]).mean()
         others = [np.abs(after[i] - before[j]).mean() for j in (i - 1, i + 1) if 0 <= j < 60]
         assert same < min(others), f"frame {i} is out of order"
+
+
+def test_work_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"swapmeter-video-{dead.pid}-abc"
+    fresh = tmp_path / f"swapmeter-video-{dead.pid}-def"
+    mine = tmp_path / f"swapmeter-video-{os.getpid()}-ghi"
+    for folder in (stale, fresh, mine):
+        folder.mkdir()
+        (folder / "output.mp4").write_bytes(b"partial")
+    old = time.time() - 3600
+    for path in (stale, stale / "output.mp4", mine, mine / "output.mp4"):
+        os.utime(path, (old, old))
+
+    assert sweep_stale_workdirs(tmp_path) == 1
+    assert not stale.exists()
+    assert fresh.exists()  # recently written: maybe a live job of another container
+    assert mine.exists()  # this process is alive
