@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     intra_op_threads: int = 0
     allow_noncommercial_models: bool = False
     swapper: str = "classic"
+    detector: str = "yunet"
+    # Processing lanes for one video (0: one per core, at most 4).
+    video_workers: int = 0
+    # Let idle ONNX Runtime threads busy-wait: a little lower latency, much more CPU burnt.
+    ort_spinning: bool = False
+    # Mirror to download models from instead of the catalogue's public URLs.
+    models_base_url: str | None = None
+    max_video_seconds: float = 600.0
     label_enabled: bool = True
     label_text: str = "AI-generated"
     label_position: str = "bottom-right"
@@ -81,6 +89,11 @@ class Settings(BaseSettings):
             intra_op_threads=self.intra_op_threads,
             allow_noncommercial_models=self.allow_noncommercial_models,
             swapper=self.swapper,
+            detector=self.detector,
+            video_workers=self.video_workers,
+            ort_spinning=self.ort_spinning,
+            models_base_url=self.models_base_url,
+            max_video_seconds=self.max_video_seconds,
             label_enabled=self.label_enabled,
             label_text=self.label_text,
             label_position=self.label_position,

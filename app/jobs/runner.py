@@ -19,6 +19,7 @@ Runtime only when it first checks an upload or runs a job.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import shutil
@@ -36,7 +37,7 @@ from app.jobs import metrics, service
 from app.jobs.repository import JobRecord
 from app.settings import Settings
 from app.storage import ResultStore
-from inference.errors import Cancelled, InferenceError
+from inference.errors import Cancelled, InferenceError, NoFaceDetected
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,9 @@ class JobRunner:
             video = await loop.run_in_executor(
                 self.executor, self._swap_video, source, target_path, output, job, state
             )
+            if video.faces_swapped_frames == 0 and self.settings.jobs_swapper != "noop":
+                # Nothing of the user's was swapped: a failed job, its hold back in full.
+                raise NoFaceDetected("No face was found in any frame of the video")
             return await self._store_video(job, video, output)
         except Cancelled as exc:
             seconds = _seconds_done(exc) or 0.0
@@ -408,6 +412,9 @@ class JobRunner:
             swapper = process_engine(self.settings)
             config = swapper.config
         output.parent.mkdir(parents=True, exist_ok=True)
+        # The engine's own temporary files live in the job's scratch folder, which the
+        # cleanup loop sweeps even when this process is killed mid-video.
+        config = dataclasses.replace(config, temp_dir=output.parent)
         return swap_video(
             swapper,
             source,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -208,3 +209,40 @@ async def test_a_video_target_with_an_image_output_format_is_refused_before_any_
     assert broken.status_code == 400
     assert broken.json()["error"]["code"] == "VideoDecodeFailed"
     assert await ledger_kinds(api, customer) == [("recharge", 100)]
+
+
+async def test_a_video_without_any_face_fails_and_gives_every_held_token_back(
+    api, db, tmp_path
+) -> None:
+    from imageio_ffmpeg import get_ffmpeg_exe
+
+    faceless = tmp_path / "faceless.mp4"
+    subprocess.run(
+        [
+            get_ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(faceless),
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    customer = await make_customer(api, db, tokens=100)
+    response = await api.post(
+        "/api/v1/swap-face", json=video_body(faceless.read_bytes()), headers=customer.headers
+    )
+    assert response.status_code == 202, response.text
+    job = await wait_for_job(api, customer, response.json()["job_id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "NoFaceDetected"
+    assert (job["tokens_held"], job["tokens_charged"]) == (20, 0)
+    assert await balance(api, customer) == {"balance": 100, "held": 0, "available": 100}
