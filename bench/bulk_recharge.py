@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,81 +33,17 @@ import asyncpg
 import httpx
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+BENCH = Path(__file__).resolve().parent
+# The repository first: bench/inference.py must not shadow the inference package.
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
-from app.migrate import upgrade_to_head  # noqa: E402
-
-ADMIN_EMAIL = "bench@swapmeter.test"
-ADMIN_PASSWORD = "bench-password-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _plain(url: str) -> str:
-    for prefix in ("postgresql+asyncpg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix) :]
-    return url
-
-
-async def _admin_sql(server_url: str, statement: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _start_server(database_url: str, redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SWAPMETER_ENVIRONMENT": "development",
-        "SWAPMETER_DATABASE_URL": database_url,
-        "SWAPMETER_REDIS_URL": redis_url,
-        "SWAPMETER_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
-        "SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "SWAPMETER_JWT_SECRET": "bench-secret-" + uuid.uuid4().hex,
-    }
-    command = [
-        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=REPO, env=env)
-
-
-async def _wait_ready(client: httpx.AsyncClient, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with status {server.returncode}")
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit("the server did not become ready within 60 s")
+import _harness as harness  # noqa: E402
 
 
 async def _setup(client: httpx.AsyncClient, users: list[str]) -> tuple[dict[str, str], str]:
     """Sign in, create a tenant and import the users through HTTP."""
-    token = (
-        await client.post(
-            "/api/v1/auth/token", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-        )
-    ).json()["access_token"]
-    auth = {"Authorization": f"Bearer {token}"}
-    tenant = await client.post(
-        "/api/v1/admin/tenants", json={"name": "Bench", "slug": "bench-" + uuid.uuid4().hex[:8]},
-        headers=auth,
-    )  # fmt: skip
-    tenant.raise_for_status()
-    tenant_id = tenant.json()["id"]
+    auth = await harness.admin_headers(client)
+    tenant_id = await harness.create_tenant(client, auth, "Bench")
     started = time.perf_counter()
     imported = await client.post(
         f"/api/v1/admin/tenants/{tenant_id}/users/import",
@@ -176,59 +111,50 @@ async def main() -> None:
     parser.add_argument("--naive-runs", type=int, default=5)
     args = parser.parse_args()
 
-    server_url = _plain(
-        os.environ.get("SWAPMETER_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    redis_url = os.environ.get("SWAPMETER_REDIS_URL") or "redis://127.0.0.1:6379/15"
     scratch = f"swapmeter_bench_{os.getpid()}"
-    database_url = server_url.rsplit("/", 1)[0] + "/" + scratch
-    await _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{scratch}"')
-    await _admin_sql(server_url, f'CREATE DATABASE "{scratch}"')
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        await asyncio.to_thread(upgrade_to_head, database_url)
-        port = _free_port()
-        server = _start_server(database_url, redis_url, port)
-        users = [f"bench-user-{i:05d}" for i in range(args.users)]
-        body = orjson.dumps(
-            {"entries": [{"user": u, "amount": 5} for u in users], "reason": "bench"}
-        )
-        http_times: list[float] = []
-        naive_times: list[float] = []
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            await _wait_ready(client, server)
-            auth, tenant_id = await _setup(client, users)
-            # What autovacuum would do within a minute of a 10,000-row import: without
-            # statistics the planner guesses at the new rows and the first runs pay for it.
-            await _admin_sql(database_url, "ANALYZE")
-            warm = await _http_run(client, auth, tenant_id, body, len(users))
-            print(f"  http warm-up: {warm:.3f} s (not counted)")
-            # Interleaved, so that both sides see the same background load.
-            for run in range(max(args.runs, args.naive_runs)):
-                if run < args.runs:
-                    http_times.append(await _http_run(client, auth, tenant_id, body, len(users)))
-                    print(f"  http run {run + 1}: {http_times[-1]:.3f} s")
-                if run < args.naive_runs:
-                    naive_times.append(await _naive_run(database_url, tenant_id, users, 5))
-                    print(f"  naive run {run + 1}: {naive_times[-1]:.3f} s")
+    async with harness.scratch_database(scratch) as database_url:
+        server: subprocess.Popen[bytes] | None = None
+        try:
+            port = harness.free_port()
+            server = harness.start_server(harness.service_env(database_url), port)
+            await _run(args, database_url, server, port)
+        finally:
+            harness.stop(server)
 
-        http, naive = statistics.median(http_times), statistics.median(naive_times)
-        print()
-        print(f"users per batch:            {args.users}")
-        print(f"HTTP bulk recharge, median: {http:.3f} s  (runs: {len(http_times)})")
-        print(f"naive loop, median:         {naive:.3f} s  (runs: {len(naive_times)})")
-        print(f"ratio naive / bulk:         {naive / http:.1f}x")
-        print(f"os.cpu_count():             {os.cpu_count()}")
-        print(f"targets: bulk <= 1.5 s: {'met' if http <= 1.5 else 'NOT met'}; "
-              f">= 20x faster: {'met' if naive / http >= 20 else 'NOT met'}")  # fmt: skip
-    finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        await _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+
+async def _run(
+    args: argparse.Namespace, database_url: str, server: subprocess.Popen[bytes], port: int
+) -> None:
+    users = [f"bench-user-{i:05d}" for i in range(args.users)]
+    body = orjson.dumps({"entries": [{"user": u, "amount": 5} for u in users], "reason": "bench"})
+    http_times: list[float] = []
+    naive_times: list[float] = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        await harness.wait_ready(client, server)
+        auth, tenant_id = await _setup(client, users)
+        # What autovacuum would do within a minute of a 10,000-row import: without
+        # statistics the planner guesses at the new rows and the first runs pay for it.
+        await harness.admin_sql(database_url, "ANALYZE")
+        warm = await _http_run(client, auth, tenant_id, body, len(users))
+        print(f"  http warm-up: {warm:.3f} s (not counted)")
+        # Interleaved, so that both sides see the same background load.
+        for run in range(max(args.runs, args.naive_runs)):
+            if run < args.runs:
+                http_times.append(await _http_run(client, auth, tenant_id, body, len(users)))
+                print(f"  http run {run + 1}: {http_times[-1]:.3f} s")
+            if run < args.naive_runs:
+                naive_times.append(await _naive_run(database_url, tenant_id, users, 5))
+                print(f"  naive run {run + 1}: {naive_times[-1]:.3f} s")
+
+    http, naive = statistics.median(http_times), statistics.median(naive_times)
+    print()
+    print(f"users per batch:            {args.users}")
+    print(f"HTTP bulk recharge, median: {http:.3f} s  (runs: {len(http_times)})")
+    print(f"naive loop, median:         {naive:.3f} s  (runs: {len(naive_times)})")
+    print(f"ratio naive / bulk:         {naive / http:.1f}x")
+    print(f"os.cpu_count():             {os.cpu_count()}")
+    print(f"targets: bulk <= 1.5 s: {'met' if http <= 1.5 else 'NOT met'}; "
+          f">= 20x faster: {'met' if naive / http >= 20 else 'NOT met'}")  # fmt: skip
 
 
 if __name__ == "__main__":
