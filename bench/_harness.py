@@ -156,6 +156,24 @@ async def create_tenant(client: httpx.AsyncClient, auth: dict[str, str], name: s
     return str(tenant.json()["id"])
 
 
+def cpu_seconds(pids: dict[str, int | list[int]]) -> dict[str, float]:
+    """User + system CPU seconds used so far by each named process (or group of them),
+    from /proc; empty where /proc is not there."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for name, group in pids.items():
+        try:
+            total = 0
+            for pid in group if isinstance(group, list) else [group]:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+        used[name] = total / tick
+    return used
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
