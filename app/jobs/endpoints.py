@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
@@ -158,7 +159,8 @@ async def _final_answer(
             "tokens_charged": job.tokens_charged,
             "result": out,
         }
-        return JSONResponse(body, headers=headers)
+        # orjson: a base64 image is a large string, which the stdlib encoder copies twice.
+        return Response(orjson.dumps(body), media_type="application/json", headers=headers)
     code = job.error_code or ("Canceled" if job.status == "canceled" else "InternalError")
     status = 409 if job.status == "canceled" else _FAILURE_STATUS.get(code, 500)
     return error_response(
@@ -190,12 +192,17 @@ async def _answer(
     wait_s: float | None,
     response_mode: str,
     headers: dict[str, str],
+    watching: asyncio.Future[JobRecord | None] | None = None,
 ) -> Response:
     """200 (or the job's error) when it is final within ``wait_s``; else 202 ``accepted``."""
     if wait_s is None:
         return JSONResponse(accepted, status_code=202, headers=headers)
     job = await service.wait_for_final(
-        request.app.state.db, request.app.state.job_waiters, job_id, wait_s
+        request.app.state.db,
+        request.app.state.job_waiters,
+        job_id,
+        wait_s,
+        watching=watching,
     )
     if job is None:
         raise NotFound("Job not found")
@@ -267,40 +274,46 @@ async def swap_face(
         "output_format": prepared.output_format,
         "target": prepared.describe(),
     }
-    try:
-        job = await service.submit(
-            db,
-            _store(request),
-            service.Submission(
-                tenant_id=user.tenant_id,
-                user_id=user.user_id,
-                api_key_id=user.api_key_id,
-                kind=prepared.kind,
-                source=prepared.source,
-                source_ext=prepared.source_ext,
-                target=prepared.target_file or prepared.target or b"",
-                target_ext=prepared.target_ext,
-                target_seconds=prepared.seconds,
-                params=params,
-                webhook_url=spec.options["webhook_url"],
-                request_id=getattr(request.state, "request_id", None),
-            ),
-            claim=claim,
-            metered=settings.jobs_metering,
-            max_attempts=settings.jobs_max_attempts,
+    job_id = uuid.uuid4()
+    # Watched before it exists: however soon the job ends, the answer hears it without
+    # reading the row back.
+    with request.app.state.job_waiters.watch(job_id) as finished:
+        try:
+            job = await service.submit(
+                db,
+                _store(request),
+                service.Submission(
+                    tenant_id=user.tenant_id,
+                    user_id=user.user_id,
+                    api_key_id=user.api_key_id,
+                    kind=prepared.kind,
+                    source=prepared.source,
+                    source_ext=prepared.source_ext,
+                    target=prepared.target_file or prepared.target or b"",
+                    target_ext=prepared.target_ext,
+                    target_seconds=prepared.seconds,
+                    params=params,
+                    webhook_url=spec.options["webhook_url"],
+                    request_id=getattr(request.state, "request_id", None),
+                    job_id=job_id,
+                ),
+                claim=claim,
+                metered=settings.jobs_metering,
+                max_attempts=settings.jobs_max_attempts,
+            )
+        except service.Replayed as replay:
+            return await _replay(request, replay, spec, wait_for, headers)
+        finally:
+            prepared.discard()
+        return await _answer(
+            request,
+            job.id,
+            service.accepted_json(job),
+            wait_s=wait_for(job.kind),
+            response_mode=response_mode,
+            headers=headers,
+            watching=finished,
         )
-    except service.Replayed as replay:
-        return await _replay(request, replay, spec, wait_for, headers)
-    finally:
-        prepared.discard()
-    return await _answer(
-        request,
-        job.id,
-        service.accepted_json(job),
-        wait_s=wait_for(job.kind),
-        response_mode=response_mode,
-        headers=headers,
-    )
 
 
 async def _replay(

@@ -21,6 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from app.jobs.repository import JobRecord, parse_done_payload
+
 log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 30.0
@@ -125,15 +127,31 @@ def _set_event(event: asyncio.Event, _connection: Any) -> None:
 
 
 class JobWaiters:
-    """Requests waiting for jobs to finish, woken by the job-finished notification."""
+    """Requests waiting for jobs to finish, woken by the job-finished notification.
+
+    The notification usually carries the final job (``repository.done_payload``): the
+    waiters get it as their future's result and need not read the row back. ``None``
+    means "look at the row": the job was too large to announce, or notifications may
+    have been missed (after a reconnect).
+    """
 
     def __init__(self) -> None:
-        self._futures: dict[str, set[asyncio.Future[None]]] = {}
+        self._futures: dict[str, set[asyncio.Future[JobRecord | None]]] = {}
 
     def job_finished(self, payload: str) -> None:
-        for future in self._futures.pop(payload, ()):
+        job_id, record = parse_done_payload(payload)
+        futures = self._futures.pop(job_id, ())
+        if not futures:
+            return  # most jobs finish with nobody waiting here: nothing to decode
+        job = None
+        if record:
+            try:
+                job = JobRecord.from_json(record)
+            except (ValueError, TypeError, KeyError):
+                log.warning("unreadable job-finished notification for %s", job_id)
+        for future in futures:
             if not future.done():
-                future.set_result(None)
+                future.set_result(job)
 
     def wake_all(self) -> None:
         """After a reconnect: notifications may have been missed, let everyone re-check."""
@@ -141,10 +159,11 @@ class JobWaiters:
             self.job_finished(job_id)
 
     @contextlib.contextmanager
-    def watch(self, job_id: uuid.UUID) -> Iterator[asyncio.Future[None]]:
-        """A future that completes when ``job_id`` is announced finished."""
+    def watch(self, job_id: uuid.UUID) -> Iterator[asyncio.Future[JobRecord | None]]:
+        """A future that completes when ``job_id`` is announced finished: with the final
+        job, or None when the caller must read it."""
         key = str(job_id)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
         self._futures.setdefault(key, set()).add(future)
         try:
             yield future

@@ -172,6 +172,12 @@ def _media(value: str | MediaRef, field: str) -> MediaInput:
 
 def decode_base64(text: str, field: str) -> bytes:
     """Standard or URL-safe base64, with or without padding, line breaks or a data: prefix."""
+    try:
+        # What nearly every client sends (plain, padded, one line) in one pass over the
+        # text; anything else is normalised below first. Megabytes of it are common.
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
     if text.startswith("data:"):
         text = text.partition(",")[2]
     compact = "".join(text.split())

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,8 @@ class Submission:
     params: dict[str, Any]
     webhook_url: str | None
     request_id: str | None
+    # Chosen by the caller when it must watch the job before it exists (``wait_for_final``).
+    job_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 async def submit(
@@ -304,29 +306,45 @@ async def submit(
     metered: bool,
     max_attempts: int,
 ) -> JobRecord:
-    """Price the job, store its inputs, then hold + create it in one transaction.
+    """Price the job and store its inputs, then hold + create it in one transaction.
 
-    Inputs are stored first (keyed by the new job id) so that the transaction, which
-    locks the user's account row, stays short; if it fails they are deleted again.
-    Raises Replayed (a concurrent duplicate won), InsufficientBalance, AccountFrozen.
+    Inputs are stored first (keyed by the new job id), while the job is priced, so that
+    the transaction, which locks the user's account row, stays short; if anything fails
+    they are deleted again. Raises Replayed (a concurrent duplicate won),
+    InsufficientBalance, AccountFrozen.
     """
-    async with db.session() as session:
-        priced = await quote(
-            session,
-            submission.tenant_id,
-            submission.kind,
-            enhance=bool(submission.params.get("enhance")),
-            target_seconds=submission.target_seconds,
-        )
-        if metered:
-            await check_affordable(session, submission.user_id, priced.tokens)
-    job_id = uuid.uuid4()
+    job_id = submission.job_id
     base = f"inputs/{job_id.hex}"
     source_key = f"{base}/source.{submission.source_ext}"
     target_key = f"{base}/target.{submission.target_ext}"
+
+    async def price() -> Quote:
+        async with db.session() as session:
+            priced = await quote(
+                session,
+                submission.tenant_id,
+                submission.kind,
+                enhance=bool(submission.params.get("enhance")),
+                target_seconds=submission.target_seconds,
+            )
+            if metered:
+                await check_affordable(session, submission.user_id, priced.tokens)
+        return priced
+
     try:
-        await store.put(source_key, submission.source, "application/octet-stream")
-        await store.put(target_key, submission.target, "application/octet-stream")
+        # Pricing (and the early balance check) and writing the two inputs are independent:
+        # done at once, they cost the slowest of the three instead of their sum.
+        outcomes = await asyncio.gather(
+            price(),
+            store.put(source_key, submission.source, "application/octet-stream"),
+            store.put(target_key, submission.target, "application/octet-stream"),
+            return_exceptions=True,  # every write has ended before a failure cleans up
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        priced = outcomes[0]
+        assert isinstance(priced, Quote)
         new = NewJob(
             id=job_id,
             tenant_id=submission.tenant_id,
@@ -382,16 +400,29 @@ async def list_jobs(
 
 
 async def wait_for_final(
-    db: Database, events: Any, job_id: uuid.UUID, timeout_s: float, *, recheck_s: float = 5.0
+    db: Database,
+    events: Any,
+    job_id: uuid.UUID,
+    timeout_s: float,
+    *,
+    recheck_s: float = 5.0,
+    watching: asyncio.Future[JobRecord | None] | None = None,
 ) -> JobRecord | None:
     """The job once final, or as it is after ``timeout_s``; None when it does not exist.
 
-    Woken by the job-finished notification (``events.watch``); every ``recheck_s`` it
-    also reads the row, so a lost notification or listener costs latency, never a hang.
-    No database connection is held while waiting.
+    Woken by the job-finished notification (``events.watch``), which usually carries the
+    final job; every ``recheck_s`` it also reads the row, so a lost notification or
+    listener costs latency, never a hang. No database connection is held while waiting.
+
+    ``watching``: the caller's own watch on this job, registered before the job was
+    created; its end cannot then go unheard, so the first read of the row is skipped.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, timeout_s)
+    if watching is not None:
+        announced = await _announced(watching, min(max(0.0, timeout_s), recheck_s))
+        if announced is not None:
+            return announced
     while True:
         with events.watch(job_id) as finished:
             async with db.session() as session:
@@ -401,10 +432,19 @@ async def wait_for_final(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return job
-            try:
-                await asyncio.wait_for(asyncio.shield(finished), min(remaining, recheck_s))
-            except TimeoutError:
-                pass
+            announced = await _announced(finished, min(remaining, recheck_s))
+            if announced is not None:
+                return announced
+
+
+async def _announced(
+    finished: asyncio.Future[JobRecord | None], timeout_s: float
+) -> JobRecord | None:
+    """The final job the notification carried; None on timeout or when it carried none."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(finished), timeout_s)
+    except TimeoutError:
+        return None
 
 
 # -- cancel --------------------------------------------------------------------------------
@@ -462,7 +502,7 @@ async def _announce_end(
     session: AsyncSession, job: JobRecord, *, webhook_lease_s: float | None
 ) -> int | None:
     """Wake whoever waits for this job (at commit) and queue its webhook, if any."""
-    await repo.notify(session, repo.JOB_DONE_CHANNEL, str(job.id))
+    await repo.notify(session, repo.JOB_DONE_CHANNEL, repo.done_payload(job))
     if job.webhook_url and webhook_lease_s is not None:
         return await repo.insert_delivery(session, job, job.webhook_url, webhook_lease_s)
     return None
