@@ -321,13 +321,15 @@ class JobRunner:
         try:
             if state.cancel.is_set():
                 raise Cancelled("canceled before it started")
-            source = await self._read(job.source_key)
             if job.kind == "image":
-                target = await self._read(job.target_key)
+                source, target = await asyncio.gather(
+                    self._read(job.source_key), self._read(job.target_key)
+                )
                 image = await loop.run_in_executor(
                     self.executor, self._swap_image, source, target, job.params
                 )
                 return await self._store_image(job, image)
+            source = await self._read(job.source_key)
             target_path = await self._local_file(job.target_key, workdir)
             output = workdir / "output.mp4"
             video = await loop.run_in_executor(

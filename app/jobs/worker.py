@@ -95,6 +95,12 @@ class Worker:
         self.claimed: dict[uuid.UUID, JobRecord] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        # New-job notifications not yet matched by a claim of this worker: a job ending
+        # looks at the queue again only while some may be waiting, rather than spend a
+        # transaction on an empty queue after every job. The poll still looks every
+        # jobs_poll_seconds for jobs nobody announced (a missed notification, a job
+        # deferred for its tenant's cap, a dead worker's job).
+        self._announced = 1
         self._stopping = False
 
     # -- the loop ----------------------------------------------------------------------------
@@ -104,7 +110,7 @@ class Worker:
         listener = PgListener(
             self.settings.database_url,
             {repo.JOBS_CHANNEL: self._on_new_job, repo.JOB_CANCEL_CHANNEL: self._on_cancel},
-            on_reconnect=self._wake.set,
+            on_reconnect=self._on_reconnect,
             name="swapmeter-worker",
         )
         await listener.start()
@@ -132,6 +138,11 @@ class Worker:
             await self._shutdown(listener, loops)
 
     def _on_new_job(self, _payload: str) -> None:
+        self._announced += 1
+        self._wake.set()
+
+    def _on_reconnect(self) -> None:
+        self._announced = max(1, self._announced)  # some may have been missed meanwhile
         self._wake.set()
 
     def _on_cancel(self, payload: str) -> None:
@@ -146,7 +157,10 @@ class Worker:
         while not self._stopping and len(self.running) < self.concurrency:
             claimed = await self._claim(skip)
             if claimed is None:
+                # Jobs of tenants at their cap (skipped) are still waiting: keep looking.
+                self._announced = 1 if skip else 0
                 return
+            self._announced = max(0, self._announced - 1)
             job, queue_wait_s = claimed
             metrics.QUEUE_WAIT.labels(job.kind).observe(max(0.0, queue_wait_s))
             state = RunState()
@@ -198,7 +212,8 @@ class Worker:
             self.states.pop(job.id, None)
             self.claimed.pop(job.id, None)
             self.running.pop(job.id, None)
-            self._wake.set()
+            if self._announced > 0:
+                self._wake.set()  # a slot is free for what may be waiting
 
     async def _keep_lease(self, job: JobRecord, state: RunState) -> None:
         # A third of the lease, and at least once a second: the renewal also publishes
