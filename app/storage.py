@@ -82,8 +82,14 @@ class StoredObject:
 class ResultStore(Protocol):
     """What the job runner and the result endpoints need from result storage."""
 
-    async def put(self, key: str, data: bytes | Path, content_type: str) -> StoredObject:
-        """Store ``data`` (bytes, or a file to copy) under ``key``, replacing any old one."""
+    async def put(
+        self, key: str, data: bytes | Path, content_type: str, *, durable: bool = True
+    ) -> StoredObject:
+        """Store ``data`` (bytes, or a file to copy) under ``key``, replacing any old one.
+
+        ``durable=False`` skips flushing to disk: for a job's inputs, which live seconds
+        and whose loss in a crash only fails the job (and gives its Tokens back).
+        """
         ...
 
     async def open(self, key: str) -> BinaryIO:
@@ -133,11 +139,15 @@ class LocalResultStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    async def put(self, key: str, data: bytes | Path, content_type: str) -> StoredObject:
-        return await asyncio.to_thread(self._put_sync, self._path(key), key, data, content_type)
+    async def put(
+        self, key: str, data: bytes | Path, content_type: str, *, durable: bool = True
+    ) -> StoredObject:
+        return await asyncio.to_thread(
+            self._put_sync, self._path(key), key, data, content_type, durable
+        )
 
     def _put_sync(
-        self, target: Path, key: str, data: bytes | Path, content_type: str
+        self, target: Path, key: str, data: bytes | Path, content_type: str, durable: bool
     ) -> StoredObject:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
@@ -155,13 +165,15 @@ class LocalResultStore:
                             out.write(chunk)
                             digest.update(chunk)
                             size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        if durable:
+            _fsync_dir(target.parent)
         return StoredObject(key, size, content_type, digest.hexdigest())
 
     async def open(self, key: str) -> BinaryIO:
@@ -302,8 +314,10 @@ class S3ResultStore:
     def _object_key(self, key: str) -> str:
         return self.prefix + check_key(key)
 
-    async def put(self, key: str, data: bytes | Path, content_type: str) -> StoredObject:
-        object_key = self._object_key(key)
+    async def put(
+        self, key: str, data: bytes | Path, content_type: str, *, durable: bool = True
+    ) -> StoredObject:
+        object_key = self._object_key(key)  # an acknowledged S3 PUT is durable either way
         if isinstance(data, bytes | bytearray | memoryview):
             body = bytes(data)
             await asyncio.to_thread(

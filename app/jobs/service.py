@@ -336,8 +336,8 @@ async def submit(
         # done at once, they cost the slowest of the three instead of their sum.
         outcomes = await asyncio.gather(
             price(),
-            store.put(source_key, submission.source, "application/octet-stream"),
-            store.put(target_key, submission.target, "application/octet-stream"),
+            store.put(source_key, submission.source, "application/octet-stream", durable=False),
+            store.put(target_key, submission.target, "application/octet-stream", durable=False),
             return_exceptions=True,  # every write has ended before a failure cleans up
         )
         for outcome in outcomes:
