@@ -59,13 +59,19 @@ async def ensure_login_not_throttled(redis: Redis, email: str, ip: str) -> None:
         )
 
 
+_COUNT_FAILURE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
 async def note_login_failure(redis: Redis, email: str, ip: str) -> None:
     key = _throttle_key(email, ip)
     try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, LOGIN_FAILURE_WINDOW_SECONDS, nx=True)
-            await pipe.execute()
+        # One script rather than EXPIRE ... NX, which Redis < 7 (the embedded one) lacks:
+        # the window starts at the first failure and is not extended by later ones.
+        await redis.eval(_COUNT_FAILURE, 1, key, LOGIN_FAILURE_WINDOW_SECONDS)
     except Exception:  # noqa: BLE001
         log.warning("login throttle unavailable", exc_info=True)
 
