@@ -153,7 +153,8 @@ def decode_image(data: bytes, config: EngineConfig) -> DecodedImage:
         try:
             image.load()
             # Phones store the sensor's orientation in EXIF; users expect what they saw.
-            return _to_bgr(ImageOps.exif_transpose(image))
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_bgr(image)
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise ImageDecodeFailed(f"the image could not be decoded: {exc}") from exc
 
