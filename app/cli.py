@@ -16,8 +16,12 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.settings import REPO_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from admin.seed import DemoInfo
 
 log = logging.getLogger("swapmeter")
 
@@ -189,14 +193,11 @@ def _dev_admin_defaults(data_dir: Path) -> None:
     os.environ.setdefault("SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD", password_file.read_text().strip())
 
 
-async def _seed_demo(settings: Settings) -> object | None:
-    """Bootstrap the admin and the demo tenant, user and key (printed once)."""
+async def _seed_demo(settings: Settings) -> DemoInfo | None:
+    """Create what is missing of the demo tenant, user, Tokens and API key."""
+    from admin.seed import seed_demo
     from app.db import Database
 
-    try:
-        from admin.seed import seed_demo
-    except ImportError:  # the admin package is not there yet
-        return None
     db = Database(settings.database_url, pool_size=2, max_overflow=0)
     try:
         return await seed_demo(db, settings)
@@ -204,7 +205,7 @@ async def _seed_demo(settings: Settings) -> object | None:
         await db.dispose()
 
 
-def _print_banner(settings: Settings, args: argparse.Namespace, demo: object | None) -> None:
+def _print_banner(settings: Settings, args: argparse.Namespace, demo: DemoInfo | None) -> None:
     base = f"http://{args.host}:{args.port}"
     lines = [
         "",
@@ -217,7 +218,13 @@ def _print_banner(settings: Settings, args: argparse.Namespace, demo: object | N
         f"{settings.bootstrap_admin_email} / {settings.bootstrap_admin_password}",
     ]
     if demo is not None:
-        lines += [f"  {line}" for line in str(demo).splitlines()]
+        lines += [
+            f"  Demo tenant:     {demo.tenant_slug} ({demo.tenant_id})",
+            f"  Demo user:       {demo.user_external_id}, {demo.balance} Tokens",
+            f"  Demo API key:    {demo.api_key or '(issued on an earlier run; not shown again)'}",
+            f"                   {demo.message}",
+            "  Try it:          curl -H 'Authorization: Bearer <key>' " + f"{base}/api/v1/balance",
+        ]
     print("\n".join(lines) + "\n", flush=True)
 
 
