@@ -96,9 +96,19 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)
             subprocess.run(
-                [self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--locale=C"],
-                check=True, capture_output=True, **self._run_as,
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                capture_output=True,
+                **self._run_as,
             )
         if port_is_open("127.0.0.1", self.port) and self._status_running():
             log.info("PostgreSQL already running on 127.0.0.1:%s", self.port)
@@ -109,9 +119,22 @@ class EmbeddedPostgres:
             os.chown(logfile, self._run_as["user"], self._run_as["group"])
         opts = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=200"
         subprocess.run(
-            [self._bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(logfile), "-w",
-             "-t", "60", "-o", opts, "start"],
-            check=True, capture_output=True, **self._run_as,
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(logfile),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                opts,
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            **self._run_as,
         )
         self.started_here = True
         log.info("PostgreSQL started on 127.0.0.1:%s (data: %s)", self.port, self.pgdata)
@@ -119,7 +142,8 @@ class EmbeddedPostgres:
     def _status_running(self) -> bool:
         result = subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "status"],
-            capture_output=True, **self._run_as,
+            capture_output=True,
+            **self._run_as,
         )
         return result.returncode == 0
 
@@ -128,7 +152,8 @@ class EmbeddedPostgres:
             return
         subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
-            capture_output=True, **self._run_as,
+            capture_output=True,
+            **self._run_as,
         )
         log.info("PostgreSQL stopped")
 
@@ -152,10 +177,25 @@ class EmbeddedRedis:
             return
         server = _redis_server_binary()
         self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-             "--appendonly", "yes", "--save", "", "--daemonize", "no",
-             "--logfile", str(self.data_dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
         while not port_is_open("127.0.0.1", self.port):

@@ -54,8 +54,13 @@ class RequestContextMiddleware:
                 raise
             status = 500
             body = orjson.dumps(
-                {"error": {"code": "InternalError", "message": "Internal server error",
-                           "request_id": request_id}}
+                {
+                    "error": {
+                        "code": "InternalError",
+                        "message": "Internal server error",
+                        "request_id": request_id,
+                    }
+                }
             )
             await send(
                 {

@@ -18,13 +18,18 @@ NOW = sa.text("now()")
 
 
 def _uuid_pk() -> sa.Column:
-    return sa.Column("id", pg.UUID(as_uuid=True), primary_key=True,
-                     server_default=sa.text("gen_random_uuid()"))
+    return sa.Column(
+        "id", pg.UUID(as_uuid=True), primary_key=True, server_default=sa.text("gen_random_uuid()")
+    )
 
 
 def _ts(name: str, nullable: bool = False) -> sa.Column:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable,
-                     server_default=None if nullable else NOW)
+    return sa.Column(
+        name,
+        sa.DateTime(timezone=True),
+        nullable=nullable,
+        server_default=None if nullable else NOW,
+    )
 
 
 def upgrade() -> None:
@@ -61,14 +66,23 @@ def upgrade() -> None:
         _ts("updated_at"),
         sa.CheckConstraint("kind IN ('user', 'issuance', 'revenue')", name="kind_known"),
         sa.CheckConstraint("kind <> 'user' OR balance >= 0", name="user_balance_not_negative"),
-        sa.CheckConstraint("held >= 0 AND (kind <> 'user' OR held <= balance)", name="held_in_range"),
-        sa.CheckConstraint("(kind = 'user') = (user_id IS NOT NULL)", name="user_accounts_have_user"),
+        sa.CheckConstraint(
+            "held >= 0 AND (kind <> 'user' OR held <= balance)", name="held_in_range"
+        ),
+        sa.CheckConstraint(
+            "(kind = 'user') = (user_id IS NOT NULL)", name="user_accounts_have_user"
+        ),
         sa.CheckConstraint("status IN ('active', 'frozen')", name="status_known"),
     )
     op.create_index(op.f("ix_accounts_tenant_id"), "accounts", ["tenant_id"])
     # One issuance and one revenue account per tenant.
-    op.create_index("uq_accounts_tenant_system_kind", "accounts", ["tenant_id", "kind"],
-                    unique=True, postgresql_where=sa.text("kind <> 'user'"))
+    op.create_index(
+        "uq_accounts_tenant_system_kind",
+        "accounts",
+        ["tenant_id", "kind"],
+        unique=True,
+        postgresql_where=sa.text("kind <> 'user'"),
+    )
 
     op.create_table(
         "api_keys",
@@ -96,11 +110,15 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False, server_default="active"),
         _ts("created_at"),
         _ts("last_login_at", nullable=True),
-        sa.CheckConstraint("role IN ('platform_admin', 'tenant_admin', 'auditor')", name="role_known"),
-        sa.CheckConstraint("role <> 'tenant_admin' OR tenant_id IS NOT NULL",
-                           name="tenant_admin_has_tenant"),
-        sa.CheckConstraint("role <> 'platform_admin' OR tenant_id IS NULL",
-                           name="platform_admin_has_no_tenant"),
+        sa.CheckConstraint(
+            "role IN ('platform_admin', 'tenant_admin', 'auditor')", name="role_known"
+        ),
+        sa.CheckConstraint(
+            "role <> 'tenant_admin' OR tenant_id IS NOT NULL", name="tenant_admin_has_tenant"
+        ),
+        sa.CheckConstraint(
+            "role <> 'platform_admin' OR tenant_id IS NULL", name="platform_admin_has_no_tenant"
+        ),
     )
     op.create_index(op.f("ix_admins_tenant_id"), "admins", ["tenant_id"])
     op.create_index("uq_admins_lower_email", "admins", [sa.text("lower(email)")], unique=True)

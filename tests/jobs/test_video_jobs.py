@@ -5,6 +5,7 @@ Real engine and an in-process worker; clips are 320x180 pans over a still with a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import subprocess
@@ -217,7 +218,8 @@ async def test_a_video_without_any_face_fails_and_gives_every_held_token_back(
     from imageio_ffmpeg import get_ffmpeg_exe
 
     faceless = tmp_path / "faceless.mp4"
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [
             get_ffmpeg_exe(),
             "-loglevel",
