@@ -21,38 +21,15 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends
 
 
 def _tenant_out(row) -> schemas.TenantOut:  # type: ignore[no-untyped-def]
-    return schemas.TenantOut(
-        id=row.id,
-        name=row.name,
-        slug=row.slug,
-        status=row.status,
-        approval_threshold=row.approval_threshold,
-        created_at=row.created_at,
-    )
+    return schemas.TenantOut.model_validate(row, from_attributes=True)
 
 
 def _admin_out(row) -> schemas.AdminOut:  # type: ignore[no-untyped-def]
-    return schemas.AdminOut(
-        id=row.id,
-        email=row.email,
-        role=row.role,
-        tenant_id=row.tenant_id,
-        status=row.status,
-        created_at=row.created_at,
-        last_login_at=row.last_login_at,
-    )
+    return schemas.AdminOut.model_validate(row, from_attributes=True)
 
 
 def _key_out(row) -> schemas.ApiKeyOut:  # type: ignore[no-untyped-def]
-    return schemas.ApiKeyOut(
-        id=row.id,
-        prefix=row.prefix,
-        name=row.name,
-        rate_limit_per_second=row.rate_limit_per_second,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
+    return schemas.ApiKeyOut.model_validate(row, from_attributes=True)
 
 
 # -- tenants -------------------------------------------------------------------------------
