@@ -249,7 +249,7 @@ CAPTURE = text(
             captured = :amount, released = amount - :amount, settled_at = now()
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
           AND amount >= :amount
-        RETURNING id, account_id, amount, captured, released
+        RETURNING id, account_id, amount, captured, released, refunded, status, price_version
     ),
     acc AS (
         UPDATE accounts a
@@ -277,6 +277,7 @@ CAPTURE = text(
         RETURNING a.id
     )
     SELECT h.id AS hold_id, acc.id AS account_id, acc.balance, acc.held,
+           h.amount, h.captured, h.released, h.refunded, h.status, h.price_version,
            (SELECT id FROM rev) AS revenue_account_id
     FROM h JOIN acc ON true
     """
@@ -287,7 +288,7 @@ RELEASE = text(
     WITH h AS (
         UPDATE holds SET status = 'released', released = amount, settled_at = now()
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
-        RETURNING id, account_id, amount
+        RETURNING id, account_id, amount, captured, released, refunded, status, price_version
     ),
     acc AS (
         UPDATE accounts a SET held = a.held - h.amount, updated_at = now()
@@ -301,7 +302,9 @@ RELEASE = text(
         FROM h, acc
         RETURNING id
     )
-    SELECT h.id AS hold_id, acc.balance, acc.held FROM h JOIN acc ON true
+    SELECT h.id AS hold_id, acc.id AS account_id, acc.balance, acc.held,
+           h.amount, h.captured, h.released, h.refunded, h.status, h.price_version
+    FROM h JOIN acc ON true
     """
 )
 

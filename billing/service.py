@@ -514,11 +514,9 @@ async def capture(
                 repo.CONSUME_GRANTS, {"account_id": row.account_id, "amount": amount}
             )
             metrics.tokens_moved(session, tenant_id, "capture", amount)
-        view = await _hold_by_reference(session, tenant_id, reference)
-        assert view is not None
-        if view.released:
-            metrics.tokens_moved(session, tenant_id, "release", view.released)
-        return view
+        if row.released:
+            metrics.tokens_moved(session, tenant_id, "release", row.released)
+        return _settled(row, reference)
     existing = await _hold_by_reference(session, tenant_id, reference)
     if existing is None:
         raise NotFound(f"No hold for reference {reference!r}")
@@ -548,12 +546,12 @@ async def release(
             "reason": reason,
         },
     )
+    if row is not None:
+        metrics.tokens_moved(session, tenant_id, "release", row.released)
+        return _settled(row, reference)
     view = await _hold_by_reference(session, tenant_id, reference)
     if view is None:
         raise NotFound(f"No hold for reference {reference!r}")
-    if row is not None:
-        metrics.tokens_moved(session, tenant_id, "release", view.released)
-        return view
     if view.status == "released" and view.captured == 0:
         return _replayed(view)
     raise Conflict(f"The hold for {reference!r} is already {view.status}")
@@ -633,6 +631,23 @@ async def _hold_by_reference(
         h.price_version,
         h.balance,
         h.held,
+    )
+
+
+def _settled(row: Any, reference: str) -> HoldView:
+    """The hold as CAPTURE or RELEASE left it (their rows carry it: no read back)."""
+    return HoldView(
+        row.hold_id,
+        reference,
+        row.account_id,
+        row.amount,
+        row.captured,
+        row.released,
+        row.refunded,
+        row.status,
+        row.price_version,
+        row.balance,
+        row.held,
     )
 
 

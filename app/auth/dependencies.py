@@ -91,14 +91,16 @@ async def current_admin(
 
 async def current_api_user(
     request: Request,
-    session: DBSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> ApiPrincipal:
     raw = credentials.credentials if credentials is not None else header_key
     if not raw:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer sm_...' or X-API-Key")
-    found = await tenancy_service.authenticate_api_key(session, raw)
+    # One statement in its own transaction: the key is read afresh on every request (a
+    # revocation counts at once) without a BEGIN/COMMIT round trip each time.
+    async with request.app.state.db.autocommit() as conn:
+        found = await tenancy_service.authenticate_api_key(conn, raw)
     await tenancy_service.note_api_key_used(request.app.state.db, found.id)
     return ApiPrincipal(
         user_id=found.user_id,

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
+import pybase64
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
@@ -151,7 +152,7 @@ async def _final_answer(
         if response_mode == "url":
             out[f"{field}_url"] = result.get("url")
         else:
-            out[field] = base64.b64encode(await _read_result(request, job)).decode("ascii")
+            out[field] = pybase64.b64encode_as_string(await _read_result(request, job))
         body = {
             "status": "success",
             "message": "Face swap completed",
@@ -224,7 +225,6 @@ async def _answer(
 )
 async def swap_face(
     request: Request,
-    session: DBSession,
     user: CurrentApiUser,
     settings: SettingsDep,
     prefer: Annotated[str | None, Header(description="wait=N: wait up to N s for a video")] = None,
@@ -236,9 +236,8 @@ async def swap_face(
     202 with where to poll, or 200 when done within ``Prefer: wait=N``. Honours
     Idempotency-Key: the same request replayed returns the same job and is charged once.
     """
-    # This request may wait a minute for its job: give the auth transaction's pooled
-    # connection back now rather than hold it idle.
-    await session.commit()
+    # No request-wide transaction here: this request may wait a minute for its job, and
+    # holds a pooled connection only while it reads or writes.
     headers = await _rate_limit(request, user, settings)
     body = await inputs.read_body(request, settings.jobs_max_body_bytes)
     spec = await inputs.parse_swap_request(request, body, settings.jobs_max_body_bytes)

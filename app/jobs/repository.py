@@ -1,7 +1,8 @@
 """Every SQL statement of the jobs domain: the queue, leases, deliveries, heartbeats.
 
 The queue is the ``jobs`` table. A worker claims the oldest open job it may run with
-``FOR UPDATE SKIP LOCKED`` (two workers never wait on, or take, the same row), and every
+``FOR UPDATE SKIP LOCKED`` in one statement (two workers never wait on, or take, the same
+row), and every
 later write of that worker names its lease (``worker_id`` and ``attempts``): a worker that
 lost its lease, because it stalled past ``leased_until`` and another worker took the job,
 matches no row and so can neither finish the job nor charge for it.
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
 # payload: "<job id>[ <final job as JSON>]" (``done_payload``); it reached a final status
@@ -134,6 +135,10 @@ async def notify(session: AsyncSession, channel: str, payload: str) -> None:
 
 
 async def insert_job(session: AsyncSession, values: dict[str, Any]) -> JobRecord:
+    """Queue the job; the workers hear of it (JOBS_CHANNEL) when the transaction commits.
+
+    The notification is part of the INSERT statement, one round trip less per job.
+    """
     row = (
         await session.execute(
             text(
@@ -146,10 +151,10 @@ async def insert_job(session: AsyncSession, values: dict[str, Any]) -> JobRecord
                         :source_key, :target_key, :target_seconds, :metered, :hold_reference,
                         :price_version, :unit_price, :tokens_held, :webhook_url,
                         :max_attempts, :request_id)
-                RETURNING {_JOB_COLUMNS}
+                RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
                 """
             ),
-            {**values, "params": _json(values["params"])},
+            {**values, "params": _json(values["params"]), "channel": JOBS_CHANNEL},
         )
     ).one()
     return JobRecord.from_row(row)
@@ -198,62 +203,53 @@ async def list_jobs(
 
 # -- the queue: claim, lease, finish -------------------------------------------------------
 
-# Open jobs a worker may take: queued ones, and processing ones whose worker let the lease
-# run out (it died or stalled), while attempts are left; not held back by run_after (the
-# tenant was at its concurrency cap) and not of a tenant this worker just found at its cap.
-_CANDIDATE = text(
-    """
-    SELECT id, tenant_id, kind FROM jobs
-    WHERE status IN ('queued', 'processing')
-      AND (status = 'queued' OR leased_until < now())
-      AND attempts < max_attempts
-      AND cancel_requested_at IS NULL
-      AND (run_after IS NULL OR run_after <= now())
-      AND NOT (tenant_id = ANY(CAST(:skip_tenants AS uuid[])))
-    ORDER BY created_at, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
+# Take the oldest open job this worker may run, in one statement: queued ones, and
+# processing ones whose worker let the lease run out (it died or stalled), while attempts
+# are left; not held back by run_after (its tenant was at the concurrency cap) and not of a
+# tenant this worker just found at its cap. SKIP LOCKED: two workers never wait on, or
+# take, the same row.
+_CLAIM_NEXT = text(
+    f"""
+    UPDATE jobs
+    SET status = 'processing', attempts = attempts + 1, worker_id = :worker_id,
+        leased_until = now() + make_interval(secs => :lease_s),
+        started_at = coalesce(started_at, now()), run_after = NULL
+    WHERE id = (
+        SELECT id FROM jobs
+        WHERE status IN ('queued', 'processing')
+          AND (status = 'queued' OR leased_until < now())
+          AND attempts < max_attempts
+          AND cancel_requested_at IS NULL
+          AND (run_after IS NULL OR run_after <= now())
+          AND NOT (tenant_id = ANY(CAST(:skip_tenants AS uuid[])))
+        ORDER BY created_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {_JOB_COLUMNS}, extract(epoch FROM now() - created_at) AS queue_wait_s
     """
 )
 
 
-async def lock_candidate(session: AsyncSession, skip_tenants: list[uuid.UUID]) -> Any | None:
-    """The oldest claimable job, row-locked until this transaction ends; None when idle."""
-    return (await session.execute(_CANDIDATE, {"skip_tenants": skip_tenants})).first()
-
-
-async def claim(
-    session: AsyncSession, job_id: uuid.UUID, worker_id: str, lease_s: float
-) -> tuple[JobRecord, float]:
-    """Take the locked candidate: processing, one more attempt, leased to ``worker_id``.
+async def claim_next(
+    conn: AsyncSession | AsyncConnection,
+    worker_id: str,
+    lease_s: float,
+    skip_tenants: list[uuid.UUID],
+) -> tuple[JobRecord, float] | None:
+    """Lease the next job to ``worker_id`` (processing, one more attempt); None when idle.
 
     Returns the job and how long it waited in the queue (seconds, by the database clock).
     """
     row = (
-        await session.execute(
-            text(
-                f"""
-                UPDATE jobs
-                SET status = 'processing', attempts = attempts + 1, worker_id = :worker_id,
-                    leased_until = now() + make_interval(secs => :lease_s),
-                    started_at = coalesce(started_at, now()), run_after = NULL
-                WHERE id = :id
-                RETURNING {_JOB_COLUMNS},
-                          extract(epoch FROM now() - created_at) AS queue_wait_s
-                """
-            ),
-            {"id": job_id, "worker_id": worker_id, "lease_s": lease_s},
+        await conn.execute(
+            _CLAIM_NEXT,
+            {"worker_id": worker_id, "lease_s": lease_s, "skip_tenants": skip_tenants},
         )
-    ).one()
+    ).first()
+    if row is None:
+        return None
     return JobRecord.from_row(row), float(row.queue_wait_s)
-
-
-async def defer(session: AsyncSession, job_id: uuid.UUID, delay_s: float) -> None:
-    """Hold a queued job back a moment (its tenant is at the concurrency cap)."""
-    await session.execute(
-        text("UPDATE jobs SET run_after = now() + make_interval(secs => :delay) WHERE id = :id"),
-        {"id": job_id, "delay": delay_s},
-    )
 
 
 async def renew_lease(
@@ -290,22 +286,33 @@ async def renew_lease(
     return None if row is None else bool(row.cancel_requested)
 
 
-async def give_back(session: AsyncSession, job_id: uuid.UUID, worker_id: str, attempt: int) -> bool:
-    """A worker shutting down returns its job to the queue at once (the attempt does not
-    count), instead of letting it wait for the lease to run out."""
+async def give_back(
+    conn: AsyncSession | AsyncConnection,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    *,
+    delay_s: float = 0.0,
+) -> bool:
+    """Return a job this worker holds to the queue at once, the attempt not counted: on
+    shutdown (instead of letting the lease run out), or when its tenant is at the
+    concurrency cap (then held back ``delay_s``). A first attempt has not started."""
     row = (
-        await session.execute(
+        await conn.execute(
             text(
                 """
                 UPDATE jobs
                 SET status = 'queued', attempts = attempts - 1, worker_id = NULL,
-                    leased_until = NULL, progress = 0
+                    leased_until = NULL, progress = 0,
+                    started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+                    run_after = CASE WHEN :delay > 0
+                                     THEN now() + make_interval(secs => :delay) END
                 WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
                   AND status = 'processing'
                 RETURNING id
                 """
             ),
-            {"id": job_id, "worker_id": worker_id, "attempt": attempt},
+            {"id": job_id, "worker_id": worker_id, "attempt": attempt, "delay": delay_s},
         )
     ).first()
     return row is not None

@@ -33,7 +33,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
-from app.errors import AccountFrozen, Conflict, IdempotencyKeyReused, InsufficientBalance, NotFound
+from app.errors import Conflict, IdempotencyKeyReused, NotFound
 from app.idempotency import repository as idempotency
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
@@ -181,22 +181,6 @@ async def quote(
     return Quote(book.version, unit, tokens)
 
 
-async def check_affordable(session: AsyncSession, user_id: int, tokens: int) -> None:
-    """Refuse early (before inputs are stored) what the hold would refuse anyway.
-
-    Only a shortcut for the common case: the hold's single statement is the authority,
-    so two concurrent requests that both pass here still cannot overdraw.
-    """
-    view = await billing.account_view(session, user_id)
-    if view.status != "active":
-        raise AccountFrozen("This Token account is frozen")
-    if view.available < tokens:
-        raise InsufficientBalance(
-            f"{tokens} Tokens needed, {view.available} available",
-            details={"available": view.available, "needed": tokens},
-        )
-
-
 async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replayed | None:
     """The job an earlier request with this key created, before any work is redone.
 
@@ -215,7 +199,8 @@ async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replaye
 async def create_job(
     session: AsyncSession, new: NewJob, claim: IdempotencyClaim | None
 ) -> JobRecord:
-    """Claim the key, hold the Tokens, insert the job and wake a worker: one transaction.
+    """Claim the key, hold the Tokens, insert the job (which wakes a worker at commit):
+    one transaction.
 
     Raises Replayed when a concurrent request with the same key committed first (this
     transaction must then roll back), InsufficientBalance / AccountFrozen from the hold.
@@ -265,7 +250,6 @@ async def create_job(
             "request_id": new.request_id,
         },
     )
-    await repo.notify(session, repo.JOBS_CHANNEL, new.kind)
     if claim is not None:
         await idempotency.store_response(
             session,
@@ -306,19 +290,26 @@ async def submit(
     metered: bool,
     max_attempts: int,
 ) -> JobRecord:
-    """Price the job and store its inputs, then hold + create it in one transaction.
+    """Store the inputs, then price, hold and create the job in one transaction.
 
-    Inputs are stored first (keyed by the new job id), while the job is priced, so that
-    the transaction, which locks the user's account row, stays short; if anything fails
-    they are deleted again. Raises Replayed (a concurrent duplicate won),
-    InsufficientBalance, AccountFrozen.
+    The inputs are stored first (keyed by the new job id) so that the transaction, which
+    locks the user's account row, stays short and a worker woken by its commit finds
+    them; if anything fails they are deleted again. Raises Replayed (a concurrent
+    duplicate won), InsufficientBalance, AccountFrozen.
     """
     job_id = submission.job_id
-    base = f"inputs/{job_id.hex}"
-    source_key = f"{base}/source.{submission.source_ext}"
-    target_key = f"{base}/target.{submission.target_ext}"
-
-    async def price() -> Quote:
+    # Flat keys (no folder per job): nothing to create or remove around each job.
+    source_key = f"inputs/{job_id.hex}-source.{submission.source_ext}"
+    target_key = f"inputs/{job_id.hex}-target.{submission.target_ext}"
+    try:
+        written = await asyncio.gather(
+            store.put(source_key, submission.source, "application/octet-stream", durable=False),
+            store.put(target_key, submission.target, "application/octet-stream", durable=False),
+            return_exceptions=True,  # both writes have ended before a failure cleans up
+        )
+        for outcome in written:
+            if isinstance(outcome, BaseException):
+                raise outcome
         async with db.session() as session:
             priced = await quote(
                 session,
@@ -327,41 +318,22 @@ async def submit(
                 enhance=bool(submission.params.get("enhance")),
                 target_seconds=submission.target_seconds,
             )
-            if metered:
-                await check_affordable(session, submission.user_id, priced.tokens)
-        return priced
-
-    try:
-        # Pricing (and the early balance check) and writing the two inputs are independent:
-        # done at once, they cost the slowest of the three instead of their sum.
-        outcomes = await asyncio.gather(
-            price(),
-            store.put(source_key, submission.source, "application/octet-stream", durable=False),
-            store.put(target_key, submission.target, "application/octet-stream", durable=False),
-            return_exceptions=True,  # every write has ended before a failure cleans up
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        priced = outcomes[0]
-        assert isinstance(priced, Quote)
-        new = NewJob(
-            id=job_id,
-            tenant_id=submission.tenant_id,
-            user_id=submission.user_id,
-            api_key_id=submission.api_key_id,
-            kind=submission.kind,
-            params=submission.params,
-            source_key=source_key,
-            target_key=target_key,
-            target_seconds=submission.target_seconds,
-            quote=priced,
-            metered=metered,
-            webhook_url=submission.webhook_url,
-            max_attempts=max_attempts,
-            request_id=submission.request_id,
-        )
-        async with db.session() as session:
+            new = NewJob(
+                id=job_id,
+                tenant_id=submission.tenant_id,
+                user_id=submission.user_id,
+                api_key_id=submission.api_key_id,
+                kind=submission.kind,
+                params=submission.params,
+                source_key=source_key,
+                target_key=target_key,
+                target_seconds=submission.target_seconds,
+                quote=priced,
+                metered=metered,
+                webhook_url=submission.webhook_url,
+                max_attempts=max_attempts,
+                request_id=submission.request_id,
+            )
             return await create_job(session, new, claim)
     except BaseException:
         await delete_stored(store, source_key, target_key)

@@ -3,8 +3,8 @@
 Any number of these run, in ``swapmeter worker`` processes on any host or inside the API
 process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
 
-- Claiming: the oldest claimable job, ``FOR UPDATE SKIP LOCKED`` (repository), after
-  taking one of its tenant's concurrent-job slots in Redis. A tenant at its cap
+- Claiming: the oldest claimable job, ``FOR UPDATE SKIP LOCKED`` (repository), then one
+  of its tenant's concurrent-job slots in Redis. A tenant at its cap
   (``SWAPMETER_MAX_CONCURRENT_JOBS_PER_TENANT``) keeps its jobs queued (held back a
   second) while other tenants' jobs run; with Redis down the cap is not enforced.
 - Waking: LISTEN on the new-job channel, over a dedicated connection, with a poll every
@@ -170,26 +170,32 @@ class Worker:
             self.running[job.id] = task
 
     async def _claim(self, skip: list[uuid.UUID]) -> tuple[JobRecord, float] | None:
-        """The next job this worker may run, leased to it; None when there is none."""
+        """The next job this worker may run, leased to it; None when there is none.
+
+        One transaction: the claim, then its tenant's slot in Redis. A tenant at its cap
+        gets the job back in the same transaction, held back DEFER_S (so nobody ever sees
+        it flip to processing and back), and this round looks past that tenant.
+        """
         while True:
             async with self.db.session() as session:
-                candidate = await repo.lock_candidate(session, skip)
-                if candidate is None:
+                claimed = await repo.claim_next(session, self.id, self.lease_s, skip)
+                if claimed is None:
                     return None
+                job = claimed[0]
                 # Fail open always: with Redis down, jobs still run (uncapped), never stall.
                 slot = await ratelimit.acquire_slot(
                     self.redis,
-                    candidate.tenant_id,
-                    candidate.id,
+                    job.tenant_id,
+                    job.id,
                     self.settings.max_concurrent_jobs_per_tenant,
                     self.lease_s * 2,
                     fail_open=True,
                     timeout_s=self.settings.rate_limit_redis_timeout_seconds,
                 )
                 if slot:
-                    return await repo.claim(session, candidate.id, self.id, self.lease_s)
-                await repo.defer(session, candidate.id, DEFER_S)
-            skip.append(candidate.tenant_id)
+                    return claimed
+                await repo.give_back(session, job.id, self.id, job.attempts, delay_s=DEFER_S)
+            skip.append(job.tenant_id)
 
     async def _run_job(self, job: JobRecord, state: RunState) -> None:
         metrics.JOBS_RUNNING.labels(job.kind).inc()

@@ -269,7 +269,9 @@ async def revoke_api_key(
     return ApiKeyRow(*row) if row else None
 
 
-async def find_api_key_credentials(session: AsyncSession, prefix: str) -> ApiKeyCredentials | None:
+async def find_api_key_credentials(
+    session: AsyncSession | AsyncConnection, prefix: str
+) -> ApiKeyCredentials | None:
     row = (
         await session.execute(
             text(

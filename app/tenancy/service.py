@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import api_keys
 from app.db import Database
@@ -181,7 +181,9 @@ async def revoke_api_key(
     return row
 
 
-async def authenticate_api_key(session: AsyncSession, raw_key: str) -> ApiKeyCredentials:
+async def authenticate_api_key(
+    session: AsyncSession | AsyncConnection, raw_key: str
+) -> ApiKeyCredentials:
     """The key's owner, or 401 InvalidApiKey (malformed, unknown, wrong secret or revoked).
 
     Read from the database on every request: a revocation is seen by the next request.

@@ -62,3 +62,56 @@ async def test_a_write_is_committed_before_its_response_reaches_the_client(setti
             await s.execute(text(f"DROP TABLE {table}"))
             await s.execute(text(f"DROP FUNCTION {table}_slow()"))
         await db.dispose()
+
+
+async def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
+    settings, monkeypatch
+) -> None:
+    """After a database restart (here: every pooled backend terminated), the next
+    transactions work on fresh connections; a connection idle past the threshold is
+    pinged before it is handed out."""
+    import app.db as db_module
+
+    db = Database(settings.database_url, pool_size=3, max_overflow=0)
+    other = Database(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        pids = set()
+        async with db.session() as a, db.session() as b:  # two pooled connections
+            for s in (a, b):
+                pids.add((await s.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+        async with other.autocommit() as killer:
+            for pid in pids:
+                await killer.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        await asyncio.sleep(0.2)  # the terminations reach the client sockets
+        for _ in range(3):
+            async with db.session() as s:
+                pid = (await s.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            assert pid not in pids
+
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", 0.0)
+        async with db.session() as s:
+            assert (await s.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await db.dispose()
+        await other.dispose()
+
+
+async def test_autocommit_statements_commit_on_their_own(settings) -> None:
+    table = f"ac_probe_{uuid.uuid4().hex[:8]}"
+    db = Database(settings.database_url, pool_size=2, max_overflow=0)
+    try:
+        async with db.autocommit() as conn:
+            await conn.execute(text(f"CREATE TABLE {table} (n int)"))
+            await conn.execute(text(f"INSERT INTO {table} VALUES (1)"))
+            # Then rolled back: nothing to roll back, each statement committed already.
+            await conn.rollback()
+        async with db.session() as s:
+            assert (await s.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 1
+            # The pool's connections are back to ordinary transactions afterwards.
+            await s.execute(text(f"INSERT INTO {table} VALUES (2)"))
+            await s.rollback()
+        async with db.session() as s:
+            assert (await s.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 1
+            await s.execute(text(f"DROP TABLE {table}"))
+    finally:
+        await db.dispose()
