@@ -96,6 +96,10 @@ class ResultStore(Protocol):
         """A binary file object to read the result from; ``NotFound`` when absent."""
         ...
 
+    async def read(self, key: str) -> bytes:
+        """The whole object (images and job inputs; stream videos with ``open``)."""
+        ...
+
     def path_for(self, key: str) -> Path | None:
         """The local file to serve directly, or None when the store is remote."""
         ...
@@ -180,6 +184,16 @@ class LocalResultStore:
         path = self._path(key)
         try:
             return await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound("Result not found") from None
+
+    async def read(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._read_sync, self._path(key))
+
+    @staticmethod
+    def _read_sync(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound("Result not found") from None
 
@@ -348,6 +362,14 @@ class S3ResultStore:
                 raise NotFound("Result not found") from None
             raise
         return response["Body"]
+
+    async def read(self, key: str) -> bytes:
+        body = await self.open(key)
+        try:
+            data: bytes = await asyncio.to_thread(body.read)
+            return data
+        finally:
+            body.close()
 
     def path_for(self, key: str) -> Path | None:
         return None

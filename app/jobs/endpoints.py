@@ -177,12 +177,7 @@ async def _final_answer(
 async def _read_result(request: Request, job: JobRecord) -> bytes:
     if not job.result_key:
         raise NotFound("This job has no result")
-    handle = await _store(request).open(job.result_key)
-    try:
-        data: bytes = await asyncio.to_thread(handle.read)
-        return data
-    finally:
-        handle.close()
+    return await _store(request).read(job.result_key)
 
 
 async def _answer(

@@ -315,7 +315,8 @@ class JobRunner:
             )
             return RunReport(final, delivery)
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            if job.kind == "video":  # image jobs never make a scratch folder
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _discard(self, outcome: service.Outcome) -> None:
         if outcome.result_key:
@@ -374,13 +375,9 @@ class JobRunner:
 
     async def _read(self, key: str) -> bytes:
         try:
-            handle = await self.store.open(key)
+            return await self.store.read(key)
         except NotFound as exc:
             raise RuntimeError(f"job input {key} is missing from the result store") from exc
-        try:
-            return await asyncio.to_thread(handle.read)
-        finally:
-            handle.close()
 
     async def _local_file(self, key: str, workdir: Path) -> Path:
         path = self.store.path_for(key)

@@ -280,6 +280,26 @@ class Submission:
     # Chosen by the caller when it must watch the job before it exists (``wait_for_final``).
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
+    def new_job(
+        self, source_key: str, target_key: str, quote: Quote, *, metered: bool, max_attempts: int
+    ) -> NewJob:
+        return NewJob(
+            id=self.job_id,
+            tenant_id=self.tenant_id,
+            user_id=self.user_id,
+            api_key_id=self.api_key_id,
+            kind=self.kind,
+            params=self.params,
+            source_key=source_key,
+            target_key=target_key,
+            target_seconds=self.target_seconds,
+            quote=quote,
+            metered=metered,
+            webhook_url=self.webhook_url,
+            max_attempts=max_attempts,
+            request_id=self.request_id,
+        )
+
 
 async def submit(
     db: Database,
@@ -290,52 +310,47 @@ async def submit(
     metered: bool,
     max_attempts: int,
 ) -> JobRecord:
-    """Store the inputs, then price, hold and create the job in one transaction.
+    """Price, hold and create the job in one transaction, storing its inputs meanwhile.
 
-    The inputs are stored first (keyed by the new job id) so that the transaction, which
-    locks the user's account row, stays short and a worker woken by its commit finds
-    them; if anything fails they are deleted again. Raises Replayed (a concurrent
-    duplicate won), InsufficientBalance, AccountFrozen.
+    The inputs (keyed by the new job id) are written while the transaction runs, and it
+    commits only once both are stored: the worker that its commit wakes finds them. If
+    anything fails they are deleted again. Raises Replayed (a concurrent duplicate won),
+    InsufficientBalance, AccountFrozen.
     """
     job_id = submission.job_id
     # Flat keys (no folder per job): nothing to create or remove around each job.
     source_key = f"inputs/{job_id.hex}-source.{submission.source_ext}"
     target_key = f"inputs/{job_id.hex}-target.{submission.target_ext}"
+    writes = asyncio.gather(
+        store.put(source_key, submission.source, "application/octet-stream", durable=False),
+        store.put(target_key, submission.target, "application/octet-stream", durable=False),
+        return_exceptions=True,  # both writes end before a failure cleans up
+    )
     try:
-        written = await asyncio.gather(
-            store.put(source_key, submission.source, "application/octet-stream", durable=False),
-            store.put(target_key, submission.target, "application/octet-stream", durable=False),
-            return_exceptions=True,  # both writes have ended before a failure cleans up
-        )
-        for outcome in written:
-            if isinstance(outcome, BaseException):
-                raise outcome
         async with db.session() as session:
-            priced = await quote(
-                session,
-                submission.tenant_id,
-                submission.kind,
-                enhance=bool(submission.params.get("enhance")),
-                target_seconds=submission.target_seconds,
-            )
-            new = NewJob(
-                id=job_id,
-                tenant_id=submission.tenant_id,
-                user_id=submission.user_id,
-                api_key_id=submission.api_key_id,
-                kind=submission.kind,
-                params=submission.params,
-                source_key=source_key,
-                target_key=target_key,
-                target_seconds=submission.target_seconds,
-                quote=priced,
-                metered=metered,
-                webhook_url=submission.webhook_url,
-                max_attempts=max_attempts,
-                request_id=submission.request_id,
-            )
-            return await create_job(session, new, claim)
+            try:
+                priced = await quote(
+                    session,
+                    submission.tenant_id,
+                    submission.kind,
+                    enhance=bool(submission.params.get("enhance")),
+                    target_seconds=submission.target_seconds,
+                )
+                job = await create_job(
+                    session,
+                    submission.new_job(
+                        source_key, target_key, priced, metered=metered, max_attempts=max_attempts
+                    ),
+                    claim,
+                )
+            finally:
+                written = await writes
+            for outcome in written:
+                if isinstance(outcome, BaseException):
+                    raise outcome  # rolls the job and its hold back
+        return job
     except BaseException:
+        await writes
         await delete_stored(store, source_key, target_key)
         raise
 

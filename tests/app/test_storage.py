@@ -51,6 +51,7 @@ async def test_put_then_open_returns_the_same_bytes(store: LocalResultStore) -> 
     assert stored.content_type == "image/jpeg"
     with await store.open("tenant-1/job-1.jpg") as f:
         assert f.read() == b"\xff\xd8jpeg-bytes"
+    assert await store.read("tenant-1/job-1.jpg") == b"\xff\xd8jpeg-bytes"
     path = store.path_for("tenant-1/job-1.jpg")
     assert path is not None and path.read_bytes() == b"\xff\xd8jpeg-bytes"
     assert path.is_relative_to(store.root)
@@ -89,6 +90,8 @@ async def test_deleted_result_is_gone_and_its_empty_folder_too(store: LocalResul
     assert not await store.delete("tenant-9/job.webp")
     with pytest.raises(NotFound):
         await store.open("tenant-9/job.webp")
+    with pytest.raises(NotFound):
+        await store.read("tenant-9/job.webp")
     with pytest.raises(NotFound):
         store.path_for("tenant-9/job.webp")
     assert not (store.root / "tenant-9").exists()
@@ -256,3 +259,21 @@ async def test_s3_missing_result_is_not_found(s3_store: S3ResultStore) -> None:
         stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
         with pytest.raises(NotFound):
             await s3_store.open("t/gone.jpg")
+        stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
+        with pytest.raises(NotFound):
+            await s3_store.read("t/gone.jpg")
+
+
+async def test_s3_read_returns_the_whole_object(s3_store: S3ResultStore) -> None:
+    import io
+
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    with Stubber(s3_store.client) as stub:
+        stub.add_response(
+            "get_object",
+            {"Body": StreamingBody(io.BytesIO(b"jpeg-bytes"), 10)},
+            {"Bucket": "swapmeter-results", "Key": "prod/t/job.jpg"},
+        )
+        assert await s3_store.read("t/job.jpg") == b"jpeg-bytes"

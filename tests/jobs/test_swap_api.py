@@ -165,6 +165,36 @@ async def test_more_than_six_face_pairs_is_a_400_and_nothing_is_held(api, db) ->
     assert await ledger_kinds(api, customer) == [("recharge", 10)]
 
 
+async def test_inputs_that_cannot_be_stored_leave_no_job_no_hold_and_no_files(
+    api, db, swap_app, monkeypatch
+) -> None:
+    """The disk fills up while the target is written: the job and its hold are rolled
+    back together, the source already written is removed, and the customer is told it
+    is our fault (500), with nothing charged."""
+    store = swap_app.state.result_store
+    real_put = store.put
+    written: list[str] = []
+
+    async def put(key: str, data: Any, content_type: str, **kw: Any) -> Any:
+        if key.endswith("-target.jpg"):
+            raise OSError(28, "No space left on device")
+        written.append(key)
+        return await real_put(key, data, content_type, **kw)
+
+    monkeypatch.setattr(store, "put", put)
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "InternalError"
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+    jobs = (await api.get("/api/v1/jobs", headers=customer.headers)).json()
+    assert jobs["items"] == []
+    assert written  # the source was stored before the target failed
+    for key in written:
+        assert not (store.root / key).exists()
+
+
 async def test_an_oversize_body_is_413_payload_too_large(api, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
