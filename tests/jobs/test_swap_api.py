@@ -195,6 +195,33 @@ async def test_inputs_that_cannot_be_stored_leave_no_job_no_hold_and_no_files(
         assert not (store.root / key).exists()
 
 
+async def test_a_result_that_cannot_be_stored_fails_the_job_and_charges_nothing(
+    api, db, swap_app, monkeypatch
+) -> None:
+    """The swap worked but its result could not be written: the job fails as our fault
+    (InternalError), the hold is released, and no result is left behind."""
+    store = swap_app.state.result_store
+    real_put = store.put
+
+    async def put(key: str, data: Any, content_type: str, **kw: Any) -> Any:
+        if key.startswith("results/"):
+            raise OSError(28, "No space left on device")
+        return await real_put(key, data, content_type, **kw)
+
+    monkeypatch.setattr(store, "put", put)
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 500, response.text
+    error = response.json()["error"]
+    assert error["code"] == "InternalError" and error["details"]["tokens_charged"] == 0
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+    job = (
+        await api.get(f"/api/v1/jobs/{error['details']['job_id']}", headers=customer.headers)
+    ).json()
+    assert job["status"] == "failed" and job["result"] is None
+
+
 async def test_an_oversize_body_is_413_payload_too_large(api, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
