@@ -356,12 +356,15 @@ async def submit(
 
 
 async def delete_stored(store: ResultStore, *keys: str) -> None:
-    """Best effort: what is left behind is removed by the results cleanup."""
-    for key in keys:
+    """Best effort, all at once: what is left behind is removed by the results cleanup."""
+
+    async def delete(key: str) -> None:
         try:
             await store.delete(key)
         except Exception:  # noqa: BLE001
             log.warning("could not delete stored object %s", key, exc_info=True)
+
+    await asyncio.gather(*(delete(key) for key in keys))
 
 
 # -- reading -------------------------------------------------------------------------------
