@@ -153,12 +153,11 @@ class LocalResultStore:
     def _put_sync(
         self, target: Path, key: str, data: bytes | Path, content_type: str, durable: bool
     ) -> StoredObject:
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "wb") as out:
+            with _create_in_folder(tmp) as out:
                 if isinstance(data, bytes | bytearray | memoryview):
                     out.write(data)
                     digest.update(data)
@@ -271,6 +270,20 @@ class LocalResultStore:
                 except FileNotFoundError:
                     continue
         return sorted(found)
+
+
+def _create_in_folder(path: Path, attempts: int = 5) -> BinaryIO:
+    """Open a new file for writing, making its folder first. A delete that empties the
+    folder removes it, possibly between our mkdir and open: then make it again."""
+    for attempt in range(attempts):
+        try:
+            # exist_ok still raises FileExistsError when the folder vanishes mid-call.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "wb")  # noqa: SIM115 - the caller closes it
+        except (FileNotFoundError, FileExistsError):
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _fsync_dir(path: Path) -> None:

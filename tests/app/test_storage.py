@@ -6,6 +6,8 @@ API calls go to botocore's Stubber, which checks the exact requests we would sen
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -277,3 +279,17 @@ async def test_s3_read_returns_the_whole_object(s3_store: S3ResultStore) -> None
             {"Bucket": "swapmeter-results", "Key": "prod/t/job.jpg"},
         )
         assert await s3_store.read("t/job.jpg") == b"jpeg-bytes"
+
+
+async def test_writes_and_deletes_racing_in_one_folder_never_fail(store: LocalResultStore) -> None:
+    """Deleting a folder's last file removes the folder; a write into it at that moment
+    must still succeed (inputs of concurrent jobs share one folder)."""
+
+    async def churn(name: str) -> None:
+        for i in range(300):
+            key = f"inputs/{name}-{i}.jpg"
+            await store.put(key, b"x", "image/jpeg", durable=False)
+            assert await store.delete(key)
+
+    await asyncio.gather(*(churn(f"job{n}") for n in range(4)))
+    assert not list(store.root.rglob("*.jpg"))
