@@ -7,7 +7,6 @@ API calls go to botocore's Stubber, which checks the exact requests we would sen
 from __future__ import annotations
 
 import asyncio
-
 import os
 import time
 from datetime import UTC, datetime, timedelta
