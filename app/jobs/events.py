@@ -129,7 +129,7 @@ def _set_event(event: asyncio.Event, _connection: Any) -> None:
 class JobWaiters:
     """Requests waiting for jobs to finish, woken by the job-finished notification.
 
-    The notification usually carries the final job (``repository.done_payload``): the
+    The notification usually carries the final job (migration 0005's trigger): the
     waiters get it as their future's result and need not read the row back. ``None``
     means "look at the row": the job was too large to announce, or notifications may
     have been missed (after a reconnect).

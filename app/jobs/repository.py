@@ -20,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
-# payload: "<job id>[ <final job as JSON>]" (``done_payload``); it reached a final status
+# payload: "<job id>[ <final job as JSON>]"; it reached a final status. Sent by the
+# database itself, by a trigger on jobs (migration 0005), heard at commit.
 JOB_DONE_CHANNEL = "swapmeter_job_done"
 JOB_CANCEL_CHANNEL = "swapmeter_job_cancel"  # payload: the job id; its owner asked to stop
 
@@ -73,8 +74,10 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> JobRecord:
-        """The job that ``done_payload`` put in a notification."""
-        values = orjson.loads(data)
+        """The job a job-finished notification carries (the row as PostgreSQL's to_jsonb
+        writes it; columns JobRecord does not know are left out)."""
+        row = orjson.loads(data)
+        values = {name: row[name] for name in cls.__dataclass_fields__}
         for name in _UUID_FIELDS:
             if values[name] is not None:
                 values[name] = uuid.UUID(values[name])
@@ -86,8 +89,6 @@ class JobRecord:
 
 _UUID_FIELDS = ("id", "tenant_id", "api_key_id")
 _TIME_FIELDS = ("leased_until", "cancel_requested_at", "created_at", "started_at", "finished_at")
-# NOTIFY payloads must stay under 8000 bytes; a larger job is announced by its id alone.
-_MAX_DONE_PAYLOAD = 7000
 
 
 def _job(row: Any) -> JobRecord | None:
@@ -96,26 +97,6 @@ def _job(row: Any) -> JobRecord | None:
 
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
-
-
-def done_payload(job: JobRecord) -> str:
-    """The job-finished notification: the job id, then the final job as JSON when it fits.
-
-    The notification is sent in the transaction that made the job final and is heard at
-    its commit, so the record it carries is the committed one (final statuses never
-    change again): a waiting request answers from it without reading the row back.
-    """
-    record = orjson.dumps(job, default=_uuid_text)  # orjson encodes dataclasses itself
-    if len(record) > _MAX_DONE_PAYLOAD:
-        return str(job.id)
-    return f"{job.id} {record.decode()}"
-
-
-def _uuid_text(value: Any) -> str:
-    """asyncpg's UUIDs are not the stdlib's, which orjson alone knows."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def parse_done_payload(payload: str) -> tuple[str, str]:

@@ -491,8 +491,8 @@ async def _settle(session: AsyncSession, job: JobRecord, charge: int) -> None:
 async def _announce_end(
     session: AsyncSession, job: JobRecord, *, webhook_lease_s: float | None
 ) -> int | None:
-    """Wake whoever waits for this job (at commit) and queue its webhook, if any."""
-    await repo.notify(session, repo.JOB_DONE_CHANNEL, repo.done_payload(job))
+    """Queue the webhook of a job that just became final, if it has one. (Whoever waits
+    for the job is woken by the database itself: see migration 0005.)"""
     if job.webhook_url and webhook_lease_s is not None:
         return await repo.insert_delivery(session, job, job.webhook_url, webhook_lease_s)
     return None

@@ -484,3 +484,31 @@ async def test_another_users_job_is_404_and_jobs_list_pages_by_cursor(api, db) -
     assert failed["items"] == []
     bad = await api.get("/api/v1/jobs", params={"cursor": "nonsense"}, headers=owner.headers)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor"
+
+
+async def test_the_database_announces_each_finished_job_with_its_final_row(
+    api, db, database_url
+) -> None:
+    """Waiting requests answer from the job-finished notification: it arrives once per job,
+    only when the job is final, and carries the whole final job."""
+    import asyncpg
+
+    from app.jobs.repository import JOB_DONE_CHANNEL, JobRecord, parse_done_payload
+
+    heard: list[str] = []
+    listener = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    await listener.add_listener(JOB_DONE_CHANNEL, lambda *args: heard.append(args[-1]))
+    try:
+        customer = await make_customer(api, db, tokens=10)
+        response = await post_swap(api, customer, swap_body())
+        assert response.status_code == 200, response.text
+        job_id = response.json()["job_id"]
+        await asyncio.sleep(0.2)
+    finally:
+        await listener.close()
+    mine = [p for p in heard if parse_done_payload(p)[0] == job_id]
+    assert len(mine) == 1  # claimed (processing) was not announced; finished was, once
+    job = JobRecord.from_json(parse_done_payload(mine[0])[1])
+    assert str(job.id) == job_id and job.status == "succeeded"
+    assert job.tokens_charged == 1 and job.finished_at is not None
+    assert job.result is not None and job.result["faces_swapped"] == 1
