@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench-recharge bench-inference clean-data
+.PHONY: dev test lint format bench-recharge bench-inference bench-api clean-data
 
 # (Re)install when pyproject.toml changes; creates the virtualenv when missing.
 $(STAMP): pyproject.toml
@@ -35,6 +35,9 @@ bench-recharge: $(STAMP)
 
 bench-inference: $(STAMP)
 	$(BIN)/python bench/inference.py
+
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
 
 ## Delete the embedded servers' data (stops nothing: stop `make dev` first).
 clean-data:
