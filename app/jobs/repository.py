@@ -188,7 +188,9 @@ async def list_jobs(
 # processing ones whose worker let the lease run out (it died or stalled), while attempts
 # are left; not held back by run_after (its tenant was at the concurrency cap) and not of a
 # tenant this worker just found at its cap. SKIP LOCKED: two workers never wait on, or
-# take, the same row.
+# take, the same row. The claim does not wait for its WAL to reach the disk
+# (synchronous_commit off, for this transaction only): lost in a database crash, the job
+# is simply queued again, and its lease guard keeps the lost claimant from finishing it.
 _CLAIM_NEXT = text(
     f"""
     UPDATE jobs
@@ -207,7 +209,8 @@ _CLAIM_NEXT = text(
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING {_JOB_COLUMNS}, extract(epoch FROM now() - created_at) AS queue_wait_s
+    RETURNING {_JOB_COLUMNS}, extract(epoch FROM now() - created_at) AS queue_wait_s,
+              set_config('synchronous_commit', 'off', true) AS commit_mode
     """
 )
 
