@@ -368,7 +368,8 @@ async def _debit(
     if row.status != "active":
         raise AccountFrozen("This Token account is frozen")
     raise InsufficientBalance(
-        f"{amount} Tokens needed, {row.available} available", details={"available": row.available}
+        f"{amount} Tokens needed, {row.available} available",
+        details={"available": row.available, "needed": amount},
     )
 
 
@@ -481,7 +482,8 @@ async def hold(
     if row.status != "active":
         raise AccountFrozen("This Token account is frozen")
     raise InsufficientBalance(
-        f"{amount} Tokens needed, {row.available} available", details={"available": row.available}
+        f"{amount} Tokens needed, {row.available} available",
+        details={"available": row.available, "needed": amount},
     )
 
 

@@ -2,10 +2,10 @@
 
 The queue is the ``jobs`` table. A worker claims the oldest open job it may run with
 ``FOR UPDATE SKIP LOCKED`` in one statement (two workers never wait on, or take, the same
-row), and every
-later write of that worker names its lease (``worker_id`` and ``attempts``): a worker that
-lost its lease, because it stalled past ``leased_until`` and another worker took the job,
-matches no row and so can neither finish the job nor charge for it.
+row), and every later write of that worker names its lease (``worker_id`` and
+``attempts``): a worker that lost its lease, because it stalled past ``leased_until`` and
+another worker took the job, matches no row and so can neither finish the job nor charge
+for it.
 """
 
 from __future__ import annotations

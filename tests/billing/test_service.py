@@ -116,7 +116,7 @@ async def test_hold_beyond_the_available_tokens_is_refused_and_changes_nothing(d
     async with db.session() as s:
         with pytest.raises(InsufficientBalance) as refused:
             await service.hold(s, world.tenant_id, world.users["alice"], "job-2", 3)
-    assert refused.value.status == 402 and refused.value.details == {"available": 2}
+    assert refused.value.status == 402 and refused.value.details == {"available": 2, "needed": 3}
     assert await account_state(db, world.users["alice"]) == (10, 8)
 
 

@@ -62,8 +62,9 @@ async def test_100_concurrent_swaps_on_40_available_tokens_charge_exactly_40(api
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 40, statuses
     assert statuses.count(402) == 60, statuses
-    refused = {r.json()["error"]["code"] for r in responses if r.status_code == 402}
-    assert refused == {"InsufficientBalance"}
+    refused = [r.json()["error"] for r in responses if r.status_code == 402]
+    assert {e["code"] for e in refused} == {"InsufficientBalance"}
+    assert all(e["details"]["needed"] == 1 for e in refused)  # what it would have cost
     assert all(r.json()["tokens_charged"] == 1 for r in responses if r.status_code == 200)
     assert await balance(api, customer) == {"balance": 0, "held": 0, "available": 0}
     kinds = await ledger_kinds(api, customer)
