@@ -488,8 +488,8 @@ def print_throughput(runs: dict[str, list[Run]], args: argparse.Namespace) -> di
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency-requests", type=int, default=30, help="at concurrency 1")
-    parser.add_argument("--latency-rounds", type=int, default=5)
+    parser.add_argument("--latency-requests", type=int, default=60, help="at concurrency 1")
+    parser.add_argument("--latency-rounds", type=int, default=6)
     parser.add_argument("--latency-requests-c8", type=int, default=48)
     parser.add_argument("--latency-worker-concurrency", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
