@@ -453,6 +453,43 @@ async def test_a_finished_job_is_posted_to_its_webhook_signed_with_the_tenant_se
     assert deliveries[0]["last_status_code"] == 200
 
 
+async def test_a_webhook_whose_sender_died_is_sent_by_another_workers_sweep(
+    api, db, local_server: LocalServer
+) -> None:
+    """The finishing transaction queued the delivery, then its worker died before sending
+    it (here: a pending row whose lease ran out). Housekeeping sends it, once."""
+    import uuid
+
+    from app.jobs import repository as repo
+
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 200, response.text
+    job_id = uuid.UUID(response.json()["job_id"])
+    path = f"/hooks/orphan-{job_id.hex}"
+    async with db.session() as session:
+        job = await repo.get_job(session, job_id)
+        assert job is not None
+        delivery_id = await repo.insert_delivery(session, job, local_server.url(path), -1.0)
+
+    for _ in range(100):  # housekeeping runs every 0.5 s in these tests
+        received = [r for r in local_server.received if r[0] == path]
+        if received:
+            break
+        await asyncio.sleep(0.1)
+    assert len(received) == 1, "the orphaned webhook was never sent"
+    assert orjson.loads(received[0][2])["id"] == str(job_id)
+    for _ in range(50):
+        async with db.session() as session:
+            row = await repo.get_delivery(session, delivery_id)
+        if row.status != "pending":
+            break
+        await asyncio.sleep(0.1)
+    assert row.status == "delivered" and row.attempts == 1
+    await asyncio.sleep(1.0)  # later sweeps leave a delivered webhook alone
+    assert len([r for r in local_server.received if r[0] == path]) == 1
+
+
 # -- jobs: ownership and listing -----------------------------------------------------------------
 
 
