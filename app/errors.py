@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.errors import InferenceError
@@ -156,6 +159,30 @@ _HTTP_CODES = {
 }
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """True for failures of the database itself, not of the statement: refused or dropped
+    connections, the server out of connection slots, the pool exhausted. Nothing was
+    written (the transaction never ran or was rolled back), so a retry is safe."""
+    if isinstance(exc, PoolTimeout) or getattr(exc, "connection_invalidated", False):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(5):  # the driver's error sits under one or two wrappers
+        if seen is None:
+            break
+        if isinstance(seen, _DATABASE_DOWN):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+_DATABASE_DOWN = (
+    OSError,  # refused, reset, unreachable
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
 def request_id_of(request: Request) -> str:
     return getattr(request.state, "request_id", "") or request.headers.get("x-request-id", "")
 
@@ -207,6 +234,20 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "HTTPError")
         return error_response(
             request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(ConnectionError)  # a refused connect comes through unwrapped
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            request,
+            503,
+            "ServiceUnavailable",
+            "The database is unavailable or out of connections; retry shortly",
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -121,6 +121,15 @@ class ResultStore(Protocol):
         ...
 
 
+def signed_link(store: ResultStore, key: str, ttl_s: int) -> dict[str, str]:
+    """A result's URL, valid ``ttl_s`` from now, and when it expires (the job JSON's
+    ``url`` and ``expires_at``)."""
+    return {
+        "url": store.signed_url(key, ttl_s),
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + ttl_s)),
+    }
+
+
 def _sign(secret: bytes, key: str, expires: int) -> str:
     return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 

@@ -43,7 +43,13 @@ from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from app.settings import Settings
-from app.storage import RESULTS_URL_PATH, LocalResultStore, ResultStore, content_type_for
+from app.storage import (
+    RESULTS_URL_PATH,
+    LocalResultStore,
+    ResultStore,
+    content_type_for,
+    signed_link,
+)
 from app.tenancy import service as tenancy
 from billing.schemas import inline_schema
 
@@ -91,6 +97,17 @@ _SWAP_BODY = {
 def _store(request: Request) -> ResultStore:
     store: ResultStore = request.app.state.result_store
     return store
+
+
+def _job_json(request: Request, job: JobRecord) -> dict[str, Any]:
+    """The job as the contract shows it, with its result link signed afresh: a link read
+    now is good for the whole TTL, however long ago the job ended (while the result is
+    kept; after that the link answers 404)."""
+    out = service.job_json(job)
+    if out["result"] is not None and job.result_key:
+        ttl = request.app.state.settings.results_url_ttl_seconds
+        out["result"] = {**out["result"], **signed_link(_store(request), job.result_key, ttl)}
+    return out
 
 
 async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) -> dict[str, str]:
@@ -350,6 +367,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 @router.get("/jobs", response_model=schemas.JobPage)
 async def list_jobs(
+    request: Request,
     session: DBSession,
     user: CurrentApiUser,
     status: Literal["queued", "processing", "succeeded", "failed", "canceled"] | None = None,
@@ -362,7 +380,7 @@ async def list_jobs(
         session, user.user_id, status=status, before=before, limit=limit + 1
     )
     next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return {"items": [service.job_json(j) for j in jobs[:limit]], "next_cursor": next_cursor}
+    return {"items": [_job_json(request, j) for j in jobs[:limit]], "next_cursor": next_cursor}
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut)
@@ -387,7 +405,7 @@ async def get_job(
             )
             or job
         )
-    return JSONResponse(service.job_json(job), headers=headers)
+    return JSONResponse(_job_json(request, job), headers=headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
@@ -409,7 +427,7 @@ async def cancel_job(
     if was.status == "queued" and job.status == "canceled":
         await session.commit()  # the inputs go only once the cancel is durable
         await service.delete_stored(_store(request), job.source_key, job.target_key)
-    return service.job_json(job)
+    return _job_json(request, job)
 
 
 @router.get(

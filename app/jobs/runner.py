@@ -36,7 +36,7 @@ from app.errors import BadRequest, NotFound
 from app.jobs import metrics, service
 from app.jobs.repository import JobRecord
 from app.settings import Settings
-from app.storage import ResultStore
+from app.storage import ResultStore, signed_link
 from inference.errors import Cancelled, InferenceError, NoFaceDetected
 
 log = logging.getLogger(__name__)
@@ -440,10 +440,8 @@ class JobRunner:
         return f"results/{job.tenant_id.hex}/{job.id.hex}.{ext}"
 
     def _result_json(self, key: str, stored: Any) -> dict[str, Any]:
-        ttl = self.settings.results_url_ttl_seconds
         return {
-            "url": self.store.signed_url(key, ttl),
-            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + ttl)),
+            **signed_link(self.store, key, self.settings.results_url_ttl_seconds),
             "content_type": stored.content_type,
             "size": stored.size,
             "sha256": stored.sha256,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import httpx
@@ -115,3 +116,29 @@ async def test_autocommit_statements_commit_on_their_own(settings) -> None:
             await s.execute(text(f"DROP TABLE {table}"))
     finally:
         await db.dispose()
+
+
+async def test_an_unreachable_database_is_503_service_unavailable_not_500() -> None:
+    from app.errors import install_error_handlers
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    db = Database(f"postgresql://postgres@127.0.0.1:{port}/nothing", pool_size=1)
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/balance")
+    async def read() -> dict[str, int]:
+        async with db.session() as session:
+            return {"n": (await session.execute(text("SELECT 1"))).scalar_one()}
+
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/balance")
+    finally:
+        await db.dispose()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "ServiceUnavailable"
+    assert response.headers["Retry-After"] == "1"

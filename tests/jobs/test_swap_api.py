@@ -411,6 +411,41 @@ async def test_url_inputs_from_an_allow_listed_local_server_work(
     assert (await balance(api, customer))["balance"] == 9
 
 
+def future(iso: str) -> bool:
+    """An expires_at at least 23 hours ahead (the default link TTL is 24 h)."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.fromisoformat(iso) > datetime.now(UTC) + timedelta(hours=23)
+
+
+async def test_a_result_link_read_later_is_signed_afresh(api, db) -> None:
+    """The link stored when the job ended has expired; reading the job again hands out a
+    link that is good for the full TTL from now and serves the same file."""
+    from sqlalchemy import text
+
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body(response="url"))
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    first = await api.get(response.json()["result"]["image_url"])
+    assert first.status_code == 200
+    async with db.session() as session:  # as if it had finished two days ago
+        await session.execute(
+            text(
+                "UPDATE jobs SET result = result || jsonb_build_object('url', "
+                "'/api/v1/results/x?expires=1&sig=0', 'expires_at', '2020-01-01T00:00:00Z') "
+                "WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+    job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+    assert future(job["result"]["expires_at"])
+    served = await api.get(job["result"]["url"])
+    assert served.status_code == 200 and served.content == first.content
+    listed = (await api.get("/api/v1/jobs", headers=customer.headers)).json()["items"]
+    assert [future(j["result"]["expires_at"]) for j in listed if j["id"] == job_id] == [True]
+
+
 # -- webhooks ------------------------------------------------------------------------------------
 
 
