@@ -161,8 +161,9 @@ _HTTP_CODES = {
 
 def database_unavailable(exc: BaseException) -> bool:
     """True for failures of the database itself, not of the statement: refused or dropped
-    connections, the server out of connection slots, the pool exhausted. Nothing was
-    written (the transaction never ran or was rolled back), so a retry is safe."""
+    connections, the server out of connection slots, the pool exhausted. Mostly nothing
+    was written; a connection lost during COMMIT may have committed, which is why writes
+    that move Tokens take an Idempotency-Key: retried with it, they apply once."""
     if isinstance(exc, PoolTimeout) or getattr(exc, "connection_invalidated", False):
         return True
     seen: BaseException | None = exc
