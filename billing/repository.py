@@ -209,6 +209,13 @@ CONSUME_GRANTS = text(
 # Holds
 # ---------------------------------------------------------------------------------------
 
+# A hold as the service shows it (HoldView): CAPTURE and RELEASE return it from their own
+# rows, HOLD_BY_REFERENCE reads it. ``h`` is the hold, ``acc`` its account after the call.
+_HOLD_VIEW = (
+    "h.id, h.reference, h.account_id, h.amount, h.captured, h.released, h.refunded,"
+    " h.status, h.price_version, acc.balance, acc.held"
+)
+
 HOLD = text(
     f"""
     WITH acc AS (
@@ -249,7 +256,8 @@ CAPTURE = text(
             captured = :amount, released = amount - :amount, settled_at = now()
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
           AND amount >= :amount
-        RETURNING id, account_id, amount, captured, released, refunded, status, price_version
+        RETURNING id, account_id, reference, amount, captured, released, refunded, status,
+                  price_version
     ),
     acc AS (
         UPDATE accounts a
@@ -276,10 +284,7 @@ CAPTURE = text(
         FROM h, acc, rev WHERE a.id = rev.id AND h.captured > 0
         RETURNING a.id
     )
-    SELECT h.id AS hold_id, acc.id AS account_id, acc.balance, acc.held,
-           h.amount, h.captured, h.released, h.refunded, h.status, h.price_version,
-           (SELECT id FROM rev) AS revenue_account_id
-    FROM h JOIN acc ON true
+    SELECT {_HOLD_VIEW} FROM h JOIN acc ON true
     """
 )
 
@@ -288,7 +293,8 @@ RELEASE = text(
     WITH h AS (
         UPDATE holds SET status = 'released', released = amount, settled_at = now()
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
-        RETURNING id, account_id, amount, captured, released, refunded, status, price_version
+        RETURNING id, account_id, reference, amount, captured, released, refunded, status,
+                  price_version
     ),
     acc AS (
         UPDATE accounts a SET held = a.held - h.amount, updated_at = now()
@@ -302,9 +308,7 @@ RELEASE = text(
         FROM h, acc
         RETURNING id
     )
-    SELECT h.id AS hold_id, acc.id AS account_id, acc.balance, acc.held,
-           h.amount, h.captured, h.released, h.refunded, h.status, h.price_version
-    FROM h JOIN acc ON true
+    SELECT {_HOLD_VIEW} FROM h JOIN acc ON true
     """
 )
 
@@ -352,10 +356,8 @@ REFUND = text(
 )
 
 HOLD_BY_REFERENCE = text(
-    """
-    SELECT h.id, h.account_id, h.reference, h.amount, h.captured, h.released, h.refunded,
-           h.status, h.price_version, h.created_at, h.settled_at, a.balance, a.held
-    FROM holds h JOIN accounts a ON a.id = h.account_id
+    f"""
+    SELECT {_HOLD_VIEW} FROM holds h JOIN accounts acc ON acc.id = h.account_id
     WHERE h.tenant_id = :tenant_id AND h.reference = :reference
     """
 )

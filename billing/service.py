@@ -518,7 +518,7 @@ async def capture(
             metrics.tokens_moved(session, tenant_id, "capture", amount)
         if row.released:
             metrics.tokens_moved(session, tenant_id, "release", row.released)
-        return _settled(row, reference)
+        return _hold_view(row)
     existing = await _hold_by_reference(session, tenant_id, reference)
     if existing is None:
         raise NotFound(f"No hold for reference {reference!r}")
@@ -550,7 +550,7 @@ async def release(
     )
     if row is not None:
         metrics.tokens_moved(session, tenant_id, "release", row.released)
-        return _settled(row, reference)
+        return _hold_view(row)
     view = await _hold_by_reference(session, tenant_id, reference)
     if view is None:
         raise NotFound(f"No hold for reference {reference!r}")
@@ -616,31 +616,17 @@ def _check_reference(reference: str) -> None:
 async def _hold_by_reference(
     session: AsyncSession, tenant_id: uuid.UUID, reference: str
 ) -> HoldView | None:
-    h = await repo.run(
+    row = await repo.run(
         session, repo.HOLD_BY_REFERENCE, {"tenant_id": tenant_id, "reference": reference}
     )
-    if h is None:
-        return None
-    return HoldView(
-        h.id,
-        h.reference,
-        h.account_id,
-        h.amount,
-        h.captured,
-        h.released,
-        h.refunded,
-        h.status,
-        h.price_version,
-        h.balance,
-        h.held,
-    )
+    return None if row is None else _hold_view(row)
 
 
-def _settled(row: Any, reference: str) -> HoldView:
-    """The hold as CAPTURE or RELEASE left it (their rows carry it: no read back)."""
+def _hold_view(row: Any) -> HoldView:
+    """A row of repository._HOLD_VIEW's columns (CAPTURE, RELEASE, HOLD_BY_REFERENCE)."""
     return HoldView(
-        row.hold_id,
-        reference,
+        row.id,
+        row.reference,
         row.account_id,
         row.amount,
         row.captured,

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
 # payload: "<job id>[ <final job as JSON>]"; it reached a final status. Sent by the
@@ -216,7 +216,7 @@ _CLAIM_NEXT = text(
 
 
 async def claim_next(
-    conn: AsyncSession | AsyncConnection,
+    session: AsyncSession,
     worker_id: str,
     lease_s: float,
     skip_tenants: list[uuid.UUID],
@@ -226,7 +226,7 @@ async def claim_next(
     Returns the job and how long it waited in the queue (seconds, by the database clock).
     """
     row = (
-        await conn.execute(
+        await session.execute(
             _CLAIM_NEXT,
             {"worker_id": worker_id, "lease_s": lease_s, "skip_tenants": skip_tenants},
         )
@@ -271,7 +271,7 @@ async def renew_lease(
 
 
 async def give_back(
-    conn: AsyncSession | AsyncConnection,
+    session: AsyncSession,
     job_id: uuid.UUID,
     worker_id: str,
     attempt: int,
@@ -282,7 +282,7 @@ async def give_back(
     shutdown (instead of letting the lease run out), or when its tenant is at the
     concurrency cap (then held back ``delay_s``). A first attempt has not started."""
     row = (
-        await conn.execute(
+        await session.execute(
             text(
                 """
                 UPDATE jobs

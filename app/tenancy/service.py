@@ -215,7 +215,7 @@ async def note_api_key_used(
     if not throttle.due(key_id):
         return
     try:
-        async with db.engine.begin() as conn:
+        async with db.autocommit() as conn:
             await repository.touch_api_key_last_used(conn, key_id)
     except Exception:  # noqa: BLE001 - bookkeeping must never fail a paid request
         throttle.forget(key_id)
