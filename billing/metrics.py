@@ -3,7 +3,9 @@
 Services call the helpers below with their session; the increments wait in
 ``session.info`` and are applied by an ``after_commit`` hook, and dropped when the
 transaction rolls back, so a failed request never shows up as Tokens moved. (A savepoint
-rolled back inside a committed transaction would still count: billing uses none.)
+rolled back inside a committed transaction would still count: billing uses none.) Called
+with an autocommit connection (``Database.autocommit``), whose statement committed by
+itself, they count at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 TOKENS_MOVED = Counter(
@@ -35,11 +37,20 @@ BULK_FAILED_ENTRIES = Counter(
 _PENDING = "billing_metrics_pending"
 
 
-def _defer(session: AsyncSession, apply: Callable[[], None]) -> None:
-    session.sync_session.info.setdefault(_PENDING, []).append(apply)
+def _defer(session: AsyncSession | AsyncConnection, apply: Callable[[], None]) -> None:
+    if isinstance(session, AsyncSession):
+        session.sync_session.info.setdefault(_PENDING, []).append(apply)
+    elif session.sync_connection is not None and (
+        session.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    ):
+        apply()
+    else:
+        raise TypeError("billing metrics need a session, or an autocommit connection")
 
 
-def tokens_moved(session: AsyncSession, tenant_id: uuid.UUID | str, kind: str, amount: int) -> None:
+def tokens_moved(
+    session: AsyncSession | AsyncConnection, tenant_id: uuid.UUID | str, kind: str, amount: int
+) -> None:
     if amount > 0:
         _defer(session, lambda: TOKENS_MOVED.labels(str(tenant_id), kind).inc(amount))
 

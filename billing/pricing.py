@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -133,6 +134,13 @@ _COLUMNS = (
     " created_at, created_by_email, reason"
 )
 
+# The tenant's current version as SQL (0: the default), for a statement that prices and
+# writes in one go: it writes only when this equals the version it was priced with.
+CURRENT_VERSION_SQL = (
+    "(SELECT CAST(coalesce(max(version), 0) AS bigint) FROM price_books"
+    " WHERE tenant_id = :tenant_id)"
+)
+
 _CURRENT = text(
     f"SELECT {_COLUMNS} FROM price_books WHERE tenant_id = :tenant_id ORDER BY version DESC LIMIT 1"
 )
@@ -180,10 +188,45 @@ def _book(row: Any) -> PriceBook:
 # -- use cases ---------------------------------------------------------------------------
 
 
-async def current_book(session: AsyncSession, tenant_id: uuid.UUID) -> PriceBook:
+async def current_book(session: AsyncSession | AsyncConnection, tenant_id: uuid.UUID) -> PriceBook:
     """The tenant's newest book, or the platform default (version 0)."""
     row = (await session.execute(_CURRENT, {"tenant_id": tenant_id})).first()
     return _book(row) if row is not None else DEFAULT_PRICE_BOOK
+
+
+class BookCache:
+    """Each tenant's newest book as this process last read it: a query less per swap.
+
+    A book never changes once written (a price change is a new version), so a cached book
+    is right for its version. Whether that version is still the newest is checked by the
+    statement that charges with it (``CURRENT_VERSION_SQL``); when it is not, the caller
+    reads the book afresh (``refresh``) and prices again. A price change therefore counts
+    from the next request, as without the cache.
+    """
+
+    def __init__(self, max_tenants: int = 10_000) -> None:
+        self.max_tenants = max_tenants
+        self._books: OrderedDict[uuid.UUID, PriceBook] = OrderedDict()
+
+    async def get(self, session: AsyncSession | AsyncConnection, tenant_id: uuid.UUID) -> PriceBook:
+        book = self._books.get(tenant_id)
+        if book is None:
+            return await self.refresh(session, tenant_id)
+        self._books.move_to_end(tenant_id)
+        return book
+
+    async def refresh(
+        self, session: AsyncSession | AsyncConnection, tenant_id: uuid.UUID
+    ) -> PriceBook:
+        book = await current_book(session, tenant_id)
+        self._books[tenant_id] = book
+        self._books.move_to_end(tenant_id)
+        while len(self._books) > self.max_tenants:
+            self._books.popitem(last=False)
+        return book
+
+
+PROCESS_BOOKS = BookCache()
 
 
 async def book_version(session: AsyncSession, tenant_id: uuid.UUID, version: int) -> PriceBook:

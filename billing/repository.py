@@ -216,9 +216,18 @@ _HOLD_VIEW = (
     " h.status, h.price_version, acc.balance, acc.held"
 )
 
-HOLD = text(
-    f"""
-    WITH acc AS (
+
+def hold_ctes(gate: str = "true") -> str:
+    """The CTEs of a hold, ``acc`` (the user account, locked), ``h`` (the hold, when made),
+    ``entry`` and ``upd``, for a statement that also writes what the hold is for (a job:
+    ``app.jobs.repository``). The hold is made only when ``gate`` (SQL over the statement's
+    own CTEs) is true, the account is active and ``:amount`` is available.
+
+    Parameters: ``:tenant_id``, ``:user_id``, ``:reference``, ``:amount``,
+    ``:price_version``, ``:operator``.
+    """
+    return f"""
+    acc AS (
         SELECT id, balance, held, status FROM accounts
         WHERE tenant_id = :tenant_id AND user_id = :user_id AND kind = 'user'
         FOR UPDATE
@@ -226,7 +235,7 @@ HOLD = text(
     h AS (
         INSERT INTO holds (tenant_id, account_id, reference, amount, price_version)
         SELECT :tenant_id, acc.id, :reference, :amount, :price_version FROM acc
-        WHERE acc.status = 'active' AND acc.balance - acc.held >= :amount
+        WHERE acc.status = 'active' AND acc.balance - acc.held >= :amount AND ({gate})
         ON CONFLICT (tenant_id, reference) DO NOTHING
         RETURNING id, account_id, amount
     ),
@@ -241,9 +250,20 @@ HOLD = text(
         UPDATE accounts a SET held = a.held + h.amount, updated_at = now()
         FROM h WHERE a.id = h.account_id
         RETURNING a.balance, a.held
-    )
-    SELECT acc.id AS account_id, acc.status, acc.balance - acc.held AS available,
-           h.id AS hold_id, upd.balance, upd.held
+    )"""
+
+
+# What a hold statement answers (``hold_ctes`` then this): whether the hold was made
+# (hold_id), and if not why (the account's status and what it had available).
+HOLD_OUTCOME = (
+    "acc.id AS account_id, acc.status AS account_status, acc.balance - acc.held AS available,"
+    " h.id AS hold_id, upd.balance, upd.held"
+)
+
+HOLD = text(
+    f"""
+    WITH {hold_ctes()}
+    SELECT {HOLD_OUTCOME}
     FROM acc LEFT JOIN h ON true LEFT JOIN upd ON true
     """
 )

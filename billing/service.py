@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import (
     AccountFrozen,
+    AppError,
     Conflict,
     IdempotencyKeyReused,
     InsufficientBalance,
@@ -479,9 +480,15 @@ async def hold(
         if existing.account_id != row.account_id or existing.amount != amount:
             raise IdempotencyKeyReused("This reference already holds a different amount")
         return _replayed(existing)
-    if row.status != "active":
-        raise AccountFrozen("This Token account is frozen")
-    raise InsufficientBalance(
+    raise hold_refused(row, amount)
+
+
+def hold_refused(row: Any, amount: int) -> AppError:
+    """Why a hold statement (``repo.HOLD_OUTCOME``) made no hold, for an account it found:
+    AccountFrozen (403) or InsufficientBalance (402, with what was available)."""
+    if row.account_status != "active":
+        return AccountFrozen("This Token account is frozen")
+    return InsufficientBalance(
         f"{amount} Tokens needed, {row.available} available",
         details={"available": row.available, "needed": amount},
     )

@@ -17,7 +17,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from billing import pricing
+from billing import repository as billing_repo
 
 JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
 # payload: "<job id>[ <final job as JSON>]"; it reached a final status. Sent by the
@@ -115,30 +118,70 @@ async def notify(session: AsyncSession, channel: str, payload: str) -> None:
 # -- creating and reading jobs -------------------------------------------------------------
 
 
-async def insert_job(session: AsyncSession, values: dict[str, Any]) -> JobRecord:
-    """Queue the job; the workers hear of it (JOBS_CHANNEL) when the transaction commits.
+# A new job's columns and values (parameters of the same names; params is JSON text).
+_NEW_JOB_COLUMNS = (
+    "id, tenant_id, user_id, api_key_id, kind, params, source_key, target_key, target_seconds,"
+    " metered, hold_reference, price_version, unit_price, tokens_held, webhook_url,"
+    " max_attempts, request_id"
+)
+_NEW_JOB_VALUES = (
+    ":id, :tenant_id, :user_id, :api_key_id, :kind, CAST(:params AS jsonb), :source_key,"
+    " :target_key, :target_seconds, :metered, :hold_reference, :price_version, :unit_price,"
+    " :tokens_held, :webhook_url, :max_attempts, :request_id"
+)
 
-    The notification is part of the INSERT statement, one round trip less per job.
+_INSERT_JOB = text(
+    f"""
+    INSERT INTO jobs ({_NEW_JOB_COLUMNS}) VALUES ({_NEW_JOB_VALUES})
+    RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
     """
-    row = (
-        await session.execute(
-            text(
-                f"""
-                INSERT INTO jobs (id, tenant_id, user_id, api_key_id, kind, params, source_key,
-                                  target_key, target_seconds, metered, hold_reference,
-                                  price_version, unit_price, tokens_held, webhook_url,
-                                  max_attempts, request_id)
-                VALUES (:id, :tenant_id, :user_id, :api_key_id, :kind, CAST(:params AS jsonb),
-                        :source_key, :target_key, :target_seconds, :metered, :hold_reference,
-                        :price_version, :unit_price, :tokens_held, :webhook_url,
-                        :max_attempts, :request_id)
-                RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
-                """
-            ),
-            {**values, "params": _json(values["params"]), "channel": JOBS_CHANNEL},
-        )
-    ).one()
-    return JobRecord.from_row(row)
+)
+
+# Hold the job's Tokens and queue it, in one statement (so in one transaction even without
+# BEGIN and COMMIT): the hold is billing's own (``hold_ctes``), made only while the
+# tenant's price book is still at the version the job was priced with; the job is
+# inserted only when the hold was made. ``current_price_version`` tells a stale price
+# (nothing written) apart from a refused hold (``HOLD_OUTCOME``).
+_INSERT_HELD_JOB = text(
+    f"""
+    WITH book AS (SELECT {pricing.CURRENT_VERSION_SQL} AS version),
+    {billing_repo.hold_ctes("(SELECT version FROM book) = :price_version")},
+    job AS (
+        INSERT INTO jobs ({_NEW_JOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h
+        RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
+    )
+    SELECT book.version AS current_price_version, {billing_repo.HOLD_OUTCOME},
+           {", ".join("job." + c.strip() for c in _JOB_COLUMNS.split(","))}
+    FROM book LEFT JOIN acc ON true LEFT JOIN h ON true LEFT JOIN upd ON true
+         LEFT JOIN job ON true
+    """
+)
+
+
+def _new_job_params(values: dict[str, Any]) -> dict[str, Any]:
+    return {**values, "params": _json(values["params"]), "channel": JOBS_CHANNEL}
+
+
+async def insert_job(session: AsyncSession | AsyncConnection, values: dict[str, Any]) -> JobRecord:
+    """Queue a job that holds nothing (metering off); the workers hear of it
+    (JOBS_CHANNEL) when the transaction commits, the notification being part of the
+    INSERT statement."""
+    return JobRecord.from_row((await session.execute(_INSERT_JOB, _new_job_params(values))).one())
+
+
+async def insert_held_job(session: AsyncSession | AsyncConnection, values: dict[str, Any]) -> Any:
+    """Hold ``values["tokens_held"]`` for ``values["hold_reference"]`` and queue the job,
+    in one statement (``_INSERT_HELD_JOB``). The row answers what happened:
+    ``current_price_version`` other than the job's price_version (a stale price, nothing
+    written), ``account_id`` None (no Token account), ``hold_id`` None (refused: see
+    ``billing.service.hold_refused``), else the job's columns."""
+    params = {
+        **_new_job_params(values),
+        "reference": values["hold_reference"],
+        "amount": values["tokens_held"],
+        "operator": None,
+    }
+    return (await session.execute(_INSERT_HELD_JOB, params)).one()
 
 
 async def get_job(

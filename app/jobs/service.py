@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db import Database
 from app.errors import Conflict, IdempotencyKeyReused, NotFound
@@ -39,6 +39,7 @@ from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from app.storage import ResultStore
+from billing import metrics as billing_metrics
 from billing import pricing
 from billing import service as billing
 
@@ -76,11 +77,32 @@ class NewJob:
     source_key: str
     target_key: str
     target_seconds: float | None
-    quote: Quote
     metered: bool
     webhook_url: str | None
     max_attempts: int
     request_id: str | None
+
+    def values(self, quote: Quote) -> dict[str, Any]:
+        """The jobs row, priced with ``quote``."""
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "api_key_id": self.api_key_id,
+            "kind": self.kind,
+            "params": self.params,
+            "source_key": self.source_key,
+            "target_key": self.target_key,
+            "target_seconds": self.target_seconds,
+            "metered": self.metered,
+            "hold_reference": f"job:{self.id}" if self.metered else None,
+            "price_version": quote.price_version,
+            "unit_price": quote.unit_price,
+            "tokens_held": quote.tokens if self.metered else 0,
+            "webhook_url": self.webhook_url,
+            "max_attempts": self.max_attempts,
+            "request_id": self.request_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -166,16 +188,10 @@ def accepted_json(job: JobRecord) -> dict[str, Any]:
 # -- pricing and submission ----------------------------------------------------------------
 
 
-async def quote(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    kind: str,
-    *,
-    enhance: bool,
-    target_seconds: float | None,
+def quote(
+    book: pricing.PriceBook, kind: str, *, enhance: bool, target_seconds: float | None
 ) -> Quote:
-    """Price a job with the tenant's current book: one image, or ceil(seconds) × rate."""
-    book = await pricing.current_book(session, tenant_id)
+    """Price a job with a book: one image, or ceil(seconds) × the per-second rate."""
     unit = book.unit_price("video" if kind == "video" else "image", enhance=enhance)
     tokens = unit if kind == "image" else pricing.video_price(unit, target_seconds or 0.0)
     return Quote(book.version, unit, tokens)
@@ -197,62 +213,65 @@ async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replaye
 
 
 async def create_job(
-    session: AsyncSession, new: NewJob, claim: IdempotencyClaim | None
+    executor: AsyncSession | AsyncConnection,
+    new: NewJob,
+    claim: IdempotencyClaim | None,
+    *,
+    books: pricing.BookCache = pricing.PROCESS_BOOKS,
 ) -> JobRecord:
-    """Claim the key, hold the Tokens, insert the job (which wakes a worker at commit):
-    one transaction.
+    """Claim the Idempotency-Key, price the job, hold its Tokens and queue it (which wakes
+    a worker at commit): one transaction.
+
+    Without a key that is one statement (``repo.insert_held_job``), which ``executor`` may
+    run as a transaction of its own (an autocommit connection); with a key, ``executor``
+    must be a session in a transaction. The price comes from the tenant's cached book and
+    is written only while that book is still the newest; otherwise it is read again and
+    the job priced again.
 
     Raises Replayed when a concurrent request with the same key committed first (this
     transaction must then roll back), InsufficientBalance / AccountFrozen from the hold.
     """
     if claim is not None:
+        assert isinstance(executor, AsyncSession), "an Idempotency-Key needs a transaction"
         owned = await idempotency.claim(
-            session,
+            executor,
             scope=claim.scope,
             key=claim.key,
             method_path=SUBMIT_PATH,
             request_hash=claim.request_hash,
         )
         if not owned:
-            replay = await find_replay(session, claim)
+            replay = await find_replay(executor, claim)
             if replay is None:  # purged between the two statements
                 raise Conflict("Idempotency key expired while in use; retry the request")
             raise replay
-    reference = f"job:{new.id}" if new.metered else None
-    if reference is not None:
-        await billing.hold(
-            session,
-            new.tenant_id,
-            new.user_id,
-            reference,
-            new.quote.tokens,
-            price_version=new.quote.price_version,
+    book = await books.get(executor, new.tenant_id)
+    while True:
+        priced = quote(
+            book,
+            new.kind,
+            enhance=bool(new.params.get("enhance")),
+            target_seconds=new.target_seconds,
         )
-    job = await repo.insert_job(
-        session,
-        {
-            "id": new.id,
-            "tenant_id": new.tenant_id,
-            "user_id": new.user_id,
-            "api_key_id": new.api_key_id,
-            "kind": new.kind,
-            "params": new.params,
-            "source_key": new.source_key,
-            "target_key": new.target_key,
-            "target_seconds": new.target_seconds,
-            "metered": new.metered,
-            "hold_reference": reference,
-            "price_version": new.quote.price_version,
-            "unit_price": new.quote.unit_price,
-            "tokens_held": new.quote.tokens if new.metered else 0,
-            "webhook_url": new.webhook_url,
-            "max_attempts": new.max_attempts,
-            "request_id": new.request_id,
-        },
-    )
+        values = new.values(priced)
+        if not new.metered:
+            job = await repo.insert_job(executor, values)
+            break
+        row = await repo.insert_held_job(executor, values)
+        if row.current_price_version != priced.price_version:
+            book = await books.refresh(executor, new.tenant_id)  # prices changed: again
+            continue
+        if row.account_id is None:
+            raise NotFound("This user has no Token account")
+        if row.hold_id is None:
+            raise billing.hold_refused(row, priced.tokens)
+        billing_metrics.tokens_moved(executor, new.tenant_id, "hold", priced.tokens)
+        job = JobRecord.from_row(row)
+        break
     if claim is not None:
+        assert isinstance(executor, AsyncSession)
         await idempotency.store_response(
-            session,
+            executor,
             scope=claim.scope,
             key=claim.key,
             status=202,
@@ -281,7 +300,7 @@ class Submission:
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def new_job(
-        self, source_key: str, target_key: str, quote: Quote, *, metered: bool, max_attempts: int
+        self, source_key: str, target_key: str, *, metered: bool, max_attempts: int
     ) -> NewJob:
         return NewJob(
             id=self.job_id,
@@ -293,7 +312,6 @@ class Submission:
             source_key=source_key,
             target_key=target_key,
             target_seconds=self.target_seconds,
-            quote=quote,
             metered=metered,
             webhook_url=self.webhook_url,
             max_attempts=max_attempts,
@@ -310,47 +328,34 @@ async def submit(
     metered: bool,
     max_attempts: int,
 ) -> JobRecord:
-    """Price, hold and create the job in one transaction, storing its inputs meanwhile.
+    """Store the inputs, then price, hold and create the job in one transaction.
 
-    The inputs (keyed by the new job id) are written while the transaction runs, and it
-    commits only once both are stored: the worker that its commit wakes finds them. If
-    anything fails they are deleted again. Raises Replayed (a concurrent duplicate won),
-    InsufficientBalance, AccountFrozen.
+    The inputs (keyed by the new job id) are stored first: the worker that the commit
+    wakes finds them. If anything fails they are deleted again. Without an
+    Idempotency-Key the transaction is a single statement, run without BEGIN and COMMIT
+    round trips. Raises Replayed (a concurrent duplicate won), InsufficientBalance,
+    AccountFrozen.
     """
     job_id = submission.job_id
     # Flat keys (no folder per job): nothing to create or remove around each job.
     source_key = f"inputs/{job_id.hex}-source.{submission.source_ext}"
     target_key = f"inputs/{job_id.hex}-target.{submission.target_ext}"
-    writes = asyncio.gather(
-        store.put(source_key, submission.source, "application/octet-stream", durable=False),
-        store.put(target_key, submission.target, "application/octet-stream", durable=False),
-        return_exceptions=True,  # both writes end before a failure cleans up
-    )
+    new = submission.new_job(source_key, target_key, metered=metered, max_attempts=max_attempts)
     try:
+        stored = await asyncio.gather(
+            store.put(source_key, submission.source, "application/octet-stream", durable=False),
+            store.put(target_key, submission.target, "application/octet-stream", durable=False),
+            return_exceptions=True,  # both writes end before a failure cleans up
+        )
+        for outcome in stored:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if claim is None:
+            async with db.autocommit() as connection:
+                return await create_job(connection, new, None)
         async with db.session() as session:
-            try:
-                priced = await quote(
-                    session,
-                    submission.tenant_id,
-                    submission.kind,
-                    enhance=bool(submission.params.get("enhance")),
-                    target_seconds=submission.target_seconds,
-                )
-                job = await create_job(
-                    session,
-                    submission.new_job(
-                        source_key, target_key, priced, metered=metered, max_attempts=max_attempts
-                    ),
-                    claim,
-                )
-            finally:
-                written = await writes
-            for outcome in written:
-                if isinstance(outcome, BaseException):
-                    raise outcome  # rolls the job and its hold back
-        return job
+            return await create_job(session, new, claim)
     except BaseException:
-        await writes
         await delete_stored(store, source_key, target_key)
         raise
 

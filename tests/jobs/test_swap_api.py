@@ -113,6 +113,31 @@ async def test_image_swap_with_a_real_face_charges_one_token_and_the_ledger_show
     assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
 
 
+async def test_a_price_change_counts_from_the_next_swap_after_the_old_price_was_used(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=20)
+    first = await post_swap(api, customer, swap_body(response="url"))
+    assert first.status_code == 200 and first.json()["tokens_charged"] == 1
+    changed = await api.put(
+        f"/api/v1/admin/tenants/{customer.tenant_id}/pricing",
+        json={"image": 3, "reason": "new model"},
+        headers=await root_headers(api),
+    )
+    assert changed.status_code == 200 and changed.json()["version"] == 1
+
+    plain = await post_swap(api, customer, swap_body(response="url"))
+    keyed = await post_swap(api, customer, swap_body(response="url"), **{"Idempotency-Key": "p1"})
+    for response in (plain, keyed):
+        assert response.status_code == 200, response.text
+        assert response.json()["tokens_charged"] == 3
+        job_id = response.json()["job_id"]
+        job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+        assert (job["price_version"], job["tokens_held"]) == (1, 3)
+    assert await balance(api, customer) == {"balance": 13, "held": 0, "available": 13}
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+
+
 async def test_a_target_without_a_face_fails_with_no_face_detected_and_the_balance_is_unchanged(
     api, db
 ) -> None:
