@@ -268,14 +268,23 @@ HOLD = text(
     """
 )
 
-CAPTURE = text(
-    f"""
-    WITH h AS (
+
+def capture_ctes(gate: str = "true") -> str:
+    """The CTEs of a capture, ``h`` (the hold, settled), ``acc`` (its account), ``rev``,
+    ``entries`` and ``earned``, for a statement that also records why (a finished job:
+    ``app.jobs.repository``). Only a hold still held, of at least ``:amount``, and only
+    when ``gate`` (SQL over the statement's own CTEs) is true. ``:amount`` 0 releases the
+    whole hold; the release entry carries ``:reason``.
+
+    Parameters: ``:tenant_id``, ``:reference``, ``:amount``, ``:operator``, ``:reason``.
+    """
+    return f"""
+    h AS (
         UPDATE holds
         SET status = CASE WHEN :amount = 0 THEN 'released' ELSE 'captured' END,
             captured = :amount, released = amount - :amount, settled_at = now()
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
-          AND amount >= :amount
+          AND amount >= :amount AND ({gate})
         RETURNING id, account_id, reference, amount, captured, released, refunded, status,
                   price_version
     ),
@@ -290,7 +299,9 @@ CAPTURE = text(
         INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
         SELECT :tenant_id, acc.id,
                CASE WHEN x.kind = 'capture' THEN rev.id ELSE acc.id END,
-               x.amount, x.kind, :reference, :operator, NULL, :reference, h.id, acc.balance,
+               x.amount, x.kind, :reference, :operator,
+               CASE WHEN x.kind = 'release' THEN CAST(:reason AS text) END,
+               :reference, h.id, acc.balance,
                CASE WHEN x.kind = 'capture' THEN acc.held + h.released ELSE acc.held END
         FROM h, acc, rev,
              LATERAL (VALUES (1, 'capture', h.captured), (2, 'release', h.released))
@@ -303,7 +314,12 @@ CAPTURE = text(
         UPDATE accounts a SET balance = a.balance + h.captured, updated_at = now()
         FROM h, acc, rev WHERE a.id = rev.id AND h.captured > 0
         RETURNING a.id
-    )
+    )"""
+
+
+CAPTURE = text(
+    f"""
+    WITH {capture_ctes()}
     SELECT {_HOLD_VIEW} FROM h JOIN acc ON true
     """
 )

@@ -515,16 +515,11 @@ async def capture(
             "reference": reference,
             "amount": amount,
             "operator": operator,
+            "reason": None,
         },
     )
     if row is not None:
-        if amount:
-            await session.execute(
-                repo.CONSUME_GRANTS, {"account_id": row.account_id, "amount": amount}
-            )
-            metrics.tokens_moved(session, tenant_id, "capture", amount)
-        if row.released:
-            metrics.tokens_moved(session, tenant_id, "release", row.released)
+        await after_capture(session, tenant_id, row.account_id, row.captured, row.released)
         return _hold_view(row)
     existing = await _hold_by_reference(session, tenant_id, reference)
     if existing is None:
@@ -534,6 +529,20 @@ async def capture(
     if existing.captured == amount:
         return _replayed(existing)
     raise Conflict(f"The hold for {reference!r} is already {existing.status}")
+
+
+async def after_capture(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: int, captured: int, released: int
+) -> None:
+    """The rest of a capture statement (``repo.capture_ctes``), in its transaction: the
+    captured Tokens are taken from the account's grants, soonest to expire first (a
+    statement of its own, run once the account is locked, so it sees every grant), and
+    the movements are counted."""
+    if captured:
+        await session.execute(repo.CONSUME_GRANTS, {"account_id": account_id, "amount": captured})
+        metrics.tokens_moved(session, tenant_id, "capture", captured)
+    if released:
+        metrics.tokens_moved(session, tenant_id, "release", released)
 
 
 async def release(

@@ -345,11 +345,46 @@ async def give_back(
     return row is not None
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What finishing a metered job did to its hold (``finish``)."""
+
+    hold_id: int | None  # None: no hold was settled (it was not held any more)
+    account_id: int | None
+    captured: int
+    released: int
+
+
+# Write the outcome, guarded by the lease, and settle the job's hold (billing's own
+# capture: :amount 0 releases it all), in one statement; the hold only when the job row
+# was updated.
+_FINISH = text(
+    f"""
+    WITH fin AS (
+        UPDATE jobs
+        SET status = CAST(:status AS varchar), tokens_charged = :amount,
+            progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
+                            ELSE progress END,
+            seconds_done = :seconds_done, error_code = :error_code,
+            error_message = :error_message, result = CAST(:result AS jsonb),
+            result_key = :result_key, finished_at = now(), leased_until = NULL
+        WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
+          AND status = 'processing'
+        RETURNING {_JOB_COLUMNS}
+    ),
+    {billing_repo.capture_ctes("EXISTS (SELECT 1 FROM fin)")}
+    SELECT {", ".join("fin." + c.strip() for c in _JOB_COLUMNS.split(","))},
+           h.id AS hold_id, h.account_id AS hold_account_id, h.captured AS hold_captured,
+           h.released AS hold_released
+    FROM fin LEFT JOIN h ON true
+    """
+)
+
+
 async def finish(
     session: AsyncSession,
-    job_id: uuid.UUID,
+    job: JobRecord,
     worker_id: str,
-    attempt: int,
     *,
     status: str,
     tokens_charged: int,
@@ -358,39 +393,37 @@ async def finish(
     error_message: str | None,
     result: dict[str, Any] | None,
     result_key: str | None,
-) -> JobRecord | None:
-    """Write the outcome, guarded by the lease; None when this worker no longer holds it."""
+) -> tuple[JobRecord, Settlement] | None:
+    """Write the outcome and capture ``tokens_charged`` of the job's hold (0: release it,
+    the reason being the error code or status), guarded by the lease. None when this
+    worker no longer holds it (nothing written)."""
     row = (
         await session.execute(
-            text(
-                f"""
-                UPDATE jobs
-                SET status = CAST(:status AS varchar), tokens_charged = :tokens_charged,
-                    progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
-                                    ELSE progress END,
-                    seconds_done = :seconds_done, error_code = :error_code,
-                    error_message = :error_message, result = CAST(:result AS jsonb),
-                    result_key = :result_key, finished_at = now(), leased_until = NULL
-                WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
-                  AND status = 'processing'
-                RETURNING {_JOB_COLUMNS}
-                """
-            ),
+            _FINISH,
             {
-                "id": job_id,
+                "id": job.id,
                 "worker_id": worker_id,
-                "attempt": attempt,
+                "attempt": job.attempts,
                 "status": status,
-                "tokens_charged": tokens_charged,
                 "seconds_done": seconds_done,
                 "error_code": error_code,
                 "error_message": error_message,
                 "result": _json(result),
                 "result_key": result_key,
+                "tenant_id": job.tenant_id,
+                "reference": job.hold_reference,
+                "amount": tokens_charged,
+                "operator": None,
+                "reason": None if tokens_charged else (error_code or status),
             },
         )
     ).first()
-    return _job(row)
+    if row is None:
+        return None
+    settlement = Settlement(
+        row.hold_id, row.hold_account_id, row.hold_captured or 0, row.hold_released or 0
+    )
+    return JobRecord.from_row(row), settlement
 
 
 async def cancel_queued(session: AsyncSession, job_id: uuid.UUID, user_id: int) -> JobRecord | None:

@@ -515,13 +515,14 @@ async def finish_job(
 
     None when this worker no longer holds the job's lease: nothing was written, and the
     caller must discard its output. Otherwise the final job and its webhook delivery id.
+    A metered job whose hold is no longer held (settled by someone else) is a Conflict:
+    the caller's transaction rolls back and the job is not finished.
     """
     charge = charge_for(job, outcome)
-    final = await repo.finish(
+    finished = await repo.finish(
         session,
-        job.id,
+        job,
         worker_id,
-        job.attempts,
         status=outcome.status,
         tokens_charged=charge,
         seconds_done=outcome.seconds_done,
@@ -530,9 +531,15 @@ async def finish_job(
         result=outcome.result,
         result_key=outcome.result_key,
     )
-    if final is None:
+    if finished is None:
         return None
-    await _settle(session, final, charge)
+    final, settled = finished
+    if final.metered and final.hold_reference is not None:
+        if settled.hold_id is None or settled.account_id is None:
+            raise Conflict(f"The hold {final.hold_reference!r} of job {final.id} is not held")
+        await billing.after_capture(
+            session, final.tenant_id, settled.account_id, settled.captured, settled.released
+        )
     delivery = await _announce_end(session, final, webhook_lease_s=webhook_lease_s)
     return final, delivery
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,8 +20,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.errors import Conflict
+from app.jobs import repository as repo
+from app.jobs import service
 from app.jobs.worker import Worker
 from app.settings import Settings
+from billing import service as billing
 from tests.conftest import REPO
 from tests.jobs.conftest import (
     balance,
@@ -193,6 +198,41 @@ async def test_a_job_whose_last_attempt_lost_its_worker_fails_with_worker_lost_a
     assert job["tokens_charged"] == 0
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
     assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+
+
+async def test_a_worker_cannot_finish_a_job_whose_hold_someone_else_settled(
+    api, api_app, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await api.post(
+        "/api/v1/swap-face",
+        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+        headers=customer.headers,
+    )
+    assert response.status_code == 202  # no worker: the image wait ran out
+    async with db.session() as s:  # worker w1 claims it
+        await s.execute(
+            text(
+                "UPDATE jobs SET status = 'processing', attempts = 1, worker_id = 'w1', "
+                "leased_until = now() + interval '1 minute' WHERE id = :id"
+            ),
+            {"id": response.json()["job_id"]},
+        )
+        job = await repo.get_job(s, uuid.UUID(response.json()["job_id"]))
+    assert job is not None
+    async with db.session() as s:  # e.g. an operator released the hold by hand meanwhile
+        await billing.release(s, job.tenant_id, str(job.hold_reference), reason="manual")
+
+    with pytest.raises(Conflict):
+        async with db.session() as s:
+            await service.finish_job(
+                s, job, "w1", service.Outcome("succeeded", result={}), webhook_lease_s=60.0
+            )
+    after = (await api.get(f"/api/v1/jobs/{job.id}", headers=customer.headers)).json()
+    assert (after["status"], after["tokens_charged"]) == ("processing", 0)
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
 
 
 async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
