@@ -323,7 +323,11 @@ async def give_back(
 ) -> bool:
     """Return a job this worker holds to the queue at once, the attempt not counted: on
     shutdown (instead of letting the lease run out), or when its tenant is at the
-    concurrency cap (then held back ``delay_s``). A first attempt has not started."""
+    concurrency cap (then held back ``delay_s``). A first attempt has not started.
+
+    Not a job whose owner asked to cancel it (False): queued again it would never be
+    claimed nor ended. It stays leased, and once the lease runs out housekeeping cancels
+    it and releases its hold (``end_abandoned``)."""
     row = (
         await session.execute(
             text(
@@ -335,7 +339,7 @@ async def give_back(
                     run_after = CASE WHEN :delay > 0
                                      THEN now() + make_interval(secs => :delay) END
                 WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
-                  AND status = 'processing'
+                  AND status = 'processing' AND cancel_requested_at IS NULL
                 RETURNING id
                 """
             ),

@@ -235,6 +235,42 @@ async def test_a_worker_cannot_finish_a_job_whose_hold_someone_else_settled(
     assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
 
 
+async def test_a_job_given_back_at_shutdown_after_a_cancel_request_is_canceled_not_requeued(
+    api, api_app, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await api.post(
+        "/api/v1/swap-face",
+        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+        headers=customer.headers,
+    )
+    assert response.status_code == 202  # no worker: the image wait ran out
+    job_id = uuid.UUID(response.json()["job_id"])
+    async with db.session() as s:  # worker w1 runs it; then its owner asks to cancel
+        await s.execute(
+            text(
+                "UPDATE jobs SET status = 'processing', attempts = 1, worker_id = 'w1', "
+                "leased_until = now() + interval '1 minute' WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+    cancel = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
+    assert cancel.status_code == 200 and cancel.json()["cancel_requested"] is True
+
+    async with db.session() as s:  # w1 shuts down before it saw the request
+        assert await repo.give_back(s, job_id, "w1", 1) is False
+        await s.execute(
+            text("UPDATE jobs SET leased_until = now() - interval '1 second' WHERE id = :id"),
+            {"id": job_id},
+        )
+    await Worker(api_app.state.settings, db, cleanup=False).housekeeping()
+
+    job = await wait_for_job(api, customer, job_id, timeout_s=5)
+    assert job["status"] == "canceled" and job["tokens_charged"] == 0
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+
+
 async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
