@@ -420,7 +420,8 @@ def _reap(proc: subprocess.Popen[bytes] | None) -> None:
         try:
             if pipe is not None:
                 pipe.close()
-        except OSError:
+        # ValueError: the feeding thread closed stdin at the same moment (a cancel).
+        except (OSError, ValueError):
             pass
     try:
         proc.wait(timeout=10)
