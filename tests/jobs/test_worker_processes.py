@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.db import Database
 from app.errors import Conflict
 from app.jobs import repository as repo
 from app.jobs import service
@@ -28,6 +29,7 @@ from app.settings import Settings
 from billing import service as billing
 from tests.conftest import REPO
 from tests.jobs.conftest import (
+    Customer,
     balance,
     client_for,
     face,
@@ -171,29 +173,44 @@ async def test_a_worker_killed_mid_video_is_replaced_by_another_and_the_user_is_
     assert await asyncio.to_thread(second.wait, 30) == 0
 
 
-async def test_a_job_whose_last_attempt_lost_its_worker_fails_with_worker_lost_and_is_released(
-    api, api_app, db
-) -> None:
-    customer = await make_customer(api, db, tokens=10)
+async def queued_image_job(api: httpx.AsyncClient, customer: Customer) -> uuid.UUID:
+    """An image swap left queued: no worker runs here, so the image wait runs out (202)."""
     response = await api.post(
         "/api/v1/swap-face",
         json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
         headers=customer.headers,
     )
-    assert response.status_code == 202  # no worker: the image wait ran out
-    job_id = response.json()["job_id"]
-    assert (await balance(api, customer))["held"] == 1
-    async with db.session() as s:  # its third worker died too, and the lease ran out
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["job_id"])
+
+
+async def lease(
+    db: Database, job_id: uuid.UUID, worker_id: str, *, attempts: int | None, seconds: float
+) -> None:
+    """Make the job processing, leased to ``worker_id`` for ``seconds`` from now (negative:
+    the lease ran out), on attempt ``attempts`` (None: its last)."""
+    async with db.session() as s:
         await s.execute(
             text(
-                "UPDATE jobs SET status = 'processing', attempts = max_attempts, "
-                "worker_id = 'dead', leased_until = now() - interval '1 second' WHERE id = :id"
+                "UPDATE jobs SET status = 'processing', worker_id = :worker_id, "
+                "attempts = coalesce(:attempts, max_attempts), "
+                "leased_until = now() + make_interval(secs => :seconds) WHERE id = :id"
             ),
-            {"id": job_id},
+            {"id": job_id, "worker_id": worker_id, "attempts": attempts, "seconds": seconds},
         )
+
+
+async def test_a_job_whose_last_attempt_lost_its_worker_fails_with_worker_lost_and_is_released(
+    api, api_app, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    assert (await balance(api, customer))["held"] == 1
+    # Its third worker died too, and the lease ran out.
+    await lease(db, job_id, "dead", attempts=None, seconds=-1)
     await Worker(api_app.state.settings, db, cleanup=False).housekeeping()
 
-    job = await wait_for_job(api, customer, job_id, timeout_s=5)
+    job = await wait_for_job(api, customer, str(job_id), timeout_s=5)
     assert job["status"] == "failed" and job["error"]["code"] == "WorkerLost"
     assert job["tokens_charged"] == 0
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
@@ -204,21 +221,10 @@ async def test_a_worker_cannot_finish_a_job_whose_hold_someone_else_settled(
     api, api_app, db
 ) -> None:
     customer = await make_customer(api, db, tokens=10)
-    response = await api.post(
-        "/api/v1/swap-face",
-        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
-        headers=customer.headers,
-    )
-    assert response.status_code == 202  # no worker: the image wait ran out
-    async with db.session() as s:  # worker w1 claims it
-        await s.execute(
-            text(
-                "UPDATE jobs SET status = 'processing', attempts = 1, worker_id = 'w1', "
-                "leased_until = now() + interval '1 minute' WHERE id = :id"
-            ),
-            {"id": response.json()["job_id"]},
-        )
-        job = await repo.get_job(s, uuid.UUID(response.json()["job_id"]))
+    job_id = await queued_image_job(api, customer)
+    await lease(db, job_id, "w1", attempts=1, seconds=60)  # worker w1 claims it
+    async with db.session() as s:
+        job = await repo.get_job(s, job_id)
     assert job is not None
     async with db.session() as s:  # e.g. an operator released the hold by hand meanwhile
         await billing.release(s, job.tenant_id, str(job.hold_reference), reason="manual")
@@ -239,33 +245,17 @@ async def test_a_job_given_back_at_shutdown_after_a_cancel_request_is_canceled_n
     api, api_app, db
 ) -> None:
     customer = await make_customer(api, db, tokens=10)
-    response = await api.post(
-        "/api/v1/swap-face",
-        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
-        headers=customer.headers,
-    )
-    assert response.status_code == 202  # no worker: the image wait ran out
-    job_id = uuid.UUID(response.json()["job_id"])
-    async with db.session() as s:  # worker w1 runs it; then its owner asks to cancel
-        await s.execute(
-            text(
-                "UPDATE jobs SET status = 'processing', attempts = 1, worker_id = 'w1', "
-                "leased_until = now() + interval '1 minute' WHERE id = :id"
-            ),
-            {"id": job_id},
-        )
+    job_id = await queued_image_job(api, customer)
+    await lease(db, job_id, "w1", attempts=1, seconds=60)  # w1 runs it; its owner cancels
     cancel = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
     assert cancel.status_code == 200 and cancel.json()["cancel_requested"] is True
 
     async with db.session() as s:  # w1 shuts down before it saw the request
         assert await repo.give_back(s, job_id, "w1", 1) is False
-        await s.execute(
-            text("UPDATE jobs SET leased_until = now() - interval '1 second' WHERE id = :id"),
-            {"id": job_id},
-        )
+    await lease(db, job_id, "w1", attempts=1, seconds=-1)
     await Worker(api_app.state.settings, db, cleanup=False).housekeeping()
 
-    job = await wait_for_job(api, customer, job_id, timeout_s=5)
+    job = await wait_for_job(api, customer, str(job_id), timeout_s=5)
     assert job["status"] == "canceled" and job["tokens_charged"] == 0
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
     assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
@@ -273,13 +263,7 @@ async def test_a_job_given_back_at_shutdown_after_a_cancel_request_is_canceled_n
 
 async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
     customer = await make_customer(api, db, tokens=10)
-    response = await api.post(
-        "/api/v1/swap-face",
-        json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
-        headers=customer.headers,
-    )
-    assert response.status_code == 202
-    job_id = response.json()["job_id"]
+    job_id = await queued_image_job(api, customer)
     canceled = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
     assert canceled.status_code == 200
     job = canceled.json()
@@ -287,4 +271,4 @@ async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app,
     assert job["error"]["code"] == "Canceled"
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
     inputs = Path(api_app.state.settings.results_path) / "inputs"
-    assert not list(inputs.glob(job_id.replace("-", "") + "*"))
+    assert not list(inputs.glob(job_id.hex + "*"))
