@@ -35,6 +35,10 @@ RESULTS_URL_PATH = "/api/v1/results/"
 TEMP_SUFFIX = ".tmp"
 DEFAULT_TEMP_MAX_AGE = timedelta(hours=1)
 _COPY_CHUNK = 1 << 20
+# Local reads, and writes that skip the fsync, up to this size run on the event loop: a
+# copy to or from the page cache takes less time than handing it to a thread (about
+# 0.4 ms on a 2-core VM). Larger ones, and every fsync, go to a thread.
+INLINE_IO_MAX_BYTES = 1 << 20
 
 # Keys are made by the job runner (e.g. "<tenant>/<job>.jpg"), but they also come back in
 # signed URLs, so anything that could climb out of the results directory is refused.
@@ -155,9 +159,10 @@ class LocalResultStore:
     async def put(
         self, key: str, data: bytes | Path, content_type: str, *, durable: bool = True
     ) -> StoredObject:
-        return await asyncio.to_thread(
-            self._put_sync, self._path(key), key, data, content_type, durable
-        )
+        args = (self._path(key), key, data, content_type, durable)
+        if not durable and isinstance(data, bytes) and len(data) <= INLINE_IO_MAX_BYTES:
+            return self._put_sync(*args)
+        return await asyncio.to_thread(self._put_sync, *args)
 
     def _put_sync(
         self, target: Path, key: str, data: bytes | Path, content_type: str, durable: bool
@@ -196,12 +201,11 @@ class LocalResultStore:
             raise NotFound("Result not found") from None
 
     async def read(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._read_sync, self._path(key))
-
-    @staticmethod
-    def _read_sync(path: Path) -> bytes:
         try:
-            return path.read_bytes()
+            with open(self._path(key), "rb") as file:  # noqa: ASYNC230 - INLINE_IO_MAX_BYTES
+                if os.fstat(file.fileno()).st_size <= INLINE_IO_MAX_BYTES:
+                    return file.read()
+                return await asyncio.to_thread(file.read)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound("Result not found") from None
 
