@@ -19,7 +19,9 @@ Runtime only when it first checks an upload or runs a job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import hashlib
 import io
 import logging
 import shutil
@@ -36,7 +38,7 @@ from app.errors import BadRequest, NotFound
 from app.jobs import metrics, service
 from app.jobs.repository import JobRecord
 from app.settings import Settings
-from app.storage import ResultStore, signed_link
+from app.storage import ResultStore, StoredObject, signed_link
 from inference.errors import Cancelled, InferenceError, NoFaceDetected
 
 log = logging.getLogger(__name__)
@@ -296,14 +298,15 @@ class JobRunner:
             if state.lost:
                 await self._discard(outcome)
                 return RunReport(None)
-            async with self.db.session() as session:
-                finished = await service.finish_job(
-                    session,
-                    job,
-                    worker_id,
-                    outcome,
-                    webhook_lease_s=self.settings.jobs_webhook_lease_seconds,
-                )
+            try:
+                finished = await self._finish(job, worker_id, outcome)
+            except Exception:
+                if not _failed(outcome.storing):
+                    raise
+                log.error("job %s: its result could not be stored", job.id, exc_info=True)
+                await self._discard(outcome)
+                outcome = _internal_error()
+                finished = await self._finish(job, worker_id, outcome)
             if finished is None:
                 log.warning("job %s: lease lost before finishing; output discarded", job.id)
                 await self._discard(outcome)
@@ -318,7 +321,28 @@ class JobRunner:
             if job.kind == "video":  # image jobs never make a scratch folder
                 await asyncio.to_thread(shutil.rmtree, workdir, True)
 
+    async def _finish(
+        self, job: JobRecord, worker_id: str, outcome: service.Outcome
+    ) -> tuple[JobRecord, int | None] | None:
+        """One transaction: the outcome, the hold settled and, once the result's write
+        (which ran meanwhile) succeeded, the commit."""
+        try:
+            async with self.db.session() as session:
+                return await service.finish_job(
+                    session,
+                    job,
+                    worker_id,
+                    outcome,
+                    webhook_lease_s=self.settings.jobs_webhook_lease_seconds,
+                )
+        finally:
+            if outcome.storing is not None:  # never left running behind a failure
+                await asyncio.wait([outcome.storing])
+
     async def _discard(self, outcome: service.Outcome) -> None:
+        if outcome.storing is not None:  # let the write end, then delete what it wrote
+            with contextlib.suppress(Exception):
+                await outcome.storing
         if outcome.result_key:
             await service.delete_stored(self.store, outcome.result_key)
 
@@ -331,10 +355,10 @@ class JobRunner:
                 source, target = await asyncio.gather(
                     self._read(job.source_key), self._read(job.target_key)
                 )
-                image = await loop.run_in_executor(
+                image, sha256 = await loop.run_in_executor(
                     self.executor, self._swap_image, source, target, job.params
                 )
-                return await self._store_image(job, image)
+                return self._store_image(job, image, sha256)
             source = await self._read(job.source_key)
             target_path = await self._local_file(job.target_key, workdir)
             output = workdir / "output.mp4"
@@ -366,12 +390,7 @@ class JobRunner:
             )
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
-            return service.Outcome(
-                "failed",
-                seconds_done=None,
-                error_code="InternalError",
-                error_message="Internal error while swapping; no Tokens were charged",
-            )
+            return _internal_error()
 
     async def _read(self, key: str) -> bytes:
         try:
@@ -390,18 +409,20 @@ class JobRunner:
 
     # -- in the executor's thread ----------------------------------------------------------
 
-    def _swap_image(self, source: bytes, target: bytes, params: dict[str, Any]) -> Any:
+    def _swap_image(self, source: bytes, target: bytes, params: dict[str, Any]) -> tuple[Any, str]:
+        """The swapped image and its SHA-256 (hashed here, while still on this thread)."""
         if self.settings.jobs_swapper == "noop":
-            return _noop_image(target, params)
-        engine = process_engine(self.settings)
-        return engine.swap_image(
-            source,
-            target,
-            faces=params["faces"],
-            output_format=params["output_format"],
-            enhance=params["enhance"],
-            watermark=params["watermark"],
-        )
+            image: Any = _noop_image(target, params)
+        else:
+            image = process_engine(self.settings).swap_image(
+                source,
+                target,
+                faces=params["faces"],
+                output_format=params["output_format"],
+                enhance=params["enhance"],
+                watermark=params["watermark"],
+            )
+        return image, hashlib.sha256(image.data).hexdigest()
 
     def _swap_video(
         self, source: bytes, target: Path, output: Path, job: JobRecord, state: RunState
@@ -447,13 +468,16 @@ class JobRunner:
             "sha256": stored.sha256,
         }
 
-    async def _store_image(self, job: JobRecord, image: Any) -> service.Outcome:
+    def _store_image(self, job: JobRecord, image: Any, sha256: str) -> service.Outcome:
+        """Start writing the result; the job is finished meanwhile and commits once it is
+        stored (``Outcome.storing``): the fsync overlaps the database round trips."""
         metrics.stage_timings(image.timings)
         ext = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}.get(
             image.mime, job.params["output_format"]
         )
         key = self._result_key(job, ext)
-        stored = await self.store.put(key, image.data, image.mime)
+        storing = asyncio.ensure_future(self.store.put(key, image.data, image.mime))
+        stored = StoredObject(key, len(image.data), image.mime, sha256)
         result = {
             **self._result_json(key, stored),
             "duration": round(sum(image.timings.values()), 4),
@@ -461,7 +485,7 @@ class JobRunner:
             "faces_swapped": image.faces_swapped,
             "enhance_applied": image.enhance_applied,
         }
-        return service.Outcome("succeeded", result=result, result_key=key)
+        return service.Outcome("succeeded", result=result, result_key=key, storing=storing)
 
     async def _store_video(self, job: JobRecord, video: Any, output: Path) -> service.Outcome:
         metrics.stage_timings({k: v for k, v in video.timings.items() if k in ("probe", "process")})
@@ -480,6 +504,25 @@ class JobRunner:
         return service.Outcome(
             "succeeded", seconds_done=video.seconds_done, result=result, result_key=key
         )
+
+
+def _internal_error() -> service.Outcome:
+    return service.Outcome(
+        "failed",
+        seconds_done=None,
+        error_code="InternalError",
+        error_message="Internal error while swapping; no Tokens were charged",
+    )
+
+
+def _failed(future: asyncio.Future[Any] | None) -> bool:
+    """Whether ``future`` ended with an exception (the result's write failed)."""
+    return (
+        future is not None
+        and future.done()
+        and not future.cancelled()
+        and (future.exception() is not None)
+    )
 
 
 def _seconds_done(exc: InferenceError) -> float | None:

@@ -125,7 +125,12 @@ class Replayed(Exception):  # noqa: N818 - a signal, not an error
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended, as the runner saw it."""
+    """How a run ended, as the runner saw it.
+
+    ``storing``: the write of ``result_key``, when it is still running. The result is
+    described in ``result`` already; the job's transaction commits only once the write
+    succeeded (``finish_job``), so a job never says succeeded with its result missing.
+    """
 
     status: str  # succeeded | failed | canceled
     seconds_done: float | None = None
@@ -133,6 +138,7 @@ class Outcome:
     error_message: str | None = None
     result: dict[str, Any] | None = None
     result_key: str | None = None
+    storing: asyncio.Future[Any] | None = field(default=None, compare=False, repr=False)
 
 
 # -- shaping -------------------------------------------------------------------------------
@@ -516,7 +522,9 @@ async def finish_job(
     None when this worker no longer holds the job's lease: nothing was written, and the
     caller must discard its output. Otherwise the final job and its webhook delivery id.
     A metered job whose hold is no longer held (settled by someone else) is a Conflict:
-    the caller's transaction rolls back and the job is not finished.
+    the caller's transaction rolls back and the job is not finished. When the result is
+    still being written (``outcome.storing``), this returns once it is stored, and raises
+    what the write raised (the caller's transaction must then roll back).
     """
     charge = charge_for(job, outcome)
     finished = await repo.finish(
@@ -541,6 +549,8 @@ async def finish_job(
             session, final.tenant_id, settled.account_id, settled.captured, settled.released
         )
     delivery = await _announce_end(session, final, webhook_lease_s=webhook_lease_s)
+    if outcome.storing is not None:
+        await outcome.storing
     return final, delivery
 
 

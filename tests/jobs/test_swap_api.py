@@ -247,6 +247,40 @@ async def test_a_result_that_cannot_be_stored_fails_the_job_and_charges_nothing(
     assert job["status"] == "failed" and job["result"] is None
 
 
+async def test_a_job_says_succeeded_only_once_its_result_is_stored(
+    api, db, swap_app, monkeypatch
+) -> None:
+    """The result is written while the job's outcome is recorded, but until the file is
+    on disk the job stays processing and its Token stays held: nobody is ever told a job
+    succeeded whose result is missing."""
+    store = swap_app.state.result_store
+    real_put = store.put
+    writing, may_write = asyncio.Event(), asyncio.Event()
+
+    async def put(key: str, data: Any, content_type: str, **kw: Any) -> Any:
+        if key.startswith("results/"):
+            writing.set()
+            await may_write.wait()
+        return await real_put(key, data, content_type, **kw)
+
+    monkeypatch.setattr(store, "put", put)
+    customer = await make_customer(api, db, tokens=10)
+    answer = asyncio.ensure_future(post_swap(api, customer, swap_body()))
+    await asyncio.wait_for(writing.wait(), 60)
+    await asyncio.sleep(0.3)  # ample time for the finish statement to run meanwhile
+    jobs = (await api.get("/api/v1/jobs", headers=customer.headers)).json()["items"]
+    assert [job["status"] for job in jobs] == ["processing"]
+    assert await balance(api, customer) == {"balance": 10, "held": 1, "available": 9}
+    may_write.set()
+    response = await answer
+    assert response.status_code == 200, response.text
+    job = (await api.get(f"/api/v1/jobs/{jobs[0]['id']}", headers=customer.headers)).json()
+    assert job["status"] == "succeeded"
+    result = await api.get(f"/api/v1/jobs/{jobs[0]['id']}/result", headers=customer.headers)
+    assert result.status_code == 200 and len(result.content) == job["result"]["size"]
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
 async def test_an_oversize_body_is_413_payload_too_large(api, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
