@@ -16,6 +16,9 @@ client (``swap_client``: its C parser keeps the client's own CPU out of the figu
    the API, metering and queue add to the engine's time. The worker runs one job at a
    time (``--latency-worker-concurrency``), so at concurrency 8 requests queue behind
    each other and p50 is about 8 engine times: that row shows queueing, not overhead.
+   Beside it, what one database transaction (SELECT 1 in a session) costs this process
+   right after an engine run and then at once again: the machine's own share of the
+   overhead, since every process on a swap's path waits while the engine runs.
 2. Throughput with the no-op swapper (SWAPMETER_JOBS_SWAPPER=noop, the target returned
    unchanged): a closed loop of ``--clients`` clients (keep-alive connections) for
    ``--seconds`` per run, (a) every request on one hot account, (b) spread over
@@ -225,6 +228,10 @@ class LatencyFigures:
     engine_runs: int
     c1: Run
     c8: Run
+    # One database transaction from this process: right after an engine run, and at once
+    # again after that one (see print_latency).
+    after_engine_tx: float
+    back_to_back_tx: float
 
 
 def check_swapped(answer: dict[str, Any]) -> None:
@@ -233,6 +240,9 @@ def check_swapped(answer: dict[str, Any]) -> None:
 
 
 async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: Path) -> Any:
+    from sqlalchemy import text
+
+    from app.db import Database
     from app.jobs.runner import process_engine
     from app.settings import Settings
 
@@ -248,6 +258,7 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
     port = harness.free_port()
     server = harness.start_server(env, port)
     worker = harness.start_worker(env, concurrency=args.latency_worker_concurrency)
+    db = Database(database_url, pool_size=1)
     try:
         async with (
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as admin,
@@ -271,6 +282,21 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
                 assert result.faces_swapped >= 1
                 return elapsed
 
+            async def transaction() -> float:
+                started = time.perf_counter()
+                async with db.session() as session:
+                    await session.execute(text("SELECT 1"))
+                return time.perf_counter() - started
+
+            after_engine: list[float] = []
+            back_to_back: list[float] = []
+
+            async def engine_then_transactions() -> float:
+                elapsed = engine_once()
+                after_engine.append(await transaction())
+                back_to_back.append(await transaction())
+                return elapsed
+
             # Warm-up, not counted: the worker loads its models on its first job.
             for _ in range(args.warmup):
                 engine_once()
@@ -280,7 +306,7 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
             c1 = Run()
             block = max(1, args.latency_requests // args.latency_rounds)
             for _ in range(args.latency_rounds):  # interleaved: same background load
-                engine_times += [engine_once() for _ in range(block)]
+                engine_times += [await engine_then_transactions() for _ in range(block)]
                 c1.merge(await closed_loop(client, [key], body, clients=1, requests=block,
                                            check=check_swapped))  # fmt: skip
             fail_on_errors("latency, concurrency 1", c1)
@@ -290,9 +316,17 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
             )  # fmt: skip
             fail_on_errors("latency, concurrency 8", c8)
     finally:
+        await db.dispose()
         harness.stop(worker)
         harness.stop(server)
-    return LatencyFigures(statistics.median(engine_times), len(engine_times), c1, c8)
+    return LatencyFigures(
+        statistics.median(engine_times),
+        len(engine_times),
+        c1,
+        c8,
+        statistics.median(after_engine),
+        statistics.median(back_to_back),
+    )
 
 
 # -- 2. metered throughput ------------------------------------------------------------------
@@ -462,6 +496,13 @@ def print_latency(figures: LatencyFigures, worker_concurrency: int) -> float:
           f"  (target <= 0.25: {'met' if overhead <= 0.25 else 'NOT met'})")  # fmt: skip
     print(f"  (one API process, one `swapmeter worker --concurrency {worker_concurrency}`; "
           f"at concurrency 8 requests queue for the worker)")  # fmt: skip
+    print(f"  this machine: one database transaction from Python (SELECT 1, as the services "
+          f"run theirs) takes {figures.back_to_back_tx * 1000:.2f} ms back-to-back and "
+          f"{figures.after_engine_tx * 1000:.2f} ms right after an engine run")  # fmt: skip
+    print(
+        "  (on this VM code that has waited runs its first steps several times slower; every "
+        "process on a swap's path, API, worker, database, client, waits while the engine runs)"
+    )
     return overhead
 
 
