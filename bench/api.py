@@ -390,7 +390,7 @@ async def bench_throughput(args: argparse.Namespace, database_url: str, data_dir
                 "a. metered, 1 hot account": Kind("metered", hot.keys, 1),
                 f"b. metered, {args.accounts} accounts": Kind("metered", spread.keys, 1),
                 "c. unmetered, 1 account": Kind("unmetered", hot.keys, 0),
-                f"c. unmetered, {args.accounts} accounts": Kind("unmetered", spread.keys, 0),
+                f"d. unmetered, {args.accounts} accounts": Kind("unmetered", spread.keys, 0),
             }
             charged = {"hot": 0, "spread": 0}
 
@@ -518,9 +518,12 @@ def print_throughput(runs: dict[str, list[Run]], args: argparse.Namespace) -> di
               f"  p95 {pct(run.latencies, 0.95) * 1000:6.1f} ms  ({run.ok} x 200"
               f"{'; CPU ms per request' + cpu if cpu else ''})")  # fmt: skip
     names = list(runs)
-    ratios = {"a": rates[names[0]] / rates[names[2]], "b": rates[names[1]] / rates[names[3]]}
-    for letter, ratio in ratios.items():
-        print(f"  ratio metered / unmetered ({letter}): {ratio:.2f}"
+    ratios = {
+        "a / c": rates[names[0]] / rates[names[2]],
+        "b / d": rates[names[1]] / rates[names[3]],
+    }
+    for runs_compared, ratio in ratios.items():
+        print(f"  ratio metered / unmetered ({runs_compared}): {ratio:.2f}"
               f"  (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")  # fmt: skip
     print(f"  ({args.workers} `swapmeter worker --concurrency {args.worker_concurrency}` "
           f"process(es), one API process per metering mode)")  # fmt: skip
