@@ -6,14 +6,13 @@ Routes only parse, call admin.service and shape the response.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from admin import schemas, service
 from app.auth.dependencies import CurrentAdmin, admin_ip_allowed
-from app.deps import DBSession, SettingsDep
+from app.deps import ClientTime, DBSession, IdCursor, SettingsDep
 from app.idempotency.service import run_idempotent
 from app.tenancy.service import ImportEntry
 
@@ -273,12 +272,18 @@ async def audit_log(
     admin: CurrentAdmin,
     tenant_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=64, description="exact, or 'prefix.*'")] = None,
-    since: datetime | None = None,
+    since: ClientTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: IdCursor = None,
 ) -> schemas.AuditPage:
     """Audit records, newest first; tenant admins and auditors see only their tenant's."""
     rows, next_cursor = await service.list_audit_log(
-        session, admin, tenant_id=tenant_id, action=action, since=since, cursor=cursor, limit=limit
+        session,
+        admin,
+        tenant_id=tenant_id,
+        action=action,
+        since=since,
+        before_id=cursor,
+        limit=limit,
     )
     return schemas.AuditPage(items=[schemas.AuditItem(**r) for r in rows], next_cursor=next_cursor)

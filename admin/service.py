@@ -383,19 +383,13 @@ async def list_audit_log(
     tenant_id: uuid.UUID | None,
     action: str | None,
     since: datetime | None,
-    cursor: str | None,
+    before_id: int | None,
     limit: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
     if admin.tenant_id is not None:
         if tenant_id is not None and tenant_id != admin.tenant_id:
             raise NotFound("Tenant not found")
         tenant_id = admin.tenant_id
-    before_id: int | None = None
-    if cursor:
-        try:
-            before_id = int(cursor)
-        except ValueError:
-            raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
     rows = await repository.list_audit_records(
         session,
         tenant_id=tenant_id,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pydantic import AfterValidator
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
+from app.errors import BadRequest
 from app.settings import Settings
 
 
@@ -38,3 +41,36 @@ async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
 DBSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+MAX_ROW_ID = 2**63 - 1  # row ids are positive bigints
+
+
+def id_cursor(cursor: str | None = None) -> int | None:
+    """The row id a page's ``next_cursor`` stands for (pages going back from it).
+
+    Anything else is 400 InvalidCursor here, including numbers no bigint id can have,
+    which would otherwise fail in the database as a 500."""
+    if not cursor:
+        return None
+    try:
+        row_id = int(cursor)
+    except ValueError:
+        row_id = 0
+    if not 0 < row_id <= MAX_ROW_ID:
+        raise BadRequest("cursor is not one this API returned", code="InvalidCursor")
+    return row_id
+
+
+IdCursor = Annotated[int | None, Depends(id_cursor)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """A time a client sent, in UTC (one without a time zone is taken as UTC)."""
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: 422, not a database error
+        raise ValueError("the time is outside the range this API stores") from None
+
+
+ClientTime = Annotated[datetime, AfterValidator(_in_utc)]

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from admin import audit
 from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_access
-from app.deps import DBSession, SettingsDep
+from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency.service import run_idempotent
@@ -206,15 +206,10 @@ async def ledger_endpoint(
     session: DBSession,
     user: CurrentApiUser,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: IdCursor = None,
 ) -> schemas.LedgerPage:
     """Your Token movements, newest first; pass ``next_cursor`` back for the next page."""
-    before = 2**63 - 1
-    if cursor:
-        try:
-            before = int(cursor)
-        except ValueError:
-            raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
+    before = MAX_ROW_ID if cursor is None else cursor
     account = await repo.account_of_user(session, user.user_id)
     if account is None:
         return schemas.LedgerPage(items=[], next_cursor=None)

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -357,11 +357,16 @@ def _encode_cursor(job: JobRecord) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A cursor ``_encode_cursor`` made; anything else (a forged time, one without a time
+    zone or outside what the database stores) is InvalidCursor, never a database error."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, _, job_id = raw.partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError):
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None:
+            raise ValueError("no time zone")
+        return created_at.astimezone(UTC), uuid.UUID(job_id)
+    except (ValueError, OverflowError, UnicodeDecodeError):
         raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
 
 

@@ -47,5 +47,11 @@ async def test_audit_log_pages_newest_first_with_filters(client) -> None:
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     later = await client.get("/api/v1/admin/audit-log", params={"since": future}, headers=headers)
     assert later.json() == {"items": [], "next_cursor": None}
-    bad = await client.get("/api/v1/admin/audit-log?cursor=zzz", headers=headers)
-    assert bad.status_code == 400
+    log = "/api/v1/admin/audit-log"
+    for cursor in ("zzz", "0", "-1", "99999999999999999999"):
+        bad = await client.get(log, params={"cursor": cursor}, headers=headers)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor", cursor
+    for since in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"):
+        odd = await client.get(log, params={"since": since}, headers=headers)
+        assert odd.status_code == 422, (since, odd.text)
+        assert odd.json()["error"]["code"] == "ValidationError"

@@ -512,8 +512,9 @@ async def test_end_users_read_their_balance_ledger_pages_and_price_book(client, 
         ("recharge", 30, 30),
     ]
     assert second["next_cursor"] is None
-    bad = await client.get("/api/v1/ledger", params={"cursor": "abc"}, headers=headers)
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor"
+    for cursor in ("abc", "-5", "0", str(2**63), "99999999999999999999"):
+        bad = await client.get("/api/v1/ledger", params={"cursor": cursor}, headers=headers)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor", cursor
 
     prices = (await client.get("/api/v1/pricing", headers=headers)).json()
     assert (prices["image"], prices["video_second"]) == (1, 10)

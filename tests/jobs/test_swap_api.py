@@ -613,8 +613,15 @@ async def test_another_users_job_is_404_and_jobs_list_pages_by_cursor(api, db) -
         await api.get("/api/v1/jobs", params={"status": "failed"}, headers=owner.headers)
     ).json()
     assert failed["items"] == []
-    bad = await api.get("/api/v1/jobs", params={"cursor": "nonsense"}, headers=owner.headers)
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCursor"
+    forged = [
+        f"0001-01-01T00:00:00+05:00|{ids[0]}",  # before year 1 once in UTC
+        f"2026-01-01T00:00:00|{ids[0]}",  # no time zone
+        "2026-01-01T00:00:00+00:00|not-a-uuid",
+    ]
+    for cursor in ["nonsense", *(base64.urlsafe_b64encode(f.encode()).decode() for f in forged)]:
+        bad = await api.get("/api/v1/jobs", params={"cursor": cursor}, headers=owner.headers)
+        assert bad.status_code == 400, (cursor, bad.text)
+        assert bad.json()["error"]["code"] == "InvalidCursor"
 
 
 async def test_the_database_announces_each_finished_job_with_its_final_row(
