@@ -18,7 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 
 log = logging.getLogger("swapmeter.http")
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Echoed as given (the contract): any printable ASCII up to 128 characters (what jobs and
+# the audit log store). Only an id that could forge log lines (control or non-ASCII
+# characters) or a longer one is replaced by a fresh one.
+_VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$")
 
 
 class RequestContextMiddleware:

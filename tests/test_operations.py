@@ -11,10 +11,14 @@ async def test_healthz_and_readyz_report_ok_with_real_database_and_redis(client)
 
 
 async def test_every_response_carries_the_request_id_it_was_given(client) -> None:
-    response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
-    assert response.headers["x-request-id"] == "abc-123"
+    for given in ("abc-123", "req/1 retry#2", "x" * 128):
+        response = await client.get("/healthz", headers={"X-Request-ID": given})
+        assert response.headers["x-request-id"] == given
     generated = await client.get("/healthz")
     assert len(generated.headers["x-request-id"]) == 32
+    for unusable in (b"x" * 129, "café".encode()):  # too long; not ASCII
+        response = await client.get("/healthz", headers={"X-Request-ID": unusable})
+        assert len(response.headers["x-request-id"]) == 32
 
 
 async def test_unknown_path_gets_not_found_in_the_contract_error_shape(client) -> None:
