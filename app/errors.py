@@ -188,6 +188,11 @@ def request_id_of(request: Request) -> str:
     return getattr(request.state, "request_id", "") or request.headers.get("x-request-id", "")
 
 
+# Every 503 tells the client when to come back (the contract); a handler that knows
+# better (the database's, the rate limiter's) sets its own.
+DEFAULT_RETRY_AFTER_S = 30
+
+
 def error_response(
     request: Request,
     status: int,
@@ -196,6 +201,8 @@ def error_response(
     headers: dict[str, str] | None = None,
     details: Any = None,
 ) -> JSONResponse:
+    if status == 503 and not any(name.lower() == "retry-after" for name in headers or ()):
+        headers = {**(headers or {}), "Retry-After": str(DEFAULT_RETRY_AFTER_S)}
     body: dict[str, Any] = {
         "code": code,
         "message": message,
