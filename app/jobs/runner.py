@@ -290,7 +290,9 @@ class JobRunner:
         self.executor = executor
 
     async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
-        workdir = scratch_root(self.settings) / job.id.hex
+        # Per attempt, like the result's key: a stale attempt still running somewhere
+        # (its lease ran out) must not touch the files of the attempt that replaced it.
+        workdir = scratch_root(self.settings) / f"{job.id.hex}-{job.attempts}"
         started = time.monotonic()
         try:
             outcome = await self._execute(job, state, workdir)
@@ -458,7 +460,9 @@ class JobRunner:
     # -- results ---------------------------------------------------------------------------
 
     def _result_key(self, job: JobRecord, ext: str) -> str:
-        return f"results/{job.tenant_id.hex}/{job.id.hex}.{ext}"
+        """Unique per attempt: a stale attempt discards its own output, never the result
+        of the attempt that finished the job."""
+        return f"results/{job.tenant_id.hex}/{job.id.hex}-{job.attempts}.{ext}"
 
     def _result_json(self, key: str, stored: Any) -> dict[str, Any]:
         return {

@@ -247,23 +247,6 @@ async def test_a_result_that_cannot_be_stored_fails_the_job_and_charges_nothing(
     assert job["status"] == "failed" and job["result"] is None
 
 
-async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
-    settings, db, tmp_path
-) -> None:
-    """The operator chose a learned swapper but has not installed it: the customer is
-    told it is our side (503 ModelNotInstalled) and when to try again, and pays nothing."""
-    configured = job_settings(
-        settings, tmp_path, swapper="inswapper_128", allow_noncommercial_models=True
-    )
-    async with running_app(configured) as application, client_for(application) as client:
-        customer = await make_customer(client, db, tokens=10)
-        response = await post_swap(client, customer, swap_body())
-        assert response.status_code == 503, response.text
-        assert response.json()["error"]["code"] == "ModelNotInstalled"
-        assert int(response.headers["retry-after"]) > 0
-        assert await balance(client, customer) == {"balance": 10, "held": 0, "available": 10}
-
-
 async def test_a_job_says_succeeded_only_once_its_result_is_stored(
     api, db, swap_app, monkeypatch
 ) -> None:

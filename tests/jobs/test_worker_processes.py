@@ -11,9 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +27,8 @@ from app.db import Database
 from app.errors import Conflict
 from app.jobs import repository as repo
 from app.jobs import service
+from app.jobs.repository import JobRecord
+from app.jobs.runner import JobRunner, RunState
 from app.jobs.worker import Worker
 from app.settings import Settings
 from billing import service as billing
@@ -239,6 +244,75 @@ async def test_a_worker_cannot_finish_a_job_whose_hold_someone_else_settled(
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
     assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
     assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+
+
+async def test_a_worker_that_lost_its_lease_leaves_the_finished_attempts_result_alone(
+    api, api_app, db
+) -> None:
+    """Worker A stalls mid-swap past its lease; B runs the job again and finishes it. When
+    A wakes up it discards only its own output: the customer keeps the result paid for."""
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    settings, store = api_app.state.settings, api_app.state.result_store
+    swapping, resume = threading.Event(), threading.Event()
+
+    class StallingRunner(JobRunner):
+        def _swap_image(self, *args: Any) -> Any:
+            swapping.set()
+            resume.wait(30)
+            return super()._swap_image(*args)
+
+    async def job_leased_to(worker_id: str, attempt: int) -> JobRecord:
+        await lease(db, job_id, worker_id, attempts=attempt, seconds=60)
+        async with db.session() as s:
+            job = await repo.get_job(s, job_id)
+        assert job is not None
+        return job
+
+    with ThreadPoolExecutor(2) as executor:
+        job_a = await job_leased_to("A", 1)
+        stale = asyncio.create_task(
+            StallingRunner(settings, db, store, executor).run(job_a, "A", RunState())
+        )
+        assert await asyncio.to_thread(swapping.wait, 30)
+        job_b = await job_leased_to("B", 2)  # A's lease ran out; B claimed the job
+        finished = await JobRunner(settings, db, store, executor).run(job_b, "B", RunState())
+        assert finished.job is not None and finished.job.status == "succeeded"
+        resume.set()
+        assert (await stale).job is None  # A's output was discarded
+
+    job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+    assert (job["status"], job["tokens_charged"]) == ("succeeded", 1)
+    result = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
+    assert result.status_code == 200 and len(result.content) == job["result"]["size"]
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
+async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
+    api, api_app, db
+) -> None:
+    """The operator chose a learned swapper but has not installed it: the customer is
+    told it is our side (503 ModelNotInstalled) and when to try again, and pays nothing."""
+    settings = api_app.state.settings.model_copy(
+        update={"swapper": "inswapper_128", "allow_noncommercial_models": True}
+    )
+    stop = asyncio.Event()
+    worker = Worker(settings, db, store=api_app.state.result_store, cleanup=False)
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        customer = await make_customer(api, db, tokens=10)
+        response = await api.post(
+            "/api/v1/swap-face",
+            json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+            headers={**customer.headers, "Prefer": "wait=60"},
+        )
+    finally:
+        stop.set()
+        await running
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "ModelNotInstalled"
+    assert int(response.headers["retry-after"]) > 0
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
 
 
 async def test_a_job_given_back_at_shutdown_after_a_cancel_request_is_canceled_not_requeued(
