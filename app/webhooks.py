@@ -123,6 +123,8 @@ async def deliver(
     client: httpx.AsyncClient | None = None,
     allow_hosts: frozenset[str] = frozenset(),
     max_backoff_s: float = 300.0,
+    delivery_id: str | None = None,
+    give_up_after_s: float | None = None,
 ) -> DeliveryResult:
     """POST ``payload`` as compact JSON, signed, until a 2xx or ``attempts`` tries.
 
@@ -130,10 +132,16 @@ async def deliver(
     Not retried: other 4xx and 3xx (redirects are not followed: the customer registered
     this URL), and a URL refused by address vetting. Every try is recorded, never raised,
     so the caller can store the outcome.
+
+    ``delivery_id`` (the ``X-SwapMeter-Delivery`` header, a new one when not given) stays
+    the same on every try, and on every resend of the same event when the caller passes
+    its own: receivers de-duplicate by it. No try starts that could not end within
+    ``give_up_after_s`` of the first (the caller's lease on the delivery).
     """
     body = orjson.dumps(payload)
     secret_bytes = _secret_bytes(secret)
-    result = DeliveryResult(delivery_id=str(uuid.uuid4()))
+    result = DeliveryResult(delivery_id=delivery_id or str(uuid.uuid4()))
+    began = time.monotonic()
     own_client = client is None
     http = client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
     try:
@@ -179,7 +187,12 @@ async def deliver(
                 break
             if not retry or index == attempts - 1:
                 break
-            await asyncio.sleep(max(wait_at_least, backoff_s(index, backoff_base_s, max_backoff_s)))
+            wait = max(wait_at_least, backoff_s(index, backoff_base_s, max_backoff_s))
+            if give_up_after_s is not None and (
+                time.monotonic() - began + wait + timeout_s > give_up_after_s
+            ):
+                break
+            await asyncio.sleep(wait)
     finally:
         if own_client:
             await http.aclose()

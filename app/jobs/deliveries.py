@@ -10,6 +10,7 @@ backoff; every attempt ends up in the row.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from app import webhooks
 from app.db import Database
@@ -18,6 +19,15 @@ from app.jobs import repository as repo
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+LEASE_SHARE = 0.8  # of the delivery's lease that its tries may take
+_EVENT_NAMESPACE = uuid.UUID("5a0d6c8e-1f7b-4c1e-9a53-6e2f0c7b9d41")
+
+
+def event_id(job_id: uuid.UUID, delivery_id: int) -> str:
+    """The X-SwapMeter-Delivery of a job's end: the same on every try and on every resend
+    (a sweep after a worker died mid-delivery), so a receiver can drop duplicates."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{job_id}/{delivery_id}"))
 
 
 async def send(db: Database, settings: Settings, delivery_id: int) -> bool | None:
@@ -38,6 +48,10 @@ async def send(db: Database, settings: Settings, delivery_id: int) -> bool | Non
         backoff_base_s=settings.webhook_backoff_base_seconds,
         timeout_s=settings.webhook_timeout_seconds,
         allow_hosts=settings.url_fetch_allow_hosts_set,
+        delivery_id=event_id(delivery.job_id, delivery_id),
+        # Done (delivered or given up) while this worker's lease on the row holds, so the
+        # sweep never starts a second delivery of an event that is still being tried.
+        give_up_after_s=LEASE_SHARE * settings.jobs_webhook_lease_seconds,
     )
     last = result.attempts[-1] if result.attempts else None
     async with db.session() as session:

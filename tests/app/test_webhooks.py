@@ -175,6 +175,36 @@ async def test_429_retry_after_is_waited_before_the_next_attempt(receiver: Recei
     assert time.monotonic() - started >= 1.0
 
 
+async def test_no_retry_starts_that_could_not_end_within_the_time_given(
+    receiver: Receiver,
+) -> None:
+    """The worker's lease on a delivery is its time budget: a receiver asking to be
+    retried later than that is given up on, rather than sent twice (once by the sweep)."""
+    receiver.answer(503, 503, headers={"Retry-After": "2"})
+    started = time.monotonic()
+    result = await deliver(
+        receiver.url, JOB, SECRET, backoff_base_s=0.01, allow_hosts=receiver.allow,
+        timeout_s=1.0, give_up_after_s=2.5,
+    )  # fmt: skip
+    assert not result.delivered
+    assert [a.status for a in result.attempts] == [503]
+    assert time.monotonic() - started < 2.0
+
+
+async def test_every_try_and_every_resend_of_one_event_carries_its_delivery_id(
+    receiver: Receiver,
+) -> None:
+    receiver.answer(500, 200, 200)
+    for _ in range(2):  # the first delivery (one retry), then a resend of the same event
+        result = await deliver(
+            receiver.url, JOB, SECRET, backoff_base_s=0.01, allow_hosts=receiver.allow,
+            delivery_id="0b6c8f5e-3b1d-5a6e-9c2f-1d4e7a8b9c0d",
+        )  # fmt: skip
+        assert result.delivered
+    ids = {headers["X-SwapMeter-Delivery"] for headers, _ in receiver.received}
+    assert len(receiver.received) == 3 and ids == {"0b6c8f5e-3b1d-5a6e-9c2f-1d4e7a8b9c0d"}
+
+
 async def test_unreachable_receiver_is_retried_and_reported_without_a_status() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
