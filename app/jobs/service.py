@@ -554,15 +554,19 @@ async def finish_job(
     return final, delivery
 
 
-async def end_abandoned_jobs(
+async def end_abandoned_job(
     session: AsyncSession, *, webhook_lease_s: float
-) -> list[tuple[JobRecord, int | None]]:
-    """Fail (WorkerLost) or cancel the jobs no worker will run again; release their holds."""
-    ended = []
-    for job in await repo.end_abandoned(session):
-        await _settle(session, job, 0)
-        ended.append((job, await _announce_end(session, job, webhook_lease_s=webhook_lease_s)))
-    return ended
+) -> tuple[JobRecord, int | None] | None:
+    """Fail (WorkerLost) or cancel one job no worker will run again and release its hold;
+    None when there is none. One job per transaction: each locks one hold and one account,
+    keeping billing's lock order (several releases in one transaction could lock accounts
+    out of id order and deadlock with a bulk recharge)."""
+    ended = await repo.end_abandoned(session, limit=1)
+    if not ended:
+        return None
+    job = ended[0]
+    await _settle(session, job, 0)
+    return job, await _announce_end(session, job, webhook_lease_s=webhook_lease_s)
 
 
 # -- webhook secrets -------------------------------------------------------------------------

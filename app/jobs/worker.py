@@ -53,6 +53,7 @@ from billing.maintenance import expire_due_grants
 log = logging.getLogger(__name__)
 
 DEFER_S = 1.0  # how long a job of a tenant at its cap is held back
+ABANDONED_PER_ROUND = 100  # jobs nobody will run again, ended per housekeeping round
 STALE_WORKER_S = 24 * 3600  # heartbeat rows older than this are deleted
 SCRATCH_MAX_AGE_S = 24 * 3600  # temporary job files older than this are strays
 
@@ -324,11 +325,14 @@ class Worker:
             metrics.JOBS_PROCESSING.labels(kind).set(row.processing if row else 0)
         metrics.WORKERS_LIVE.set(live)
 
-        async with self.db.session() as session:
-            ended = await service.end_abandoned_jobs(
-                session, webhook_lease_s=self.settings.jobs_webhook_lease_seconds
-            )
-        for job, delivery in ended:
+        for _ in range(ABANDONED_PER_ROUND):
+            async with self.db.session() as session:
+                ended = await service.end_abandoned_job(
+                    session, webhook_lease_s=self.settings.jobs_webhook_lease_seconds
+                )
+            if ended is None:
+                break
+            job, delivery = ended
             log.warning("job %s ended as %s (%s)", job.id, job.status, job.error_code)
             metrics.job_finished(job.kind, job.status, job.error_code, None)
             await service.delete_stored(self.store, job.source_key, job.target_key)
