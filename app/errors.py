@@ -103,6 +103,12 @@ class Conflict(AppError):
     code, status = "Conflict", 409
 
 
+class ResultExpired(AppError):
+    """A succeeded job's result is no longer stored (its retention ran out)."""
+
+    code, status = "ResultExpired", 410
+
+
 class IdempotencyKeyReused(AppError):
     code, status = "IdempotencyKeyReused", 409
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -34,6 +36,7 @@ from app.errors import (
     Forbidden,
     InvalidIdempotencyKey,
     NotFound,
+    ResultExpired,
     error_response,
 )
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
@@ -194,7 +197,23 @@ async def _final_answer(
 async def _read_result(request: Request, job: JobRecord) -> bytes:
     if not job.result_key:
         raise NotFound("This job has no result")
-    return await _store(request).read(job.result_key)
+    with _gone_when_missing(request, job):
+        return await _store(request).read(job.result_key)
+
+
+@contextlib.contextmanager
+def _gone_when_missing(request: Request, job: JobRecord) -> Iterator[None]:
+    """A succeeded job whose result the store no longer has: 410 ResultExpired, which says
+    why (not a 404, which would suggest the job itself is unknown)."""
+    try:
+        yield
+    except NotFound:
+        hours = request.app.state.settings.results_retention_seconds / 3600
+        raise ResultExpired(
+            f"The result of job {job.id} is no longer stored: results are kept {hours:g} h "
+            "after the job ends",
+            details={"job_id": str(job.id)},
+        ) from None
 
 
 async def _answer(
@@ -450,7 +469,8 @@ async def job_result(
     if job.status != "succeeded" or not job.result_key:
         raise NotFound(f"The job {job.status}: it has no result")
     ext = job.result_key.rsplit(".", 1)[-1]
-    return await _serve(_store(request), job.result_key, f"{job.id}.{ext}")
+    with _gone_when_missing(request, job):
+        return await _serve(_store(request), job.result_key, f"{job.id}.{ext}")
 
 
 async def _serve(store: ResultStore, key: str, filename: str) -> Response:

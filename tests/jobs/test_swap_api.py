@@ -281,6 +281,30 @@ async def test_a_job_says_succeeded_only_once_its_result_is_stored(
     assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
 
 
+async def test_a_result_past_its_retention_is_410_result_expired_also_on_replay(
+    api, db, swap_app
+) -> None:
+    """Once the cleanup removed a result, asking for it (directly, or by replaying the
+    swap with its Idempotency-Key) says it expired, not that the job is unknown."""
+    customer = await make_customer(api, db, tokens=10)
+    first = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "kept-1"})
+    assert first.status_code == 200, first.text
+    job_id = first.json()["job_id"]
+    job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+    store = swap_app.state.result_store
+    for path in store.root.rglob(f"{job_id.replace('-', '')}*"):  # as the cleanup would
+        path.unlink()
+
+    direct = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
+    replay = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "kept-1"})
+    for response in (direct, replay):
+        assert response.status_code == 410, response.text
+        error = response.json()["error"]
+        assert error["code"] == "ResultExpired" and error["details"]["job_id"] == job_id
+    assert job["status"] == "succeeded"
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
 async def test_an_oversize_body_is_413_payload_too_large(api, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
