@@ -40,7 +40,7 @@ from app.errors import (
     error_response,
 )
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency.service import MAX_KEY_LENGTH, REPLAY_HEADER
+from app.idempotency.service import MAX_KEY_LENGTH, REPLAY_HEADER, run_idempotent
 from app.jobs import inputs, runner, schemas, service
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
@@ -439,19 +439,30 @@ async def cancel_job(
     session: DBSession,
     user: CurrentApiUser,
     settings: SettingsDep,
-) -> dict[str, Any]:
+) -> Response:
     """Queued: canceled at once, every held Token back. Processing: stopped at the next
     batch of frames, and only the video seconds processed until then are charged (an
     image swap, under a second, is not interrupted). Already canceled: returned
-    unchanged. Succeeded or failed: 409 JobFinished, nothing changes."""
-    was = await service.get_job(session, user.user_id, job_id)
-    job = await service.cancel_job(
-        session, user.user_id, job_id, webhook_lease_s=settings.jobs_webhook_lease_seconds
+    unchanged. Succeeded or failed: 409 JobFinished, nothing changes. Honours
+    Idempotency-Key: a replay answers the first answer again."""
+    released: list[JobRecord] = []
+
+    async def operation() -> tuple[int, Any]:
+        was = await service.get_job(session, user.user_id, job_id)
+        job = await service.cancel_job(
+            session, user.user_id, job_id, webhook_lease_s=settings.jobs_webhook_lease_seconds
+        )
+        if was.status == "queued" and job.status == "canceled":
+            released.append(job)
+        return 200, _job_json(request, job)
+
+    response = await run_idempotent(
+        session, request, scope=f"user:{user.user_id}", operation=operation
     )
-    if was.status == "queued" and job.status == "canceled":
+    for job in released:
         await session.commit()  # the inputs go only once the cancel is durable
         await service.delete_stored(_store(request), job.source_key, job.target_key)
-    return _job_json(request, job)
+    return response
 
 
 @router.get(

@@ -346,3 +346,26 @@ async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app,
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
     inputs = Path(api_app.state.settings.results_path) / "inputs"
     assert not list(inputs.glob(job_id.hex + "*"))
+
+
+async def test_a_cancel_with_an_idempotency_key_is_answered_once_and_replayed(
+    api, api_app, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    keyed = {**customer.headers, "Idempotency-Key": "cancel-1"}
+    first = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=keyed)
+    again = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=keyed)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and first.json()["status"] == "canceled"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+
+    other_job = await queued_image_job(api, customer)
+    reused = await api.post(f"/api/v1/jobs/{other_job}/cancel", headers=keyed)
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "IdempotencyKeyReused"
+    still = (await api.get(f"/api/v1/jobs/{other_job}", headers=customer.headers)).json()
+    assert still["status"] == "queued"
+    await api.post(f"/api/v1/jobs/{other_job}/cancel", headers=customer.headers)  # tidy up
