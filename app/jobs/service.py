@@ -55,6 +55,7 @@ OUR_FAULT_CODES = frozenset(
     }
 )
 SUBMIT_PATH = "POST /api/v1/swap-face"
+CANCEL_TRIES = 3  # see cancel_job
 
 log = logging.getLogger(__name__)
 
@@ -457,21 +458,26 @@ async def cancel_job(
     """Queued: canceled now, hold released in full. Processing: flagged; the worker stops
     at its next batch of frames and charges the delivered seconds. Already canceled: the
     job unchanged. Succeeded or failed: Conflict (409), nothing changes."""
-    job = await repo.cancel_queued(session, job_id, user_id)
-    if job is not None:
-        await _settle(session, job, 0)
-        await _announce_end(session, job, webhook_lease_s=0.0 if job.webhook_url else None)
-        return job
-    job = await repo.request_cancel(session, job_id, user_id)
-    if job is not None:
-        await repo.notify(session, repo.JOB_CANCEL_CHANNEL, str(job.id))
-        return job
-    job = await get_job(session, user_id, job_id)
-    if job.status == "canceled":
-        return job
-    raise Conflict(
-        f"The job already {job.status}; it can no longer be canceled", code="JobFinished"
-    )
+    # A job may move between queued and processing while this runs (a worker claims it,
+    # or gives it back as it shuts down): look again rather than call it finished.
+    for _ in range(CANCEL_TRIES):
+        job = await repo.cancel_queued(session, job_id, user_id)
+        if job is not None:
+            await _settle(session, job, 0)
+            await _announce_end(session, job, webhook_lease_s=0.0 if job.webhook_url else None)
+            return job
+        job = await repo.request_cancel(session, job_id, user_id)
+        if job is not None:
+            await repo.notify(session, repo.JOB_CANCEL_CHANNEL, str(job.id))
+            return job
+        job = await get_job(session, user_id, job_id)
+        if job.status == "canceled":
+            return job
+        if job.status in FINAL_STATUSES:
+            raise Conflict(
+                f"The job already {job.status}; it can no longer be canceled", code="JobFinished"
+            )
+    raise Conflict("The job kept changing state; retry the cancel")
 
 
 # -- finishing -----------------------------------------------------------------------------

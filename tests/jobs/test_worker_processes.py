@@ -348,6 +348,33 @@ async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app,
     assert not list(inputs.glob(job_id.hex + "*"))
 
 
+async def test_a_cancel_that_races_a_shutdown_give_back_still_cancels(
+    api, api_app, db, monkeypatch
+) -> None:
+    """The job is processing when the cancel looks, and its worker gives it back to the
+    queue (shutting down) just before the cancel flags it: the cancel looks again and
+    cancels the queued job, rather than answering that the job already finished."""
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    await lease(db, job_id, "w1", attempts=1, seconds=60)
+    real_request_cancel = repo.request_cancel
+    given_back = False
+
+    async def request_cancel(session: Any, job: uuid.UUID, user_id: int) -> Any:
+        nonlocal given_back
+        if not given_back:  # w1 shuts down right now and commits its give-back
+            given_back = True
+            async with db.session() as s:
+                assert await repo.give_back(s, job_id, "w1", 1)
+        return await real_request_cancel(session, job, user_id)
+
+    monkeypatch.setattr(repo, "request_cancel", request_cancel)
+    canceled = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+
+
 async def test_a_cancel_with_an_idempotency_key_is_answered_once_and_replayed(
     api, api_app, db
 ) -> None:
