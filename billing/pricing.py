@@ -267,18 +267,20 @@ async def set_prices(
     created_by: uuid.UUID | None,
     created_by_email: str | None,
     reason: str | None,
-) -> PriceBook:
-    """Write the tenant's next version. Fields left out keep their current value.
+) -> tuple[PriceBook, PriceBook]:
+    """Write the tenant's next version; the book it replaced and the new one. Fields left
+    out keep their current value.
 
     Two admins changing prices at once get consecutive versions (a per-tenant advisory
-    lock), never a unique-key error.
+    lock), never a unique-key error, and the second one's change is merged into the
+    first's (the current book is read once the lock is held), never over a stale copy.
     """
-    current = await current_book(session, tenant_id)
-    merged = {name: prices.get(name, getattr(current, name)) for name in PRICE_FIELDS}
-    checked = check_prices(merged)
     await session.execute(
         _LOCK_VERSIONS, {"namespace": _VERSION_LOCK_NAMESPACE, "tenant_id": str(tenant_id)}
     )
+    current = await current_book(session, tenant_id)
+    merged = {name: prices.get(name, getattr(current, name)) for name in PRICE_FIELDS}
+    checked = check_prices(merged)
     row = (
         await session.execute(
             _INSERT,
@@ -291,4 +293,4 @@ async def set_prices(
             },
         )
     ).one()
-    return _book(row)
+    return current, _book(row)

@@ -93,8 +93,7 @@ async def set_tenant_pricing_endpoint(
     changes = body.model_dump(exclude_unset=True, exclude={"reason"}, exclude_none=True)
 
     async def operation() -> tuple[int, dict[str, Any]]:
-        before = await pricing.current_book(session, tenant_id)
-        book = await pricing.set_prices(
+        before, book = await pricing.set_prices(
             session,
             tenant_id,
             changes,

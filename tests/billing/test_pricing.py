@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from billing import pricing
 from billing.pricing import DEFAULT_PRICE_BOOK, billable_seconds, video_price
 from tests.admin.helpers import (
     bearer,
@@ -124,3 +128,27 @@ async def test_the_database_refuses_to_edit_a_price_book(client, db) -> None:
             await s.execute(
                 text("UPDATE price_books SET image = 1 WHERE tenant_id = :t"), {"t": tenant["id"]}
             )
+
+
+async def test_two_price_changes_at_once_both_count(client, db) -> None:
+    """Admin A changes the image price; admin B, at the same moment, the video price. B
+    waits for A's change and merges into it: neither change is lost, and B's audit of
+    what it replaced shows A's version."""
+    tenant_id = uuid.UUID((await create_tenant(client))["id"])
+    async with db.session() as first:
+        await pricing.set_prices(
+            first, tenant_id, {"image": 7}, created_by=None, created_by_email="a", reason="a"
+        )
+
+        async def second_change() -> tuple[pricing.PriceBook, pricing.PriceBook]:
+            async with db.session() as second:
+                return await pricing.set_prices(
+                    second, tenant_id, {"video_second": 33},
+                    created_by=None, created_by_email="b", reason="b",
+                )  # fmt: skip
+
+        second = asyncio.create_task(second_change())
+        await asyncio.sleep(0.3)  # B is waiting for A's lock; A commits on leaving
+    replaced, written = await second
+    assert (replaced.version, replaced.image) == (1, 7)
+    assert (written.version, written.image, written.video_second) == (2, 7, 33)
