@@ -172,11 +172,21 @@ def database_unavailable(exc: BaseException) -> bool:
     that move Tokens take an Idempotency-Key: retried with it, they apply once."""
     if isinstance(exc, PoolTimeout) or getattr(exc, "connection_invalidated", False):
         return True
+    return _caused_by(exc, _DATABASE_DOWN)
+
+
+def unstorable_text(exc: BaseException) -> bool:
+    """True when a statement failed on a text value the database cannot hold: a NUL
+    character (PostgreSQL text never contains one) or an unpaired surrogate (no UTF-8)."""
+    return _caused_by(exc, _UNSTORABLE_TEXT)
+
+
+def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
     seen: BaseException | None = exc
     for _ in range(5):  # the driver's error sits under one or two wrappers
         if seen is None:
             break
-        if isinstance(seen, _DATABASE_DOWN):
+        if isinstance(seen, types):
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False
@@ -187,6 +197,11 @@ _DATABASE_DOWN = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
     asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+_UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,  # 22021: NUL in text or jsonb
+    asyncpg.exceptions.UntranslatableCharacterError,  # 22P05: \u0000 in jsonb
+    UnicodeEncodeError,  # an unpaired surrogate the driver cannot encode
 )
 
 
@@ -251,8 +266,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(asyncpg.exceptions.PostgresError)  # raw driver use (bulk paths)
+    @app.exception_handler(asyncpg.exceptions.DataError)  # a parameter it cannot encode
     @app.exception_handler(ConnectionError)  # a refused connect comes through unwrapped
     async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if unstorable_text(exc):
+            return error_response(
+                request,
+                400,
+                "InvalidText",
+                "A text value contains a character that cannot be stored "
+                "(NUL, or an unpaired UTF-16 surrogate)",
+            )
         if not database_unavailable(exc):
             return await _unexpected(request, exc)
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)

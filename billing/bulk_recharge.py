@@ -171,9 +171,24 @@ def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None
     value = payload.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise RequestInvalid(f"'{name}' must be a string of at most {limit} characters")
+    if not _is_text(value, limit):
+        raise RequestInvalid(
+            f"'{name}' must be a string of at most {limit} characters, without NUL "
+            "or unpaired surrogates"
+        )
     return value
+
+
+def _is_text(value: Any, limit: int) -> bool:
+    """A non-empty string the database can store: at most ``limit`` characters, no NUL
+    (PostgreSQL text never holds one) and no unpaired surrogate (not UTF-8)."""
+    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _amount_problem(amount: Any, max_amount: int) -> bool:
@@ -194,6 +209,9 @@ class _Checked:
 
 
 def _failure(index: int | None, user: Any, code: str, message: str) -> dict[str, Any]:
+    if isinstance(user, str) and not _is_text(user, len(user)):
+        # Reported back, so stored: what the database cannot hold is shown escaped.
+        user = user.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return {
         "user": user if isinstance(user, str) else None,
         "code": code,
@@ -246,7 +264,7 @@ async def submit(
     first: dict[str, tuple[int, int]] = {}  # user -> (index, amount) of its first occurrence
     seen: set[str] = set()
     for index, (user, amount) in enumerate(zip(bulk.users, bulk.amounts, strict=True)):
-        if not isinstance(user, str) or not user or len(user) > 255:
+        if not _is_text(user, 255):
             failures.append(
                 _failure(index, user, "InvalidEntry", "An entry is an object with a 'user' string")
             )

@@ -167,6 +167,8 @@ async def test_bulk_recharge_with_per_user_amounts_reports_bad_entries_and_appli
         (b'{"users": ["a"], "entries": [], "amount": 1}', 422, "ValidationError"),
         (b'{"users": ["a"], "amount": 1, "mode": "yolo"}', 422, "ValidationError"),
         (b"[1, 2]", 422, "ValidationError"),
+        (b'{"users": ["a"], "amount": 1, "reason": "x\\u0000y"}', 422, "ValidationError"),
+        (b'{"users": ["a"], "amount": 1, "operator": "\\udfff"}', 422, "ValidationError"),
     ],
 )
 async def test_a_malformed_bulk_body_fails_with_its_code_and_writes_nothing(
@@ -549,3 +551,38 @@ async def test_absurd_numbers_in_one_entry_fail_that_entry_only(client, db) -> N
         ("b", "InvalidAmount"),
     ]
     assert (await _balances(db, tenant["id"]))["c"] == (2, 0)
+
+
+async def test_user_names_the_database_cannot_store_fail_that_entry_only(client, db) -> None:
+    """A NUL or an unpaired surrogate in one entry's user: that entry is reported (shown
+    escaped), the others are applied; never a 500 for the whole batch."""
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["a"])
+    body = (
+        b'{"entries": [{"user": "a\\u0000b", "amount": 1}, {"user": "\\ud800", "amount": 1},'
+        b' {"user": "a", "amount": 3}]}'
+    )
+    headers = {**await root_headers(client), "Content-Type": "application/json"}
+    response = await client.post(_bulk_url(tenant["id"]), content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert [(f["user"], f["code"]) for f in response.json()["failed_users"]] == [
+        ("a\\x00b", "InvalidEntry"),
+        ("\\ud800", "InvalidEntry"),
+    ]
+    assert (await _balances(db, tenant["id"]))["a"] == (3, 0)
+
+
+async def test_a_nul_in_any_text_field_is_400_invalid_text_not_500(client) -> None:
+    headers = {**await root_headers(client), "Content-Type": "application/json"}
+    created = await client.post(
+        "/api/v1/admin/tenants", content=b'{"name": "a\\u0000b", "slug": "nul-name"}',
+        headers=headers,
+    )  # fmt: skip
+    tenant = await create_tenant(client)
+    priced = await client.put(
+        f"/api/v1/admin/tenants/{tenant['id']}/pricing",
+        content=b'{"image": 2, "reason": "a\\u0000b"}', headers=headers,
+    )  # fmt: skip
+    for response in (created, priced):
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "InvalidText"
