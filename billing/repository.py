@@ -407,9 +407,13 @@ EXPIRY_LOCK = text("SELECT pg_try_advisory_xact_lock(73217002)")
 EXPIRE_GRANTS = text(
     """
     WITH due_accounts AS (
-        SELECT DISTINCT account_id FROM token_grants
-        WHERE status = 'active' AND expires_at <= :now
-        ORDER BY account_id
+        -- Accounts with something to take back, or a spent lot to close. (Not re-checked
+        -- here: ``take`` is computed under the lock. An account whose due Tokens are all
+        -- held waits for a later pass, without filling this one's batch.)
+        SELECT DISTINCT g.account_id FROM token_grants g JOIN accounts a ON a.id = g.account_id
+        WHERE g.status = 'active' AND g.expires_at <= :now
+          AND (a.balance > a.held OR g.remaining = 0)
+        ORDER BY g.account_id
         LIMIT :limit
     ),
     locked AS (
@@ -419,20 +423,22 @@ EXPIRE_GRANTS = text(
         FOR UPDATE OF a
     ),
     due AS (
-        SELECT g.id, g.account_id, g.remaining, g.expires_at
+        SELECT g.id, g.account_id, g.remaining, g.expired_amount, g.expires_at
         FROM token_grants g JOIN locked l ON l.id = g.account_id
         WHERE g.status = 'active' AND g.expires_at <= :now
         FOR UPDATE OF g
     ),
     take AS (
         -- Tokens reserved by a hold are not taken: the job that holds them may still run.
+        -- Their lot stays active with what is left, so a later pass takes them once the
+        -- hold is released (a capture spends them from the lot instead).
         SELECT l.id AS account_id, l.tenant_id, l.balance, l.held,
                LEAST(sum(d.remaining), l.balance - l.held) AS take
         FROM locked l JOIN due d ON d.account_id = l.id
         GROUP BY l.id, l.tenant_id, l.balance, l.held
     ),
     shares AS (
-        SELECT d.id AS grant_id, d.account_id, t.tenant_id, t.held,
+        SELECT d.id AS grant_id, d.account_id, t.tenant_id, t.held, d.expired_amount,
                LEAST(d.remaining, GREATEST(0, t.take - (sum(d.remaining) OVER w - d.remaining)))
                    AS share,
                t.balance - LEAST(t.take, sum(d.remaining) OVER w) AS balance_after
@@ -457,7 +463,9 @@ EXPIRE_GRANTS = text(
                                     reference, operator, reason, idempotency_key,
                                     balance_after, held_after)
         SELECT s.tenant_id, s.account_id, sys.id, s.share, 'expiry', 'grant:' || s.grant_id,
-               'system', 'granted tokens expired', 'grant:' || s.grant_id,
+               'system', 'granted tokens expired',
+               -- a lot may expire in parts (see take): keyed by its expired total so far
+               'grant:' || s.grant_id || ':' || (s.expired_amount + s.share),
                s.balance_after, s.held
         FROM shares s JOIN accounts sys ON sys.tenant_id = s.tenant_id AND sys.kind = 'issuance'
         WHERE s.share > 0
@@ -465,8 +473,10 @@ EXPIRE_GRANTS = text(
         RETURNING tenant_id, amount
     ),
     closed AS (
-        UPDATE token_grants g SET status = 'expired', expired_amount = s.share, remaining = 0
-        FROM shares s WHERE g.id = s.grant_id
+        UPDATE token_grants g
+        SET remaining = g.remaining - s.share, expired_amount = g.expired_amount + s.share,
+            status = CASE WHEN g.remaining = s.share THEN 'expired' ELSE 'active' END
+        FROM shares s WHERE g.id = s.grant_id AND (s.share > 0 OR g.remaining = 0)
         RETURNING g.id
     )
     SELECT (SELECT count(*) FROM closed) AS grants,

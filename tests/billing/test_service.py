@@ -19,7 +19,7 @@ from app.errors import (
     InvalidAmount,
     NotFound,
 )
-from billing import service
+from billing import maintenance, service
 from billing.verify import check_ledger
 from tests.billing.conftest import World, account_state, add_users, make_tenant
 
@@ -400,6 +400,26 @@ async def test_expiry_leaves_tokens_under_a_hold_alone(db, world) -> None:
     async with db.session() as s:
         h = await service.capture(s, world.tenant_id, "job", 7)
     assert (h.balance, h.held) == (0, 0)
+    await _assert_ledger_ok(db, world)
+
+
+async def test_granted_tokens_held_at_expiry_expire_once_the_hold_is_released(db, world) -> None:
+    """A job held 7 of 10 granted Tokens when they expired: 3 go at once, and the other 7
+    go on the next pass after the job failed and released them, not never."""
+    alice = world.users["alice"]
+    now = datetime.now(UTC)
+    async with db.session() as s:
+        await service.grant(s, world.tenant_id, alice, 10, expires_at=now + timedelta(hours=1))
+        await service.hold(s, world.tenant_id, alice, "job", 7)
+    first = await maintenance.expire_due_grants(db, now=now + timedelta(hours=2))
+    assert first.tokens == 3 and await account_state(db, alice) == (7, 7)
+    async with db.session() as s:
+        await service.release(s, world.tenant_id, "job")
+    assert await account_state(db, alice) == (7, 0)
+    second = await maintenance.expire_due_grants(db, now=now + timedelta(hours=3))
+    assert second.tokens == 7 and await account_state(db, alice) == (0, 0)
+    third = await maintenance.expire_due_grants(db, now=now + timedelta(hours=4))
+    assert (third.grants, third.tokens) == (0, 0)
     await _assert_ledger_ok(db, world)
 
 
