@@ -151,6 +151,11 @@ async def create_admin(
         await _tenant_for(session, actor, tenant_id, write=True)
         if role == "platform_admin":
             raise BadRequest("A tenant cannot have platform admins", code="InvalidRole")
+        if role == "tenant_admin":
+            # A second tenant admin can approve the first one's batches: a tenant admin
+            # who could make one would be approving their own (four-eyes, as with the
+            # approval threshold). Tenant admins add auditors; platform admins add admins.
+            ensure_platform_admin(actor)
     email = email.strip()
     _check_new_credentials(email, password)
     password_hash = await passwords.hash_password(password)

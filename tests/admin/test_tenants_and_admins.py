@@ -203,7 +203,7 @@ async def test_admin_creation_checks_password_email_role_and_duplicates(client, 
     assert stored.startswith("$argon2id$") and "long-enough-1" not in stored
 
 
-async def test_tenant_admins_create_admins_for_their_tenant_and_auditors_cannot(client) -> None:
+async def test_tenant_admins_create_auditors_for_their_tenant_and_auditors_cannot(client) -> None:
     tenant = await create_tenant(client)
     tenant_admin = await create_admin(client, tenant["id"])
     auditor = await create_admin(client, tenant["id"], role="auditor")
@@ -215,6 +215,10 @@ async def test_tenant_admins_create_admins_for_their_tenant_and_auditors_cannot(
     url = f"/api/v1/admin/tenants/{tenant['id']}/admins"
     by_admin = await client.post(url, json=body, headers=bearer(tenant_admin["token"]))
     assert by_admin.status_code == 201
+    # Not another tenant admin, who could approve this one's recharges (four-eyes).
+    second = {**body, "email": f"c-{uuid.uuid4().hex[:8]}@example.com", "role": "tenant_admin"}
+    refused = await client.post(url, json=second, headers=bearer(tenant_admin["token"]))
+    assert refused.status_code == 403
     body["email"] = f"b-{uuid.uuid4().hex[:8]}@example.com"
     by_auditor = await client.post(url, json=body, headers=bearer(auditor["token"]))
     assert by_auditor.status_code == 403
