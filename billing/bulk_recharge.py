@@ -38,7 +38,14 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AppError, BadRequest, Forbidden, InvalidAmount, NotFound
+from app.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    IdempotencyKeyReused,
+    InvalidAmount,
+    NotFound,
+)
 from billing import metrics
 from billing import repository as repo
 
@@ -229,8 +236,13 @@ async def submit(
     created_by: uuid.UUID | None,
     created_by_email: str | None,
     idempotency_key: str | None,
+    request_hash: str | None = None,
 ) -> BatchReport:
-    """Validate and apply (or park for approval, or reject) one batch."""
+    """Validate and apply (or park for approval, or reject) one batch.
+
+    With an ``idempotency_key`` the batch is done once: the same key again reports it
+    (replayed), unless it came with a different request (``request_hash``, the body's
+    SHA-256), which is IdempotencyKeyReused."""
     tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
@@ -245,6 +257,7 @@ async def submit(
             "reason": bulk.reason,
             "operator": operator,
             "idempotency_key": idempotency_key,
+            "request_hash": request_hash if idempotency_key is not None else None,
             "created_by": created_by,
             "created_by_email": created_by_email,
         },
@@ -255,6 +268,10 @@ async def submit(
             session, repo.BATCH_BY_KEY, {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
         )
         assert existing is not None
+        if existing.request_hash not in (None, request_hash):
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was already used with a different request"
+            )
         report = _report(existing)
         report.replayed = True
         return report

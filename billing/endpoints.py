@@ -5,6 +5,7 @@ the response.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Annotated, Any
@@ -72,8 +73,9 @@ async def bulk_recharge_endpoint(
     ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key.
     """
     ensure_tenant_access(admin, tenant_id, write=True)
+    raw = await request.body()
     bulk = bulk_recharge.parse_bulk_request(
-        _parse_json(await request.body()),
+        _parse_json(raw),
         max_entries=settings.bulk_max_entries,
         max_amount=settings.max_amount,
     )
@@ -87,6 +89,7 @@ async def bulk_recharge_endpoint(
             created_by=admin.id,
             created_by_email=admin.email,
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            request_hash=hashlib.sha256(raw).hexdigest(),
         )
         if not report.replayed:
             await audit.record(

@@ -209,6 +209,7 @@ class RechargeBatch(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     operator: Mapped[str | None] = mapped_column(String(320))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # of the body, with the key
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_by_email: Mapped[str | None] = mapped_column(String(320))
     approved_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

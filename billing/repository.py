@@ -584,9 +584,9 @@ async def bulk_credit(
 CLAIM_BATCH = text(
     """
     INSERT INTO recharge_batches (tenant_id, status, mode, requested, reason, operator,
-                                  idempotency_key, created_by, created_by_email)
+                                  idempotency_key, request_hash, created_by, created_by_email)
     VALUES (:tenant_id, 'processing', :mode, :requested, :reason, :operator,
-            :idempotency_key, :created_by, :created_by_email)
+            :idempotency_key, :request_hash, :created_by, :created_by_email)
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
     RETURNING id, created_at
     """
@@ -634,7 +634,7 @@ BATCH_FOR_APPROVAL = text(
 )
 BATCH_BY_KEY = text(
     f"""
-    SELECT {_BATCH_COLUMNS} FROM recharge_batches
+    SELECT {_BATCH_COLUMNS}, request_hash FROM recharge_batches
     WHERE tenant_id = :tenant_id AND idempotency_key = :idempotency_key
     """
 )

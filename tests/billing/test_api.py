@@ -256,6 +256,20 @@ async def test_the_same_bulk_recharge_sent_20_times_concurrently_with_one_key_cr
     assert reused.status_code == 409
     assert reused.json()["error"]["code"] == "IdempotencyKeyReused"
 
+    # Days later the HTTP key store has forgotten the key; the batch has not.
+    async with db.session() as s:
+        await s.execute(
+            text("DELETE FROM idempotency_keys WHERE scope = :scope"),
+            {"scope": f"tenant:{tenant['id']}"},
+        )
+    late_reuse = await _post_bulk(client, tenant["id"], {**body, "amount": 11}, key="launch-1")
+    assert late_reuse.status_code == 409
+    assert late_reuse.json()["error"]["code"] == "IdempotencyKeyReused"
+    late_replay = await _post_bulk(client, tenant["id"], body, key="launch-1")
+    assert late_replay.status_code == 200
+    assert late_replay.json()["batch_id"] == responses[0].json()["batch_id"]
+    assert set((await _balances(db, tenant["id"])).values()) == {(10, 0)}
+
 
 # -- 10,000 entries -------------------------------------------------------------------------
 
