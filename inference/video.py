@@ -113,7 +113,6 @@ def _input_args(path: Path) -> list[str]:
 
 # -- probing ----------------------------------------------------------------------------
 
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 _STREAM = re.compile(
     r"^\s*Stream #(\d+):(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?:\s*(Video|Audio):\s*(.*)$"
 )
@@ -233,22 +232,16 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
     fps_rational = _exact_rate(fps)
     fps = _rate_value(fps_rational)
 
-    duration: float | None = None
-    d = _DURATION.search(text)
-    if d:
-        duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
-    # Refuse long videos before the counting pass reads the whole file.
-    if duration is not None and duration > config.max_video_seconds:
-        raise VideoTooLong(
-            f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",
-            duration=duration,
-        )
-
+    # The length is the video stream's own, as the counting pass measures it (what a swap
+    # processes and what is billed), never the container's header: that one may cover a
+    # longer audio track, or claim anything at all (a file cut short, a header edited to
+    # say 1 s for a 30 s video).
     frame_count, counted_duration = _count_frames(path, video_index)
-    if duration is None or duration <= 0:
-        duration = counted_duration or frame_count / fps
     if frame_count <= 0:
         raise VideoDecodeFailed("the video stream has no frames")
+    # The last packet's time misses that frame's own duration; frames / fps has it (and a
+    # variable frame rate makes it short, where the packet time is right): the larger.
+    duration = max(counted_duration, frame_count / fps)
     if duration > config.max_video_seconds:
         raise VideoTooLong(
             f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",

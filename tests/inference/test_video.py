@@ -8,6 +8,7 @@ the suite stays fast on two cores.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -204,6 +205,47 @@ def test_probe_refuses_videos_longer_than_the_limit(clip: Path) -> None:
     with pytest.raises(VideoTooLong) as err:
         probe(clip, EngineConfig(max_video_seconds=1.5))
     assert err.value.code == "VideoTooLong"
+
+
+def test_the_length_billed_is_the_video_streams_not_a_longer_audio_tracks(
+    tmp_path: Path,
+) -> None:
+    """A 2 s clip with a 12 s soundtrack: the container says 12 s, the swap processes 2 s
+    of video, and 2 s is what is measured (so priced), also under a 5 s limit."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0, audio=False)
+    long_audio = tmp_path / "long-audio.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-f", "lavfi", "-t", "12",
+         "-i", "sine=frequency=440", "-c:v", "copy", "-c:a", "aac", str(long_audio)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    info = probe(long_audio, EngineConfig(max_video_seconds=5))
+    assert info.duration == pytest.approx(2.0, abs=0.05) and info.frame_count == 60
+
+
+def test_a_header_that_understates_the_length_is_not_believed(tmp_path: Path) -> None:
+    """A 6 s video whose Matroska header was edited to say 1 s is measured as 6 s: it is
+    refused over a 5 s limit, and could not be swapped for the price of 1 s."""
+    mkv = tmp_path / "six.mkv"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10",
+         "-t", "6", "-c:v", "libx264", "-preset", "ultrafast", str(mkv)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    data = bytearray(mkv.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Segment Info Duration, a float64 in milliseconds
+    assert at > 0 and struct.unpack(">d", data[at + 3 : at + 11])[0] == pytest.approx(6000)
+    data[at + 3 : at + 11] = struct.pack(">d", 1000.0)
+    mkv.write_bytes(bytes(data))
+    assert (
+        "Duration: 00:00:01.00"
+        in subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-i", str(mkv)], capture_output=True, text=True
+        ).stderr
+    )
+    assert probe(mkv).duration == pytest.approx(6.0, abs=0.15)
+    with pytest.raises(VideoTooLong):
+        probe(mkv, EngineConfig(max_video_seconds=5))
 
 
 def test_probe_refuses_frames_larger_than_the_limit(clip: Path) -> None:
