@@ -286,9 +286,15 @@ class Engine:
                     enhance_applied = True
 
         with timer.stage("encode"):
+            alpha = decoded.alpha
             if watermark and self.config.label_enabled:
-                draw_label(frame, self.config.label_text, self.config.label_position)
-            data = encode_tagged(frame, fmt, self.config.metadata_tag, alpha=decoded.alpha)
+                roi = draw_label(frame, self.config.label_text, self.config.label_position)
+                if alpha is not None and not roi.empty:
+                    # Opaque under the label: where the target was transparent, the
+                    # disclosure would otherwise be drawn and then hidden.
+                    alpha = alpha.copy()
+                    alpha[roi.slices] = 255
+            data = encode_tagged(frame, fmt, self.config.metadata_tag, alpha=alpha)
         return ImageResult(
             data=data,
             mime=MIME_TYPES[fmt],

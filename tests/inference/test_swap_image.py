@@ -19,6 +19,7 @@ from inference.errors import (
     NoFaceDetected,
     UnsupportedMediaType,
 )
+from inference.label import label_roi
 from tests.inference.conftest import (
     FACES_DIR,
     face_bytes,
@@ -188,6 +189,24 @@ def test_an_rgba_target_keeps_its_transparency_in_png_output(engine: Engine) -> 
         alpha = np.asarray(image)[..., 3]
     assert alpha[:40, :40].max() == 0 and alpha[100:, 100:].min() == 255
     assert result.faces_swapped == 1
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_the_ai_label_stays_visible_where_the_target_was_transparent(
+    engine: Engine, fmt: str
+) -> None:
+    """A cut-out portrait, transparent around the subject: the label's corner is opaque
+    in the result, so the disclosure can be seen, not drawn and then hidden."""
+    rgba = cv2.imread(str(FACES_DIR / "32bit.png"), cv2.IMREAD_UNCHANGED)
+    height, width = rgba.shape[:2]
+    roi, _, _ = label_roi(width, height, engine.config.label_text, engine.config.label_position)
+    rgba[roi.slices][..., 3] = 0  # the label's corner is background, cut away
+    rgba[:40, :40, 3] = 0  # and so is another corner
+    result = engine.swap_image(face_bytes("obama.jpg"), png_of(rgba), output_format=fmt)
+    with Image.open(io.BytesIO(result.data)) as image:
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    assert alpha[roi.slices].min() == 255
+    assert alpha[:40, :40].max() == 0  # the rest of the transparency is kept
 
 
 def test_a_repeated_source_is_analysed_once_per_engine(
