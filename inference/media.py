@@ -173,6 +173,13 @@ def _to_bgr(image: Image.Image) -> DecodedImage:
             a = alpha[:, :, None].astype(np.float32) * (1.0 / 255.0)
             bgr = (bgr.astype(np.float32) * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
         return DecodedImage(bgr=bgr, alpha=alpha, format=fmt)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: Pillow's convert() would clip it to 255 (almost white); scale it.
+        grey = np.asarray(image).astype(np.uint32)
+        if image.mode == "I" and grey.max(initial=0) > 0xFFFF:
+            grey = grey >> 16
+        gray8 = (np.clip(grey, 0, 0xFFFF) >> 8).astype(np.uint8)
+        return DecodedImage(bgr=cv2.cvtColor(gray8, cv2.COLOR_GRAY2BGR), format=fmt)
     if image.mode == "L":
         return DecodedImage(bgr=cv2.cvtColor(np.asarray(image), cv2.COLOR_GRAY2BGR), format=fmt)
     if image.mode != "RGB":

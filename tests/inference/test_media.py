@@ -161,3 +161,11 @@ def test_jpeg_header_claiming_a_huge_canvas_is_refused_before_decoding(
     data[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 30000)
     with pytest.raises(ImagePixelExceed):
         decode_image(bytes(data), config)
+
+
+def test_a_16_bit_grey_png_decodes_to_its_own_tones(config: EngineConfig) -> None:
+    """Not clipped to white: the grey levels of a 16-bit scan come through scaled."""
+    grey = cv2.imdecode(np.frombuffer(face_bytes("biden.jpg"), np.uint8), cv2.IMREAD_GRAYSCALE)
+    png16 = cv2.imencode(".png", grey.astype(np.uint16) * 257)[1].tobytes()
+    decoded = decode_image(png16, config)
+    assert np.abs(decoded.bgr[..., 0].astype(int) - grey).max() <= 1
