@@ -108,6 +108,8 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         return struct.unpack("<HH", data[6:10])
     if data.startswith(b"BM") and len(data) >= 26:
+        if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 v1 header: 16-bit sizes
+            return struct.unpack("<HH", data[18:22])
         width, height = struct.unpack("<ii", data[18:26])
         return abs(width), abs(height)  # negative height: a top-down bitmap
     return None

@@ -169,3 +169,13 @@ def test_a_16_bit_grey_png_decodes_to_its_own_tones(config: EngineConfig) -> Non
     png16 = cv2.imencode(".png", grey.astype(np.uint16) * 257)[1].tobytes()
     decoded = decode_image(png16, config)
     assert np.abs(decoded.bgr[..., 0].astype(int) - grey).max() <= 1
+
+
+def test_an_os2_bitmap_is_measured_by_its_own_header(config: EngineConfig) -> None:
+    """OS/2 v1 BMPs keep width and height in 16 bits: a 100x80 one is 100x80, not a bomb."""
+    row = bytes(3 * 100)  # 24-bit rows, 300 bytes each: already a multiple of 4
+    pixels = row * 80
+    header = struct.pack("<IHHHH", 12, 100, 80, 1, 24)
+    data = b"BM" + struct.pack("<IHHI", 14 + 12 + len(pixels), 0, 0, 26) + header + pixels
+    decoded = decode_image(data, config)
+    assert decoded.bgr.shape == (80, 100, 3)
