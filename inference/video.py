@@ -196,9 +196,11 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
         kind, rest = m.group(3), m.group(4)
         if kind == "Video" and video_line is None and "attached pic" not in rest:
             video_line, video_index = rest, int(m.group(2))
-            # Side data (rotation) is printed in the lines under the stream.
-            for follow in lines[i + 1 : i + 12]:
-                if _STREAM.match(follow) or follow.startswith(("Input", "Output")):
+            # Side data (rotation) is printed in the lines under the stream, after its
+            # metadata, which may run long (a Matroska file's tags): read to the block's end.
+            indent = len(line) - len(line.lstrip())
+            for follow in lines[i + 1 :]:
+                if _STREAM.match(follow) or len(follow) - len(follow.lstrip()) <= indent:
                     break
                 r = _ROTATION.search(follow)
                 if r:

@@ -470,6 +470,21 @@ def test_phone_videos_with_a_rotation_flag_come_out_upright(
     assert (upright.width, upright.height, upright.rotation) == (90, 160, 0)
 
 
+def test_a_rotation_flag_under_many_metadata_tags_is_still_seen(tmp_path: Path) -> None:
+    """Matroska files can carry a dozen tags per stream; ffmpeg prints the rotation after
+    them. It must still be read, or the frames come out scrambled."""
+    flat = make_video(tmp_path / "flat.mp4", seconds=0.5, size=(160, 90), audio=False)
+    tagged = tmp_path / "tagged.mkv"
+    tags = [arg for i in range(14) for arg in ("-metadata:s:v:0", f"tag{i}=value {i}")]
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(flat),
+         "-c", "copy", *tags, str(tagged)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    info = probe(tagged)
+    assert (info.width, info.height, info.rotation) == (90, 160, 90)
+
+
 class _LaneEngine:
     """Engine stand-in: hands out identity FrameSwappers and records how they were used."""
 
