@@ -77,6 +77,13 @@ class VideoInfo:
     fps_rational: str = ""  # exact rate for ffmpeg, e.g. "30000/1001"
     video_stream: int = 0  # index of the stream within the file
 
+    @property
+    def constant_rate(self) -> bool:
+        """Whether the frames come at ``fps`` (within two frames over the whole video).
+        Phones often record a variable rate; such a video is resampled to ``fps`` when
+        swapped, so that its picture keeps pace with its sound."""
+        return abs(self.frame_count - self.duration * self.fps) <= 2
+
 
 @dataclass(frozen=True)
 class VideoResult:
@@ -241,9 +248,10 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
     frame_count, counted_duration = _count_frames(path, video_index)
     if frame_count <= 0:
         raise VideoDecodeFailed("the video stream has no frames")
-    # The last packet's time misses that frame's own duration; frames / fps has it (and a
-    # variable frame rate makes it short, where the packet time is right): the larger.
-    duration = max(counted_duration, frame_count / fps)
+    # The counting pass's end time may stop a frame or two short (some containers count
+    # to the last packet's start); frames / fps fills that in, but no more than a frame:
+    # with a variable frame rate frames / fps can be far off either way.
+    duration = max(counted_duration, min(frame_count / fps, counted_duration + 1 / fps))
     if duration > config.max_video_seconds:
         raise VideoTooLong(
             f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",
@@ -606,12 +614,15 @@ def swap_video(
         lanes if lanes is not None else processing_lanes(config),
     )
 
+    native_rate = info.fps_rational or _exact_rate(info.fps)
     if keep_fps or info.fps <= reduced_fps + 0.01:
-        out_rate, fps = info.fps_rational or _exact_rate(info.fps), info.fps
-        total = info.frame_count
+        out_rate, fps = native_rate, info.fps
     else:
         out_rate, fps = _exact_rate(reduced_fps), _rate_value(_exact_rate(reduced_fps))
-        total = max(1, math.ceil(info.duration * fps))
+    # Frames are encoded at a constant rate: a lower one, or a variable-rate video, is
+    # resampled to it by the decoder (the picture then lasts as long as the sound).
+    resample = out_rate != native_rate or not info.constant_rate
+    total = max(1, math.ceil(info.duration * fps)) if resample else info.frame_count
     # yuv420p needs even sides: drop the odd last row/column rather than scale the image.
     width, height = info.width - info.width % 2, info.height - info.height % 2
     if width < 2 or height < 2:
@@ -637,7 +648,7 @@ def swap_video(
 
     try:
         filters = []
-        if not keep_fps and out_rate != (info.fps_rational or _exact_rate(info.fps)):
+        if resample:
             filters.append(f"fps={out_rate}")
         if (width, height) != (info.width, info.height):
             filters.append(f"crop={width}:{height}:0:0")
@@ -654,7 +665,8 @@ def swap_video(
             "-sn",
             "-dn",
             *(["-vf", ",".join(filters)] if filters else []),
-            # One output frame per decoded frame: the count matches the probe's.
+            # One output frame per frame the filters give: the probe's count, or the
+            # resampled one.
             "-fps_mode",
             "passthrough",
             "-f",

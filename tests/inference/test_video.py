@@ -485,6 +485,35 @@ def test_a_rotation_flag_under_many_metadata_tags_is_still_seen(tmp_path: Path) 
     assert (info.width, info.height, info.rotation) == (90, 160, 90)
 
 
+def test_a_variable_rate_video_keeps_its_length_and_pace(
+    tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    """Phones record at a variable rate: 30 frames in the first second, then 20 over two
+    more, with 3 s of sound. The swapped video lasts 3 s too (resampled to a constant 30
+    fps), rather than playing its 50 frames in 1.7 s ahead of the sound."""
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "3",
+         "-vf", "select='lt(n,30)+not(mod(n,3))'", "-fps_mode", "vfr",
+         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(vfr)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    info = probe(vfr)
+    assert info.frame_count == 50 and not info.constant_rate
+    assert info.duration == pytest.approx(3.0, abs=0.1)
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    out = tmp_path / "out.mp4"
+    result = swap_video(Identity(), None, vfr, out, config=config)
+    swapped = probe(out)
+    assert swapped.duration == pytest.approx(3.0, abs=0.1) and swapped.constant_rate
+    assert result.seconds_done == pytest.approx(3.0, abs=0.1)
+
+
 class _LaneEngine:
     """Engine stand-in: hands out identity FrameSwappers and records how they were used."""
 
