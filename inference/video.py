@@ -47,6 +47,10 @@ ALLOWED_DEMUXERS = (
 )
 # Audio codecs MP4 carries as is; anything else is re-encoded to AAC.
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+# Channel layouts the AAC encoder takes as they are; other audio is mixed down to stereo.
+AAC_LAYOUTS = frozenset(
+    {"mono", "stereo", "3.0", "4.0", "5.0", "5.0(side)", "5.1", "5.1(side)", "7.1"}
+)
 EOF_MARK = object()
 QUEUE_BATCHES = 2  # batches buffered between stages: enough to overlap, bounded memory
 POLL_S = 0.1
@@ -73,6 +77,7 @@ class VideoInfo:
     has_audio: bool
     codec: str
     audio_codec: str | None = None
+    audio_layout: str | None = None  # as ffmpeg names it: "mono", "stereo", "5.1(side)"
     rotation: int = 0
     fps_rational: str = ""  # exact rate for ffmpeg, e.g. "30000/1001"
     video_stream: int = 0  # index of the stream within the file
@@ -194,6 +199,7 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
     video_line: str | None = None
     video_index = 0
     audio_codec: str | None = None
+    audio_layout: str | None = None
     rotation = 0
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -214,6 +220,8 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
                     rotation = int(round(float(r.group(1)))) % 360
         elif kind == "Audio" and audio_codec is None:
             audio_codec = rest.split()[0].strip(",")
+            fields = [f.strip() for f in rest.split(",")]
+            audio_layout = fields[2] if len(fields) > 2 else None  # "stereo", "5.1(side)"
     if video_line is None:
         raise VideoDecodeFailed("the file has no video stream")
 
@@ -266,6 +274,7 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
         has_audio=audio_codec is not None,
         codec=codec,
         audio_codec=audio_codec,
+        audio_layout=audio_layout,
         rotation=rotation,
         fps_rational=fps_rational,
         video_stream=video_index,
@@ -679,11 +688,10 @@ def swap_video(
         if with_audio:
             audio_codec = (info.audio_codec or "").lower()
             copy = audio_codec in MP4_AUDIO_COPY
-            audio_args = [
-                "-map",
-                "1:a:0",
-                *(["-c:a", "copy"] if copy else ["-c:a", "aac", "-b:a", "160k"]),
-            ]
+            reencode = ["-c:a", "aac", "-b:a", "160k"]
+            if info.audio_layout not in AAC_LAYOUTS:
+                reencode += ["-ac", "2"]  # e.g. 16-channel PCM, which AAC cannot carry
+            audio_args = ["-map", "1:a:0", *(["-c:a", "copy"] if copy else reencode)]
         encode_cmd = [
             ffmpeg_exe(),
             "-hide_banner",

@@ -514,6 +514,30 @@ def test_a_variable_rate_video_keeps_its_length_and_pace(
     assert result.seconds_done == pytest.approx(3.0, abs=0.1)
 
 
+def test_sound_the_aac_encoder_cannot_carry_is_mixed_down_not_a_failure(
+    tmp_path: Path, workdir: Path, config: EngineConfig
+) -> None:
+    """16-channel PCM (a studio export) is re-encoded for MP4 as stereo AAC, rather than
+    failing the whole video as InferenceFailed."""
+    studio = tmp_path / "studio.mov"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=30",
+         "-f", "lavfi", "-i", "aevalsrc=sin(440*2*PI*t):c=hexadecagonal:s=44100", "-t", "1",
+         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", str(studio)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert probe(studio).audio_layout == "hexadecagonal"
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    out = tmp_path / "out.mp4"
+    swap_video(Identity(), None, studio, out, config=config)
+    swapped = probe(out)
+    assert (swapped.audio_codec, swapped.audio_layout) == ("aac", "stereo")
+
+
 class _LaneEngine:
     """Engine stand-in: hands out identity FrameSwappers and records how they were used."""
 
