@@ -195,6 +195,10 @@ async def set_admin_status(
         ensure_platform_admin(actor)
     else:
         ensure_tenant_access(actor, target.tenant_id, write=True)
+        if target.role == "tenant_admin" and target.id != actor.id:
+            # As with adding one (create_admin): re-enabling a tenant admin gives the
+            # tenant a second approver, and disabling one removes a peer's four eyes.
+            ensure_platform_admin(actor)
     if target.id == actor.id and status != "active":
         raise Conflict("You cannot disable your own account")
     updated = await repository.set_admin_status(session, admin_id, status)

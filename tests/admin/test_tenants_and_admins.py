@@ -250,6 +250,35 @@ async def test_a_disabled_admins_token_stops_working_at_once(client) -> None:
     assert sign_in.status_code == 401
 
 
+async def test_only_platform_admins_disable_or_re_enable_a_tenant_admin(client) -> None:
+    """A tenant admin manages its tenant's auditors, not its peers: re-enabling one the
+    platform disabled would give the tenant a second approver again (four-eyes)."""
+    tenant = await create_tenant(client)
+    admin_a, admin_b = (
+        await create_admin(client, tenant["id"]),
+        await create_admin(client, tenant["id"]),
+    )
+    auditor = await create_admin(client, tenant["id"], role="auditor")
+    root = await root_headers(client)
+    url = "/api/v1/admin/admins/{}"
+    assert (
+        await client.patch(url.format(admin_b["id"]), json={"status": "disabled"}, headers=root)
+    ).status_code == 200
+    for status in ("active", "disabled"):
+        peer = await client.patch(
+            url.format(admin_b["id"]), json={"status": status}, headers=bearer(admin_a["token"])
+        )
+        assert peer.status_code == 403, peer.text
+    own_auditor = await client.patch(
+        url.format(auditor["id"]), json={"status": "disabled"}, headers=bearer(admin_a["token"])
+    )
+    assert own_auditor.status_code == 200
+    still_out = await client.get(
+        f"/api/v1/admin/tenants/{tenant['id']}", headers=bearer(admin_b["token"])
+    )
+    assert still_out.status_code == 401
+
+
 async def test_a_platform_wide_auditor_reads_every_tenant_but_writes_nothing(client) -> None:
     tenant = await create_tenant(client)
     email = f"aud-{uuid.uuid4().hex[:8]}@example.com"
