@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from admin import schemas, service
-from app.auth.dependencies import CurrentAdmin, admin_ip_allowed
+from app.auth.dependencies import CurrentAdmin, admin_ip_allowed, ensure_tenant_access
 from app.deps import ClientTime, DBSession, IdCursor, SettingsDep
 from app.idempotency.service import run_idempotent
 from app.tenancy.service import ImportEntry
@@ -152,6 +152,7 @@ async def import_users(
     admin: CurrentAdmin,
 ) -> Response:
     """Create up to 10,000 end users in one call; existing ones are counted, not changed."""
+    ensure_tenant_access(admin, tenant_id, write=True)  # before a replay is answered
 
     async def operation() -> tuple[int, schemas.UserImportResponse]:
         entries = [ImportEntry(u.external_id, u.email, u.display_name) for u in body.users]

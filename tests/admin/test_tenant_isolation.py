@@ -156,6 +156,25 @@ async def test_an_auditor_of_a_reads_a_but_cannot_write(client, two_tenants) -> 
         assert response.json()["error"]["code"] == "Forbidden"
 
 
+async def test_a_replayed_import_is_answered_only_to_whoever_may_import(
+    client, two_tenants
+) -> None:
+    """The same body and Idempotency-Key from an admin of another tenant, or an auditor,
+    get 403/404, not the first import's report."""
+    a, _, _ = two_tenants
+    url = f"/api/v1/admin/tenants/{a['id']}/users/import"
+    body = {"users": [{"external_id": "replayed-1"}]}
+    key = {"Idempotency-Key": "import-once"}
+    first = await client.post(url, json=body, headers={**await root_headers(client), **key})
+    assert first.status_code == 200
+    outsider = await create_admin(client, (await create_tenant(client))["id"])
+    auditor = await create_admin(client, a["id"], role="auditor")
+    for caller, status in ((outsider, 404), (auditor, 403)):
+        again = await client.post(url, json=body, headers={**bearer(caller["token"]), **key})
+        assert again.status_code == status, again.text
+        assert "idempotent-replayed" not in again.headers
+
+
 async def test_the_audit_log_shows_a_tenant_admin_only_their_tenant(client, two_tenants) -> None:
     a, b, _ = two_tenants
     admin_a = await create_admin(client, a["id"])
