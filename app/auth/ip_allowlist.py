@@ -40,7 +40,9 @@ def client_ip(request: Request, settings: Settings) -> str:
     """The caller's address, looking through trusted reverse proxies only."""
     peer = request.client.host if request.client else ""
     trusted = parse_networks(settings.trusted_proxies)
-    forwarded = request.headers.get("x-forwarded-for")
+    # Every X-Forwarded-For line, in order: a proxy may append its own line rather than
+    # extend the client's, and the client's line is the one it could have forged.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     if not forwarded or not _in_any(_address(peer), trusted):
         return peer
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]

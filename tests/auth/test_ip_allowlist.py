@@ -9,8 +9,9 @@ from app.main import create_app
 from tests.admin.helpers import ROOT_EMAIL, asgi_client
 
 
-def _request(peer: str, forwarded: str | None = None) -> Request:
-    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+def _request(peer: str, forwarded: str | None = None, *more_lines: str) -> Request:
+    lines = [forwarded, *more_lines] if forwarded else []
+    headers = [(b"x-forwarded-for", line.encode()) for line in lines]
     return Request({"type": "http", "client": (peer, 1234), "headers": headers})
 
 
@@ -22,6 +23,10 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(settings) -> None:
         "198.51.100.1"
     )
     assert client_ip(_request("203.0.113.9", "198.51.100.1"), trusting) == "203.0.113.9"
+    # Nor by sending its own header line ahead of the one the proxy appends.
+    assert client_ip(_request("10.0.0.2", "192.0.2.10", "203.0.113.66"), trusting) == (
+        "203.0.113.66"
+    )
     assert client_ip(_request("10.0.0.2"), trusting) == "10.0.0.2"
 
 
