@@ -37,6 +37,8 @@ _EXTRA_BLOCKED_V4 = (
     ipaddress.IPv4Network("198.18.0.0/15"),
 )
 _UNIQUE_LOCAL_V6 = ipaddress.IPv6Network("fc00::/7")
+# Deprecated (RFC 3879) but still routed on some networks; Python does not call it private.
+_SITE_LOCAL_V6 = ipaddress.IPv6Network("fec0::/10")
 # NAT64 gateways translate these to the embedded IPv4 address, so that address decides.
 _NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
@@ -65,6 +67,8 @@ def blocked_reason(ip: IPAddress) -> str | None:
             return f"IPv4 {inner} behind IPv6" if inner else None
         if ip in _UNIQUE_LOCAL_V6:
             return "unique-local"
+        if ip in _SITE_LOCAL_V6:
+            return "site-local"
     if ip.is_unspecified:
         return "unspecified"
     if ip.is_loopback:

@@ -430,6 +430,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
         "fe80::1",
         "fc00::1",
         "fd12:3456::1",
+        "fec0::1",  # site-local: deprecated, still routed on some networks
         "ff02::1",
         "::ffff:10.0.0.1",
         "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
