@@ -251,7 +251,7 @@ class LocalResultStore:
             return False
         if expires_at <= (time.time() if now is None else now):
             return False
-        return hmac.compare_digest(_sign(self._secret, key, expires_at), sig)
+        return hmac.compare_digest(_sign(self._secret, key, expires_at).encode(), sig.encode())
 
     async def list_expired(self, before: datetime) -> list[str]:
         return await asyncio.to_thread(self._list_sync, before.timestamp(), False)

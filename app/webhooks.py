@@ -74,7 +74,7 @@ def verify(
     if abs(current - timestamp) > tolerance_s:
         return False
     expected = sign(secret, body, timestamp).rpartition("=")[2]
-    return any(hmac.compare_digest(expected, c) for c in candidates)
+    return any(hmac.compare_digest(expected.encode(), c.encode()) for c in candidates)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,7 @@ def test_signed_url_is_valid_until_it_expires(store: LocalResultStore) -> None:
     assert store.verify_signed("t/job.jpg", expires, sig, now=NOW + 3599)
     assert not store.verify_signed("t/job.jpg", expires, sig, now=NOW + 3600)
     assert not store.verify_signed("t/job.jpg", expires, sig, now=NOW + 86_400)
+    assert not store.verify_signed("t/job.jpg", expires, "é" * 64, now=NOW)  # no 500
 
 
 def test_signed_url_refuses_tampering(store: LocalResultStore, tmp_path: Path) -> None:
