@@ -210,15 +210,19 @@ class Worker:
         finally:
             lease.cancel()
             metrics.JOBS_RUNNING.labels(job.kind).dec()
-            await ratelimit.release_slot(
-                self.redis,
-                job.tenant_id,
-                job.id,
-                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
-            )
-            self.states.pop(job.id, None)
-            self.claimed.pop(job.id, None)
-            self.running.pop(job.id, None)
+            # This worker may have claimed the job again after this attempt's lease ran
+            # out (its renewals failed): then the slot and the entries are the new
+            # attempt's, and stay.
+            if self.claimed.get(job.id) is job:
+                await ratelimit.release_slot(
+                    self.redis,
+                    job.tenant_id,
+                    job.id,
+                    timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+                )
+                self.states.pop(job.id, None)
+                self.claimed.pop(job.id, None)
+                self.running.pop(job.id, None)
             if self._announced > 0:
                 self._wake.set()  # a slot is free for what may be waiting
 

@@ -23,12 +23,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app import ratelimit
 from app.db import Database
 from app.errors import Conflict
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.repository import JobRecord
-from app.jobs.runner import JobRunner, RunState
+from app.jobs.runner import JobRunner, RunReport, RunState
 from app.jobs.worker import Worker
 from app.settings import Settings
 from billing import service as billing
@@ -286,6 +287,48 @@ async def test_a_worker_that_lost_its_lease_leaves_the_finished_attempts_result_
     result = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
     assert result.status_code == 200 and len(result.content) == job["result"]["size"]
     assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
+async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_the_new_attempt(
+    api, api_app, db
+) -> None:
+    """This worker's renewals failed and its lease on a job ran out; it claimed the job
+    again (attempt 2) while attempt 1 still ran. When attempt 1 ends, attempt 2 keeps its
+    place among the running jobs and its tenant slot."""
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    release: dict[int, asyncio.Event] = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    class HeldRunner:
+        async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
+            if job.id == job_id:
+                await release[job.attempts].wait()
+            return RunReport(None)
+
+    worker = Worker(api_app.state.settings, db, cleanup=False, concurrency=2)
+    worker.runner = HeldRunner()  # type: ignore[assignment]
+    try:
+        await worker._fill()
+        first = worker.running[job_id]
+        await lease(db, job_id, worker.id, attempts=1, seconds=-1)  # renewals failed
+        await worker._fill()
+        second = worker.running[job_id]
+        assert second is not first and worker.claimed[job_id].attempts == 2
+
+        release[1].set()
+        await first
+        assert worker.running.get(job_id) is second
+        assert await ratelimit.active_slots(worker.redis, customer.tenant_id) == 1
+        release[2].set()
+        await second
+        assert job_id not in worker.running
+        assert await ratelimit.active_slots(worker.redis, customer.tenant_id) == 0
+    finally:
+        for event in release.values():
+            event.set()
+        await asyncio.gather(*worker.running.values(), return_exceptions=True)
+        await worker.redis.aclose()
+        await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
 async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
