@@ -140,6 +140,15 @@ async def balance(client: httpx.AsyncClient, customer: Customer) -> dict[str, in
     return response.json()
 
 
+async def assert_delivered(client: httpx.AsyncClient, customer: Customer, job_id: object) -> None:
+    """The job succeeded, charged one Token (of 10), and its result is served whole."""
+    job = (await client.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+    assert (job["status"], job["tokens_charged"]) == ("succeeded", 1), job
+    result = await client.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
+    assert result.status_code == 200 and len(result.content) == job["result"]["size"]
+    assert await balance(client, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
 async def ledger_kinds(client: httpx.AsyncClient, customer: Customer) -> list[tuple[str, int]]:
     """(kind, signed amount) of the user's ledger, oldest first."""
     response = await client.get("/api/v1/ledger", params={"limit": 200}, headers=customer.headers)

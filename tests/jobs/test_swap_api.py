@@ -23,6 +23,7 @@ from tests.admin.helpers import root_headers
 from tests.jobs.conftest import (
     Customer,
     LocalServer,
+    assert_delivered,
     balance,
     client_for,
     face,
@@ -274,11 +275,7 @@ async def test_a_job_says_succeeded_only_once_its_result_is_stored(
     may_write.set()
     response = await answer
     assert response.status_code == 200, response.text
-    job = (await api.get(f"/api/v1/jobs/{jobs[0]['id']}", headers=customer.headers)).json()
-    assert job["status"] == "succeeded"
-    result = await api.get(f"/api/v1/jobs/{jobs[0]['id']}/result", headers=customer.headers)
-    assert result.status_code == 200 and len(result.content) == job["result"]["size"]
-    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+    await assert_delivered(api, customer, jobs[0]["id"])
 
 
 async def test_a_result_past_its_retention_is_410_result_expired_also_on_replay(

@@ -36,6 +36,7 @@ from billing import service as billing
 from tests.conftest import REPO
 from tests.jobs.conftest import (
     Customer,
+    assert_delivered,
     balance,
     client_for,
     face,
@@ -282,11 +283,7 @@ async def test_a_worker_that_lost_its_lease_leaves_the_finished_attempts_result_
         resume.set()
         assert (await stale).job is None  # A's output was discarded
 
-    job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
-    assert (job["status"], job["tokens_charged"]) == ("succeeded", 1)
-    result = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
-    assert result.status_code == 200 and len(result.content) == job["result"]["size"]
-    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+    await assert_delivered(api, customer, job_id)
 
 
 async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_the_new_attempt(
