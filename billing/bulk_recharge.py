@@ -187,12 +187,16 @@ def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None
 
 
 def _is_text(value: Any, limit: int) -> bool:
-    """A non-empty string the database can store: at most ``limit`` characters, no NUL
-    (PostgreSQL text never holds one) and no unpaired surrogate (not UTF-8)."""
-    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+    """A non-empty string of at most ``limit`` characters that the database can store."""
+    return isinstance(value, str) and 0 < len(value) <= limit and _storable(value)
+
+
+def _storable(text: str) -> bool:
+    """No NUL (PostgreSQL text never holds one) and no unpaired surrogate (not UTF-8)."""
+    if "\x00" in text:
         return False
     try:
-        value.encode()
+        text.encode()
     except UnicodeEncodeError:
         return False
     return True
@@ -216,7 +220,7 @@ class _Checked:
 
 
 def _failure(index: int | None, user: Any, code: str, message: str) -> dict[str, Any]:
-    if isinstance(user, str) and not _is_text(user, len(user)):
+    if isinstance(user, str) and not _storable(user):
         # Reported back, so stored: what the database cannot hold is shown escaped.
         user = user.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return {

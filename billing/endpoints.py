@@ -5,7 +5,6 @@ the response.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_ac
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency.service import run_idempotent
+from app.idempotency.service import request_fingerprint, run_idempotent
 from billing import bulk_recharge, schemas, service
 from billing import repository as repo
 from billing.verify import check_ledger
@@ -89,7 +88,7 @@ async def bulk_recharge_endpoint(
             created_by=admin.id,
             created_by_email=admin.email,
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-            request_hash=hashlib.sha256(raw).hexdigest(),
+            request_hash=request_fingerprint(raw),
         )
         if not report.replayed:
             await audit.record(

@@ -27,6 +27,12 @@ MAX_KEY_LENGTH = 255
 MIN_TTL_HOURS = 24
 
 
+def request_fingerprint(body: bytes) -> str:
+    """What makes a replay "the same request": the body's SHA-256 (with the method and
+    path, which the key row stores beside it)."""
+    return hashlib.sha256(body).hexdigest()
+
+
 def _valid_key(key: str) -> bool:
     return 1 <= len(key) <= MAX_KEY_LENGTH and key.isprintable()
 
@@ -46,7 +52,7 @@ async def run_idempotent(
         raise InvalidIdempotencyKey(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
 
     method_path = f"{request.method} {request.url.path}"[:512]
-    request_hash = hashlib.sha256(await request.body()).hexdigest()
+    request_hash = request_fingerprint(await request.body())
     owned = await repository.claim(
         session, scope=scope, key=key, method_path=method_path, request_hash=request_hash
     )
