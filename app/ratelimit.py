@@ -63,14 +63,16 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
 return {1, 0, math.floor((now - allow_at) / interval), new_tat - now}
 """
 
-# Slots: members are job ids scored by their expiry (ms of Redis' clock). Expired members
-# are dropped before counting. ARGV[4] == 'renew' only extends a slot already held.
+# Slots: members are job attempts (``slot_holder``) scored by their expiry (ms of Redis'
+# clock). Expired members are dropped before counting. ARGV[4] == 'renew' only extends a
+# slot already held; ARGV[5], when not empty, is a holder whose slot this one takes over.
 _SLOT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[2])
 local expires = now + tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+if ARGV[5] ~= '' then redis.call('ZREM', KEYS[1], ARGV[5]) end
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not held then
   if ARGV[4] == 'renew' then return 0 end
@@ -247,23 +249,35 @@ def _slots_key(tenant_id: object) -> str:
     return f"{SLOTS_PREFIX}{tenant_id}"
 
 
+def slot_holder(job_id: object, attempt: int) -> str:
+    """Who holds a slot: one attempt at a job. A stale attempt still running after its
+    lease ran out holds (and gives back) its own slot, never the one of the attempt that
+    replaced it, which may be on another worker."""
+    return f"{job_id}:{attempt}"
+
+
 async def acquire_slot(
     redis: Redis,
     tenant_id: object,
-    job_id: object,
+    holder: str,
     limit: int,
     ttl_s: float,
     *,
+    replaces: str | None = None,
     fail_open: bool = True,
     timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
 ) -> bool:
     """Take one of the tenant's ``limit`` concurrent-job slots for ``ttl_s`` seconds.
 
-    Idempotent per job: acquiring again renews the slot instead of taking a second one,
-    so a retried claim cannot leak slots. The worker should renew with ``renew_slot``
-    while it runs, and ``release_slot`` when done; a crash frees the slot at expiry.
+    Idempotent per ``holder`` (``slot_holder``): acquiring again renews the slot instead
+    of taking a second one, so a retried claim cannot leak slots. ``replaces``: the slot
+    of the job's previous attempt, whose lease ran out, is taken over rather than left to
+    expire (its worker may be dead); that attempt's own release then frees nothing. The
+    worker should renew with ``renew_slot`` while it runs, and ``release_slot`` when done;
+    a crash frees the slot at expiry.
     """
-    args: list[str | int | float] = [str(job_id), limit, max(1, round(ttl_s * 1000)), "acquire"]
+    ttl_ms = max(1, round(ttl_s * 1000))
+    args: list[str | int | float] = [holder, limit, ttl_ms, "acquire", replaces or ""]
     try:
         async with asyncio.timeout(timeout_s):
             result = await _run_script(redis, _SLOT_LUA, _SLOT_SHA, _slots_key(tenant_id), args)
@@ -279,13 +293,13 @@ async def acquire_slot(
 async def renew_slot(
     redis: Redis,
     tenant_id: object,
-    job_id: object,
+    holder: str,
     ttl_s: float,
     *,
     timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
 ) -> bool:
     """Push a held slot's expiry ``ttl_s`` from now; False when it is not held (expired)."""
-    args: list[str | int | float] = [str(job_id), 0, max(1, round(ttl_s * 1000)), "renew"]
+    args: list[str | int | float] = [holder, 0, max(1, round(ttl_s * 1000)), "renew", ""]
     try:
         async with asyncio.timeout(timeout_s):
             result = await _run_script(redis, _SLOT_LUA, _SLOT_SHA, _slots_key(tenant_id), args)
@@ -299,14 +313,14 @@ async def renew_slot(
 async def release_slot(
     redis: Redis,
     tenant_id: object,
-    job_id: object,
+    holder: str,
     *,
     timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
 ) -> bool:
-    """Give the job's slot back; False when it was not held. Never raises: expiry cleans up."""
+    """Give the holder's slot back; False when it was not held. Never raises: expiry cleans up."""
     try:
         async with asyncio.timeout(timeout_s):
-            removed = await redis.zrem(_slots_key(tenant_id), str(job_id))
+            removed = await redis.zrem(_slots_key(tenant_id), holder)
     except (RedisError, OSError, TimeoutError) as exc:
         _mark_down("release_slot", exc)
         return False

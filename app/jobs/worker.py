@@ -58,6 +58,16 @@ STALE_WORKER_S = 24 * 3600  # heartbeat rows older than this are deleted
 SCRATCH_MAX_AGE_S = 24 * 3600  # temporary job files older than this are strays
 
 
+def _slot(job: JobRecord) -> str:
+    """The tenant slot of this attempt at the job (``ratelimit.slot_holder``)."""
+    return ratelimit.slot_holder(job.id, job.attempts)
+
+
+def _previous_slot(job: JobRecord) -> str | None:
+    """The slot of the attempt whose lease ran out before this claim, if there was one."""
+    return ratelimit.slot_holder(job.id, job.attempts - 1) if job.attempts > 1 else None
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -187,9 +197,10 @@ class Worker:
                 slot = await ratelimit.acquire_slot(
                     self.redis,
                     job.tenant_id,
-                    job.id,
+                    _slot(job),
                     self.settings.max_concurrent_jobs_per_tenant,
                     self.lease_s * 2,
+                    replaces=_previous_slot(job),
                     fail_open=True,
                     timeout_s=self.settings.rate_limit_redis_timeout_seconds,
                 )
@@ -210,16 +221,15 @@ class Worker:
         finally:
             lease.cancel()
             metrics.JOBS_RUNNING.labels(job.kind).dec()
+            await ratelimit.release_slot(
+                self.redis,
+                job.tenant_id,
+                _slot(job),
+                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+            )
             # This worker may have claimed the job again after this attempt's lease ran
-            # out (its renewals failed): then the slot and the entries are the new
-            # attempt's, and stay.
+            # out (its renewals failed): then the entries are the new attempt's, and stay.
             if self.claimed.get(job.id) is job:
-                await ratelimit.release_slot(
-                    self.redis,
-                    job.tenant_id,
-                    job.id,
-                    timeout_s=self.settings.rate_limit_redis_timeout_seconds,
-                )
                 self.states.pop(job.id, None)
                 self.claimed.pop(job.id, None)
                 self.running.pop(job.id, None)
@@ -252,7 +262,7 @@ class Worker:
             await ratelimit.renew_slot(
                 self.redis,
                 job.tenant_id,
-                job.id,
+                _slot(job),
                 self.lease_s * 2,
                 timeout_s=self.settings.rate_limit_redis_timeout_seconds,
             )
@@ -343,7 +353,7 @@ class Worker:
             await ratelimit.release_slot(
                 self.redis,
                 job.tenant_id,
-                job.id,
+                _slot(job),
                 timeout_s=self.settings.rate_limit_redis_timeout_seconds,
             )
             if delivery is not None:

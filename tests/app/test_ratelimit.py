@@ -141,6 +141,19 @@ async def test_acquiring_a_held_slot_again_does_not_take_a_second_one(
     assert await acquire_slot(redis, key, "job-2", limit=2, ttl_s=30)
 
 
+async def test_a_retried_job_takes_over_the_slot_of_its_lapsed_attempt(
+    redis: Redis, key: str
+) -> None:
+    """At its cap, a job whose worker died runs again at once, and the lapsed attempt
+    (perhaps still running somewhere) cannot give back the slot of the one that replaced
+    it."""
+    assert await acquire_slot(redis, key, "job:1", limit=1, ttl_s=30)
+    assert await acquire_slot(redis, key, "job:2", limit=1, ttl_s=30, replaces="job:1")
+    assert not await release_slot(redis, key, "job:1")
+    assert await active_slots(redis, key) == 1
+    assert not await acquire_slot(redis, key, "other:1", limit=1, ttl_s=30)
+
+
 async def test_slot_of_a_crashed_worker_expires(redis: Redis, key: str) -> None:
     assert await acquire_slot(redis, key, "crashed", limit=1, ttl_s=0.3)
     assert not await acquire_slot(redis, key, "next", limit=1, ttl_s=30)

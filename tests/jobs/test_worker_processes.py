@@ -328,6 +328,47 @@ async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_the_new_attem
         await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
+async def test_a_lapsed_attempt_ending_late_leaves_the_tenant_slot_of_its_replacement(
+    api, api_app, db
+) -> None:
+    """Worker A stalls past its lease; worker B runs the job again. When A's attempt
+    finally ends, B's attempt still counts against the tenant's concurrent-job cap."""
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    release: dict[int, asyncio.Event] = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    class HeldRunner:
+        async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
+            if job.id == job_id:
+                await release[job.attempts].wait()
+            return RunReport(None)
+
+    workers = [Worker(api_app.state.settings, db, cleanup=False) for _ in "AB"]
+    for worker in workers:
+        worker.runner = HeldRunner()  # type: ignore[assignment]
+    a, b = workers
+    try:
+        await a._fill()
+        await lease(db, job_id, a.id, attempts=1, seconds=-1)  # A's renewals stalled
+        await b._fill()
+        assert b.claimed[job_id].attempts == 2
+        assert await ratelimit.active_slots(b.redis, customer.tenant_id) == 1
+
+        release[1].set()
+        await a.running[job_id]
+        assert await ratelimit.active_slots(b.redis, customer.tenant_id) == 1
+        release[2].set()
+        await b.running[job_id]
+        assert await ratelimit.active_slots(b.redis, customer.tenant_id) == 0
+    finally:
+        for event in release.values():
+            event.set()
+        for worker in workers:
+            await asyncio.gather(*worker.running.values(), return_exceptions=True)
+            await worker.redis.aclose()
+        await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
+
+
 async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
     api, api_app, db
 ) -> None:
