@@ -39,12 +39,12 @@ from inference.errors import (
 
 log = logging.getLogger(__name__)
 
-# Demuxers a user upload may be opened with. Playlist-like formats (hls, concat, image2
-# patterns, ...) are left out on purpose: they make ffmpeg open other files or URLs.
-ALLOWED_DEMUXERS = (
-    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mpegvideo,ogg,asf,"
-    "h264,hevc,m4v,ivf,gif"
-)
+# Demuxers a user upload may be opened with: the containers ``media.sniff`` admits (ISO
+# BMFF / QuickTime, Matroska / WebM, AVI), nothing else. Playlist-like formats (hls,
+# concat, image2 patterns) would make ffmpeg open other files or URLs; raw elementary
+# streams (h264, hevc, ...) carry no timestamps, so a file with a container's magic in
+# front of one would be measured as lasting a frame and billed as such, however long.
+ALLOWED_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi"
 # Audio codecs MP4 carries as is; anything else is re-encoded to AAC.
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 # Channel layouts the AAC encoder takes as they are; other audio is mixed down to stereo.
@@ -256,10 +256,11 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
     frame_count, counted_duration = _count_frames(path, video_index)
     if frame_count <= 0:
         raise VideoDecodeFailed("the video stream has no frames")
-    # The counting pass's end time may stop a frame or two short (some containers count
-    # to the last packet's start); frames / fps fills that in, but no more than a frame:
-    # with a variable frame rate frames / fps can be far off either way.
-    duration = max(counted_duration, min(frame_count / fps, counted_duration + 1 / fps))
+    # The counting pass's end time may stop a frame or two short (it counts to the last
+    # packet's start, and B-frames end it one packet earlier); frames / fps fills that in,
+    # but no more than two frames: with a variable frame rate frames / fps can be far off
+    # either way.
+    duration = max(counted_duration, min(frame_count / fps, counted_duration + 2 / fps))
     if duration > config.max_video_seconds:
         raise VideoTooLong(
             f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",

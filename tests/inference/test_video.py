@@ -27,6 +27,7 @@ from inference.errors import (
     VideoTooLong,
 )
 from inference.faces import YuNetDetector
+from inference.media import sniff
 from inference.runtime import get_session
 from inference.video import ffmpeg_exe, probe, swap_video, sweep_stale_workdirs
 
@@ -246,6 +247,43 @@ def test_a_header_that_understates_the_length_is_not_believed(tmp_path: Path) ->
     assert probe(mkv).duration == pytest.approx(6.0, abs=0.15)
     with pytest.raises(VideoTooLong):
         probe(mkv, EngineConfig(max_video_seconds=5))
+
+
+def test_a_constant_rate_video_is_measured_to_its_last_frame(tmp_path: Path) -> None:
+    """With x264's default B-frames the counting pass ends two frames early: a 5-frame
+    video at 1 fps lasts (and is priced) 5 s, not 4."""
+    slow = tmp_path / "slow.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=1",
+         "-t", "5", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(slow)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    info = probe(slow)
+    assert info.frame_count == 5 and info.duration == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [b"\0\0\0\x0cftypjp2 ", b"\x1a\x45\xdf\xa3\x84\x42\x82\x81\x78"],
+    ids=["iso-box", "ebml"],
+)
+def test_a_raw_stream_behind_a_container_signature_is_refused(
+    tmp_path: Path, signature: bytes
+) -> None:
+    """Raw H.264 carries no timestamps: read as such, seconds of it measured one frame and
+    were priced as one second, past any length limit. An upload is opened only as one of
+    the containers the API admits, so this one is unreadable."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=4.0, audio=False)
+    raw = subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-c", "copy",
+         "-bsf:v", "h264_mp4toannexb", "-f", "h264", "-"],
+        check=True, capture_output=True, stdin=subprocess.DEVNULL,
+    ).stdout  # fmt: skip
+    disguised = tmp_path / "disguised.mp4"
+    disguised.write_bytes(signature + raw)
+    assert sniff(disguised.read_bytes()) == "video"  # what the API takes it for
+    with pytest.raises(VideoDecodeFailed):
+        probe(disguised, EngineConfig(max_video_seconds=2))
 
 
 def test_probe_refuses_frames_larger_than_the_limit(clip: Path) -> None:
