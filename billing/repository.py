@@ -410,9 +410,10 @@ EXPIRE_GRANTS = text(
         -- Accounts with something to take back, or a spent lot to close. (Not re-checked
         -- here: ``take`` is computed under the lock. An account whose due Tokens are all
         -- held waits for a later pass, without filling this one's batch.)
-        SELECT DISTINCT g.account_id FROM token_grants g JOIN accounts a ON a.id = g.account_id
+        SELECT g.account_id FROM token_grants g JOIN accounts a ON a.id = g.account_id
         WHERE g.status = 'active' AND g.expires_at <= :now
-          AND (a.balance > a.held OR g.remaining = 0)
+        GROUP BY g.account_id, a.balance, a.held
+        HAVING (sum(g.remaining) > a.held AND a.balance > a.held) OR bool_or(g.remaining = 0)
         ORDER BY g.account_id
         LIMIT :limit
     ),
@@ -429,19 +430,26 @@ EXPIRE_GRANTS = text(
         FOR UPDATE OF g
     ),
     take AS (
-        -- Tokens reserved by a hold are not taken: the job that holds them may still run.
-        -- Their lot stays active with what is left, so a later pass takes them once the
-        -- hold is released (a capture spends them from the lot instead).
+        -- Held Tokens are not taken: the job that holds them may still capture them, and
+        -- a capture spends the soonest-expiring lots first, so the hold covers the due
+        -- lots before any bought Tokens. What is taken is the due Tokens beyond the
+        -- holds (so the outcome is the same whether the capture comes before this pass or
+        -- after); the covered rest stays in its lots, for a later pass to take once the
+        -- hold is released, or for the capture to spend.
         SELECT l.id AS account_id, l.tenant_id, l.balance, l.held,
-               LEAST(sum(d.remaining), l.balance - l.held) AS take
+               sum(d.remaining) AS due,
+               LEAST(GREATEST(0, sum(d.remaining) - l.held), l.balance - l.held) AS take
         FROM locked l JOIN due d ON d.account_id = l.id
         GROUP BY l.id, l.tenant_id, l.balance, l.held
     ),
     shares AS (
+        -- The first (due - take) Tokens in spending order are covered; each lot gives what
+        -- it holds past that point.
         SELECT d.id AS grant_id, d.account_id, t.tenant_id, t.held, d.expired_amount,
-               LEAST(d.remaining, GREATEST(0, t.take - (sum(d.remaining) OVER w - d.remaining)))
+               LEAST(d.remaining, GREATEST(0, sum(d.remaining) OVER w - (t.due - t.take)))
                    AS share,
-               t.balance - LEAST(t.take, sum(d.remaining) OVER w) AS balance_after
+               t.balance - GREATEST(0, sum(d.remaining) OVER w - (t.due - t.take))
+                   AS balance_after
         FROM due d JOIN take t ON t.account_id = d.account_id
         WINDOW w AS (PARTITION BY d.account_id ORDER BY d.expires_at, d.id)
     ),

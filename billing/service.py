@@ -38,8 +38,11 @@ Grant expiry. A grant with ``expires_at`` also records a lot in ``token_grants``
 ``remaining``. Spending (capture, negative adjustment) consumes unspent lots soonest-
 expiring first, before any bought Tokens, which is the order most favourable to the user.
 ``expire_grants`` moves each expired lot's ``remaining`` back to issuance through an
-``expiry`` entry, but never more than the account's available Tokens: Tokens under a hold
-belong to a job that may still capture them. Refunds come back as ordinary Tokens.
+``expiry`` entry, except what the account's holds cover: a job that holds Tokens may still
+capture them, and its capture would spend the expired lots first, so the holds cover those
+lots before any bought Tokens. (The outcome is the same whether a job's capture comes
+before the expiry pass or after it.) A later pass takes the covered rest once the hold is
+released. Refunds come back as ordinary Tokens.
 
 Services flush nothing themselves and never commit: the caller's transaction does.
 """

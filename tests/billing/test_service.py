@@ -423,6 +423,32 @@ async def test_granted_tokens_held_at_expiry_expire_once_the_hold_is_released(db
     await _assert_ledger_ok(db, world)
 
 
+@pytest.mark.parametrize("expiry_first", [False, True], ids=["capture-first", "expiry-first"])
+async def test_a_job_holding_granted_tokens_at_their_expiry_costs_the_same_either_way(
+    db, world, expiry_first: bool
+) -> None:
+    """100 bought and 50 granted Tokens; a job holds 100 when the grant expires, then
+    succeeds. Its capture spends the grant first, so 50 bought Tokens are left, whether
+    the expiry pass runs before the capture or after it."""
+    alice = world.users["alice"]
+    now = datetime.now(UTC)
+    await _recharge(db, world, "alice", 100)
+    async with db.session() as s:
+        await service.grant(s, world.tenant_id, alice, 50, expires_at=now + timedelta(hours=1))
+        await service.hold(s, world.tenant_id, alice, "job", 100)
+
+    async def expiry_pass() -> None:
+        await maintenance.expire_due_grants(db, now=now + timedelta(hours=2))
+
+    if expiry_first:
+        await expiry_pass()
+    async with db.session() as s:
+        await service.capture(s, world.tenant_id, "job", 100)
+    await expiry_pass()
+    assert await account_state(db, alice) == (50, 0)
+    await _assert_ledger_ok(db, world)
+
+
 async def test_grant_without_expiry_never_expires(db, world) -> None:
     alice = world.users["alice"]
     async with db.session() as s:
