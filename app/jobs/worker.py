@@ -53,6 +53,7 @@ from billing.maintenance import expire_due_grants
 log = logging.getLogger(__name__)
 
 DEFER_S = 1.0  # how long a job of a tenant at its cap is held back
+STOP_WAIT_S = 30.0  # at shutdown, how long jobs told to stop get before they are given back
 ABANDONED_PER_ROUND = 100  # jobs nobody will run again, ended per housekeeping round
 STALE_WORKER_S = 24 * 3600  # heartbeat rows older than this are deleted
 SCRATCH_MAX_AGE_S = 24 * 3600  # temporary job files older than this are strays
@@ -287,10 +288,13 @@ class Worker:
                 state.lost = True
                 state.cancel.set()
         if leftover:
-            await asyncio.wait({task for _, task in leftover}, timeout=30)
+            await asyncio.wait({task for _, task in leftover}, timeout=STOP_WAIT_S)
+            # A job still running even now keeps its lease, which runs out once this process
+            # is gone: given back, it could be claimed again under the same attempt number
+            # (the give-back does not count one) while this attempt still writes its files.
             async with self.db.session() as session:
-                for job, _task in leftover:
-                    if await repo.give_back(session, job.id, self.id, job.attempts):
+                for job, task in leftover:
+                    if task.done() and await repo.give_back(session, job.id, self.id, job.attempts):
                         await repo.notify(session, repo.JOBS_CHANNEL, job.kind)
         for task in loops:
             task.cancel()

@@ -28,6 +28,7 @@ from app.db import Database
 from app.errors import Conflict
 from app.jobs import repository as repo
 from app.jobs import service
+from app.jobs import worker as worker_module
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunReport, RunState
 from app.jobs.worker import Worker
@@ -414,6 +415,49 @@ async def test_a_job_given_back_at_shutdown_after_a_cancel_request_is_canceled_n
     assert job["status"] == "canceled" and job["tokens_charged"] == 0
     assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
     assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
+
+
+@pytest.mark.parametrize("stops", [True, False], ids=["stops-when-told", "still-running"])
+async def test_at_shutdown_a_running_job_goes_back_to_the_queue_only_once_it_has_stopped(
+    api, api_app, db, monkeypatch, stops: bool
+) -> None:
+    """A stopping worker tells its jobs to stop. One that does is queued again at once,
+    its attempt not counted. One still running keeps its lease, so that no other worker
+    claims it under the same attempt number (and its files) while it runs."""
+    monkeypatch.setattr(worker_module, "STOP_WAIT_S", 0.2)
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    started, stuck = asyncio.Event(), asyncio.Event()
+
+    class Runner:
+        async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
+            if job.id == job_id:
+                started.set()
+                if stops:  # state.cancel is a threading.Event: the engine's thread polls it
+                    await asyncio.to_thread(state.cancel.wait)
+                else:
+                    await stuck.wait()
+            return RunReport(None)
+
+    worker = Worker(api_app.state.settings, db, cleanup=False, shutdown_grace_s=0.1)
+    worker.runner = Runner()  # type: ignore[assignment]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        async with db.session() as s:
+            job = await repo.get_job(s, job_id)
+        assert job is not None
+        if stops:
+            assert (job.status, job.attempts, job.worker_id) == ("queued", 0, None)
+        else:
+            assert (job.status, job.attempts, job.worker_id) == ("processing", 1, worker.id)
+    finally:
+        stuck.set()
+        await asyncio.gather(*worker.running.values(), return_exceptions=True)
+        await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
 async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
