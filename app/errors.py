@@ -175,6 +175,26 @@ def database_unavailable(exc: BaseException) -> bool:
     return _caused_by(exc, _DATABASE_DOWN)
 
 
+def storable_text(text: str) -> bool:
+    """No NUL (PostgreSQL text never holds one) and no unpaired surrogate (not UTF-8): a
+    value checked with this never fails its statement (``unstorable_text``)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_form(text: str) -> str:
+    """``text`` as an answer that echoes it can show (and the idempotency store keep): a
+    NUL or an unpaired surrogate is written as an escape (``\\x00``, ``\\ud800``)."""
+    if storable_text(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
 def unstorable_text(exc: BaseException) -> bool:
     """True when a statement failed on a text value the database cannot hold: a NUL
     character (PostgreSQL text never contains one) or an unpaired surrogate (no UTF-8)."""

@@ -45,6 +45,8 @@ from app.errors import (
     IdempotencyKeyReused,
     InvalidAmount,
     NotFound,
+    storable_form,
+    storable_text,
 )
 from billing import metrics
 from billing import repository as repo
@@ -188,18 +190,7 @@ def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None
 
 def _is_text(value: Any, limit: int) -> bool:
     """A non-empty string of at most ``limit`` characters that the database can store."""
-    return isinstance(value, str) and 0 < len(value) <= limit and _storable(value)
-
-
-def _storable(text: str) -> bool:
-    """No NUL (PostgreSQL text never holds one) and no unpaired surrogate (not UTF-8)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and 0 < len(value) <= limit and storable_text(value)
 
 
 def _amount_problem(amount: Any, max_amount: int) -> bool:
@@ -220,11 +211,9 @@ class _Checked:
 
 
 def _failure(index: int | None, user: Any, code: str, message: str) -> dict[str, Any]:
-    if isinstance(user, str) and not _storable(user):
-        # Reported back, so stored: what the database cannot hold is shown escaped.
-        user = user.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return {
-        "user": user if isinstance(user, str) else None,
+        # Reported back, so stored: what the database cannot hold is shown escaped.
+        "user": storable_form(user) if isinstance(user, str) else None,
         "code": code,
         "message": message,
         "index": index,

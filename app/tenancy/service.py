@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import api_keys
 from app.db import Database
-from app.errors import BadRequest, Conflict, Forbidden, InvalidApiKey, NotFound
+from app.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidApiKey,
+    NotFound,
+    storable_form,
+    storable_text,
+)
 from app.tenancy import repository
 from app.tenancy.repository import ApiKeyCredentials, ApiKeyRow, TenantRow, UserRow
 
@@ -94,16 +102,34 @@ def _entry_problem(entry: ImportEntry) -> tuple[str, str] | None:
         return "InvalidExternalId", "external_id must not be empty"
     if len(external_id) > MAX_EXTERNAL_ID:
         return "InvalidExternalId", f"external_id must be at most {MAX_EXTERNAL_ID} characters"
-    if _CONTROL_RE.search(external_id) or external_id != external_id.strip():
-        return "InvalidExternalId", "external_id must not contain control or surrounding spaces"
+    if (
+        _CONTROL_RE.search(external_id)
+        or external_id != external_id.strip()
+        or not storable_text(external_id)
+    ):
+        return (
+            "InvalidExternalId",
+            "external_id must not contain control characters, unpaired surrogates or "
+            "surrounding spaces",
+        )
+    if "/" in external_id or external_id in (".", ".."):
+        # It is a segment of the admin URLs (/users/{external_id}/...): a slash would split
+        # it, and clients resolve "." and ".." before sending.
+        return "InvalidExternalId", "external_id must not contain '/' nor be '.' or '..'"
     if entry.email is not None and (
-        len(entry.email) > MAX_EMAIL or not _EMAIL_RE.match(entry.email)
+        len(entry.email) > MAX_EMAIL
+        or not _EMAIL_RE.match(entry.email)
+        or not storable_text(entry.email)
     ):
         return "InvalidEmail", "email is not a valid address"
-    if entry.display_name is not None and (
-        len(entry.display_name) > MAX_DISPLAY_NAME or "\x00" in entry.display_name
-    ):
-        return "InvalidDisplayName", f"display_name must be at most {MAX_DISPLAY_NAME} characters"
+    if entry.display_name is not None:
+        if len(entry.display_name) > MAX_DISPLAY_NAME:
+            return (
+                "InvalidDisplayName",
+                f"display_name must be at most {MAX_DISPLAY_NAME} characters",
+            )
+        if not storable_text(entry.display_name):
+            return "InvalidDisplayName", "display_name must not contain NUL or unpaired surrogates"
     return None
 
 
@@ -122,7 +148,8 @@ async def import_users(
             problem = ("DuplicateEntry", "external_id appears earlier in this batch")
         if problem is not None:
             code, message = problem
-            result.failed.append(ImportFailure(index, str(entry.external_id)[:300], code, message))
+            shown = storable_form(str(entry.external_id)[:300])
+            result.failed.append(ImportFailure(index, shown, code, message))
             continue
         seen.add(entry.external_id)
         external_ids.append(entry.external_id)

@@ -18,3 +18,7 @@ def test_import_entries_are_checked_one_by_one() -> None:
     assert _entry_problem(ImportEntry("nul\x00"))[0] == "InvalidExternalId"
     assert _entry_problem(ImportEntry("ok", "a@b"))[0] == "InvalidEmail"
     assert _entry_problem(ImportEntry("ok", None, "n" * 256))[0] == "InvalidDisplayName"
+    assert _entry_problem(ImportEntry("ok", None, "nul\x00"))[1].endswith("surrogates")
+    assert _entry_problem(ImportEntry("a/b"))[0] == "InvalidExternalId"
+    assert _entry_problem(ImportEntry("."))[0] == "InvalidExternalId"
+    assert _entry_problem(ImportEntry("a.b")) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from sqlalchemy import text
@@ -28,11 +29,17 @@ async def test_import_creates_new_users_counts_existing_and_reports_bad_entries(
         {"external_id": "u3", "email": "not-an-email"},
         {"external_id": "u2"},  # twice in this batch
         {"external_id": "u4"},
+        {"external_id": "team/alice"},  # could never be named in /users/{external_id}
+        {"external_id": ".."},
+        {"external_id": "x\ud800"},  # an unpaired surrogate: not storable text
+        {"external_id": "u5", "display_name": "nul\x00"},
+        {"external_id": "u6", "email": "a\ud800@example.com"},
     ]
     response = await client.post(
         f"/api/v1/admin/tenants/{tenant['id']}/users/import",
-        json={"users": users},
-        headers=await root_headers(client),
+        # json.dumps escapes the unpaired surrogates (httpx's encoder refuses them).
+        content=json.dumps({"users": users}),
+        headers={**await root_headers(client), "Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -42,8 +49,14 @@ async def test_import_creates_new_users_counts_existing_and_reports_bad_entries(
         (3, "InvalidExternalId"),
         (4, "InvalidEmail"),
         (5, "DuplicateEntry"),
+        (7, "InvalidExternalId"),
+        (8, "InvalidExternalId"),
+        (9, "InvalidExternalId"),
+        (10, "InvalidDisplayName"),
+        (11, "InvalidEmail"),
     ]
     assert all(f["message"] for f in body["failed"])
+    assert body["failed"][6]["external_id"] == "x\\ud800"  # echoed escaped
     async with db.session() as s:
         rows = (
             await s.execute(
