@@ -48,6 +48,7 @@ from app.errors import (
     storable_form,
     storable_text,
 )
+from app.idempotency.service import Fingerprint
 from billing import metrics
 from billing import repository as repo
 
@@ -229,13 +230,13 @@ async def submit(
     created_by: uuid.UUID | None,
     created_by_email: str | None,
     idempotency_key: str | None,
-    request_hash: str | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> BatchReport:
     """Validate and apply (or park for approval, or reject) one batch.
 
     With an ``idempotency_key`` the batch is done once: the same key again reports it
-    (replayed), unless it came with a different request (``request_hash``, the body's
-    SHA-256), which is IdempotencyKeyReused."""
+    (replayed), unless it came with a different request (``fingerprint``, the body's),
+    which is IdempotencyKeyReused."""
     tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
@@ -250,7 +251,9 @@ async def submit(
             "reason": bulk.reason,
             "operator": operator,
             "idempotency_key": idempotency_key,
-            "request_hash": request_hash if idempotency_key is not None else None,
+            "request_hash": (
+                fingerprint.canonical if idempotency_key and fingerprint is not None else None
+            ),
             "created_by": created_by,
             "created_by_email": created_by_email,
         },
@@ -261,7 +264,10 @@ async def submit(
             session, repo.BATCH_BY_KEY, {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
         )
         assert existing is not None
-        if existing.request_hash not in (None, request_hash):
+        # A batch stored without a fingerprint (before migration 0006) is taken as is.
+        if existing.request_hash is not None and not (
+            fingerprint is not None and fingerprint.matches(existing.request_hash)
+        ):
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used with a different request"
             )

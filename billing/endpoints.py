@@ -88,7 +88,7 @@ async def bulk_recharge_endpoint(
             created_by=admin.id,
             created_by_email=admin.email,
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-            request_hash=request_fingerprint(raw),
+            fingerprint=request_fingerprint(raw),
         )
         if not report.replayed:
             await audit.record(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,10 +28,30 @@ MAX_KEY_LENGTH = 255
 MIN_TTL_HOURS = 24
 
 
-def request_fingerprint(body: bytes) -> str:
-    """What makes a replay "the same request": the body's SHA-256 (with the method and
-    path, which the key row stores beside it)."""
-    return hashlib.sha256(body).hexdigest()
+@dataclass(frozen=True)
+class Fingerprint:
+    """What makes a replay "the same request" (with the method and path, which the key row
+    stores beside it). ``canonical``, the one stored: the SHA-256 of the body's JSON with
+    its keys sorted and no spacing, so that a client that serialises the same request again
+    (keys in another order, other spacing) replays it; a body that is not JSON (orjson's
+    strict reading) is hashed as it is. ``raw``: the bytes' own hash, which keys stored
+    before JSON was compared by content hold (the same bytes are always the same request).
+    """
+
+    canonical: str
+    raw: str
+
+    def matches(self, stored: str | None) -> bool:
+        return stored is not None and stored in (self.canonical, self.raw)
+
+
+def request_fingerprint(body: bytes) -> Fingerprint:
+    raw = hashlib.sha256(body).hexdigest()
+    try:
+        canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONDecodeError:
+        return Fingerprint(raw, raw)
+    return Fingerprint(hashlib.sha256(canonical).hexdigest(), raw)
 
 
 def _valid_key(key: str) -> bool:
@@ -52,9 +73,13 @@ async def run_idempotent(
         raise InvalidIdempotencyKey(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
 
     method_path = f"{request.method} {request.url.path}"[:512]
-    request_hash = request_fingerprint(await request.body())
+    fingerprint = request_fingerprint(await request.body())
     owned = await repository.claim(
-        session, scope=scope, key=key, method_path=method_path, request_hash=request_hash
+        session,
+        scope=scope,
+        key=key,
+        method_path=method_path,
+        request_hash=fingerprint.canonical,
     )
     if owned:
         status, body = await operation()
@@ -67,7 +92,7 @@ async def run_idempotent(
     stored = await repository.get(session, scope=scope, key=key)
     if stored is None:  # deleted by the cleanup between our two statements
         raise Conflict("Idempotency key expired while in use; retry the request")
-    if stored.request_hash != request_hash or stored.method_path != method_path:
+    if not fingerprint.matches(stored.request_hash) or stored.method_path != method_path:
         raise IdempotencyKeyReused(f"This {HEADER} was already used with a different request")
     if stored.response_status is None:
         raise Conflict("A request with this Idempotency-Key is still in progress")

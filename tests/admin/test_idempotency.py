@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 
 from fastapi import Request
@@ -47,6 +48,48 @@ async def test_a_replay_returns_the_first_response_and_changes_nothing(settings,
     assert again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     assert len(runs) == 1
+
+
+async def test_the_same_json_written_another_way_is_a_replay(settings, db) -> None:
+    """A client that serialises its request again (keys in another order, other spacing)
+    sends the same request: it is replayed, not refused as a reused key."""
+    app, runs = _counting_app(settings, db)
+    key = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"}
+    async with asgi_client(app) as c:
+        first = await c.post(
+            "/things/tenant:a", content=b'{"users":["u1"],"amount":5}', headers=key
+        )
+        again = await c.post(
+            "/things/tenant:a", content=b'{ "amount": 5, "users": [ "u1" ] }', headers=key
+        )
+        other = await c.post(
+            "/things/tenant:a", content=b'{"amount":5,"users":["u2"]}', headers=key
+        )
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 409
+    assert len(runs) == 1
+
+
+async def test_a_key_stored_with_its_bodys_bytes_hash_still_replays(settings, db) -> None:
+    """Keys stored before JSON bodies were compared by content hold the SHA-256 of the
+    bytes: the same bytes sent again are still a replay."""
+    app, runs = _counting_app(settings, db)
+    body = b'{ "n": 1 }'
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "INSERT INTO idempotency_keys (scope, key, method_path, request_hash, "
+                "response_status, response_body) VALUES ('tenant:a', 'old-key', "
+                "'POST /things/tenant:a', :h, 201, '{\"slug\": \"first\"}')"
+            ),
+            {"h": hashlib.sha256(body).hexdigest()},
+        )
+    headers = {"Idempotency-Key": "old-key", "Content-Type": "application/json"}
+    async with asgi_client(app) as c:
+        again = await c.post("/things/tenant:a", content=body, headers=headers)
+    assert again.status_code == 201 and again.json() == {"slug": "first"}
+    assert runs == []
 
 
 async def test_the_same_key_with_another_body_is_409_idempotency_key_reused(settings, db) -> None:
