@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import random
 import time
 import uuid
@@ -23,6 +24,8 @@ import orjson
 
 from app.errors import UrlFetchFailed, UrlNotAllowed
 from app.fetch import send_pinned, vet_url
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-SwapMeter-Signature"
 DELIVERY_HEADER = "X-SwapMeter-Delivery"
@@ -62,10 +65,10 @@ def verify(
         if not sep:
             continue
         if name == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
+            # Unix seconds: ASCII digits, and few enough to compare with a float clock.
+            if not (value.isascii() and value.isdigit() and len(value) <= 12):
                 return False
+            timestamp = int(value)
         elif name == SIGNATURE_VERSION:
             candidates.append(value)
     if timestamp is None or not candidates:
@@ -102,8 +105,10 @@ class DeliveryResult:
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:
+    """Retry-After in seconds; None for an HTTP date or anything else (``isdigit`` alone
+    would pass "²", which ``float`` refuses)."""
     value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else None
+    return float(value) if value.isascii() and value.isdigit() else None
 
 
 def backoff_s(attempt_index: int, base_s: float, max_s: float) -> float:
@@ -181,6 +186,9 @@ async def deliver(
                 error = f"Timeout: no answer within {timeout_s:g} s"
             except httpx.HTTPError as exc:
                 error = f"ConnectionFailed: {type(exc).__name__}"
+            except Exception as exc:  # noqa: BLE001 - recorded like any failed try, never raised
+                log.warning("webhook try to %s failed unexpectedly", url, exc_info=True)
+                error = f"Failed: {type(exc).__name__}"
             result.attempts.append(Attempt(status, error, at, time.monotonic() - started))
             if status is not None and 200 <= status < 300:
                 result.delivered = True

@@ -105,10 +105,18 @@ def test_signature_outside_the_tolerance_is_refused(age_s: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", ["", "v1=abc", "t=abc,v1=abc", "t=1700000000", "garbage", "t=1700000000,v1=é"]
-)
+    "header",
+    [
+        "", "v1=abc", "t=abc,v1=abc", "t=1700000000", "garbage", "t=1700000000,v1=é",
+        f"t={'9' * 400},v1=00", "t=١٧٠٠٠٠٠٠٠٠,v1=00",
+    ],
+)  # fmt: skip
 def test_malformed_signature_headers_are_refused(header: str) -> None:
     assert not verify(SECRET, header, b"{}", now=1_700_000_000)
+
+
+def test_a_timestamp_too_large_for_the_clock_is_refused_not_raised() -> None:
+    assert not verify(SECRET, f"t={'9' * 400},v1=00", b"{}")  # against time.time(), a float
 
 
 def test_any_of_several_signatures_may_match_during_secret_rotation() -> None:
@@ -175,6 +183,19 @@ async def test_429_retry_after_is_waited_before_the_next_attempt(receiver: Recei
     )
     assert result.delivered
     assert time.monotonic() - started >= 1.0
+
+
+async def test_a_retry_after_that_is_not_ascii_seconds_is_ignored_not_fatal(
+    receiver: Receiver,
+) -> None:
+    """ "²" passes str.isdigit; the try must still be recorded and retried (it used to
+    escape, leaving the delivery pending to be resent by the sweep forever)."""
+    receiver.answer(503, 200, headers={"Retry-After": "²"})
+    result = await deliver(
+        receiver.url, JOB, SECRET, backoff_base_s=0.01, allow_hosts=receiver.allow
+    )
+    assert result.delivered
+    assert [a.status for a in result.attempts] == [503, 200]
 
 
 async def test_no_retry_starts_that_could_not_end_within_the_time_given(
