@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     def _s3_results_need_a_bucket(self) -> Settings:
         if self.results_backend == "s3" and not self.results_s3_bucket:
             raise ValueError("SWAPMETER_RESULTS_S3_BUCKET is required when RESULTS_BACKEND=s3")
+        if self.results_backend == "s3" and not self.results_s3_prefix.endswith("/"):
+            # The cleanup deletes what it lists under the prefix: with none (or "res" for
+            # "res/"), other objects of the bucket would be taken for expired results.
+            raise ValueError(
+                "SWAPMETER_RESULTS_S3_PREFIX must be a folder of its own, ending in '/' "
+                "(default 'results/')"
+            )
         return self
 
     # --- end of issue #4 building blocks settings.

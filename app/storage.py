@@ -63,8 +63,13 @@ class InvalidResultKey(ValueError):
     """A key that could escape the store or collide with its temporary files."""
 
 
+def valid_key(key: str) -> bool:
+    """A name SwapMeter writes: nothing that could climb out of the results folder."""
+    return bool(_KEY_RE.fullmatch(key)) and ".." not in key.split("/")
+
+
 def check_key(key: str) -> str:
-    if not _KEY_RE.fullmatch(key) or ".." in key.split("/"):
+    if not valid_key(key):
         raise InvalidResultKey(f"invalid result key {key!r}")
     return key
 
@@ -488,9 +493,22 @@ async def cleanup(
     """
     current = now or datetime.now(UTC)
     deleted = 0
+    strangers: list[str] = []
     for key in await store.list_expired(current - older_than):
-        if await store.delete(key):
-            deleted += 1
+        if not valid_key(key):
+            strangers.append(key)  # not a name SwapMeter writes (a folder marker, a copy)
+            continue
+        try:
+            if await store.delete(key):
+                deleted += 1
+        except Exception:  # noqa: BLE001 - one object must not keep the others forever
+            log.warning("results cleanup could not delete %s", key, exc_info=True)
+    if strangers:
+        log.warning(
+            "results cleanup left alone %d object(s) SwapMeter did not write, e.g. %r",
+            len(strangers),
+            strangers[0],
+        )
     temp_deleted = await store.delete_stray_temp(current - temp_older_than)
     RESULTS_CLEANED.labels("result").inc(deleted)
     RESULTS_CLEANED.labels("temp").inc(temp_deleted)

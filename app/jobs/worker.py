@@ -382,21 +382,33 @@ class Worker:
 
 
 async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> None:
-    """One round of the periodic cleanup (safe to run in several processes at once)."""
-    await storage.cleanup(store, timedelta(seconds=settings.results_retention_seconds))
-    await asyncio.to_thread(_sweep_scratch, runner.scratch_root(settings), SCRATCH_MAX_AGE_S)
-    async with db.session() as session:
-        purged = await purge_expired_keys(session, ttl_hours=settings.idempotency_ttl_hours)
-        forgotten = await repo.forget_dead_workers(session, STALE_WORKER_S)
-    expired = await expire_due_grants(db)
-    if purged or forgotten or expired.grants:
-        log.info(
-            "cleanup: %d idempotency keys, %d dead workers, %d grant lots (%d Tokens) expired",
-            purged,
-            forgotten,
-            expired.grants,
-            expired.tokens,
-        )
+    """One round of the periodic cleanup (safe to run in several processes at once). Each
+    step runs even when another failed: a result that cannot be deleted must not stop
+    grant Tokens from expiring."""
+
+    async def results() -> None:
+        await storage.cleanup(store, timedelta(seconds=settings.results_retention_seconds))
+
+    async def scratch() -> None:
+        await asyncio.to_thread(_sweep_scratch, runner.scratch_root(settings), SCRATCH_MAX_AGE_S)
+
+    async def keys_and_workers() -> None:
+        async with db.session() as session:
+            purged = await purge_expired_keys(session, ttl_hours=settings.idempotency_ttl_hours)
+            forgotten = await repo.forget_dead_workers(session, STALE_WORKER_S)
+        if purged or forgotten:
+            log.info("cleanup: %d idempotency keys, %d dead workers removed", purged, forgotten)
+
+    async def grants() -> None:
+        expired = await expire_due_grants(db)
+        if expired.grants:
+            log.info("cleanup: %d grant lots expired (%d Tokens)", expired.grants, expired.tokens)
+
+    for step in (results, scratch, keys_and_workers, grants):
+        try:
+            await step()
+        except Exception:  # noqa: BLE001 - the next round retries this step
+            log.exception("cleanup step %s failed", step.__name__)
 
 
 def _sweep_scratch(root: Path, max_age_s: float) -> int:

@@ -161,6 +161,24 @@ async def test_cleanup_removes_only_expired_results_and_stale_temp_files(
     assert remaining == ["t", "t/.writing.jpg.def.tmp", "t/fresh.jpg"]
 
 
+async def test_an_object_swapmeter_did_not_write_does_not_stop_the_cleanup(
+    store: LocalResultStore,
+) -> None:
+    """A copy made by hand ("copy of ...", a name no key has) used to end every round at
+    itself, so every result after it stayed forever; it is left alone, the rest go."""
+    await store.put("t/a-old.jpg", b"old", "image/jpeg")
+    await store.put("t/z-old.jpg", b"old", "image/jpeg")
+    stranger = store.root / "t" / "copy of a-old.jpg"
+    stranger.write_bytes(b"old")
+    for path in (store.root / "t" / "a-old.jpg", store.root / "t" / "z-old.jpg", stranger):
+        _age(path, 25 * 3600)
+
+    report = await cleanup(store, older_than=timedelta(hours=24))
+
+    assert report.results_deleted == 2
+    assert [p.name for p in (store.root / "t").iterdir()] == ["copy of a-old.jpg"]
+
+
 async def test_cleanup_of_an_empty_or_missing_store_does_nothing(tmp_path: Path) -> None:
     store = LocalResultStore(tmp_path / "never-written", "", SECRET)
     report = await cleanup(store, older_than=timedelta(hours=24))
@@ -179,6 +197,19 @@ def test_local_store_is_the_default_under_the_data_dir(tmp_path: Path) -> None:
 def test_s3_backend_without_a_bucket_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="BUCKET"):
         Settings(environment="test", results_backend="s3")
+
+
+@pytest.mark.parametrize("prefix", ["", "results"])
+def test_an_s3_prefix_that_is_not_a_folder_is_refused_at_start_up(prefix: str) -> None:
+    """The cleanup deletes old objects under the prefix: with none, or one that is not a
+    folder, it would take other objects of the bucket for expired results."""
+    with pytest.raises(ValueError, match="PREFIX"):
+        Settings(
+            environment="test",
+            results_backend="s3",
+            results_s3_bucket="b",
+            results_s3_prefix=prefix,
+        )
 
 
 # --- S3, offline -------------------------------------------------------------------------

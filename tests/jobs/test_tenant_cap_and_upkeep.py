@@ -132,3 +132,28 @@ async def test_cleanup_removes_expired_results_stray_scratch_files_and_old_idemp
             await s.execute(text("SELECT count(*) FROM idempotency_keys WHERE key = 'ancient'"))
         ).scalar_one()
     assert left == 0
+
+
+async def test_a_failing_cleanup_step_does_not_keep_the_others_from_running(capped_app, db) -> None:
+    """The result store cannot be listed (a bucket permission, say): old Idempotency-Keys
+    are still purged, and so on for the steps after it."""
+
+    class Unlistable:
+        async def list_expired(self, before: object) -> list[str]:
+            raise RuntimeError("AccessDenied")
+
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "INSERT INTO idempotency_keys (scope, key, method_path, request_hash, created_at) "
+                "VALUES ('user:0', 'ancient-2', 'POST /x', 'h', now() - interval '30 days')"
+            )
+        )
+
+    await run_cleanup(capped_app.state.settings, db, Unlistable())  # type: ignore[arg-type]
+
+    async with db.session() as s:
+        left = (
+            await s.execute(text("SELECT count(*) FROM idempotency_keys WHERE key = 'ancient-2'"))
+        ).scalar_one()
+    assert left == 0
