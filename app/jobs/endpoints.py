@@ -108,9 +108,12 @@ def _job_json(request: Request, job: JobRecord) -> dict[str, Any]:
     kept; after that the link answers 404)."""
     out = service.job_json(job)
     if out["result"] is not None and job.result_key:
-        ttl = request.app.state.settings.results_url_ttl_seconds
-        out["result"] = {**out["result"], **signed_link(_store(request), job.result_key, ttl)}
+        out["result"] = {**out["result"], **_result_link(request, job.result_key)}
     return out
+
+
+def _result_link(request: Request, key: str) -> dict[str, str]:
+    return signed_link(_store(request), key, request.app.state.settings.results_url_ttl_seconds)
 
 
 async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) -> dict[str, str]:
@@ -170,7 +173,10 @@ async def _final_answer(
             "faces_swapped": result.get("faces_swapped"),
         }
         if response_mode == "url":
-            out[f"{field}_url"] = result.get("url")
+            # Signed afresh, like the job's own JSON: a replay days later gets a live link.
+            out[f"{field}_url"] = (
+                _result_link(request, job.result_key)["url"] if job.result_key else None
+            )
         else:
             out[field] = pybase64.b64encode_as_string(await _read_result(request, job))
         body = {
@@ -465,8 +471,9 @@ async def cancel_job(
     return response
 
 
-@router.get(
+@router.api_route(
     "/jobs/{job_id}/result",
+    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}}},
 )
@@ -503,7 +510,11 @@ async def _serve(store: ResultStore, key: str, filename: str) -> Response:
     return StreamingResponse(iterate_in_threadpool(chunks()), media_type=media_type)
 
 
-@router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
+@router.api_route(
+    RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}",
+    methods=["GET", "HEAD"],
+    include_in_schema=True,
+)
 async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
     """A result by its signed, expiring URL (no API key: the signature is the permission).
     Only the local results store serves these; S3 URLs point at the bucket."""

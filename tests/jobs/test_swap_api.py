@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app.webhooks import SIGNATURE_HEADER, verify
 from tests.admin.helpers import root_headers
@@ -465,6 +467,36 @@ async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(
     assert decode(served.content).shape == decode(BIDEN).shape
     tampered = await api.get(result["image_url"].replace("sig=", "sig=0"))
     assert tampered.status_code == 403
+    for url, headers in (
+        (result["image_url"], {}),
+        (f"/api/v1/jobs/{response.json()['job_id']}/result", customer.headers),
+    ):  # HEAD, as link checkers and players probing the size send it
+        head = await api.head(url, headers=headers)
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == len(served.content)
+    assert (await balance(api, customer))["balance"] == 9
+
+
+async def test_a_replayed_url_swap_answers_with_a_link_signed_afresh(api, db) -> None:
+    """Replayed a day later, the answer's link must still work: the one stored with the
+    result when the job ended has expired by then."""
+    customer = await make_customer(api, db, tokens=10)
+    key = {"Idempotency-Key": "fresh-link"}
+    first = await post_swap(api, customer, swap_body(response="url"), **key)
+    assert first.status_code == 200, first.text
+    stale = re.sub(r"expires=\d+", "expires=1", first.json()["result"]["image_url"])
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "UPDATE jobs SET result = jsonb_set(result, '{url}', to_jsonb(CAST(:u AS text))) "
+                "WHERE id = :id"
+            ),
+            {"u": stale, "id": first.json()["job_id"]},
+        )
+    again = await post_swap(api, customer, swap_body(response="url"), **key)
+    assert again.headers["idempotent-replayed"] == "true"
+    served = await api.get(again.json()["result"]["image_url"])
+    assert served.status_code == 200 and decode(served.content).shape == decode(BIDEN).shape
     assert (await balance(api, customer))["balance"] == 9
 
 
