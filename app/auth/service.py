@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import NoReturn
 
 from fastapi import Request
 from redis.asyncio import Redis
@@ -17,15 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from admin import audit, repository
 from admin.repository import AdminRow
 from app.auth import passwords, tokens
+from app.auth.dependencies import AdminPrincipal
 from app.db import Database
-from app.errors import RateLimited
+from app.errors import InvalidCredentials, RateLimited
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key: one bootstrap at a time when several processes start together.
 BOOTSTRAP_LOCK = 0x626F6F74
-LOGIN_FAILURE_LIMIT = 10
+LOGIN_FAILURE_LIMIT = 10  # tries per account (or unknown email) and address, per window
+ADDRESS_FAILURE_LIMIT = 100  # tries per address whatever the email, per window
 LOGIN_FAILURE_WINDOW_SECONDS = 900
 
 # -- sign-in -------------------------------------------------------------------------------
@@ -38,62 +41,115 @@ class LoginFailure:
     admin: AdminRow | None
 
 
-def _throttle_key(email: str, ip: str) -> str:
-    digest = hashlib.sha256(f"{email.lower()}|{ip}".encode()).hexdigest()[:32]
-    return f"swapmeter:login_failures:{digest}"
+def _throttle_key(name: str) -> str:
+    return f"swapmeter:login_failures:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
 
 
-async def ensure_login_not_throttled(redis: Redis, email: str, ip: str) -> None:
-    """429 after too many failed sign-ins for one email from one address."""
-    key = _throttle_key(email, ip)
-    try:
-        failures = await redis.get(key)
-        ttl = await redis.ttl(key) if failures is not None else 0
-    except Exception:  # noqa: BLE001 - Redis trouble must not lock admins out
-        log.warning("login throttle unavailable", exc_info=True)
-        return
-    if failures is not None and int(failures) >= LOGIN_FAILURE_LIMIT:
-        raise RateLimited(
-            "Too many failed sign-ins; try again later",
-            headers={"Retry-After": str(max(int(ttl), 1))},
-        )
-
-
-_COUNT_FAILURE = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
+# Takes one try from both counters, or none when either is used up: {1, 0}, or {0, ms to
+# wait}. Each window starts at its first try and is not extended by later ones.
+_RESERVE_TRY = """
+for i = 1, 2 do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n >= tonumber(ARGV[i + 1]) then return {0, redis.call('PTTL', KEYS[i])} end
+end
+for i = 1, 2 do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+end
+return {1, 0}
 """
 
 
-async def note_login_failure(redis: Redis, email: str, ip: str) -> None:
-    key = _throttle_key(email, ip)
-    try:
-        # One script rather than EXPIRE ... NX, which Redis < 7 (the embedded one) lacks:
-        # the window starts at the first failure and is not extended by later ones.
-        await redis.eval(_COUNT_FAILURE, 1, key, LOGIN_FAILURE_WINDOW_SECONDS)
-    except Exception:  # noqa: BLE001
-        log.warning("login throttle unavailable", exc_info=True)
+@dataclass(frozen=True)
+class LoginTry:
+    """One sign-in try, counted before the password is checked, so that tries sent all at
+    once cannot each see a count from before the others: per account (by admin id, so no
+    spelling of its email gets a counter of its own; an unknown email by its own name)
+    and address, and per address whatever the email. A try that signs in is given back."""
+
+    keys: tuple[str, str]
+
+    @classmethod
+    def of(cls, admin: AdminRow | None, email: str, ip: str) -> LoginTry:
+        subject = f"admin:{admin.id}" if admin else f"email:{email.casefold()}"
+        return cls((_throttle_key(f"{subject}|{ip}"), _throttle_key(f"address|{ip}")))
+
+    async def reserve(self, redis: Redis) -> None:
+        """429 RateLimited when the account's or the address's tries are used up."""
+        try:
+            allowed, wait_ms = await redis.eval(
+                _RESERVE_TRY,
+                2,
+                *self.keys,
+                LOGIN_FAILURE_WINDOW_SECONDS,
+                LOGIN_FAILURE_LIMIT,
+                ADDRESS_FAILURE_LIMIT,
+            )
+        except Exception:  # noqa: BLE001 - Redis trouble must not lock admins out
+            log.warning("login throttle unavailable", exc_info=True)
+            return
+        if not allowed:
+            raise RateLimited(
+                "Too many failed sign-ins; try again later",
+                headers={"Retry-After": str(max(int(wait_ms) // 1000, 1))},
+            )
+
+    async def give_back(self, redis: Redis) -> None:
+        try:
+            for key in self.keys:
+                await redis.decr(key)
+        except Exception:  # noqa: BLE001
+            log.warning("login throttle unavailable", exc_info=True)
 
 
-async def authenticate(
-    session: AsyncSession, settings: Settings, email: str, password: str
-) -> tokens.IssuedToken | LoginFailure:
-    """A token for valid credentials, else why not (the caller answers the same 401)."""
-    admin = await repository.get_admin_by_email(session, email)
+async def sign_in(
+    db: Database,
+    redis: Redis,
+    settings: Settings,
+    request: Request | None,
+    email: str,
+    password: str,
+    ip: str,
+) -> tokens.IssuedToken:
+    """A token for valid credentials; else 401 InvalidCredentials, the same for every
+    reason, audited; 429 RateLimited past the throttle (``LoginTry``).
+
+    No database connection is held while the password is checked (argon2, tens of ms): a
+    flood of bad sign-ins must not take the pool from everything else.
+    """
+    async with db.session() as session:
+        admin = await repository.get_admin_by_email(session, email)
+    login_try = LoginTry.of(admin, email, ip)
+    await login_try.reserve(redis)
     if admin is None:
         # Spend the same time as a real check so response time does not reveal the email.
         await passwords.burn_verification(password)
-        return LoginFailure(email, "unknown_email", None)
+        await _refuse(db, request, LoginFailure(email, "unknown_email", None))
     ok, new_hash = await passwords.verify_password(admin.password_hash, password)
-    if not ok:
-        return LoginFailure(email, "bad_password", admin)
-    if admin.status != "active":
-        return LoginFailure(email, "disabled", admin)
-    await repository.record_login(session, admin.id, new_hash)
+    if not ok or admin.status != "active":
+        reason = "bad_password" if not ok else "disabled"
+        await _refuse(db, request, LoginFailure(email, reason, admin))
+    async with db.session() as session:
+        await repository.record_login(session, admin.id, new_hash)
+        await audit.record(
+            session,
+            request=request,
+            actor=AdminPrincipal(admin.id, admin.email, admin.role, admin.tenant_id),
+            action="auth.login",
+            tenant_id=admin.tenant_id,
+            target=f"admin:{admin.id}",
+            details={},
+        )
+    await login_try.give_back(redis)
     return tokens.issue_admin_token(
         settings, admin_id=admin.id, role=admin.role, tenant_id=admin.tenant_id
     )
+
+
+async def _refuse(db: Database, request: Request | None, failure: LoginFailure) -> NoReturn:
+    """Audit the failure in a transaction of its own, then answer 401."""
+    async with db.session() as session:
+        await audit_login_failure(session, request, failure)
+    raise InvalidCredentials("Invalid email or password")
 
 
 async def audit_login_failure(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 import uuid
 
 import asyncpg
@@ -10,11 +12,24 @@ import jwt
 from argon2 import PasswordHasher
 from sqlalchemy import text
 
+from app.auth import service as auth_service
 from app.auth.service import bootstrap_first_admin
 from app.db import Database
 from app.migrate import upgrade_to_head
-from tests.admin.helpers import ROOT_EMAIL, ROOT_PASSWORD, insert_tenant, login
+from tests.admin.helpers import (
+    ROOT_EMAIL,
+    ROOT_PASSWORD,
+    create_admin,
+    create_tenant,
+    insert_tenant,
+    login,
+)
 from tests.conftest import TEST_JWT_SECRET
+
+
+def _address() -> str:
+    """A test address of its own: throttle counters outlive a test run (15 min in Redis)."""
+    return f"203.0.113.{random.randint(1, 254)}"
 
 
 async def test_bootstrap_admin_is_created_once_with_an_argon2_hash(app, db, settings) -> None:
@@ -91,7 +106,7 @@ async def test_wrong_password_and_unknown_email_get_the_same_401_and_are_audited
 
 async def test_repeated_failed_sign_ins_from_one_address_are_throttled(client) -> None:
     email = f"victim-{uuid.uuid4().hex[:8]}@example.com"
-    headers = {"X-Forwarded-For": "203.0.113.99"}
+    headers = {"X-Forwarded-For": _address()}
     codes = []
     for _ in range(11):
         response = await client.post(
@@ -105,9 +120,105 @@ async def test_repeated_failed_sign_ins_from_one_address_are_throttled(client) -
     other = await client.post(
         "/api/v1/auth/token",
         json={"email": email, "password": "guess-guess"},
-        headers={"X-Forwarded-For": "203.0.113.100"},
+        headers={"X-Forwarded-For": "198.51.100.200"},
     )
     assert other.status_code == 401
+
+
+async def test_guesses_sent_all_at_once_get_no_more_tries_than_one_after_another(
+    client,
+) -> None:
+    tenant = await create_tenant(client)
+    admin = await create_admin(client, tenant["id"])
+    headers = {"X-Forwarded-For": _address()}
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/api/v1/auth/token",
+                json={"email": admin["email"], "password": f"guess-{n}"},
+                headers=headers,
+            )
+            for n in range(30)
+        )
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [401] * 10 + [429] * 20
+
+
+async def test_another_spelling_of_the_email_shares_the_accounts_tries(client) -> None:
+    """PostgreSQL reads "İ" as "i" (the lookup finds the account); Python lower-cases it
+    otherwise, so a throttle keyed by the email gave each spelling its own ten tries."""
+    tenant = await create_tenant(client)
+    admin = await create_admin(client, tenant["id"])
+    headers = {"X-Forwarded-For": _address()}
+    for _ in range(10):
+        await client.post(
+            "/api/v1/auth/token",
+            json={"email": admin["email"], "password": "guess-guess"},
+            headers=headers,
+        )
+    look_alike = admin["email"].replace("i", "İ", 1)
+    response = await client.post(
+        "/api/v1/auth/token",
+        json={"email": look_alike, "password": admin["password"]},
+        headers=headers,
+    )
+    assert response.status_code == 429
+
+
+async def test_one_address_trying_many_emails_is_throttled_too(client, monkeypatch) -> None:
+    monkeypatch.setattr(auth_service, "ADDRESS_FAILURE_LIMIT", 5)
+    headers = {"X-Forwarded-For": _address()}
+    codes = [
+        (
+            await client.post(
+                "/api/v1/auth/token",
+                json={"email": f"probe-{uuid.uuid4().hex[:8]}@example.com", "password": "x" * 8},
+                headers=headers,
+            )
+        ).status_code
+        for _ in range(6)
+    ]
+    assert codes == [401] * 5 + [429]
+
+
+async def test_a_flood_of_bad_sign_ins_leaves_the_database_to_everyone_else(client) -> None:
+    """The password check (argon2) holds no database connection: 40 bad sign-ins at once
+    are all answered, and a request that needs the database is not kept waiting."""
+    headers = {"X-Forwarded-For": _address()}
+    flood = asyncio.gather(
+        *(
+            client.post(
+                "/api/v1/auth/token",
+                json={"email": f"flood-{n}-{uuid.uuid4().hex[:6]}@example.com", "password": "x"},
+                headers=headers,
+            )
+            for n in range(40)
+        )
+    )
+    started = time.monotonic()
+    ready = await client.get("/readyz")
+    waited = time.monotonic() - started
+    responses = await flood
+    assert ready.status_code == 200 and waited < 5
+    assert {r.status_code for r in responses} == {401}
+
+
+async def test_a_successful_sign_in_is_audited_with_its_address(client, db) -> None:
+    tenant = await create_tenant(client)
+    admin = await create_admin(client, tenant["id"])
+    async with db.session() as s:
+        row = (
+            await s.execute(
+                text(
+                    "SELECT actor, actor_ip, tenant_id FROM audit_log "
+                    "WHERE action = 'auth.login' AND target = :t"
+                ),
+                {"t": f"admin:{admin['id']}"},
+            )
+        ).one()
+    assert row.actor == admin["email"] and str(row.tenant_id) == tenant["id"]
+    assert row.actor_ip == "127.0.0.1"
 
 
 async def test_malformed_sign_in_json_is_a_400_malformed_json(client) -> None:
