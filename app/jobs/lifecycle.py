@@ -24,11 +24,16 @@ from fastapi import FastAPI
 from app import ratelimit, storage
 from app.jobs import repository as repo
 from app.jobs.events import JobWaiters, PgListener
-from app.jobs.worker import Worker
+from app.jobs.runner import scratch_root
+from app.jobs.worker import Worker, sweep_scratch
 
 log = logging.getLogger(__name__)
 
 INPROCESS_SHUTDOWN_GRACE_S = 5.0
+# Video uploads of requests still being checked live seconds; older ones were left by an
+# API process that was killed mid-request (workers, which sweep scratch files, may run on
+# other hosts).
+UPLOAD_MAX_AGE_S = 3600.0
 
 
 def install(app: FastAPI) -> None:
@@ -49,6 +54,7 @@ def install(app: FastAPI) -> None:
 
 async def start(app: Any) -> Any:
     settings = app.state.settings
+    await asyncio.to_thread(sweep_scratch, scratch_root(settings) / "uploads", UPLOAD_MAX_AGE_S)
     app.state.result_store = storage.build_result_store(settings)
     app.state.ratelimit_redis = ratelimit.rate_limit_redis(
         settings.redis_url or "redis://127.0.0.1:6379/0",

@@ -390,7 +390,7 @@ async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> N
         await storage.cleanup(store, timedelta(seconds=settings.results_retention_seconds))
 
     async def scratch() -> None:
-        await asyncio.to_thread(_sweep_scratch, runner.scratch_root(settings), SCRATCH_MAX_AGE_S)
+        await asyncio.to_thread(sweep_scratch, runner.scratch_root(settings), SCRATCH_MAX_AGE_S)
 
     async def keys_and_workers() -> None:
         async with db.session() as session:
@@ -411,7 +411,7 @@ async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> N
             log.exception("cleanup step %s failed", step.__name__)
 
 
-def _sweep_scratch(root: Path, max_age_s: float) -> int:
+def sweep_scratch(root: Path, max_age_s: float) -> int:
     """Remove job scratch files and folders left by crashed processes.
 
     Ages are read before anything is deleted: removing a file refreshes its folder's

@@ -157,3 +157,24 @@ async def test_a_failing_cleanup_step_does_not_keep_the_others_from_running(capp
             await s.execute(text("SELECT count(*) FROM idempotency_keys WHERE key = 'ancient-2'"))
         ).scalar_one()
     assert left == 0
+
+
+async def test_an_api_process_removes_video_uploads_a_killed_one_left_behind(
+    settings, tmp_path
+) -> None:
+    """A video upload is probed from a scratch file that its request deletes; a process
+    killed mid-request leaves it. The next API process to start on the host removes it
+    (workers, which sweep the rest, may run elsewhere)."""
+    configured = job_settings(settings, tmp_path, jobs_inprocess_worker=False)
+    uploads = scratch_root(configured) / "uploads"
+    uploads.mkdir(parents=True)
+    left, live = uploads / "upload-left.video", uploads / "upload-live.video"
+    left.write_bytes(b"half an upload")
+    live.write_bytes(b"being probed")
+    two_hours_ago = time.time() - 7200
+    os.utime(left, (two_hours_ago, two_hours_ago))
+
+    async with running_app(configured):
+        pass
+
+    assert not left.exists() and live.exists()
