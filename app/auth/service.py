@@ -59,6 +59,14 @@ return {1, 0}
 """
 
 
+# A counter whose window ended meanwhile is gone: not made again (without an expiry).
+_GIVE_BACK_TRY = """
+for i = 1, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECR', KEYS[i]) end
+end
+"""
+
+
 @dataclass(frozen=True)
 class LoginTry:
     """One sign-in try, counted before the password is checked, so that tries sent all at
@@ -95,8 +103,7 @@ class LoginTry:
 
     async def give_back(self, redis: Redis) -> None:
         try:
-            for key in self.keys:
-                await redis.decr(key)
+            await redis.eval(_GIVE_BACK_TRY, 2, *self.keys)
         except Exception:  # noqa: BLE001
             log.warning("login throttle unavailable", exc_info=True)
 

@@ -166,6 +166,27 @@ async def test_another_spelling_of_the_email_shares_the_accounts_tries(client) -
     assert response.status_code == 429
 
 
+async def test_a_successful_sign_in_does_not_use_up_a_try(client) -> None:
+    tenant = await create_tenant(client)
+    admin = await create_admin(client, tenant["id"])  # signed in once already
+    headers = {"X-Forwarded-For": _address()}
+
+    async def sign_in(password: str) -> int:
+        body = {"email": admin["email"], "password": password}
+        return (await client.post("/api/v1/auth/token", json=body, headers=headers)).status_code
+
+    assert [await sign_in("guess-guess") for _ in range(9)] == [401] * 9
+    assert await sign_in(admin["password"]) == 200
+    assert [await sign_in("guess-guess") for _ in range(2)] == [401, 429]
+
+
+async def test_giving_back_a_try_after_its_window_ended_leaves_no_counter(redis) -> None:
+    """A counter re-made by the give-back would have no expiry, and lock out for good."""
+    login_try = auth_service.LoginTry((f"t-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"))
+    await login_try.give_back(redis)
+    assert await redis.exists(*login_try.keys) == 0
+
+
 async def test_one_address_trying_many_emails_is_throttled_too(client, monkeypatch) -> None:
     monkeypatch.setattr(auth_service, "ADDRESS_FAILURE_LIMIT", 5)
     headers = {"X-Forwarded-For": _address()}
