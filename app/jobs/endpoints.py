@@ -538,13 +538,23 @@ async def job_webhook_deliveries(
 
 @admin_router.get("/tenants/{tenant_id}/webhook-secret", response_model=schemas.WebhookSecretOut)
 async def get_webhook_secret(
-    tenant_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
+    tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
 ) -> dict[str, Any]:
     """The key that signs this tenant's webhooks (X-SwapMeter-Signature), made on first
-    read. Auditors may not read it: it lets its holder forge webhooks."""
+    read. Auditors may not read it: it lets its holder forge webhooks. Every read is
+    audited as ``webhook_secret.read`` (the secret itself is not logged)."""
     ensure_tenant_access(admin, tenant_id, write=True)
     await tenancy.get_tenant(session, tenant_id)
     row = await service.webhook_secret(session, tenant_id)
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action="webhook_secret.read",
+        tenant_id=tenant_id,
+        target=f"tenant:{tenant_id}",
+        details={},
+    )
     return {"tenant_id": tenant_id, **dict(row._mapping)}
 
 

@@ -582,6 +582,17 @@ async def test_a_finished_job_is_posted_to_its_webhook_signed_with_the_tenant_se
         headers=await root_headers(api),
     )
     assert secret.status_code == 200
+    async with db.session() as s:
+        reads = (
+            await s.execute(
+                text(
+                    "SELECT count(*) FROM audit_log WHERE action = 'webhook_secret.read' "
+                    "AND tenant_id = :t"
+                ),
+                {"t": customer.tenant_id},
+            )
+        ).scalar_one()
+    assert reads == 1  # who has seen the key that can forge this tenant's webhooks
     signature = next(v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower())
     assert verify(secret.json()["secret"], signature, body)
     assert not verify("some other secret", signature, body)
