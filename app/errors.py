@@ -150,6 +150,7 @@ INFERENCE_STATUS = {
     "ModelNotInstalled": 503,
     "ModelLicenceRefused": 503,
     "ModelHashMismatch": 503,
+    "ModelInvalid": 503,
 }
 
 # Status codes that frameworks raise on their own, mapped to our codes.

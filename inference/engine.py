@@ -21,7 +21,7 @@ import numpy as np
 
 from inference.config import EngineConfig
 from inference.enhancer import FaceEnhancer
-from inference.errors import ModelNotInstalled
+from inference.errors import ModelInvalid, ModelNotInstalled
 from inference.faces import (
     ArcFaceRecognizer,
     Detector,
@@ -37,7 +37,7 @@ from inference.faces import (
 )
 from inference.label import draw_label, encode_tagged
 from inference.media import MIME_TYPES, DecodedImage, decode_image, normalise_format
-from inference.registry import ModelRegistry
+from inference.registry import ModelRegistry, check_interface
 from inference.runtime import get_session
 from inference.swappers import (
     ClassicSwapper,
@@ -110,7 +110,11 @@ class Engine:
     # -- models, loaded on first use ---------------------------------------------------
 
     def _session(self, name: str) -> Any:
-        return get_session(self.registry.path(name), self.config)
+        """The model's session, once its file is checked (presence, licence, hash) and
+        its interface is the catalogue's (ModelInvalid otherwise)."""
+        session = get_session(self.registry.path(name), self.config)
+        check_interface(self.registry.spec(name), session)
+        return session
 
     @property
     def detector(self) -> Detector:
@@ -149,9 +153,15 @@ class Engine:
         if name == "classic":
             return ClassicSwapper()
         if name == "inswapper_128":
-            path = self.registry.path(name)  # licence refusal and absence surface here
+            session = self._session(name)  # licence refusal and absence surface here
             recognizer = self._require_recognizer()
-            return InswapperSwapper(get_session(path, self.config), load_emap(path), recognizer)
+            emap = load_emap(self.registry.path(name))
+            if emap.shape != (512, 512):
+                raise ModelInvalid(
+                    f"inswapper_128's last initializer is {emap.shape}, not its 512x512 emap",
+                    model=name,
+                )
+            return InswapperSwapper(session, emap, recognizer)
         raise ModelNotInstalled(f"unknown swapper {name!r}; use classic or inswapper_128")
 
     def _require_recognizer(self) -> ArcFaceRecognizer:

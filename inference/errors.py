@@ -83,6 +83,14 @@ class ModelHashMismatch(InferenceError):
     code = "ModelHashMismatch"
 
 
+class ModelInvalid(InferenceError):
+    """A model file cannot be used: ONNX Runtime cannot load it, or its inputs and outputs
+    are not the interface the catalogue gives for its name (another model, or another
+    export of it, under the expected file name)."""
+
+    code = "ModelInvalid"
+
+
 class Cancelled(InferenceError):
     """Processing was cancelled by the caller; ``frames_done`` says how far it got."""
 

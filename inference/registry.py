@@ -26,6 +26,7 @@ from typing import IO, Any, Literal
 from inference.config import EngineConfig
 from inference.errors import (
     ModelHashMismatch,
+    ModelInvalid,
     ModelLicenceRefused,
     ModelNotInstalled,
 )
@@ -65,6 +66,55 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     notes: str = ""
+
+
+# Element types as the catalogue names them, and as ONNX Runtime does.
+_ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float16": "tensor(float16)",
+    "int64": "tensor(int64)",
+    "uint8": "tensor(uint8)",
+}
+
+
+def check_interface(spec: ModelSpec, session: Any) -> None:
+    """ModelInvalid unless the loaded model has the catalogue's interface for ``spec``:
+    as many inputs, each of the same rank, fixed sizes and element type, and the same of
+    the outputs where the catalogue lists each of them (it describes SCRFD's nine outputs
+    as three families). Sizes that either side leaves open (a name, None) are not compared.
+    Names are not compared: exports differ in them, and the code feeds inputs by position.
+
+    Without this a model of another layout (NHWC), precision or size would fail every
+    request with an internal error, or worse, give pictures made of the wrong pixels.
+    """
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != len(spec.inputs):
+        problems = [f"{len(inputs)} inputs, expected {len(spec.inputs)}"]
+    else:
+        problems = _mismatches("input", spec.inputs, inputs)
+    if len(spec.outputs) == len(outputs):
+        problems += _mismatches("output", spec.outputs, outputs)
+    if problems:
+        raise ModelInvalid(
+            f"the file for model {spec.name} does not have its interface: " + "; ".join(problems),
+            model=spec.name,
+        )
+
+
+def _mismatches(role: str, expected: tuple[TensorSpec, ...], actual: list[Any]) -> list[str]:
+    problems = []
+    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        shape = list(got.shape)
+        fixed_differ = len(shape) != len(want.shape) or any(
+            isinstance(w, int) and isinstance(g, int) and w != g
+            for w, g in zip(want.shape, shape, strict=False)
+        )
+        if fixed_differ:
+            problems.append(f"{role} {index} has shape {shape}, expected {list(want.shape)}")
+        wanted_type = _ORT_TYPES.get(want.dtype)
+        if wanted_type is not None and got.type != wanted_type:
+            problems.append(f"{role} {index} is {got.type}, expected {wanted_type}")
+    return problems
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 import onnxruntime as ort
 
 from inference.config import EngineConfig
-from inference.errors import ModelNotInstalled
+from inference.errors import ModelInvalid, ModelNotInstalled
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,14 @@ def get_session(path: Path | str, config: EngineConfig) -> ort.InferenceSession:
             return session
         if not resolved.is_file():
             raise ModelNotInstalled(f"model file {resolved} does not exist", path=str(resolved))
-        session = ort.InferenceSession(
-            str(resolved), sess_options=session_options(config), providers=providers
-        )
+        try:
+            session = ort.InferenceSession(
+                str(resolved), sess_options=session_options(config), providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own types: not ONNX, bad graph...
+            raise ModelInvalid(
+                f"ONNX Runtime cannot load {resolved.name}: {str(exc)[:300]}", path=str(resolved)
+            ) from exc
         used = session.get_providers()
         wanted = [PROVIDER_NAMES.get(p.lower(), p) for p in config.providers]
         if used and used[0] != (wanted[0] if wanted else CPU):

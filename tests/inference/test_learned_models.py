@@ -8,11 +8,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from inference.config import EngineConfig
 from inference.engine import Engine
-from inference.errors import ModelLicenceRefused, ModelNotInstalled
+from inference.errors import ModelInvalid, ModelLicenceRefused, ModelNotInstalled
 from inference.swappers import InswapperSwapper, load_emap
 from tests.inference.conftest import (
     face_bytes,
@@ -151,3 +153,57 @@ def test_enhance_runs_gfpgan_on_the_swapped_face_only(fake_engine: EngineFactory
     assert mean_abs_diff(enhanced[inner], plain[inner]) > 15
     far = outside_mask(target.shape, grow_box(face.box, 2.5, target.shape))
     assert np.array_equal(enhanced[far], plain[far])
+
+
+def _identity_model(path: Path, inputs: dict[str, list[int]], output: list[int]) -> Path:
+    """A graph with the given inputs whose output is its first input, declared ``output``."""
+    first = next(iter(inputs))
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [first], ["output"])],
+        "wrong_interface",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, output)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"target": [1, 128, 128, 3], "source": [1, 512]},  # NHWC
+        {"target": [1, 3, 256, 256], "source": [1, 512]},  # another size
+        {"target": [1, 3, 128, 128]},  # no identity input
+    ],
+    ids=["nhwc", "size", "inputs"],
+)
+def test_a_swapper_without_inswappers_interface_is_model_invalid_not_a_bad_picture(
+    fake_engine: EngineFactory, models_dir: Path, inputs: dict[str, list[int]]
+) -> None:
+    engine = fake_engine("arcface_w600k_r50", swapper="inswapper_128")
+    first = next(iter(inputs.values()))
+    _identity_model(models_dir / "inswapper_128.onnx", inputs, first)
+    with pytest.raises(ModelInvalid) as err:
+        engine.swap_image(face_bytes("biden.jpg"), face_bytes("obama-720p.jpg"))
+    assert err.value.code == "ModelInvalid" and "input" in err.value.message
+
+
+def test_an_enhancer_file_that_is_not_a_model_is_model_invalid(
+    fake_engine: EngineFactory, models_dir: Path
+) -> None:
+    """E.g. an HTML error page saved under the model's name by a failed download."""
+    engine = fake_engine()
+    (models_dir / "gfpgan_1.4.onnx").write_text("<html>502 Bad Gateway</html>")
+    with pytest.raises(ModelInvalid):
+        engine.swap_image(face_bytes("biden.jpg"), face_bytes("obama-720p.jpg"), enhance=True)
+
+
+def test_an_enhancer_with_another_layout_is_model_invalid(
+    fake_engine: EngineFactory, models_dir: Path
+) -> None:
+    engine = fake_engine()
+    _identity_model(models_dir / "gfpgan_1.4.onnx", {"input": [1, 512, 512, 3]}, [1, 512, 512, 3])
+    with pytest.raises(ModelInvalid):
+        engine.swap_image(face_bytes("biden.jpg"), face_bytes("obama-720p.jpg"), enhance=True)
