@@ -177,16 +177,13 @@ class Engine:
             return None
         return self._require_recognizer()
 
-    def _optional_enhancer(self) -> FaceEnhancer | None:
-        """The enhancer, or None (logged) when it is not installed; licence refusals and
-        damaged files still raise, since an operator has to act on them."""
+    def _require_enhancer(self) -> FaceEnhancer:
+        """The face enhancer a request with ``enhance`` asked (and pays) for. Not installed,
+        it is ModelNotInstalled like any other model: the job fails and its Tokens go back,
+        rather than a result delivered without what was paid for."""
         with self._lock:
             if self._enhancer is None:
-                try:
-                    session = self._session(self.config.enhancer)
-                except ModelNotInstalled:
-                    log.info("enhancer %s is not installed; skipped", self.config.enhancer)
-                    return None
+                session = self._session(self.config.enhancer)
                 self._enhancer = FaceEnhancer(session, strength=self.config.enhancer_strength)
             return self._enhancer
 
@@ -257,11 +254,13 @@ class Engine:
 
         Raises the typed errors of inference.errors: ImageDecodeFailed,
         UnsupportedMediaType, ImagePixelExceed, NoFaceDetected, FaceSizeTooSmall,
-        InvalidFaceMapping, ModelNotInstalled, ModelLicenceRefused.
+        InvalidFaceMapping, ModelNotInstalled (also for ``enhance`` without an enhancer),
+        ModelLicenceRefused, ModelInvalid.
         """
         fmt = normalise_format(output_format)
         spec = parse_face_spec(faces)  # a malformed mapping fails before any decoding
         swapper = self.swapper
+        enhancer = self._require_enhancer() if enhance else None  # before any work
         timer = _Timer()
 
         entry, source_image = self._source_entry(source, timer)
@@ -287,13 +286,11 @@ class Engine:
             swapped.append(targets[target_index])
 
         enhance_applied = False
-        if enhance and swapped:
+        if enhancer is not None and swapped:
             with timer.stage("enhance"):
-                enhancer = self._optional_enhancer()
-                if enhancer is not None:
-                    for face in swapped:
-                        enhancer.enhance(frame, face)
-                    enhance_applied = True
+                for face in swapped:
+                    enhancer.enhance(frame, face)
+                enhance_applied = True
 
         with timer.stage("encode"):
             alpha = decoded.alpha
@@ -335,7 +332,7 @@ class Engine:
         prepared = self._prepare_sources(
             entry, source_indices(entry.faces, spec), source, image, timer
         )
-        enhancer = self._optional_enhancer() if enhance else None
+        enhancer = self._require_enhancer() if enhance else None
         return FrameSwapper(
             self, entry.faces, prepared, spec, enhancer=enhancer, watermark=watermark
         )

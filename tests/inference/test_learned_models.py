@@ -122,16 +122,16 @@ def test_a_swapper_that_is_not_installed_is_reported(models_dir: Path) -> None:
         engine.swap_image(face_bytes("obama.jpg"), face_bytes("biden.jpg"))
 
 
-def test_enhance_is_skipped_cleanly_when_gfpgan_is_not_installed(
-    fake_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+def test_enhance_without_gfpgan_installed_is_model_not_installed(
+    fake_engine: EngineFactory,
 ) -> None:
+    """The enhance surcharge pays for the enhancer: without it the swap fails (and its
+    Tokens go back) rather than deliver a result without what was paid for."""
     engine = fake_engine()
-    with caplog.at_level("INFO", logger="inference.engine"):
-        result = engine.swap_image(
-            face_bytes("biden.jpg"), face_bytes("obama-720p.jpg"), enhance=True
-        )
+    with pytest.raises(ModelNotInstalled):
+        engine.swap_image(face_bytes("biden.jpg"), face_bytes("obama-720p.jpg"), enhance=True)
+    result = engine.swap_image(face_bytes("biden.jpg"), face_bytes("obama-720p.jpg"))
     assert result.faces_swapped == 1 and result.enhance_applied is False
-    assert "not installed" in caplog.text
 
 
 def test_enhance_runs_gfpgan_on_the_swapped_face_only(fake_engine: EngineFactory) -> None:

@@ -370,13 +370,19 @@ async def test_a_lapsed_attempt_ending_late_leaves_the_tenant_slot_of_its_replac
         await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
+@pytest.mark.parametrize(
+    ("engine", "options"),
+    [({"swapper": "inswapper_128"}, {}), ({}, {"enhance": True})],
+    ids=["swapper", "enhancer"],
+)
 async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
-    api, api_app, db
+    api, api_app, db, engine: dict[str, str], options: dict[str, bool]
 ) -> None:
-    """The operator chose a learned swapper but has not installed it: the customer is
-    told it is our side (503 ModelNotInstalled) and when to try again, and pays nothing."""
+    """The operator chose a learned swapper, or the customer asked (and would pay) for
+    the enhancer, but it is not installed: the customer is told it is our side (503
+    ModelNotInstalled) and when to try again, and pays nothing."""
     settings = api_app.state.settings.model_copy(
-        update={"swapper": "inswapper_128", "allow_noncommercial_models": True}
+        update={**engine, "allow_noncommercial_models": True}
     )
     stop = asyncio.Event()
     worker = Worker(settings, db, store=api_app.state.result_store, cleanup=False)
@@ -385,7 +391,11 @@ async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
         customer = await make_customer(api, db, tokens=10)
         response = await api.post(
             "/api/v1/swap-face",
-            json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+            json={
+                "source": OBAMA,
+                "target": base64.b64encode(face("biden.jpg")).decode(),
+                **options,
+            },
             headers={**customer.headers, "Prefer": "wait=60"},
         )
     finally:
