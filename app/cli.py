@@ -37,13 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from pydantic import ValidationError
+
+    try:
+        return int(args.func(args) or 0)
+    except ValidationError as exc:  # the settings: one line each, not a traceback
+        print("swapmeter: the settings cannot be used:", file=sys.stderr)
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(
+                f"  {'SWAPMETER_' + where.upper() + ': ' if where else ''}{message}",
+                file=sys.stderr,
+            )
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     from inference.cli import add_models_commands
 
-    parser = argparse.ArgumentParser(prog="swapmeter", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="swapmeter", description="SwapMeter, the metered face-swap API, and its tools."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="run everything on this machine (embedded servers)")
@@ -78,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_commands(sub, lambda: get_settings().engine_config())
 
     bench = sub.add_parser("bench", help="run a benchmark script from bench/")
-    bench.add_argument("name", choices=sorted(p.stem for p in (REPO_ROOT / "bench").glob("*.py")))
+    scripts = (REPO_ROOT / "bench").glob("*.py")
+    bench.add_argument("name", choices=sorted(p.stem for p in scripts if p.stem[0] != "_"))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -1,0 +1,33 @@
+"""The ``swapmeter`` command as an operator meets it."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli import main
+from app.settings import get_settings
+
+
+def test_unusable_settings_are_one_line_each_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWAPMETER_ENVIRONMENT", "production")
+    monkeypatch.delenv("SWAPMETER_JWT_SECRET", raising=False)
+    monkeypatch.setenv("SWAPMETER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    get_settings.cache_clear()
+    try:
+        assert main(["migrate"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "the settings cannot be used" in err and "JWT_SECRET" in err
+    assert "Traceback" not in err
+
+
+def test_bench_offers_the_benchmarks_not_their_helpers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    usage = capsys.readouterr().out
+    assert "api" in usage and "_harness" not in usage
