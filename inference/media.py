@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -171,9 +172,11 @@ def _to_bgr(image: Image.Image) -> DecodedImage:
         alpha = np.ascontiguousarray(rgba[:, :, 3])
         bgr = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)
         if alpha.min() < 255:
-            # Composite onto white: what the face detector and a JPEG should see.
-            a = alpha[:, :, None].astype(np.float32) * (1.0 / 255.0)
-            bgr = (bgr.astype(np.float32) * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+            # Composite onto white: what the face detector and a JPEG should see. A PNG or
+            # WebP result takes it back off (``encode_image``).
+            for rows, a in _alpha_blocks(alpha):
+                block = bgr[rows]
+                block[...] = (block * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
         return DecodedImage(bgr=bgr, alpha=alpha, format=fmt)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grey: Pillow's convert() would clip it to 255 (almost white); scale it.
@@ -187,6 +190,30 @@ def _to_bgr(image: Image.Image) -> DecodedImage:
     if image.mode != "RGB":
         image = image.convert("RGB")  # CMYK, 16-bit grey, palette, 1-bit
     return DecodedImage(bgr=cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR), format=fmt)
+
+
+BLEND_ROWS = 256  # rows blended at once: float work stays small on a 40 MP image
+
+
+def _alpha_blocks(alpha: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """Row blocks of the image and their alpha as 0..1 floats, shaped to multiply BGR."""
+    for top in range(0, alpha.shape[0], BLEND_ROWS):
+        rows = slice(top, top + BLEND_ROWS)
+        yield rows, alpha[rows, :, None].astype(np.float32) * (1.0 / 255.0)
+
+
+def _off_white(bgr: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Undo the decoder's compositing onto white where the image is partly transparent:
+    a soft edge or shadow keeps its own colour instead of a pale halo."""
+    if not ((alpha > 0) & (alpha < 255)).any():
+        return bgr
+    out = bgr.copy()
+    for rows, a in _alpha_blocks(alpha):
+        block = out[rows]
+        partial = (a > 0) & (a < 1)
+        own = np.clip((block - 255.0 * (1.0 - a)) / np.maximum(a, 1e-6) + 0.5, 0, 255)
+        block[...] = np.where(partial, own, block).astype(np.uint8)
+    return out
 
 
 def normalise_format(output_format: str) -> OutputFormat:
@@ -213,6 +240,8 @@ def encode_image(
     fmt = normalise_format(output_format)
     if fmt == "jpg":
         alpha = None
+    if alpha is not None:
+        bgr = _off_white(bgr, alpha)
     if fmt == "webp":
         # OpenCV's WebP writer cannot carry metadata; Pillow's can.
         if alpha is not None:

@@ -137,6 +137,23 @@ def test_alpha_is_kept_aside_and_put_back_for_png_and_webp(config: EngineConfig)
     assert jpeg.mode == "RGB"
 
 
+def test_half_transparent_pixels_keep_their_colour_in_png_output(config: EngineConfig) -> None:
+    """A soft shadow or feathered edge: shown on white to the detector, but written back
+    with its own colour, not a pale halo (200, 0, 0 at half alpha came out 227, 127, 127)."""
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[...] = (200, 0, 0, 128)
+    rgba[:, 8:, 3] = 255
+    decoded = decode_image(encode_with_pillow(Image.fromarray(rgba, "RGBA"), "PNG"), config)
+    assert tuple(decoded.bgr[0, 0]) == (127, 127, 227)  # BGR, on white
+    for fmt in ("png", "webp"):
+        out = np.asarray(
+            Image.open(io.BytesIO(encode_image(decoded.bgr, fmt, alpha=decoded.alpha)))
+        )
+        tolerance = 2 if fmt == "png" else 12  # WebP is lossy
+        assert np.abs(out[0, 0, :3].astype(int) - (200, 0, 0)).max() <= tolerance, fmt
+        assert out[0, 0, 3] == 128, fmt
+
+
 def test_the_rgba_sample_photo_decodes_with_its_alpha(config: EngineConfig) -> None:
     decoded = decode_image(face_bytes("32bit.png"), config)
     assert decoded.bgr.shape == (1200, 626, 3)
