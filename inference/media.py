@@ -164,8 +164,9 @@ def decode_image(data: bytes, config: EngineConfig) -> DecodedImage:
 
 def _to_bgr(image: Image.Image) -> DecodedImage:
     fmt = (image.format or "").upper()
+    # A palette, grey or RGB image may name one transparent colour (PNG's tRNS, GIF).
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
     )
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"))

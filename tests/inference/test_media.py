@@ -154,6 +154,19 @@ def test_half_transparent_pixels_keep_their_colour_in_png_output(config: EngineC
         assert out[0, 0, 3] == 128, fmt
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_png_naming_a_transparent_colour_keeps_its_transparency(
+    config: EngineConfig, mode: str
+) -> None:
+    image = Image.new(mode, (16, 16), (0, 0, 0) if mode == "RGB" else 0)
+    image.paste((90, 90, 90) if mode == "RGB" else 90, (8, 0, 16, 16))
+    data = io.BytesIO()
+    image.save(data, "PNG", transparency=(0, 0, 0) if mode == "RGB" else 0)
+    decoded = decode_image(data.getvalue(), config)
+    assert decoded.alpha is not None
+    assert decoded.alpha[:, :8].max() == 0 and decoded.alpha[:, 8:].min() == 255
+
+
 def test_the_rgba_sample_photo_decodes_with_its_alpha(config: EngineConfig) -> None:
     decoded = decode_image(face_bytes("32bit.png"), config)
     assert decoded.bgr.shape == (1200, 626, 3)
