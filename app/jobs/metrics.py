@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from app.errors import INFERENCE_STATUS
+
 KINDS = ("image", "video")
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -65,26 +67,10 @@ WEBHOOKS = Counter(
     ["outcome"],
 )
 
-# Error codes are a closed set of contract codes; anything else is counted as "other".
+# Error codes are a closed set of contract codes (the engine's, in app.errors.
+# INFERENCE_STATUS, and ours); anything else is counted as "other".
 _KNOWN_CODES = frozenset(
-    {
-        "",
-        "Canceled",
-        "WorkerLost",
-        "InternalError",
-        "InferenceFailed",
-        "ImageDecodeFailed",
-        "VideoDecodeFailed",
-        "NoFaceDetected",
-        "FaceSizeTooSmall",
-        "InvalidFaceMapping",
-        "VideoTooLong",
-        "ImagePixelExceed",
-        "UnsupportedMediaType",
-        "ModelNotInstalled",
-        "ModelLicenceRefused",
-        "ModelHashMismatch",
-    }
+    {"", "Canceled", "WorkerLost", "InternalError", "InferenceFailed", *INFERENCE_STATUS}
 )
 
 

@@ -52,6 +52,7 @@ OUR_FAULT_CODES = frozenset(
         "ModelNotInstalled",
         "ModelLicenceRefused",
         "ModelHashMismatch",
+        "ModelInvalid",
     }
 )
 SUBMIT_PATH = "POST /api/v1/swap-face"
