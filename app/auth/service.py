@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # pg_advisory_xact_lock key: one bootstrap at a time when several processes start together.
 BOOTSTRAP_LOCK = 0x626F6F74
 LOGIN_FAILURE_LIMIT = 10  # tries per account (or unknown email) and address, per window
-ADDRESS_FAILURE_LIMIT = 100  # tries per address whatever the email, per window
+ADDRESS_FAILURE_LIMIT = 100  # tries for unknown emails per address, per window
 LOGIN_FAILURE_WINDOW_SECONDS = 900
 
 # -- sign-in -------------------------------------------------------------------------------
@@ -45,14 +45,15 @@ def _throttle_key(name: str) -> str:
     return f"swapmeter:login_failures:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
 
 
-# Takes one try from both counters, or none when either is used up: {1, 0}, or {0, ms to
-# wait}. Each window starts at its first try and is not extended by later ones.
+# Takes one try from every counter, or none when one is used up: {1, 0}, or {0, ms to
+# wait}. ARGV[1] is the window, ARGV[1 + i] the limit of KEYS[i]. Each window starts at its
+# first try and is not extended by later ones.
 _RESERVE_TRY = """
-for i = 1, 2 do
+for i = 1, #KEYS do
   local n = tonumber(redis.call('GET', KEYS[i]) or '0')
   if n >= tonumber(ARGV[i + 1]) then return {0, redis.call('PTTL', KEYS[i])} end
 end
-for i = 1, 2 do
+for i = 1, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 end
 return {1, 0}
@@ -61,7 +62,7 @@ return {1, 0}
 
 # A counter whose window ended meanwhile is gone: not made again (without an expiry).
 _GIVE_BACK_TRY = """
-for i = 1, 2 do
+for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECR', KEYS[i]) end
 end
 """
@@ -70,27 +71,29 @@ end
 @dataclass(frozen=True)
 class LoginTry:
     """One sign-in try, counted before the password is checked, so that tries sent all at
-    once cannot each see a count from before the others: per account (by admin id, so no
-    spelling of its email gets a counter of its own; an unknown email by its own name)
-    and address, and per address whatever the email. A try that signs in is given back."""
+    once cannot each see a count from before the others. Per account (by admin id, so no
+    spelling of its email gets a counter of its own) and address; a try for an unknown
+    email also per address, whatever the email, so that one address cannot probe endless
+    emails (without letting it lock the real admins who share it out). A try that signs
+    in is given back."""
 
-    keys: tuple[str, str]
+    keys: tuple[str, ...]
+    limits: tuple[int, ...]
 
     @classmethod
     def of(cls, admin: AdminRow | None, email: str, ip: str) -> LoginTry:
-        subject = f"admin:{admin.id}" if admin else f"email:{email.casefold()}"
-        return cls((_throttle_key(f"{subject}|{ip}"), _throttle_key(f"address|{ip}")))
+        if admin is not None:
+            return cls((_throttle_key(f"admin:{admin.id}|{ip}"),), (LOGIN_FAILURE_LIMIT,))
+        return cls(
+            (_throttle_key(f"email:{email.casefold()}|{ip}"), _throttle_key(f"address|{ip}")),
+            (LOGIN_FAILURE_LIMIT, ADDRESS_FAILURE_LIMIT),
+        )
 
     async def reserve(self, redis: Redis) -> None:
         """429 RateLimited when the account's or the address's tries are used up."""
         try:
             allowed, wait_ms = await redis.eval(
-                _RESERVE_TRY,
-                2,
-                *self.keys,
-                LOGIN_FAILURE_WINDOW_SECONDS,
-                LOGIN_FAILURE_LIMIT,
-                ADDRESS_FAILURE_LIMIT,
+                _RESERVE_TRY, len(self.keys), *self.keys, LOGIN_FAILURE_WINDOW_SECONDS, *self.limits
             )
         except Exception:  # noqa: BLE001 - Redis trouble must not lock admins out
             log.warning("login throttle unavailable", exc_info=True)
@@ -103,7 +106,7 @@ class LoginTry:
 
     async def give_back(self, redis: Redis) -> None:
         try:
-            await redis.eval(_GIVE_BACK_TRY, 2, *self.keys)
+            await redis.eval(_GIVE_BACK_TRY, len(self.keys), *self.keys)
         except Exception:  # noqa: BLE001
             log.warning("login throttle unavailable", exc_info=True)
 
