@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
 import runpy
@@ -41,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except ValidationError as exc:  # the settings: one line each, not a traceback
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # The settings: one line each, not a traceback.
         print("swapmeter: the settings cannot be used:", file=sys.stderr)
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"])
@@ -161,10 +165,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # `finally` below, so the embedded servers stop on SIGTERM (and SIGHUP, a closed
     # terminal) as they do on Ctrl-C.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _terminate_on_hangup)
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # One `swapmeter dev` per data dir: a second one would take over the first one's
+    # servers and stop them when it ends. Held until this process exits.
+    lock = open(data_dir / "dev.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"swapmeter dev is already running with data dir {data_dir}") from None
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     try:
         if not settings.database_url:
@@ -199,6 +210,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def _terminate_on_hangup(signum: int, frame: object) -> None:
+    """A closed terminal: stop as on SIGTERM (uvicorn shuts the app down first)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _dev_admin_defaults(data_dir: Path) -> None:

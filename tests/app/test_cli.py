@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import signal
+from pathlib import Path
+
 import pytest
 
 from app.cli import main
@@ -31,3 +35,20 @@ def test_bench_offers_the_benchmarks_not_their_helpers(
         main(["bench", "--help"])
     usage = capsys.readouterr().out
     assert "api" in usage and "_harness" not in usage
+
+
+def test_a_second_dev_on_one_data_dir_is_refused_before_it_touches_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It would take over the first one's PostgreSQL and Redis, and stop them on exit."""
+    monkeypatch.setenv("SWAPMETER_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's handlers
+    get_settings.cache_clear()
+    try:
+        with open(tmp_path / "dev.lock", "w") as first:
+            fcntl.flock(first, fcntl.LOCK_EX)  # held by the `swapmeter dev` running
+            with pytest.raises(SystemExit, match="already running"):
+                main(["dev"])
+    finally:
+        get_settings.cache_clear()
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
