@@ -33,3 +33,10 @@ async def test_metrics_count_requests_by_route_template(client) -> None:
     await client.get("/healthz")
     body = (await client.get("/metrics")).text
     assert 'swapmeter_http_requests_total{method="GET",route="/healthz",status="200"}' in body
+
+
+async def test_every_openapi_operation_has_its_own_id(client) -> None:
+    """Client generators refuse a document where two operations share an id."""
+    spec = (await client.get("/openapi.json")).json()
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))

@@ -471,9 +471,8 @@ async def cancel_job(
     return response
 
 
-@router.api_route(
+@router.get(
     "/jobs/{job_id}/result",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}}},
 )
@@ -510,11 +509,7 @@ async def _serve(store: ResultStore, key: str, filename: str) -> Response:
     return StreamingResponse(iterate_in_threadpool(chunks()), media_type=media_type)
 
 
-@router.api_route(
-    RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}",
-    methods=["GET", "HEAD"],
-    include_in_schema=True,
-)
+@router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
 async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
     """A result by its signed, expiring URL (no API key: the signature is the permission).
     Only the local results store serves these; S3 URLs point at the bucket."""
@@ -522,6 +517,15 @@ async def signed_result(request: Request, key: str, expires: str = "", sig: str 
     if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
         raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
     return await _serve(store, key, key.rsplit("/", 1)[-1])
+
+
+# HEAD on both result routes (link checkers, players probing the size): the GET's headers,
+# no body. Outside the OpenAPI document, where a second operation would repeat the GET's id.
+for _path, _endpoint in (
+    ("/jobs/{job_id}/result", job_result),
+    (RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", signed_result),
+):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/jobs/{job_id}/webhook-deliveries", response_model=list[schemas.WebhookDeliveryOut])
