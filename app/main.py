@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app import metrics
 from app.db import Database
 from app.errors import install_error_handlers
+from app.jobs.service import refresh_cluster_gauges
 from app.middleware import RequestContextMiddleware
 from app.routers import include_routers, on_startup
 from app.settings import Settings, get_settings
@@ -81,7 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        try:
+            async with request.app.state.db.session() as session:
+                await refresh_cluster_gauges(session, settings.jobs_housekeeping_seconds)
+        except Exception:  # noqa: BLE001 - the other metrics are still worth serving
+            log.warning("cluster gauges not refreshed", exc_info=True)
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 

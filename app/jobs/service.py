@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.db import Database
 from app.errors import Conflict, IdempotencyKeyReused, NotFound
 from app.idempotency import repository as idempotency
+from app.jobs import metrics
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
@@ -400,6 +401,19 @@ async def list_jobs(
     limit: int,
 ) -> list[JobRecord]:
     return await repo.list_jobs(session, user_id, status=status, before=before, limit=limit)
+
+
+async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -> None:
+    """The cluster-wide gauges (jobs queued and processing, live workers) as the database
+    has them now: every worker's housekeeping refreshes them, and so does an API process
+    when scraped, so that no /metrics shows stale zeros."""
+    counts = {row.kind: row for row in await repo.open_counts(session)}
+    live = await repo.live_workers(session, within_s=max(15.0, 3 * housekeeping_s))
+    for kind in metrics.KINDS:
+        row = counts.get(kind)
+        metrics.JOBS_IN_QUEUE.labels(kind).set(row.queued if row else 0)
+        metrics.JOBS_PROCESSING.labels(kind).set(row.processing if row else 0)
+    metrics.WORKERS_LIVE.set(live)
 
 
 async def wait_for_final(

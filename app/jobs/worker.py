@@ -335,13 +335,7 @@ class Worker:
                 concurrency=self.concurrency,
                 running=len(self.running),
             )
-            counts = {row.kind: row for row in await repo.open_counts(session)}
-            live = await repo.live_workers(session, within_s=max(15.0, 3 * interval))
-        for kind in metrics.KINDS:
-            row = counts.get(kind)
-            metrics.JOBS_IN_QUEUE.labels(kind).set(row.queued if row else 0)
-            metrics.JOBS_PROCESSING.labels(kind).set(row.processing if row else 0)
-        metrics.WORKERS_LIVE.set(live)
+            await service.refresh_cluster_gauges(session, interval)
 
         for _ in range(ABANDONED_PER_ROUND):
             async with self.db.session() as session:

@@ -470,6 +470,30 @@ async def test_at_shutdown_a_running_job_goes_back_to_the_queue_only_once_it_has
         await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
+async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(api, db) -> None:
+    """The API process runs no worker here; its /metrics must still show the queue and the
+    workers as the database has them, not zeros it never refreshed."""
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    async with db.session() as s:
+        await repo.heartbeat(
+            s, "elsewhere:1", hostname="elsewhere", pid=1, concurrency=1, running=0
+        )
+    try:
+        body = (await api.get("/metrics")).text
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith(("swapmeter_workers_live", "swapmeter_jobs_in_queue{"))
+        }
+        assert samples["swapmeter_workers_live"] >= 1
+        assert samples['swapmeter_jobs_in_queue{kind="image"}'] >= 1
+    finally:
+        async with db.session() as s:
+            await s.execute(text("DELETE FROM workers WHERE id = 'elsewhere:1'"))
+        await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
+
+
 async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     job_id = await queued_image_job(api, customer)
