@@ -17,11 +17,13 @@ import orjson
 import pybase64
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import iterate_in_threadpool
 
 from admin import audit
 from app import ratelimit
 from app.auth.dependencies import (
+    AdminPrincipal,
     ApiPrincipal,
     CurrentAdmin,
     CurrentApiUser,
@@ -550,16 +552,7 @@ async def get_webhook_secret(
     ensure_tenant_access(admin, tenant_id, write=True)
     await tenancy.get_tenant(session, tenant_id)
     row = await service.webhook_secret(session, tenant_id)
-    await audit.record(
-        session,
-        request=request,
-        actor=admin,
-        action="webhook_secret.read",
-        tenant_id=tenant_id,
-        target=f"tenant:{tenant_id}",
-        details={},
-    )
-    return {"tenant_id": tenant_id, **dict(row._mapping)}
+    return await _audited_secret(request, session, admin, tenant_id, "webhook_secret.read", row)
 
 
 @admin_router.post(
@@ -573,11 +566,24 @@ async def rotate_webhook_secret(
     ensure_tenant_access(admin, tenant_id, write=True)
     await tenancy.get_tenant(session, tenant_id)
     row = await service.rotate_webhook_secret(session, tenant_id)
+    return await _audited_secret(request, session, admin, tenant_id, "webhook_secret.rotate", row)
+
+
+async def _audited_secret(
+    request: Request,
+    session: AsyncSession,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    action: str,
+    row: Any,
+) -> dict[str, Any]:
+    """The secret as answered, once its reading or rotation is in the audit log (without
+    the secret itself)."""
     await audit.record(
         session,
         request=request,
         actor=admin,
-        action="webhook_secret.rotate",
+        action=action,
         tenant_id=tenant_id,
         target=f"tenant:{tenant_id}",
         details={},

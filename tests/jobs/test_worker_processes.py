@@ -287,6 +287,19 @@ async def test_a_worker_that_lost_its_lease_leaves_the_finished_attempts_result_
     await assert_delivered(api, customer, job_id)
 
 
+class HeldRunner:
+    """Stands in for the job runner: an attempt at ``job_id`` runs until the event of its
+    attempt number is set; other jobs end at once."""
+
+    def __init__(self, job_id: uuid.UUID, release: dict[int, asyncio.Event]) -> None:
+        self.job_id, self.release = job_id, release
+
+    async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
+        if job.id == self.job_id:
+            await self.release[job.attempts].wait()
+        return RunReport(None)
+
+
 async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_the_new_attempt(
     api, api_app, db
 ) -> None:
@@ -297,14 +310,8 @@ async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_the_new_attem
     job_id = await queued_image_job(api, customer)
     release: dict[int, asyncio.Event] = {1: asyncio.Event(), 2: asyncio.Event()}
 
-    class HeldRunner:
-        async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
-            if job.id == job_id:
-                await release[job.attempts].wait()
-            return RunReport(None)
-
     worker = Worker(api_app.state.settings, db, cleanup=False, concurrency=2)
-    worker.runner = HeldRunner()  # type: ignore[assignment]
+    worker.runner = HeldRunner(job_id, release)  # type: ignore[assignment]
     try:
         await worker._fill()
         first = worker.running[job_id]
@@ -338,15 +345,9 @@ async def test_a_lapsed_attempt_ending_late_leaves_the_tenant_slot_of_its_replac
     job_id = await queued_image_job(api, customer)
     release: dict[int, asyncio.Event] = {1: asyncio.Event(), 2: asyncio.Event()}
 
-    class HeldRunner:
-        async def run(self, job: JobRecord, worker_id: str, state: RunState) -> RunReport:
-            if job.id == job_id:
-                await release[job.attempts].wait()
-            return RunReport(None)
-
     workers = [Worker(api_app.state.settings, db, cleanup=False) for _ in "AB"]
     for worker in workers:
-        worker.runner = HeldRunner()  # type: ignore[assignment]
+        worker.runner = HeldRunner(job_id, release)  # type: ignore[assignment]
     a, b = workers
     try:
         await a._fill()
