@@ -54,6 +54,18 @@ STAGES = ("decode", "detect", "swap", "blend", "enhance", "encode")
 RECOGNIZER = "arcface_w600k_r50"
 
 
+def models_missing(config: EngineConfig, registry: ModelRegistry | None = None) -> list[str]:
+    """The models a swap with ``config`` needs that are not installed: the face detector
+    and, for a learned swapper, the swapper and the face recognizer. (The enhancer is only
+    needed by requests that ask for it.) For a warning at start-up, rather than a first
+    customer's 503."""
+    registry = registry or ModelRegistry(config)
+    needed = [config.detector]
+    if config.swapper != "classic":
+        needed += [config.swapper, RECOGNIZER]
+    return [name for name in needed if name in registry.catalogue and not registry.installed(name)]
+
+
 @dataclass
 class ImageResult:
     """A swapped image. ``timings`` holds seconds per stage (decode, detect, swap, blend,

@@ -130,6 +130,8 @@ class Worker:
         if self.cleanup:
             loops.append(asyncio.create_task(self._cleanup_loop(), name="swapmeter-cleanup"))
         log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
+        if self.settings.jobs_swapper != "noop":
+            self._warn_of_missing_models()
         stop_wait = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -148,6 +150,20 @@ class Worker:
         finally:
             stop_wait.cancel()
             await self._shutdown(listener, loops)
+
+    def _warn_of_missing_models(self) -> None:
+        from inference.engine import models_missing
+
+        config = self.settings.engine_config()
+        missing = models_missing(config)
+        if missing:
+            log.warning(
+                "models not installed in %s: %s; swaps fail with 503 ModelNotInstalled until "
+                "they are (swapmeter models fetch %s, or models import)",
+                config.models_dir,
+                ", ".join(missing),
+                " ".join(missing),
+            )
 
     def _on_new_job(self, _payload: str) -> None:
         self._announced += 1

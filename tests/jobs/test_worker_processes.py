@@ -495,6 +495,21 @@ async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(
         await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
+async def test_a_worker_without_its_models_says_so_when_it_starts(
+    api_app, db, tmp_path, caplog
+) -> None:
+    """Not only the first customer's 503: the operator sees what to install at start-up."""
+    settings = api_app.state.settings.model_copy(update={"models_dir": tmp_path})
+    worker = Worker(settings, db, store=api_app.state.result_store, cleanup=False)
+    stop = asyncio.Event()
+    with caplog.at_level("WARNING", logger="app.jobs.worker"):
+        running = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await running
+    assert "models not installed" in caplog.text and "yunet" in caplog.text
+
+
 async def test_cancelling_a_queued_job_releases_everything_at_once(api, api_app, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     job_id = await queued_image_job(api, customer)
