@@ -26,7 +26,8 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
         (EmbeddedPostgres(tmp_path), "postgres.port"),
         (EmbeddedRedis(tmp_path), "redis.port"),
     ):
-        if (tmp_path / port_file).exists():
+        path = tmp_path / port_file
+        if path.exists() and port_is_open("127.0.0.1", int(path.read_text())):
             with contextlib.suppress(Exception):
                 server.start(adopt=True)
                 server.stop()
