@@ -329,6 +329,10 @@ class JobRunner:
         """One transaction: the outcome, the hold settled and, once the result's write
         (which ran meanwhile) succeeded, the commit."""
         try:
+            if outcome.storing is not None:
+                # Let the write start now, not at the transaction's first round trip: its
+                # fsync then overlaps that transaction from the start.
+                await asyncio.sleep(0)
             async with self.db.session() as session:
                 return await service.finish_job(
                     session,
