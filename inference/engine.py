@@ -313,7 +313,7 @@ class Engine:
                     # disclosure would otherwise be drawn and then hidden.
                     alpha = alpha.copy()
                     alpha[roi.slices] = 255
-            data = encode_tagged(frame, fmt, self.config.metadata_tag, alpha=alpha)
+            data = encode_tagged(frame, fmt, self.config.metadata_tag, alpha=alpha, icc=decoded.icc)
         return ImageResult(
             data=data,
             mime=MIME_TYPES[fmt],

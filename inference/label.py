@@ -7,8 +7,6 @@ output says what it is even when the label is cropped or turned off.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from xml.sax.saxutils import escape, unescape
 
 import cv2
@@ -16,7 +14,14 @@ import numpy as np
 from PIL import Image
 
 from inference.align import Roi
-from inference.media import encode_image, normalise_format
+from inference.media import (
+    after_jpeg_app_segments,
+    after_png_header,
+    encode_image,
+    jpeg_segment,
+    normalise_format,
+    png_chunk,
+)
 
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -95,50 +100,39 @@ def webp_exif(tag: str) -> bytes:
     return exif.tobytes()
 
 
-def _jpeg_segment(marker: int, payload: bytes) -> bytes:
-    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
-
-
 def tag_jpeg(data: bytes, tag: str) -> bytes:
     """Add a COM segment with ``tag`` and an XMP APP1 segment after the leading APPn run."""
-    if not data.startswith(b"\xff\xd8"):
-        raise ValueError("not a JPEG")
-    pos = 2
-    # JFIF wants APP0 first; skip the APPn segments already there and insert after them.
-    while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
-        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    pos = after_jpeg_app_segments(data)
     comment = tag.encode("utf-8")[:65000]
     xmp = XMP_JPEG_HEADER + xmp_packet(tag).encode("utf-8")
-    return data[:pos] + _jpeg_segment(0xE1, xmp) + _jpeg_segment(0xFE, comment) + data[pos:]
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+    return data[:pos] + jpeg_segment(0xE1, xmp) + jpeg_segment(0xFE, comment) + data[pos:]
 
 
 def tag_png(data: bytes, tag: str) -> bytes:
     """Add a tEXt "Comment" chunk and an iTXt XMP chunk right after IHDR."""
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError("not a PNG")
-    ihdr_len = struct.unpack(">I", data[8:12])[0]
-    end = 8 + 12 + ihdr_len  # signature, then IHDR's length, type, data and CRC
-    text = _png_chunk(b"tEXt", b"Comment\x00" + tag.encode("latin-1", "replace"))
-    itxt = _png_chunk(
+    end = after_png_header(data)
+    text = png_chunk(b"tEXt", b"Comment\x00" + tag.encode("latin-1", "replace"))
+    itxt = png_chunk(
         b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp_packet(tag).encode("utf-8")
     )
     return data[:end] + text + itxt + data[end:]
 
 
 def encode_tagged(
-    bgr: np.ndarray, output_format: str, tag: str, alpha: np.ndarray | None = None
+    bgr: np.ndarray,
+    output_format: str,
+    tag: str,
+    alpha: np.ndarray | None = None,
+    icc: bytes | None = None,
 ) -> bytes:
     """Encode a frame with the disclosure tag in its metadata (JPEG COM + XMP, PNG tEXt +
-    XMP, WebP XMP + EXIF ImageDescription)."""
+    XMP, WebP XMP + EXIF ImageDescription) and the colour profile ``icc``, if any."""
     fmt = normalise_format(output_format)
     if fmt == "webp":
-        return encode_image(bgr, fmt, alpha=alpha, xmp=xmp_packet(tag), exif=webp_exif(tag))
-    data = encode_image(bgr, fmt, alpha=alpha)
+        return encode_image(
+            bgr, fmt, alpha=alpha, xmp=xmp_packet(tag), exif=webp_exif(tag), icc=icc
+        )
+    data = encode_image(bgr, fmt, alpha=alpha, icc=icc)
     return tag_jpeg(data, tag) if fmt == "jpg" else tag_png(data, tag)
 
 

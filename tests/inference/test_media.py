@@ -9,7 +9,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from inference.config import EngineConfig
 from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
@@ -110,6 +110,52 @@ def test_exif_orientation_is_applied(config: EngineConfig) -> None:
     assert bgr.shape == (100, 40, 3)
     # After the clockwise turn the red half is on top.
     assert bgr[:40, :, 2].mean() > 200 and bgr[60:, :, 2].mean() < 50
+
+
+def icc_profile(kind: str = "sRGB") -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(kind)).tobytes()
+
+
+def profile_of(data: bytes) -> bytes | None:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.info.get("icc_profile")
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "webp"])
+@pytest.mark.parametrize("given", ["JPEG", "PNG"])
+def test_the_targets_rgb_colour_profile_is_carried_into_the_output(
+    config: EngineConfig, given: str, fmt: str
+) -> None:
+    # A phone photo in Display P3 must not come back as plain sRGB (duller in viewers).
+    # The profile here is made on the spot; what matters is that its bytes survive.
+    profile = icc_profile()
+    pixels = np.full((24, 32, 3), (200, 40, 90), np.uint8)
+    data = encode_with_pillow(Image.fromarray(pixels), given, icc_profile=profile)
+    decoded = decode_image(data, config)
+    assert decoded.icc == profile
+    out = encode_image(decoded.bgr, fmt, icc=decoded.icc)
+    assert profile_of(out) == profile
+    assert decode_image(out, config).bgr.shape == (24, 32, 3)
+
+
+def test_a_profile_longer_than_one_jpeg_segment_is_split_and_comes_back_whole() -> None:
+    profile = icc_profile() + bytes(range(256)) * 600  # about 154 kB: three APP2 segments
+    out = encode_image(np.zeros((8, 8, 3), np.uint8), "jpg", icc=profile)
+    assert out.count(b"ICC_PROFILE\x00") == 3
+    assert profile_of(out) == profile
+
+
+def test_a_profile_that_does_not_describe_rgb_pixels_is_left_out(config: EngineConfig) -> None:
+    # A Lab profile on RGB pixels, or a grey one on a grey image (which comes out as RGB),
+    # would tell viewers to read the output's pixels wrongly: better none at all.
+    rgb = Image.fromarray(np.full((16, 16, 3), 90, np.uint8))
+    lab_tagged = encode_with_pillow(rgb, "JPEG", icc_profile=icc_profile("LAB"))
+    grey = encode_with_pillow(Image.new("L", (16, 16), 90), "PNG", icc_profile=icc_profile())
+    for data in (lab_tagged, grey):
+        decoded = decode_image(data, config)
+        assert decoded.icc is None
+        assert profile_of(encode_image(decoded.bgr, "jpg", icc=decoded.icc)) is None
 
 
 def test_grayscale_images_become_three_channels(config: EngineConfig) -> None:

@@ -180,6 +180,17 @@ def test_results_come_in_the_asked_format_with_size_and_stage_timings(
     assert not result.enhance_applied
 
 
+@pytest.mark.parametrize("fmt", ["jpg", "png", "webp"])
+def test_the_targets_colour_profile_survives_the_swap(engine: Engine, fmt: str) -> None:
+    target = face_bytes("biden.jpg")  # carries an embedded ICC profile, like phone photos
+    with Image.open(io.BytesIO(target)) as image:
+        profile = image.info["icc_profile"]
+    result = engine.swap_image(face_bytes("obama.jpg"), target, output_format=fmt)
+    assert result.faces_swapped == 1
+    with Image.open(io.BytesIO(result.data)) as image:
+        assert image.info.get("icc_profile") == profile
+
+
 def test_an_rgba_target_keeps_its_transparency_in_png_output(engine: Engine) -> None:
     rgba = cv2.imread(str(FACES_DIR / "32bit.png"), cv2.IMREAD_UNCHANGED)
     rgba[:40, :40, 3] = 0  # punch a transparent corner into the sample
