@@ -709,7 +709,9 @@ def swap_video(
             out_rate,
             "-i",
             "pipe:0",
-            *(_input_args(input_path) if with_audio else []),
+            # The soundtrack is cut to the video's length (the length billed): a longer one
+            # would play on over a frozen last frame, or make a 1 s swap an hour-long file.
+            *(["-t", f"{info.duration:.6f}", *_input_args(input_path)] if with_audio else []),
             "-map",
             "0:v:0",
             *audio_args,

@@ -8,6 +8,7 @@ the suite stays fast on two cores.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import threading
@@ -96,6 +97,18 @@ def container_comment(path: Path) -> str | None:
         if key.strip() == "comment":
             return value.strip()
     return None
+
+
+def container_seconds(path: Path) -> float:
+    """The whole file's length as ffmpeg reports it (its longest stream, audio included)."""
+    run = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    found = re.search(r"Duration: (\d+):(\d+):(\d+\.\d+)", run.stderr)
+    assert found, run.stderr
+    hours, minutes, seconds = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def ffmpeg_children() -> list[int]:
@@ -222,6 +235,30 @@ def test_the_length_billed_is_the_video_streams_not_a_longer_audio_tracks(
     )  # fmt: skip
     info = probe(long_audio, EngineConfig(max_video_seconds=5))
     assert info.duration == pytest.approx(2.0, abs=0.05) and info.frame_count == 60
+
+
+def test_a_soundtrack_longer_than_the_video_is_cut_to_the_video(
+    tmp_path: Path, config: EngineConfig
+) -> None:
+    """The 2 s clip with a 12 s soundtrack comes back 2 s long, sound included: not 10 s
+    of audio over a frozen last frame, in a file ten times the size."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0, audio=False)
+    long_audio = tmp_path / "long-audio.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-f", "lavfi", "-t", "12",
+         "-i", "sine=frequency=440", "-c:v", "copy", "-c:a", "aac", str(long_audio)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    result = swap_video(Identity(), None, long_audio, out, config=config)
+    assert result.has_audio and probe(out).has_audio
+    assert container_seconds(long_audio) == pytest.approx(12.0, abs=0.1)
+    assert container_seconds(out) == pytest.approx(2.0, abs=0.1)
 
 
 def test_a_header_that_understates_the_length_is_not_believed(tmp_path: Path) -> None:
