@@ -13,7 +13,8 @@ client (``swap_client``: its C parser keeps the client's own CPU out of the figu
    the same run, interleaved with the concurrency-1 requests, the median of
    ``Engine.swap_image`` on the same pair in this process (the worker's own engine
    factory and options). Overhead = HTTP p50 / engine median - 1 (target <= 0.25): what
-   the API, metering and queue add to the engine's time. The worker runs one job at a
+   the API, metering and queue add to the engine's time; also printed in milliseconds,
+   beside the engine time the worker reports in those very answers (result.duration). The worker runs one job at a
    time (``--latency-worker-concurrency``), so at concurrency 8 requests queue behind
    each other and p50 is about 8 engine times: that row shows queueing, not overhead.
    Beside it, what one database transaction (SELECT 1 in a session) costs this process
@@ -232,6 +233,9 @@ class LatencyFigures:
     # again after that one (see print_latency).
     after_engine_tx: float
     back_to_back_tx: float
+    # The engine time the worker reports in each concurrency-1 answer (result.duration,
+    # the sum of its stages): that very request's swap, in the worker process.
+    worker_engine_median: float
 
 
 def check_swapped(answer: dict[str, Any]) -> None:
@@ -303,12 +307,18 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
                 warm = await closed_loop(client, [key], body, clients=1, requests=1)
                 fail_on_errors("warm-up", warm)
             engine_times: list[float] = []
+            worker_engine: list[float] = []
+
+            def check_and_note(answer: dict[str, Any]) -> None:
+                check_swapped(answer)
+                worker_engine.append(float(answer["result"]["duration"]))
+
             c1 = Run()
             block = max(1, args.latency_requests // args.latency_rounds)
             for _ in range(args.latency_rounds):  # interleaved: same background load
                 engine_times += [await engine_then_transactions() for _ in range(block)]
                 c1.merge(await closed_loop(client, [key], body, clients=1, requests=block,
-                                           check=check_swapped))  # fmt: skip
+                                           check=check_and_note))  # fmt: skip
             fail_on_errors("latency, concurrency 1", c1)
             c8 = await closed_loop(
                 client, [key], body, clients=8, requests=args.latency_requests_c8,
@@ -326,6 +336,7 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
         c8,
         statistics.median(after_engine),
         statistics.median(back_to_back),
+        statistics.median(worker_engine),
     )
 
 
@@ -491,9 +502,13 @@ def print_latency(figures: LatencyFigures, worker_concurrency: int) -> float:
         p50, p95 = pct(run.latencies, 0.5), pct(run.latencies, 0.95)
         print(f"  HTTP, {label}: p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  "
               f"({run.ok} requests, {run.rate:.2f} images/s)")  # fmt: skip
-    overhead = pct(figures.c1.latencies, 0.5) / engine - 1
+    p50 = pct(figures.c1.latencies, 0.5)
+    overhead = p50 / engine - 1
     print(f"  overhead, HTTP p50 (concurrency 1) / engine median - 1: {overhead:+.3f}"
           f"  (target <= 0.25: {'met' if overhead <= 0.25 else 'NOT met'})")  # fmt: skip
+    print(f"  in milliseconds: HTTP p50 - engine median = {(p50 - engine) * 1000:.1f} ms; "
+          f"the worker's own engine time in those answers (result.duration): median "
+          f"{figures.worker_engine_median * 1000:.1f} ms")  # fmt: skip
     print(f"  (one API process, one `swapmeter worker --concurrency {worker_concurrency}`; "
           f"at concurrency 8 requests queue for the worker)")  # fmt: skip
     print(f"  this machine: one database transaction from Python (SELECT 1, as the services "
