@@ -14,9 +14,10 @@ client (``swap_client``: its C parser keeps the client's own CPU out of the figu
    ``Engine.swap_image`` on the same pair in this process (the worker's own engine
    factory and options). Overhead = HTTP p50 / engine median - 1 (target <= 0.25): what
    the API, metering and queue add to the engine's time; also printed in milliseconds,
-   beside the engine time the worker reports in those very answers (result.duration). The worker runs one job at a
-   time (``--latency-worker-concurrency``), so at concurrency 8 requests queue behind
-   each other and p50 is about 8 engine times: that row shows queueing, not overhead.
+   beside the engine time the worker reports in those very answers (result.duration).
+   The worker runs one job at a time (``--latency-worker-concurrency``), so at
+   concurrency 8 requests queue behind each other and p50 is about 8 engine times: that
+   row shows queueing, not overhead.
    Beside it, what one database transaction (SELECT 1 in a session) costs this process
    right after an engine run and then at once again: the machine's own share of the
    overhead, since every process on a swap's path waits while the engine runs.
