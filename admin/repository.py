@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-ADMIN_COLUMNS = "id, email, role, tenant_id, status, password_hash, created_at, last_login_at"
+ADMIN_COLUMNS = (
+    "id, email, role, tenant_id, status, password_hash, created_at, last_login_at, session_epoch"
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class AdminRow:
     password_hash: str
     created_at: datetime
     last_login_at: datetime | None
+    session_epoch: int  # in the admin's tokens; raised on disable, which ends them all
 
 
 async def get_admin(session: AsyncSession, admin_id: uuid.UUID) -> AdminRow | None:
@@ -84,7 +87,12 @@ async def set_admin_status(
 ) -> AdminRow | None:
     row = (
         await session.execute(
-            text(f"UPDATE admins SET status = :status WHERE id = :id RETURNING {ADMIN_COLUMNS}"),
+            # Disabling ends every session for good: re-enabled, the admin signs in again.
+            text(
+                "UPDATE admins SET status = :status, session_epoch = session_epoch + "
+                "CASE WHEN CAST(:status AS varchar) = 'active' THEN 0 ELSE 1 END "
+                f"WHERE id = :id RETURNING {ADMIN_COLUMNS}"
+            ),
             {"id": admin_id, "status": status},
         )
     ).one_or_none()

@@ -86,6 +86,8 @@ async def current_admin(
     row = await admin_repository.get_admin(session, claims.admin_id)
     if row is None or row.status != "active":
         raise InvalidToken("This admin account is not active")
+    if claims.session_epoch != row.session_epoch:
+        raise InvalidToken("This session ended when the account was disabled; sign in again")
     return AdminPrincipal(id=row.id, email=row.email, role=row.role, tenant_id=row.tenant_id)
 
 

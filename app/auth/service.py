@@ -151,7 +151,11 @@ async def sign_in(
         )
     await login_try.give_back(redis)
     return tokens.issue_admin_token(
-        settings, admin_id=admin.id, role=admin.role, tenant_id=admin.tenant_id
+        settings,
+        admin_id=admin.id,
+        role=admin.role,
+        tenant_id=admin.tenant_id,
+        session_epoch=admin.session_epoch,
     )
 
 

@@ -30,10 +30,16 @@ class TokenClaims:
     admin_id: uuid.UUID
     role: str
     tenant_id: uuid.UUID | None
+    session_epoch: int = 0  # the admin's when the token was issued (``AdminRow``)
 
 
 def issue_admin_token(
-    settings: Settings, *, admin_id: uuid.UUID, role: str, tenant_id: uuid.UUID | None
+    settings: Settings,
+    *,
+    admin_id: uuid.UUID,
+    role: str,
+    tenant_id: uuid.UUID | None,
+    session_epoch: int = 0,
 ) -> IssuedToken:
     now = datetime.now(UTC)
     claims = {
@@ -44,6 +50,7 @@ def issue_admin_token(
         "iat": now,
         "exp": now + timedelta(seconds=settings.jwt_ttl_seconds),
         "jti": uuid.uuid4().hex,
+        "sv": session_epoch,
     }
     token = jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm)
     return IssuedToken(access_token=token, expires_in=settings.jwt_ttl_seconds)
@@ -62,12 +69,21 @@ def decode_admin_token(settings: Settings, token: str) -> TokenClaims:
         )
     except jwt.ExpiredSignatureError:
         raise TokenExpired("Access token has expired") from None
-    except jwt.InvalidTokenError as exc:
-        raise InvalidToken(f"Invalid access token: {exc}") from None
+    except jwt.InvalidTokenError:
+        # What the decoder found wrong (a codec error, a claim's name) helps only a forger.
+        raise InvalidToken("Invalid access token") from None
     try:
         admin_id = uuid.UUID(str(claims["sub"]))
         tenant = claims.get("tenant")
         tenant_id = uuid.UUID(str(tenant)) if tenant else None
+        epoch = claims.get("sv", 0)  # absent from tokens issued before migration 0007
+        if type(epoch) is not int:
+            raise ValueError("sv")
     except ValueError:
-        raise InvalidToken("Invalid access token: malformed subject") from None
-    return TokenClaims(admin_id=admin_id, role=str(claims.get("role", "")), tenant_id=tenant_id)
+        raise InvalidToken("Invalid access token") from None
+    return TokenClaims(
+        admin_id=admin_id,
+        role=str(claims.get("role", "")),
+        tenant_id=tenant_id,
+        session_epoch=epoch,
+    )

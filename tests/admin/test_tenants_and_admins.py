@@ -250,6 +250,28 @@ async def test_a_disabled_admins_token_stops_working_at_once(client) -> None:
     assert sign_in.status_code == 401
 
 
+async def test_re_enabling_an_admin_does_not_revive_the_tokens_issued_before(client) -> None:
+    """Disabling is how an operator cuts off a stolen token: re-enabled, the admin signs
+    in afresh, and the old token (the thief's copy) stays refused until it expires."""
+    tenant = await create_tenant(client)
+    victim = await create_admin(client, tenant["id"])
+    url = f"/api/v1/admin/tenants/{tenant['id']}"
+    root = await root_headers(client)
+    for status in ("disabled", "active"):
+        changed = await client.patch(
+            f"/api/v1/admin/admins/{victim['id']}", json={"status": status}, headers=root
+        )
+        assert changed.status_code == 200 and changed.json()["status"] == status
+    stale = await client.get(url, headers=bearer(victim["token"]))
+    assert stale.status_code == 401 and stale.json()["error"]["code"] == "InvalidToken"
+    sign_in = await client.post(
+        "/api/v1/auth/token", json={"email": victim["email"], "password": victim["password"]}
+    )
+    assert sign_in.status_code == 200
+    fresh = await client.get(url, headers=bearer(sign_in.json()["access_token"]))
+    assert fresh.status_code == 200
+
+
 async def test_only_platform_admins_disable_or_re_enable_a_tenant_admin(client) -> None:
     """A tenant admin manages its tenant's auditors, not its peers: re-enabling one the
     platform disabled would give the tenant a second approver again (four-eyes)."""
