@@ -7,12 +7,13 @@ Money rules, all enforced here and nowhere else:
   replayed request that holds twice.
 - Finishing a job, capturing (or releasing) its hold and writing its result are one
   transaction, guarded by the worker's lease (``repository.finish``).
-- What a job is charged (``charge_for``): a succeeded job, its whole hold. A video that
-  is canceled, or fails on its own media, part-way: the seconds *delivered*, that is the
-  seconds of video fully processed before it stopped (frames handed to the encoder /
-  fps), each started second at the job's unit price, never more than the hold. Anything
-  else (no face, undecodable input, our own failure, a lost worker, an image canceled
-  before its result was committed) is released in full.
+- What a job is charged (``charge_for``): a succeeded image, its whole hold. A video
+  that succeeds, or is canceled or fails on its own media part-way: the seconds
+  *delivered*, that is the seconds of video fully processed (frames handed to the
+  encoder / fps), each started second at the job's unit price, never more than the hold
+  (a damaged upload can deliver fewer frames than the probe counted). Anything else (no
+  face, undecodable input, our own failure, a lost worker, an image canceled before its
+  result was committed) is released in full.
 
 No inference imports here: the runner (app/jobs/runner.py) probes media and runs the
 engine, and hands this module plain numbers. Services flush; the boundary commits.
@@ -502,7 +503,7 @@ def charge_for(job: JobRecord, outcome: Outcome) -> int:
     """Tokens to capture for this outcome (see the module docstring)."""
     if not job.metered:
         return 0
-    if outcome.status == "succeeded":
+    if outcome.status == "succeeded" and (job.kind != "video" or outcome.seconds_done is None):
         return job.tokens_held
     if job.kind != "video" or not outcome.seconds_done or outcome.error_code in OUR_FAULT_CODES:
         return 0

@@ -248,3 +248,53 @@ async def test_a_video_without_any_face_fails_and_gives_every_held_token_back(
     assert job["status"] == "failed" and job["error"]["code"] == "NoFaceDetected"
     assert (job["tokens_held"], job["tokens_charged"]) == (20, 0)
     assert await balance(api, customer) == {"balance": 100, "held": 0, "available": 100}
+
+
+def cut_short_of_its_last_frame(tmp_path) -> bytes:
+    """A 6 s, 10 fps upload cut off mid-file (an interrupted upload): its index still
+    lists 31 frames (3.1 s: 4 started seconds), but the 31st is incomplete and only 30
+    decode (3.0 s: 3 started seconds). The cut is searched for, as encoders differ."""
+    from imageio_ffmpeg import get_ffmpeg_exe
+
+    from inference.config import EngineConfig
+    from inference.video import probe
+    from tests.inference.test_video import make_video
+
+    plain = make_video(tmp_path / "six.mp4", seconds=6.0, fps=10, audio=False)
+    indexed = tmp_path / "faststart.mp4"  # the index first, so a cut file still opens
+    subprocess.run(
+        [get_ffmpeg_exe(), "-loglevel", "error", "-i", str(plain), "-c", "copy",
+         "-movflags", "+faststart", str(indexed)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    data = indexed.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    for end in range(len(data) // 3, len(data), 97):
+        cut.write_bytes(data[:end])
+        if probe(cut, EngineConfig()).frame_count == 31:
+            decoded = subprocess.run(
+                [get_ffmpeg_exe(), "-v", "error", "-i", str(cut), "-f", "rawvideo",
+                 "-pix_fmt", "gray", "-"],
+                capture_output=True, check=True, stdin=subprocess.DEVNULL,
+            ).stdout  # fmt: skip
+            if len(decoded) == 30 * 320 * 180:
+                return data[:end]
+    pytest.skip("no cut of this encoder's output leaves the last listed frame incomplete")
+
+
+async def test_a_video_that_delivers_fewer_seconds_than_it_listed_is_charged_what_it_delivered(
+    api, db, tmp_path
+) -> None:
+    clip = await asyncio.to_thread(cut_short_of_its_last_frame, tmp_path)
+    customer = await make_customer(api, db, tokens=100)
+    response = await api.post(
+        "/api/v1/swap-face",
+        json=video_body(clip),
+        headers={**customer.headers, "Prefer": "wait=60"},
+    )
+    assert response.status_code == 200, response.text
+    job = await wait_for_job(api, customer, response.json()["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["frames"] == 30
+    assert (job["tokens_held"], job["tokens_charged"]) == (40, 30)
+    assert await balance(api, customer) == {"balance": 70, "held": 0, "available": 70}
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
