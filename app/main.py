@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from app import metrics
+from app import metrics, ratelimit
 from app.db import Database
 from app.errors import install_error_handlers
 from app.jobs.service import refresh_cluster_gauges
@@ -61,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(request: Request) -> JSONResponse:
-        """Ready when PostgreSQL and Redis answer."""
+        """Ready when PostgreSQL answers, and Redis too where requests need it.
+
+        With Redis down and rate limits failing open (the default) this process still
+        serves every request, only unthrottled: it stays ready (200, ``"degraded"``), so
+        that a Redis blip does not take every API pod out of its Service. Failing closed,
+        it would refuse swaps, so it is not ready (503).
+        """
         checks: dict[str, str] = {}
         try:
             async with request.app.state.db.engine.connect() as conn:
@@ -69,14 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             checks["database"] = f"error: {type(exc).__name__}"
-        try:
-            await asyncio.wait_for(request.app.state.redis.ping(), 2)
-            checks["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["redis"] = f"error: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values())
+        redis_error = await ratelimit.ping(request.app.state.redis)
+        checks["redis"] = "ok" if redis_error is None else f"error: {redis_error}"
+        needs_redis = not settings.rate_limit_fail_open
+        ready = checks["database"] == "ok" and (redis_error is None or not needs_redis)
+        status = "not_ready" if not ready else "ready" if redis_error is None else "degraded"
         return JSONResponse(
-            {"status": "ready" if ready else "not_ready", "checks": checks},
+            {"status": status, "checks": checks},
             status_code=200 if ready else 503,
             headers=None if ready else {"Retry-After": "5"},
         )
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await refresh_cluster_gauges(session, settings.jobs_housekeeping_seconds)
         except Exception:  # noqa: BLE001 - the other metrics are still worth serving
             log.warning("cluster gauges not refreshed", exc_info=True)
+        await ratelimit.ping(request.app.state.redis, timeout_s=1.0)  # swapmeter_redis_up
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 

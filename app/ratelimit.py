@@ -39,7 +39,8 @@ REDIS_ERRORS = Counter(
 )
 REDIS_UP = Gauge(
     "swapmeter_redis_up",
-    "1 when the last rate-limit call to Redis succeeded, 0 when it failed.",
+    "1 when Redis last answered (a rate-limit or job-slot call, /readyz or a scrape of "
+    "/metrics), 0 when it did not.",
 )
 REDIS_UP.set(1)
 
@@ -149,6 +150,19 @@ def _mark_down(operation: str, exc: BaseException) -> None:
     if _RedisHealthProcessState.up:
         log.warning("Redis unavailable for rate limiting (%s): %s", operation, type(exc).__name__)
     _RedisHealthProcessState.up = False
+
+
+async def ping(redis: Redis, timeout_s: float = 2.0) -> str | None:
+    """Ask Redis whether it answers, and keep ``swapmeter_redis_up`` current (an idle
+    process would otherwise show the last rate-limit call's answer for as long as it
+    stays idle). None when it answers; else the error's name."""
+    try:
+        await asyncio.wait_for(redis.ping(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - every failure means "Redis is down"
+        _mark_down("ping", exc)
+        return type(exc).__name__
+    _mark_up()
+    return None
 
 
 def _unavailable() -> ServiceUnavailable:

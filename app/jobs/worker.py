@@ -352,6 +352,8 @@ class Worker:
                 running=len(self.running),
             )
             await service.refresh_cluster_gauges(session, interval)
+        # An idle worker makes no slot calls: this keeps its swapmeter_redis_up current.
+        await ratelimit.ping(self.redis, timeout_s=self.settings.rate_limit_redis_timeout_seconds)
 
         for _ in range(ABANDONED_PER_ROUND):
             async with self.db.session() as session:

@@ -113,8 +113,25 @@ async def test_a_dead_redis_neither_hangs_nor_fails_swap_face_and_readyz_says_so
         ]
         elapsed = time.monotonic() - started
         ready = await client.get("/readyz")
+        scraped = (await client.get("/metrics")).text
     assert [a.status_code for a in answers] == [200, 200, 200], answers[-1].text
     assert "RateLimit-Limit" not in answers[0].headers
     assert elapsed < 10
-    assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
+    # Still serving (fail-open), so still ready: a Redis blip must not take the API pods
+    # out of service. Degraded, and it says why.
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert ready.json()["checks"]["redis"].startswith("error")
+    assert "swapmeter_redis_up 0.0" in scraped
     assert await balance(api, customer) == {"balance": 2, "held": 0, "available": 2}
+
+
+async def test_failing_closed_a_dead_redis_makes_the_api_not_ready(noop_app) -> None:
+    """Set to refuse requests it cannot rate-limit, the process would refuse swaps: its
+    pods must leave the Service until Redis is back."""
+    dead = second_api_process(
+        noop_app, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_fail_open=False
+    )
+    async with running_app(dead) as application, client_for(application) as client:
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+    assert ready.headers["Retry-After"] == "5"
