@@ -106,12 +106,35 @@ def _store(request: Request) -> ResultStore:
 
 def _job_json(request: Request, job: JobRecord) -> dict[str, Any]:
     """The job as the contract shows it, with its result link signed afresh: a link read
-    now is good for the whole TTL, however long ago the job ended (while the result is
-    kept; after that the link answers 404)."""
+    now is good for the whole TTL, however long ago the job ended. Once the result is no
+    longer kept its ``url`` and ``expires_at`` are null: no link that cannot work."""
     out = service.job_json(job)
     if out["result"] is not None and job.result_key:
-        out["result"] = {**out["result"], **_result_link(request, job.result_key)}
+        link = (
+            _result_link(request, job.result_key)
+            if _result_kept(request, job)
+            else {"url": None, "expires_at": None}
+        )
+        out["result"] = {**out["result"], **link}
     return out
+
+
+def _result_kept(request: Request, job: JobRecord) -> bool:
+    """Whether the job's result is still stored: within the retention the cleanup keeps
+    results for, and (local store: one stat) its file still there."""
+    if not job.result_key:
+        return False
+    retention = request.app.state.settings.results_retention_seconds
+    if (
+        job.finished_at is not None
+        and (datetime.now(UTC) - job.finished_at).total_seconds() > retention
+    ):
+        return False
+    try:
+        _store(request).path_for(job.result_key)  # None for a remote store: not checked
+    except NotFound:
+        return False
+    return True
 
 
 def _result_link(request: Request, key: str) -> dict[str, str]:
@@ -175,10 +198,11 @@ async def _final_answer(
             "faces_swapped": result.get("faces_swapped"),
         }
         if response_mode == "url":
-            # Signed afresh, like the job's own JSON: a replay days later gets a live link.
-            out[f"{field}_url"] = (
-                _result_link(request, job.result_key)["url"] if job.result_key else None
-            )
+            # Signed afresh, like the job's own JSON: a replay days later gets a live link,
+            # or 410 once the result is gone (as the base64 answer would), never a dead one.
+            if not _result_kept(request, job):
+                raise _expired(request, job)
+            out[f"{field}_url"] = _result_link(request, job.result_key)["url"]
         else:
             out[field] = pybase64.b64encode_as_string(await _read_result(request, job))
         body = {
@@ -216,12 +240,16 @@ def _gone_when_missing(request: Request, job: JobRecord) -> Iterator[None]:
     try:
         yield
     except NotFound:
-        hours = request.app.state.settings.results_retention_seconds / 3600
-        raise ResultExpired(
-            f"The result of job {job.id} is no longer stored: results are kept {hours:g} h "
-            "after the job ends",
-            details={"job_id": str(job.id)},
-        ) from None
+        raise _expired(request, job) from None
+
+
+def _expired(request: Request, job: JobRecord) -> ResultExpired:
+    hours = request.app.state.settings.results_retention_seconds / 3600
+    return ResultExpired(
+        f"The result of job {job.id} is no longer stored: results are kept {hours:g} h "
+        "after the job ends",
+        details={"job_id": str(job.id)},
+    )
 
 
 async def _answer(
@@ -485,8 +513,15 @@ async def job_result(
     job = await service.get_job(session, user.user_id, job_id)
     if job.status in ("queued", "processing"):
         raise Conflict("The job has not finished yet", code="ResultNotReady")
+    details = {"job_id": str(job.id), "error_code": job.error_code}
+    if job.status == "canceled":
+        raise Conflict("The job was canceled: it has no result", code="Canceled", details=details)
     if job.status != "succeeded" or not job.result_key:
-        raise NotFound(f"The job {job.status}: it has no result")
+        raise Conflict(
+            f"The job failed ({job.error_code or 'InternalError'}): it has no result",
+            code="JobFailed",
+            details=details,
+        )
     ext = job.result_key.rsplit(".", 1)[-1]
     with _gone_when_missing(request, job):
         return await _serve(_store(request), job.result_key, f"{job.id}.{ext}")
@@ -518,7 +553,15 @@ async def signed_result(request: Request, key: str, expires: str = "", sig: str 
     store = _store(request)
     if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
         raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
-    return await _serve(store, key, key.rsplit("/", 1)[-1])
+    try:
+        return await _serve(store, key, key.rsplit("/", 1)[-1])
+    except NotFound:
+        # A live signature names a result we made: gone, not unknown.
+        raise ResultExpired(
+            "This result is no longer stored: results are kept "
+            f"{request.app.state.settings.results_retention_seconds / 3600:g} h after the "
+            "job ends"
+        ) from None
 
 
 # HEAD on both result routes (link checkers, players probing the size): the GET's headers,

@@ -157,6 +157,10 @@ async def test_a_target_without_a_face_fails_with_no_face_detected_and_the_balan
     ).json()
     assert job["status"] == "failed" and job["error"]["code"] == "NoFaceDetected"
     assert job["tokens_charged"] == 0 and job["result"] is None
+    result = await api.get(f"/api/v1/jobs/{job['id']}/result", headers=customer.headers)
+    assert result.status_code == 409  # the job exists: it failed, so there is no file
+    assert result.json()["error"]["code"] == "JobFailed"
+    assert result.json()["error"]["details"]["error_code"] == "NoFaceDetected"
 
 
 async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held(api, db) -> None:
@@ -283,25 +287,37 @@ async def test_a_job_says_succeeded_only_once_its_result_is_stored(
 async def test_a_result_past_its_retention_is_410_result_expired_also_on_replay(
     api, db, swap_app
 ) -> None:
-    """Once the cleanup removed a result, asking for it (directly, or by replaying the
-    swap with its Idempotency-Key) says it expired, not that the job is unknown."""
+    """Once the cleanup removed a result, asking for it (directly, by its link, or by
+    replaying the swap with its Idempotency-Key, base64 or url) says it expired, not that
+    the job is unknown, and no link that cannot work is handed out."""
     customer = await make_customer(api, db, tokens=10)
     first = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "kept-1"})
     assert first.status_code == 200, first.text
+    linked = await post_swap(
+        api, customer, swap_body(response="url"), **{"Idempotency-Key": "kept-2"}
+    )
+    assert linked.status_code == 200, linked.text
     job_id = first.json()["job_id"]
     job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
     store = swap_app.state.result_store
-    for path in store.root.rglob(f"{job_id.replace('-', '')}*"):  # as the cleanup would
-        path.unlink()
+    for done in (job_id, linked.json()["job_id"]):  # as the cleanup would
+        for path in store.root.rglob(f"{done.replace('-', '')}*"):
+            path.unlink()
 
     direct = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
+    by_link = await api.get(job["result"]["url"])
     replay = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "kept-1"})
-    for response in (direct, replay):
+    link_replay = await post_swap(
+        api, customer, swap_body(response="url"), **{"Idempotency-Key": "kept-2"}
+    )
+    for response in (direct, by_link, replay, link_replay):
         assert response.status_code == 410, response.text
-        error = response.json()["error"]
-        assert error["code"] == "ResultExpired" and error["details"]["job_id"] == job_id
+        assert response.json()["error"]["code"] == "ResultExpired"
+    assert replay.json()["error"]["details"]["job_id"] == job_id
     assert job["status"] == "succeeded"
-    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+    again = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+    assert again["result"]["url"] is None and again["result"]["resolution"]
+    assert await balance(api, customer) == {"balance": 8, "held": 0, "available": 8}
 
 
 async def test_an_oversize_body_is_413_payload_too_large(api, db) -> None:

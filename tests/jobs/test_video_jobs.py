@@ -127,7 +127,7 @@ async def test_cancelling_a_long_video_part_way_charges_only_the_delivered_secon
     assert charged == 10 * math.ceil(round(delivered, 3)) and 0 < charged < 200
     assert job["result"] is None
     missing = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
-    assert missing.status_code == 404
+    assert missing.status_code == 409 and missing.json()["error"]["code"] == "Canceled"
     assert await balance(api, customer) == {
         "balance": 500 - charged,
         "held": 0,
