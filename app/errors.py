@@ -152,6 +152,22 @@ INFERENCE_STATUS = {
     "ModelHashMismatch": 503,
     "ModelInvalid": 503,
 }
+# The engine's set-up errors: the service is not installed right (a model missing,
+# refused or damaged). Their messages name server paths and admin commands, which are for
+# the operator's log; a customer gets the code and ``SETUP_MESSAGE``.
+SETUP_CODES = frozenset(
+    {"ModelNotInstalled", "ModelLicenceRefused", "ModelHashMismatch", "ModelInvalid"}
+)
+SETUP_MESSAGE = (
+    "The face-swap service is not set up for this request on our side (a model is missing "
+    "or unusable); nothing was charged, try again later"
+)
+
+
+def public_message(exc: InferenceError) -> str:
+    """What a customer is told of an engine error: its message, but for set-up errors."""
+    return SETUP_MESSAGE if exc.code in SETUP_CODES else exc.message
+
 
 # Status codes that frameworks raise on their own, mapped to our codes.
 _HTTP_CODES = {
@@ -263,7 +279,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InferenceError)
     async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
         status = INFERENCE_STATUS.get(exc.code, 500)
-        return error_response(request, status, exc.code, exc.message)
+        if exc.code in SETUP_CODES:
+            log.error("%s on %s: %s", exc.code, request.url.path, exc.message)
+        return error_response(request, status, exc.code, public_message(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

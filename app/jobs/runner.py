@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from app.db import Database
-from app.errors import BadRequest, NotFound
+from app.errors import SETUP_CODES, BadRequest, NotFound, public_message
 from app.jobs import metrics, service
 from app.jobs.repository import JobRecord
 from app.settings import Settings
@@ -388,11 +388,13 @@ class JobRunner:
                 ),
             )
         except InferenceError as exc:
+            if exc.code in SETUP_CODES:
+                log.error("job %s failed with %s: %s", job.id, exc.code, exc.message)
             return service.Outcome(
                 "failed",
                 seconds_done=_seconds_done(exc),
                 error_code=exc.code,
-                error_message=exc.message,
+                error_message=public_message(exc),
             )
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
