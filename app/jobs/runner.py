@@ -33,15 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from app.db import Database
 from app.errors import SETUP_CODES, BadRequest, NotFound, public_message
 from app.jobs import metrics, service
+from app.jobs import repository as repo
 from app.jobs.repository import JobRecord
 from app.settings import Settings
 from app.storage import ResultStore, StoredObject, signed_link
 from inference.errors import Cancelled, InferenceError, NoFaceDetected
 
 log = logging.getLogger(__name__)
+# Pauses before finishing a job again after its database connection broke (a restart, a
+# failover, a killed backend): about 4 s in all, well inside the lease.
+FINISH_RETRY_S = (0.2, 1.0, 3.0)
 
 IMAGE_FORMATS = ("jpg", "png", "webp")
 
@@ -324,6 +330,54 @@ class JobRunner:
                 await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _finish(
+        self, job: JobRecord, worker_id: str, outcome: service.Outcome
+    ) -> tuple[JobRecord, int | None] | None:
+        """Finish the job (``_finish_once``), again after a lost database connection: a
+        blip must not leave a done job to wait out its lease and spend an attempt. When
+        the lost connection took the commit's answer with it, the job row says whether
+        the commit landed."""
+        broke = False
+        for retry_in in (*FINISH_RETRY_S, None):
+            try:
+                finished = await self._finish_once(job, worker_id, outcome)
+            except DBAPIError as exc:
+                if retry_in is None or not exc.connection_invalidated:
+                    raise
+                log.warning(
+                    "job %s: the database connection broke while finishing (%s); trying "
+                    "again in %g s",
+                    job.id,
+                    type(exc.orig).__name__,
+                    retry_in,
+                )
+                broke = True
+                await asyncio.sleep(retry_in)
+                continue
+            if finished is None and broke:
+                # Not processing any more: perhaps because the broken try did commit.
+                landed = await self._finished_by(job, worker_id, outcome)
+                if landed is not None:
+                    return landed, None  # its webhook, if any, goes out with the sweep
+            return finished
+        raise AssertionError("unreachable")
+
+    async def _finished_by(
+        self, job: JobRecord, worker_id: str, outcome: service.Outcome
+    ) -> JobRecord | None:
+        """The job as this attempt finished it, when that commit landed; else None."""
+        async with self.db.session() as session:
+            now = await repo.get_job(session, job.id)
+        if (
+            now is not None
+            and now.status == outcome.status
+            and (now.worker_id, now.attempts) == (worker_id, job.attempts)
+            and now.result_key == outcome.result_key
+            and now.finished_at is not None
+        ):
+            return now
+        return None
+
+    async def _finish_once(
         self, job: JobRecord, worker_id: str, outcome: service.Outcome
     ) -> tuple[JobRecord, int | None] | None:
         """One transaction: the outcome, the hold settled and, once the result's write

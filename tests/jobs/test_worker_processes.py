@@ -371,6 +371,47 @@ async def test_a_lapsed_attempt_ending_late_leaves_the_tenant_slot_of_its_replac
         await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
+async def test_a_database_blip_while_finishing_costs_the_job_neither_its_lease_nor_an_attempt(
+    api, api_app, db, monkeypatch
+) -> None:
+    """The worker's connection dies as it finishes a done swap (a failover, a killed
+    backend): it finishes again at once, on attempt 1, instead of leaving the customer to
+    wait out the lease for a second run."""
+    real_finish = service.finish_job
+    blips: list[str] = []
+
+    async def finish_after_a_blip(session: Any, *args: Any, **kwargs: Any) -> Any:
+        if not blips:  # the backend dies under the finish's first statement
+            blips.append("killed")
+            await session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return await real_finish(session, *args, **kwargs)
+
+    monkeypatch.setattr(service, "finish_job", finish_after_a_blip)
+    worker = Worker(api_app.state.settings, db, store=api_app.state.result_store, cleanup=False)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        customer = await make_customer(api, db, tokens=10)
+        response = await api.post(
+            "/api/v1/swap-face",
+            json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+            headers={**customer.headers, "Prefer": "wait=60"},
+        )
+    finally:
+        stop.set()
+        await running
+    assert blips == ["killed"]
+    assert response.status_code == 200, response.text
+    async with db.session() as s:
+        attempts = (
+            await s.execute(
+                text("SELECT attempts FROM jobs WHERE id = :id"), {"id": response.json()["job_id"]}
+            )
+        ).scalar_one()
+    assert attempts == 1
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
 @pytest.mark.parametrize(
     ("engine", "options"),
     [({"swapper": "inswapper_128"}, {}), ({}, {"enhance": True})],
