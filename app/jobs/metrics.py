@@ -57,6 +57,18 @@ INFERENCE_STAGE = Histogram(
     ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+TOKENS_HELD = Gauge(
+    "swapmeter_jobs_tokens_held",
+    "Tokens held by jobs not finished yet (queued or processing), cluster-wide: what "
+    "customers cannot spend until their jobs end (aggregate with max).",
+    ["kind"],
+)
+OLDEST_QUEUED = Gauge(
+    "swapmeter_jobs_oldest_queued_seconds",
+    "How long the oldest job still queued has waited, cluster-wide; 0 when none waits "
+    "(alert on it: no worker is taking jobs; aggregate with max).",
+    ["kind"],
+)
 WORKERS_LIVE = Gauge(
     "swapmeter_workers_live",
     "Worker processes whose heartbeat is recent (from the workers table; aggregate with max).",

@@ -504,13 +504,17 @@ async def end_abandoned(session: AsyncSession, limit: int = 100) -> list[JobReco
 
 
 async def open_counts(session: AsyncSession) -> list[Any]:
-    """(kind, queued, processing) over every open job: one scan of the small open index."""
+    """(kind, queued, processing, tokens_held, oldest_queued_s) over every open job: one
+    scan of the small open index."""
     rows = await session.execute(
         text(
             """
             SELECT kind,
                    count(*) FILTER (WHERE status = 'queued') AS queued,
-                   count(*) FILTER (WHERE status = 'processing') AS processing
+                   count(*) FILTER (WHERE status = 'processing') AS processing,
+                   coalesce(sum(tokens_held), 0) AS tokens_held,
+                   coalesce(extract(epoch FROM now() - min(created_at)
+                                    FILTER (WHERE status = 'queued')), 0) AS oldest_queued_s
             FROM jobs WHERE status IN ('queued', 'processing')
             GROUP BY kind
             """

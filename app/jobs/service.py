@@ -405,15 +405,18 @@ async def list_jobs(
 
 
 async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -> None:
-    """The cluster-wide gauges (jobs queued and processing, live workers) as the database
-    has them now: every worker's housekeeping refreshes them, and so does an API process
-    when scraped, so that no /metrics shows stale zeros."""
+    """The cluster-wide gauges (jobs queued and processing, the Tokens they hold, the
+    oldest one's wait, live workers) as the database has them now: every worker's
+    housekeeping refreshes them, and so does an API process when scraped, so that no
+    /metrics shows stale zeros."""
     counts = {row.kind: row for row in await repo.open_counts(session)}
     live = await repo.live_workers(session, within_s=max(15.0, 3 * housekeeping_s))
     for kind in metrics.KINDS:
         row = counts.get(kind)
         metrics.JOBS_IN_QUEUE.labels(kind).set(row.queued if row else 0)
         metrics.JOBS_PROCESSING.labels(kind).set(row.processing if row else 0)
+        metrics.TOKENS_HELD.labels(kind).set(row.tokens_held if row else 0)
+        metrics.OLDEST_QUEUED.labels(kind).set(float(row.oldest_queued_s) if row else 0.0)
     metrics.WORKERS_LIVE.set(live)
 
 

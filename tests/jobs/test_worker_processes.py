@@ -516,10 +516,16 @@ async def test_at_shutdown_a_running_job_goes_back_to_the_queue_only_once_it_has
 
 
 async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(api, db) -> None:
-    """The API process runs no worker here; its /metrics must still show the queue and the
-    workers as the database has them, not zeros it never refreshed."""
+    """The API process runs no worker here; its /metrics must still show the queue, what
+    it holds and how long it has waited, and the workers, as the database has them, not
+    zeros it never refreshed."""
     customer = await make_customer(api, db, tokens=10)
     job_id = await queued_image_job(api, customer)
+    async with db.session() as s:  # queued a minute ago: nobody took it
+        await s.execute(
+            text("UPDATE jobs SET created_at = now() - interval '60 s' WHERE id = :id"),
+            {"id": job_id},
+        )
     async with db.session() as s:
         await repo.heartbeat(
             s, "elsewhere:1", hostname="elsewhere", pid=1, concurrency=1, running=0
@@ -529,10 +535,12 @@ async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(
         samples = {
             line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
             for line in body.splitlines()
-            if line.startswith(("swapmeter_workers_live", "swapmeter_jobs_in_queue{"))
+            if line.startswith(("swapmeter_workers_live", "swapmeter_jobs_"))
         }
         assert samples["swapmeter_workers_live"] >= 1
         assert samples['swapmeter_jobs_in_queue{kind="image"}'] >= 1
+        assert samples['swapmeter_jobs_tokens_held{kind="image"}'] >= 1
+        assert samples['swapmeter_jobs_oldest_queued_seconds{kind="image"}'] >= 59
     finally:
         async with db.session() as s:
             await s.execute(text("DELETE FROM workers WHERE id = 'elsewhere:1'"))
