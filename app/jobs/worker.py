@@ -190,6 +190,8 @@ class Worker:
                 return
             self._announced = max(0, self._announced - 1)
             job, queue_wait_s = claimed
+            if job.attempts > 1:  # the first run's worker died or lost its lease
+                log.info("job %s: attempt %d of %d", job.id, job.attempts, job.max_attempts)
             metrics.QUEUE_WAIT.labels(job.kind).observe(max(0.0, queue_wait_s))
             state = RunState()
             self.states[job.id] = state
@@ -312,6 +314,13 @@ class Worker:
                 for job, task in leftover:
                     if task.done() and await repo.give_back(session, job.id, self.id, job.attempts):
                         await repo.notify(session, repo.JOBS_CHANNEL, job.kind)
+                        log.info("job %s: given back to the queue (worker stopping)", job.id)
+                    else:
+                        log.warning(
+                            "job %s: still running at shutdown; another worker retries it "
+                            "once its lease runs out",
+                            job.id,
+                        )
         for task in loops:
             task.cancel()
         for task in [*loops, *self._background]:
