@@ -19,8 +19,9 @@ Entry rules, checked in this order (codes in ``failed_users``):
 Modes: ``soft`` (default) applies every good entry and reports the rest; ``atomic``
 applies nothing when any entry is bad and stores the batch as ``rejected``. A batch whose
 total exceeds the tenant's ``approval_threshold`` is stored ``pending_approval`` with its
-good entries and applied when a different admin approves it; the entries are checked again
-then (a user frozen meanwhile fails as AccountFrozen).
+good entries (in request order) and applied when a different admin approves it; the entries
+are checked again then (a user frozen meanwhile fails as AccountFrozen, with the index the
+entry had in the request).
 
 Report counts: ``requested`` entries in the call; ``failed`` entries refused;
 ``succeeded`` entries credited (for a pending batch: the entries that approval will
@@ -41,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import (
     AppError,
     BadRequest,
+    Conflict,
     Forbidden,
     IdempotencyKeyReused,
     InvalidAmount,
@@ -315,7 +317,13 @@ async def submit(
         status, succeeded, total = "rejected", 0, 0
     elif tenant.approval_threshold is not None and total > tenant.approval_threshold:
         status, succeeded = "pending_approval", len(checked.accounts)
-        pending_users, pending_amounts = checked.users, checked.amounts
+        # In request order, not account order: approve() recovers each entry's index from
+        # it (``_pending_indices``), the batch table having no column for them.
+        in_order = sorted(
+            zip(checked.users, checked.amounts, strict=True), key=lambda pair: first[pair[0]][0]
+        )
+        pending_users = [user for user, _ in in_order]
+        pending_amounts = [amount for _, amount in in_order]
     else:
         status = "applied"
         succeeded, total = await _apply(
@@ -350,22 +358,37 @@ async def approve(
 ) -> tuple[BatchReport, bool]:
     """Apply a pending batch; returns (report, whether this call changed it).
 
-    Approving a batch that is no longer pending returns its report unchanged. The admin who
-    submitted a batch may not approve it (Forbidden).
+    By the batch's status:
+
+    - ``pending_approval``: checked again and applied (or, atomic with a user frozen
+      meanwhile, rejected). The admin who submitted it may not approve it (Forbidden).
+    - ``applied``: its report, unchanged (False): a retry of the approve that applied it
+      must not fail, and nothing is credited twice.
+    - ``rejected`` (atomic at submit, or at an earlier approval): 409 Conflict. Nothing can
+      apply it any more; send a new batch.
+
+    Failures found now carry the index the entry had in the request, like those found at
+    submit.
     """
     row = await repo.run(
         session, repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
     )
-    if row is None:
+    if row is None or row.status == "processing":
         raise NotFound("Batch not found")
+    if row.status == "rejected":
+        raise Conflict("This batch was rejected; nothing can approve it. Send a new batch.")
     if row.status != "pending_approval":
         return _report(row), False
     if row.created_by is not None and row.created_by == approved_by:
         raise Forbidden("A batch must be approved by a different admin than the one who sent it")
 
-    wanted = dict(zip(row.pending_users or [], row.pending_amounts or [], strict=True))
-    checked = await _check_accounts(session, tenant_id, {u: (None, a) for u, a in wanted.items()})
-    failures = list(row.failed_users) + checked.failures
+    users, amounts = row.pending_users or [], row.pending_amounts or []
+    wanted = {
+        user: (index, amount)
+        for user, amount, index in zip(users, amounts, _pending_indices(row), strict=True)
+    }
+    checked = await _check_accounts(session, tenant_id, wanted)
+    failures = sorted(list(row.failed_users) + checked.failures, key=_by_index)
     if row.mode == "atomic" and checked.failures:
         status, succeeded, total = "rejected", 0, 0
     else:
@@ -389,6 +412,26 @@ async def approve(
     )
     metrics.bulk_batch(session, status, _count_codes(checked.failures))
     return _report(updated, failed_users=failures), True
+
+
+def _pending_indices(row: Any) -> list[int | None]:
+    """The request index of each of a pending batch's entries.
+
+    Every entry of the request is either in ``failed_users`` (with its index) or one of
+    ``pending_users``, which submit() stores in request order: the pending entries hold the
+    indices that did not fail, in order. None for each if the counts disagree, rather than
+    a wrong index."""
+    pending = row.pending_users or []
+    failed = {f.get("index") for f in row.failed_users}
+    left: list[int | None] = [i for i in range(row.requested) if i not in failed]
+    if len(left) != len(pending):
+        return [None] * len(pending)
+    return left
+
+
+def _by_index(failure: dict[str, Any]) -> tuple[bool, int]:
+    index = failure.get("index")
+    return (index is None, index or 0)
 
 
 async def get_batch(

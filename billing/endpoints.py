@@ -117,8 +117,9 @@ async def approve_batch_endpoint(
     session: DBSession,
     admin: CurrentAdmin,
 ) -> Response:
-    """Apply a batch waiting for approval; only an admin other than its sender may. Approving
-    a batch that is no longer pending returns its report unchanged."""
+    """Apply a batch waiting for approval; only an admin other than its sender may.
+    Approving an applied batch again returns its report unchanged; a rejected one is 409
+    Conflict."""
     ensure_tenant_access(admin, tenant_id, write=True)
 
     async def operation() -> tuple[int, dict[str, Any]]:

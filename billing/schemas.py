@@ -35,7 +35,10 @@ class FailedEntryOut(BaseModel):
         description="UserNotFound, AccountFrozen, InvalidAmount, DuplicateEntry or InvalidEntry"
     )
     message: str
-    index: int | None = Field(description="Position in the request; null when found at approval")
+    index: int | None = Field(
+        description="Position of the entry in the request (also when found at approval); "
+        "null only in reports of batches approved before this was recorded"
+    )
 
 
 class BatchReportOut(BaseModel):

@@ -429,6 +429,79 @@ async def test_a_batch_over_the_threshold_waits_for_a_different_admin_to_approve
     assert (await _verify(client, tid))["ok"] is True
 
 
+async def _pending_tenant(client: httpx.AsyncClient, users: list[str]) -> tuple[str, dict, dict]:
+    """A tenant with a 10-Token approval threshold, ``users`` and two tenant admins."""
+    tid = (await create_tenant(client))["id"]
+    patched = await client.patch(
+        f"/api/v1/admin/tenants/{tid}",
+        json={"approval_threshold": 10},
+        headers=await root_headers(client),
+    )
+    assert patched.status_code == 200, patched.text
+    await import_users(client, tid, users)
+    return tid, await create_admin(client, tid), await create_admin(client, tid)
+
+
+async def test_approving_a_rejected_batch_is_409_and_credits_nothing(client, db) -> None:
+    tid, alice, bob = await _pending_tenant(client, ["r1", "r2"])
+    # Rejected at submit: atomic, with an unknown user.
+    sent = await _post_bulk(
+        client,
+        tid,
+        {"users": ["r1", "ghost"], "amount": 50, "mode": "atomic"},
+        headers=bearer(alice["token"]),
+    )
+    assert sent.json()["status"] == "rejected"
+    url = f"/api/v1/admin/tenants/{tid}/recharges/{sent.json()['batch_id']}"
+    refused = await client.post(url + "/approve", headers=bearer(bob["token"]))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "Conflict"
+
+    # Rejected at approval: atomic, and a user frozen while it waited.
+    sent = await _post_bulk(
+        client,
+        tid,
+        {"users": ["r1", "r2"], "amount": 50, "mode": "atomic"},
+        headers=bearer(alice["token"]),
+    )
+    assert sent.json()["status"] == "pending_approval"
+    url = f"/api/v1/admin/tenants/{tid}/recharges/{sent.json()['batch_id']}"
+    await _freeze(client, tid, "r2")
+    first = await client.post(url + "/approve", headers=bearer(bob["token"]))
+    assert first.status_code == 200 and first.json()["status"] == "rejected"
+    again = await client.post(url + "/approve", headers=await root_headers(client))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "Conflict"
+    assert (await client.get(url, headers=bearer(bob["token"]))).json() == first.json()
+    assert await _balances(db, tid) == {"r1": (0, 0), "r2": (0, 0)}
+
+
+async def test_failures_found_at_approval_carry_the_entrys_index_in_the_request(client) -> None:
+    # Imported in this order, so account ids run w1 < w2 < w3 < w4: the request below is
+    # in another order, and each failure must name its place in the request.
+    tid, alice, bob = await _pending_tenant(client, ["w1", "w2", "w3", "w4"])
+    entries = [
+        {"user": "w4", "amount": 20},
+        {"user": "ghost", "amount": 20},  # found at submit
+        {"user": "w2", "amount": 20},  # frozen before approval
+        {"user": "w3", "amount": 20},
+        {"user": "w1", "amount": 20},  # frozen before approval
+    ]
+    sent = await _post_bulk(client, tid, {"entries": entries}, headers=bearer(alice["token"]))
+    assert sent.json()["status"] == "pending_approval"
+    await _freeze(client, tid, "w2")
+    await _freeze(client, tid, "w1")
+    url = f"/api/v1/admin/tenants/{tid}/recharges/{sent.json()['batch_id']}"
+    approved = await client.post(url + "/approve", headers=bearer(bob["token"]))
+    assert approved.status_code == 200, approved.text
+    report = approved.json()
+    assert (report["status"], report["succeeded"], report["total_amount"]) == ("applied", 2, 40)
+    assert [(f["index"], f["user"], f["code"]) for f in report["failed_users"]] == [
+        (1, "ghost", "UserNotFound"),
+        (2, "w2", "AccountFrozen"),
+        (4, "w1", "AccountFrozen"),
+    ]
+    assert (await client.get(url, headers=bearer(bob["token"]))).json() == report
+
+
 async def test_approving_an_unknown_batch_is_not_found(client) -> None:
     tenant = await create_tenant(client)
     response = await client.post(
