@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -247,16 +248,22 @@ async def history(session: AsyncSession, tenant_id: uuid.UUID, limit: int = 100)
 
 def check_prices(prices: dict[str, Any]) -> dict[str, int]:
     """Integers in range; the two base prices at least 1 (every job must hold Tokens)."""
-    checked: dict[str, int] = {}
-    for name in PRICE_FIELDS:
-        value = prices.get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidAmount(f"{name} must be an integer number of Tokens")
-        low = 1 if name in ("image", "video_second") else 0
-        if not low <= value <= MAX_PRICE:
-            raise InvalidAmount(f"{name} must be between {low} and {MAX_PRICE}")
-        checked[name] = value
-    return checked
+    return {name: _checked_price(name, prices.get(name)) for name in PRICE_FIELDS}
+
+
+def check_changes(changes: Mapping[str, Any]) -> dict[str, int]:
+    """The prices an admin sent, as sent: each a JSON integer in range, else 400
+    InvalidAmount (``"3"``, ``3.0``, ``true`` and ``null`` are refused, not coerced)."""
+    return {name: _checked_price(name, value) for name, value in changes.items()}
+
+
+def _checked_price(name: str, value: Any) -> int:
+    if type(value) is not int:  # bool is an int subclass: True must not read as 1
+        raise InvalidAmount(f"{name} must be an integer number of Tokens")
+    low = 1 if name in ("image", "video_second") else 0
+    if not low <= value <= MAX_PRICE:
+        raise InvalidAmount(f"{name} must be between {low} and {MAX_PRICE}")
+    return value
 
 
 async def set_prices(
@@ -271,6 +278,9 @@ async def set_prices(
     """Write the tenant's next version; the book it replaced and the new one. Fields left
     out keep their current value.
 
+    Prices equal to the current ones write nothing: both books returned are the current
+    one (same version), so the caller can tell and skip the audit record.
+
     Two admins changing prices at once get consecutive versions (a per-tenant advisory
     lock), never a unique-key error, and the second one's change is merged into the
     first's (the current book is read once the lock is held), never over a stale copy.
@@ -281,6 +291,8 @@ async def set_prices(
     current = await current_book(session, tenant_id)
     merged = {name: prices.get(name, getattr(current, name)) for name in PRICE_FIELDS}
     checked = check_prices(merged)
+    if all(checked[name] == getattr(current, name) for name in PRICE_FIELDS):
+        return current, current
     row = (
         await session.execute(
             _INSERT,

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from admin import audit
 from app.auth.dependencies import (
@@ -41,13 +41,26 @@ class PriceBookOut(BaseModel):
     effective_from: Any = Field(None, description="When this version was set; null: default")
 
 
-class PriceBookUpdate(BaseModel):
-    """Fields left out keep their current value. Every change is a new version."""
+def _price(low: int) -> Any:
+    # Typed Any so that a price that is not a JSON integer in range reaches
+    # pricing.check_changes (400 InvalidAmount, like a bulk recharge's amount) instead of
+    # being coerced ("3" -> 3) or answered 422; the schema still documents an integer.
+    return Field(
+        None, json_schema_extra={"type": "integer", "minimum": low, "maximum": pricing.MAX_PRICE}
+    )
 
-    image: int | None = Field(None, ge=1, le=pricing.MAX_PRICE)
-    video_second: int | None = Field(None, ge=1, le=pricing.MAX_PRICE)
-    enhance_surcharge: int | None = Field(None, ge=0, le=pricing.MAX_PRICE)
-    enhance_video_second_surcharge: int | None = Field(None, ge=0, le=pricing.MAX_PRICE)
+
+class PriceBookUpdate(BaseModel):
+    """Fields left out keep their current value. A body that changes no price writes no
+    version. Unknown fields are refused (422 ValidationError): a misspelt price must not
+    pass for an empty change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Any = _price(1)
+    video_second: Any = _price(1)
+    enhance_surcharge: Any = _price(0)
+    enhance_video_second_surcharge: Any = _price(0)
     reason: str | None = Field(None, max_length=1000)
 
 
@@ -87,10 +100,20 @@ async def set_tenant_pricing_endpoint(
     admin: CurrentAdmin,
 ) -> Response:
     """Set a tenant's prices: a new version, effective for jobs submitted from now on
-    (running jobs keep the price they were held at). Audited as ``price.update``."""
+    (running jobs keep the price they were held at). Audited as ``price.update``.
+
+    Prices are JSON integers (400 InvalidAmount otherwise). A body that changes nothing
+    (``{}``, or every price sent equal to the current one) answers 200 with the current
+    book: no new version, no audit record, as a PUT repeated should."""
     ensure_tenant_access(admin, tenant_id, write=True)
     await tenancy.get_tenant(session, tenant_id)
-    changes = body.model_dump(exclude_unset=True, exclude={"reason"}, exclude_none=True)
+    changes = pricing.check_changes(
+        {
+            name: getattr(body, name)
+            for name in pricing.PRICE_FIELDS
+            if name in body.model_fields_set
+        }
+    )
 
     async def operation() -> tuple[int, dict[str, Any]]:
         before, book = await pricing.set_prices(
@@ -101,6 +124,8 @@ async def set_tenant_pricing_endpoint(
             created_by_email=admin.email,
             reason=body.reason,
         )
+        if book.version == before.version:  # nothing changed, nothing written
+            return 200, book.as_dict()
         await audit.record(
             session,
             request=request,

@@ -92,14 +92,67 @@ async def test_each_price_change_is_a_new_audited_version_and_the_old_ones_stay(
     assert newest["prices"]["video_second"] == 8 and log[0]["actor"] == admin["email"]
 
 
-async def test_prices_are_integers_and_a_unit_costs_at_least_one_token(client) -> None:
+async def _price_updates(client, tenant_id: str) -> list[dict]:
+    log = await client.get(
+        "/api/v1/admin/audit-log",
+        params={"tenant_id": tenant_id, "action": "price.update"},
+        headers=await root_headers(client),
+    )
+    return log.json()["items"]
+
+
+async def test_prices_are_json_integers_and_a_unit_costs_at_least_one_token(client) -> None:
     tenant = await create_tenant(client)
     url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
     headers = await root_headers(client)
-    for body in ({"image": 0}, {"video_second": -1}, {"image": 1.5}, {"enhance_surcharge": -2}):
+    for body in (
+        {"image": 0},
+        {"video_second": -1},
+        {"enhance_surcharge": -2},
+        {"image": pricing.MAX_PRICE + 1},
+        {"image": 1.5},
+        {"image": 3.0},
+        {"image": "3"},
+        {"image": True},
+        {"video_second": None},
+        {"image": 2, "enhance_surcharge": "1"},  # one bad price refuses the whole change
+    ):
         response = await client.put(url, json=body, headers=headers)
-        assert response.status_code == 422, body
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["error"]["code"] == "InvalidAmount", body
     assert (await client.get(url, headers=headers)).json()["history"] == []
+    assert await _price_updates(client, tenant["id"]) == []
+
+
+async def test_a_price_change_with_an_unknown_field_is_refused_whole(client) -> None:
+    tenant = await create_tenant(client)
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    headers = await root_headers(client)
+    for body in ({"foo": 3}, {"image": 2, "imag": 3}, {"images": 2}):
+        response = await client.put(url, json=body, headers=headers)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["code"] == "ValidationError", body
+    assert (await client.get(url, headers=headers)).json()["history"] == []
+    assert await _price_updates(client, tenant["id"]) == []
+
+
+async def test_a_price_change_that_changes_nothing_writes_no_version_and_no_audit(client) -> None:
+    tenant = await create_tenant(client)
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    headers = await root_headers(client)
+    # Against the default book (version 0), then against a version of the tenant's own.
+    for body in ({}, {"reason": "nothing"}, {"image": 1, "video_second": 10}):
+        same = await client.put(url, json=body, headers=headers)
+        assert same.status_code == 200, (body, same.text)
+        assert (same.json()["version"], same.json()["image"]) == (0, 1), body
+    changed = await client.put(url, json={"image": 4}, headers=headers)
+    assert changed.json()["version"] == 1
+    for body in ({}, {"image": 4}, {"image": 4, "enhance_surcharge": 1, "reason": "again"}):
+        same = await client.put(url, json=body, headers=headers)
+        assert same.status_code == 200, (body, same.text)
+        assert same.json() == changed.json(), body
+    assert [v["version"] for v in (await client.get(url, headers=headers)).json()["history"]] == [1]
+    assert len(await _price_updates(client, tenant["id"])) == 1
 
 
 async def test_other_tenants_admins_get_404_and_auditors_may_not_change_prices(client) -> None:
