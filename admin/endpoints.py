@@ -14,7 +14,6 @@ from admin import schemas, service
 from app.auth.dependencies import CurrentAdmin, admin_ip_allowed, ensure_tenant_access
 from app.deps import ClientTime, DBSession, IdCursor, SettingsDep
 from app.idempotency.service import run_idempotent
-from app.tenancy.service import ImportEntry
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)])
 
@@ -151,12 +150,15 @@ async def import_users(
     settings: SettingsDep,
     admin: CurrentAdmin,
 ) -> Response:
-    """Create up to 10,000 end users in one call; existing ones are counted, not changed."""
+    """Create up to 10,000 end users in one call; existing ones are counted, not changed.
+    A bad row (wrong type, bad external id, email or name, duplicate) is reported in
+    ``failed`` with its index; the other rows are imported."""
     ensure_tenant_access(admin, tenant_id, write=True)  # before a replay is answered
 
     async def operation() -> tuple[int, schemas.UserImportResponse]:
-        entries = [ImportEntry(u.external_id, u.email, u.display_name) for u in body.users]
-        result = await service.import_users(session, request, admin, settings, tenant_id, entries)
+        result = await service.import_users(
+            session, request, admin, settings, tenant_id, body.users
+        )
         return 200, schemas.UserImportResponse(
             created=result.created,
             existing=result.existing,

@@ -67,16 +67,22 @@ class TenantPage(BaseModel):
 # -- admins --------------------------------------------------------------------------------
 
 
+# Roles are plain strings here, checked by admin.service.create_admin: a role that is not
+# allowed is 400 InvalidRole (the README), not a 422 from a Literal.
+TENANT_ROLES = ("tenant_admin", "auditor")
+PLATFORM_ROLES = ("platform_admin", "auditor")
+
+
 class TenantAdminCreate(_In):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024, description="at least 10 characters")
-    role: Literal["tenant_admin", "auditor"]
+    role: str = Field(max_length=64, json_schema_extra={"enum": list(TENANT_ROLES)})
 
 
 class PlatformAdminCreate(_In):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024, description="at least 10 characters")
-    role: Literal["platform_admin", "auditor"]
+    role: str = Field(max_length=64, json_schema_extra={"enum": list(PLATFORM_ROLES)})
 
 
 class AdminUpdate(_In):
@@ -97,18 +103,22 @@ class AdminOut(BaseModel):
 
 
 class UserImportEntry(_In):
+    """One row, as documented; rows are checked one by one (admin.service.import_users)."""
+
     external_id: str
     email: str | None = None
     display_name: str | None = None
 
 
 class UserImportRequest(_In):
-    users: list[UserImportEntry]
+    # Any, not UserImportEntry: a wrongly typed row fails alone (in ``failed``), like a
+    # bulk recharge's entries, instead of a 422 for the whole import.
+    users: list[Any] = Field(json_schema_extra={"items": UserImportEntry.model_json_schema()})
 
 
 class ImportFailureOut(BaseModel):
     index: int
-    external_id: str
+    external_id: str | None = Field(description="As sent; null when it was not a string")
     code: str
     message: str
 

@@ -11,18 +11,18 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin import audit, repository
+from admin import audit, repository, schemas
 from admin.repository import AdminRow
 from app.auth import passwords
 from app.auth.dependencies import AdminPrincipal, ensure_platform_admin, ensure_tenant_access
-from app.errors import BadRequest, Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound, storable_form
 from app.settings import Settings
 from app.tenancy import repository as tenancy_repository
 from app.tenancy import service as tenancy
@@ -79,6 +79,12 @@ async def get_tenant(
 async def list_tenants(
     session: AsyncSession, admin: AdminPrincipal, *, after_slug: str | None, limit: int
 ) -> list[TenantRow]:
+    """A page of tenants by slug, after ``after_slug`` (the last one seen: the page's
+    ``next_cursor``). A cursor that no tenant slug could be is 400 InvalidCursor."""
+    if not after_slug:
+        after_slug = None
+    elif not tenancy.valid_slug(after_slug):  # create_tenant's own test: every slug works
+        raise BadRequest("cursor is not one this API returned", code="InvalidCursor")
     return await tenancy_repository.list_tenants(
         session, only=admin.tenant_id, after_slug=after_slug, limit=limit
     )
@@ -144,13 +150,24 @@ async def create_admin(
     password: str,
     role: str,
 ) -> AdminRow:
-    """A tenant's admin or auditor (tenant_id set), or a platform-wide one (platform only)."""
+    """A tenant's admin or auditor (tenant_id set), or a platform-wide one (platform only).
+
+    Any other role is 400 InvalidRole, once the caller's reach is checked (a stranger to
+    the tenant still gets 404)."""
     if tenant_id is None:
         ensure_platform_admin(actor)
+        if role not in schemas.PLATFORM_ROLES:
+            raise BadRequest(
+                f"role must be one of {', '.join(schemas.PLATFORM_ROLES)}", code="InvalidRole"
+            )
     else:
         await _tenant_for(session, actor, tenant_id, write=True)
         if role == "platform_admin":
             raise BadRequest("A tenant cannot have platform admins", code="InvalidRole")
+        if role not in schemas.TENANT_ROLES:
+            raise BadRequest(
+                f"role must be one of {', '.join(schemas.TENANT_ROLES)}", code="InvalidRole"
+            )
         if role == "tenant_admin":
             # A second tenant admin can approve the first one's batches: a tenant admin
             # who could make one would be approving their own (four-eyes, as with the
@@ -245,21 +262,73 @@ async def _user_view(session: AsyncSession, user: UserRow) -> UserView:
     )
 
 
+@dataclass(frozen=True)
+class ImportFailure:
+    index: int  # in the request's ``users``
+    external_id: str | None  # None when the row's was not a string
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    created: int
+    existing: int
+    failed: list[ImportFailure]
+
+
+def _row_problem(row: Any) -> ImportFailure | None:
+    """Why an import row has the wrong JSON shape (index 0: the caller sets it), or None.
+    Its values are checked by tenancy.import_users."""
+    if not isinstance(row, dict):
+        return ImportFailure(0, None, "InvalidEntry", "A row is an object with an 'external_id'")
+    external_id = row.get("external_id")
+    if not isinstance(external_id, str):
+        return ImportFailure(
+            0, None, "InvalidExternalId", "external_id is required and must be a string"
+        )
+    shown = storable_form(external_id[:300])
+    if not isinstance(row.get("email"), str | None):
+        return ImportFailure(0, shown, "InvalidEmail", "email must be a string")
+    if not isinstance(row.get("display_name"), str | None):
+        return ImportFailure(0, shown, "InvalidDisplayName", "display_name must be a string")
+    return None
+
+
 async def import_users(
     session: AsyncSession,
     request: Request,
     admin: AdminPrincipal,
     settings: Settings,
     tenant_id: uuid.UUID,
-    entries: Sequence[tenancy.ImportEntry],
-) -> tenancy.ImportResult:
+    rows: Sequence[Any],
+) -> ImportReport:
+    """Import the rows as sent (parsed JSON): each bad one is reported in ``failed`` with
+    its index in ``rows``, whether its JSON types are wrong (checked here) or its values
+    (checked by tenancy.import_users); the others are imported."""
     await _tenant_for(session, admin, tenant_id, write=True)
-    if len(entries) > settings.bulk_max_entries:
+    if len(rows) > settings.bulk_max_entries:
         raise BadRequest(
-            f"At most {settings.bulk_max_entries} users per import, got {len(entries)}",
+            f"At most {settings.bulk_max_entries} users per import, got {len(rows)}",
             code="TooManyEntries",
         )
+    failed: list[ImportFailure] = []
+    entries: list[tenancy.ImportEntry] = []
+    positions: list[int] = []  # the index in ``rows`` of each of ``entries``
+    for index, row in enumerate(rows):
+        problem = _row_problem(row)
+        if problem is not None:
+            failed.append(replace(problem, index=index))
+            continue
+        entries.append(
+            tenancy.ImportEntry(row["external_id"], row.get("email"), row.get("display_name"))
+        )
+        positions.append(index)
     result = await tenancy.import_users(session, tenant_id, entries)
+    failed.extend(
+        ImportFailure(positions[f.index], f.external_id, f.code, f.message) for f in result.failed
+    )
+    failed.sort(key=lambda f: f.index)
     if result.created_user_ids:
         await billing.open_user_accounts(session, tenant_id, result.created_user_ids)
     await audit.record(
@@ -270,13 +339,13 @@ async def import_users(
         tenant_id=tenant_id,
         target=f"tenant:{tenant_id}",
         details={
-            "requested": len(entries),
+            "requested": len(rows),
             "created": result.created,
             "existing": result.existing,
-            "failed": len(result.failed),
+            "failed": len(failed),
         },
     )
-    return result
+    return ImportReport(result.created, result.existing, failed)
 
 
 async def get_user(

@@ -30,8 +30,14 @@ from app.tenancy.repository import ApiKeyCredentials, ApiKeyRow, TenantRow, User
 
 log = logging.getLogger(__name__)
 
-SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
-_SLUG_RE = re.compile(SLUG_PATTERN)
+_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+
+
+def valid_slug(slug: str) -> bool:
+    """Whether ``slug`` is one a tenant may have (the whole string: no trailing newline)."""
+    return _SLUG_RE.fullmatch(slug) is not None
+
+
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EXTERNAL_ID = 255
@@ -51,7 +57,7 @@ def slugify(name: str) -> str:
 
 async def create_tenant(session: AsyncSession, *, name: str, slug: str | None) -> TenantRow:
     slug = slug if slug is not None else slugify(name)
-    if not _SLUG_RE.match(slug):
+    if not valid_slug(slug):
         raise BadRequest(
             "slug must be 1-64 characters of a-z, 0-9 and '-', starting and ending with a "
             "letter or digit",

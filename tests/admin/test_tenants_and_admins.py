@@ -71,7 +71,7 @@ async def test_slug_is_derived_from_the_name_and_a_taken_slug_is_409(client) -> 
 
 
 async def test_bad_slugs_are_refused(client) -> None:
-    for bad in ["Upper", "under_score", "-leading", "trailing-", "sp ace", ""]:
+    for bad in ["Upper", "under_score", "-leading", "trailing-", "sp ace", "", "acme\n"]:
         response = await client.post(
             "/api/v1/admin/tenants",
             json={"name": "x", "slug": bad},
@@ -179,7 +179,7 @@ async def test_admin_creation_checks_password_email_role_and_duplicates(client, 
         json={"email": email, "password": "long-enough-1", "role": "platform_admin"},
         headers=headers,
     )
-    assert platform.status_code == 422
+    assert platform.status_code == 400 and platform.json()["error"]["code"] == "InvalidRole"
     created = await client.post(
         url,
         json={"email": email, "password": "long-enough-1", "role": "tenant_admin"},
@@ -201,6 +201,35 @@ async def test_admin_creation_checks_password_email_role_and_duplicates(client, 
             )
         ).scalar_one()
     assert stored.startswith("$argon2id$") and "long-enough-1" not in stored
+
+
+async def test_a_role_not_allowed_where_the_admin_is_made_is_400_invalid_role(client, db) -> None:
+    tenant = await create_tenant(client)
+    headers = await root_headers(client)
+    email = f"role-{uuid.uuid4().hex[:8]}@example.com"
+    cases = [
+        (f"/api/v1/admin/tenants/{tenant['id']}/admins", "platform_admin"),
+        (f"/api/v1/admin/tenants/{tenant['id']}/admins", "owner"),
+        (f"/api/v1/admin/tenants/{tenant['id']}/admins", ""),
+        ("/api/v1/admin/admins", "tenant_admin"),  # a tenant admin needs a tenant
+        ("/api/v1/admin/admins", "superuser"),
+    ]
+    for url, role in cases:
+        body = {"email": email, "password": "long-enough-1", "role": role}
+        response = await client.post(url, json=body, headers=headers)
+        assert response.status_code == 400, (url, role, response.text)
+        assert response.json()["error"]["code"] == "InvalidRole", (url, role)
+    async with db.session() as s:
+        made = await s.execute(text("SELECT 1 FROM admins WHERE email = :e"), {"e": email})
+        assert made.first() is None
+    # Reach is checked first: an admin of another tenant learns nothing about this one.
+    other_admin = await create_admin(client, (await create_tenant(client))["id"])
+    stranger = await client.post(
+        f"/api/v1/admin/tenants/{tenant['id']}/admins",
+        json={"email": email, "password": "long-enough-1", "role": "owner"},
+        headers=bearer(other_admin["token"]),
+    )
+    assert stranger.status_code == 404
 
 
 async def test_tenant_admins_create_auditors_for_their_tenant_and_auditors_cannot(client) -> None:
@@ -317,3 +346,25 @@ async def test_a_platform_wide_auditor_reads_every_tenant_but_writes_nothing(cli
         f"/api/v1/admin/tenants/{tenant['id']}", json={"name": "renamed"}, headers=bearer(token)
     )
     assert write.status_code == 403
+
+
+async def test_a_tenant_list_cursor_that_no_slug_could_be_is_400_invalid_cursor(client) -> None:
+    headers = await root_headers(client)
+    prefix = slug()
+    for suffix in ("a", "b"):
+        await create_tenant(client, slug=f"{prefix}-{suffix}")
+    page = await client.get(
+        "/api/v1/admin/tenants", params={"cursor": f"{prefix}-a", "limit": 1}, headers=headers
+    )
+    assert page.status_code == 200, page.text
+    assert [t["slug"] for t in page.json()["items"]] == [f"{prefix}-b"]
+    # "zz" could be a slug: a page after it, not an error.
+    assert (
+        await client.get("/api/v1/admin/tenants", params={"cursor": "zz"}, headers=headers)
+    ).status_code == 200
+    for bad in ("ZZ", "under_score", "-leading", "trailing-", "sp ace", "x" * 65, "a\x00", "é"):
+        response = await client.get(
+            "/api/v1/admin/tenants", params={"cursor": bad}, headers=headers
+        )
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["error"]["code"] == "InvalidCursor", bad
