@@ -40,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pydantic import ValidationError
 
+    from app.startup import StartupError
+
     try:
         return int(args.func(args) or 0)
+    except StartupError as exc:
+        # The database is not there or not migrated: one line, as for the settings.
+        print(f"swapmeter {args.command}: {exc}", file=sys.stderr)
+        return 1
     except ValidationError as exc:
         if exc.title != Settings.__name__:
             raise
@@ -104,16 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _require_database(settings: Settings) -> None:
-    if not settings.database_url:
-        raise SystemExit("SWAPMETER_DATABASE_URL is not set (postgresql://user:pass@host:port/db)")
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from app.migrate import upgrade_to_head
+    from app.startup import check_database
 
     settings = get_settings()
-    _require_database(settings)
+    check_database(settings.database_url, for_migrate=True)
     upgrade_to_head(settings.database_url)
     print("database schema is at head")
     return 0
@@ -121,9 +123,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.jobs.worker import run_worker_process
+    from app.startup import check_database, check_models
 
     settings = get_settings()
-    _require_database(settings)
+    # Before "started": once running, the worker retries database errors instead.
+    check_database(settings.database_url)
+    check_models(settings)
     # uvloop, as uvicorn uses for the API: the plain loop was ~15% of a worker's CPU.
     import uvloop
 
@@ -136,7 +141,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _require_database(get_settings())
+    from app.startup import check_database
+
+    check_database(get_settings().database_url)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -160,6 +167,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from app.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database
     from app.migrate import upgrade_to_head
+    from app.startup import check_database
 
     # uvicorn re-raises SIGTERM after its own shutdown; turn it into an exit that runs the
     # `finally` below, so the embedded servers stop on SIGTERM (and SIGHUP, a closed
@@ -194,6 +202,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         get_settings.cache_clear()
         settings = get_settings()
 
+        # A SWAPMETER_DATABASE_URL of the operator's may be down, or newer than this code.
+        check_database(settings.database_url, for_migrate=True)
         upgrade_to_head(settings.database_url)
         demo = asyncio.run(_seed_demo(settings))
         _print_banner(settings, args, demo)
