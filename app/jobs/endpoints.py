@@ -33,6 +33,7 @@ from app.auth.dependencies import (
 from app.deps import DBSession, SettingsDep
 from app.errors import (
     INFERENCE_STATUS,
+    AppError,
     BadRequest,
     Conflict,
     Forbidden,
@@ -65,6 +66,8 @@ admin_router = APIRouter(
 
 # Failed jobs answer with their error code; codes of our own failures are 5xx.
 _FAILURE_STATUS = {**INFERENCE_STATUS, "WorkerLost": 503, "InternalError": 500}
+_RANGE_SPEC = re.compile(r"(\d{0,18})-(\d{0,18})")  # longer: no file is that big
+MAX_RANGES = 100  # Starlette's own limit for one request
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
 
 _SWAP_BODY = {
@@ -524,13 +527,14 @@ async def job_result(
         )
     ext = job.result_key.rsplit(".", 1)[-1]
     with _gone_when_missing(request, job):
-        return await _serve(_store(request), job.result_key, f"{job.id}.{ext}")
+        return await _serve(request, _store(request), job.result_key, f"{job.id}.{ext}")
 
 
-async def _serve(store: ResultStore, key: str, filename: str) -> Response:
+async def _serve(request: Request, store: ResultStore, key: str, filename: str) -> Response:
     path = store.path_for(key)  # NotFound once the cleanup removed it
     media_type = content_type_for(key)
     if path is not None:
+        _vet_range(request, path.stat().st_size)
         return FileResponse(
             path, media_type=media_type, filename=filename, content_disposition_type="inline"
         )
@@ -546,6 +550,46 @@ async def _serve(store: ResultStore, key: str, filename: str) -> Response:
     return StreamingResponse(iterate_in_threadpool(chunks()), media_type=media_type)
 
 
+def _vet_range(request: Request, size: int) -> None:
+    """Ranges of a result download, as HTTP has them (RFC 9110, 14.2): a ``Range`` header
+    that is not a valid ``bytes=`` set is ignored (the whole file, 200), and one no byte of
+    the file can satisfy is 416 RangeNotSatisfiable in the contract's error shape. Valid,
+    satisfiable ones are served as 206 by the file response."""
+    header = request.headers.get("range")
+    if header is None:
+        return
+    unit, _, specs = header.partition("=")
+    parts = specs.split(",")
+    matches = [_RANGE_SPEC.fullmatch(part.strip()) for part in parts]
+    valid = (
+        unit.strip().lower() == "bytes"
+        and len(parts) <= MAX_RANGES
+        and all(
+            m and (m[1] or m[2]) and not (m[1] and m[2] and int(m[1]) > int(m[2])) for m in matches
+        )
+    )
+    if not valid:
+        # Not ours to refuse: strip it, so that the file response sends the whole file.
+        request.scope["headers"] = [
+            (name, value) for name, value in request.scope["headers"] if name != b"range"
+        ]
+        return
+    if any(_outside(m, size) for m in matches if m):
+        raise AppError(
+            f"A requested range lies outside this {size}-byte file",
+            code="RangeNotSatisfiable",
+            status=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+
+
+def _outside(spec: re.Match[str], size: int) -> bool:
+    """A range no byte of the file is in: one starting at or past its end, or ``-0``."""
+    if spec[1]:
+        return int(spec[1]) >= size
+    return int(spec[2]) == 0 or size == 0
+
+
 @router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
 async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
     """A result by its signed, expiring URL (no API key: the signature is the permission).
@@ -554,7 +598,7 @@ async def signed_result(request: Request, key: str, expires: str = "", sig: str 
     if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
         raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
     try:
-        return await _serve(store, key, key.rsplit("/", 1)[-1])
+        return await _serve(request, store, key, key.rsplit("/", 1)[-1])
     except NotFound:
         # A live signature names a result we made: gone, not unknown.
         raise ResultExpired(

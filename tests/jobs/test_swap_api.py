@@ -461,6 +461,32 @@ async def test_past_the_key_rate_swap_face_answers_429_with_retry_after(api, db)
     assert response.headers["RateLimit-Remaining"] == "0"
 
 
+async def test_result_downloads_take_byte_ranges_and_ignore_ranges_that_are_not_valid(
+    api, db
+) -> None:
+    """A player asks for byte ranges (206); a Range header that is not a valid byte range
+    is ignored, as HTTP says (200, the whole file); one past the end is 416 in the error
+    shape every other error has."""
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body(response="url"))
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    whole = (await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)).content
+    for url, headers in (
+        (f"/api/v1/jobs/{job_id}/result", customer.headers),
+        (response.json()["result"]["image_url"], {}),
+    ):
+        part = await api.get(url, headers={**headers, "Range": "bytes=0-9"})
+        assert part.status_code == 206 and part.content == whole[:10]
+        for ignored in ("bytes=abc", "bytes=5-2", "items=0-5", "bytes=-", "bytes=" + "9" * 40):
+            full = await api.get(url, headers={**headers, "Range": ignored})
+            assert full.status_code == 200 and full.content == whole, ignored
+        past = await api.get(url, headers={**headers, "Range": f"bytes={len(whole)}-"})
+        assert past.status_code == 416
+        assert past.json()["error"]["code"] == "RangeNotSatisfiable"
+        assert past.headers["Content-Range"] == f"bytes */{len(whole)}"
+
+
 # -- inputs: multipart, URLs ---------------------------------------------------------------------
 
 
