@@ -24,7 +24,7 @@ from starlette.formparsers import MultiPartException
 
 from app.errors import AppError, BadRequest, PayloadTooLarge
 from app.fetch import fetch_url, vet_url
-from app.jobs.schemas import MAX_FACE_PAIRS, MediaRef, SwapFaceRequest
+from app.jobs.schemas import MAX_FACE_INDEX, MAX_FACE_PAIRS, MediaRef, SwapFaceRequest
 from app.settings import Settings
 
 OPTION_FIELDS = (
@@ -149,6 +149,14 @@ def _validate(raw: dict[str, Any]) -> SwapSpec:
     try:
         parsed = SwapFaceRequest.model_validate({**raw, **placeholder})
     except ValidationError as exc:
+        if any(e.get("loc", ())[:1] == ("faces",) for e in exc.errors()):
+            # One clear answer, not pydantic's first guess at which shape was meant.
+            raise BadRequest(
+                'faces must be "largest", "all" or a list of up to '
+                f'{MAX_FACE_PAIRS} {{"target_face": i, "source_face": j}} pairs, face '
+                f"indices being whole numbers from 0 to {MAX_FACE_INDEX}",
+                code="InvalidFaceMapping",
+            ) from None
         raise RequestValidationError(
             [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
         ) from None

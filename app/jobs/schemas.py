@@ -11,9 +11,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 MAX_FACE_PAIRS = 6
+MAX_FACE_INDEX = 255  # far above the faces one picture holds; keeps indices small
 
 
 class MediaRef(BaseModel):
@@ -34,8 +35,13 @@ class MediaRef(BaseModel):
 class FacePair(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    target_face: int = Field(ge=0, description="Face index in the target, 0 = leftmost")
-    source_face: int = Field(0, ge=0, description="Face index in the source, 0 = leftmost")
+    # Strict: true is not face 1, nor 0.5 face 0.
+    target_face: StrictInt = Field(
+        ge=0, le=MAX_FACE_INDEX, description="Face index in the target, 0 = leftmost"
+    )
+    source_face: StrictInt = Field(
+        0, ge=0, le=MAX_FACE_INDEX, description="Face index in the source, 0 = leftmost"
+    )
 
 
 class SwapFaceRequest(BaseModel):

@@ -194,6 +194,13 @@ async def test_more_than_six_face_pairs_is_a_400_and_nothing_is_held(api, db) ->
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "InvalidFaceMapping"
+    # Every other malformed mapping gets the same clear answer, not a guess at its shape.
+    for faces in ("biggest", 7, [{"target_face": -1}], [{"target_face": 10**30}],
+                  [{"target_face": 0.5}], [{"target_face": True}], [{"face": 0}]):  # fmt: skip
+        response = await post_swap(api, customer, swap_body(faces=faces))
+        assert response.status_code == 400, (faces, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "InvalidFaceMapping" and "target_face" in error["message"]
     assert await ledger_kinds(api, customer) == [("recharge", 10)]
 
 
