@@ -69,20 +69,25 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
     """A fresh database for this test run (one per xdist worker), migrated to head."""
     server_url, _ = servers
     name = _database_name()
+    server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    server_sql(server_url, f'CREATE DATABASE "{name}"')
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    upgrade_to_head(url)
+    yield url
+    server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    async def _sql(statement: str) -> None:
+
+def server_sql(server_url: str, statement: str) -> None:
+    """Run one statement on the server (CREATE / DROP DATABASE: outside any transaction)."""
+
+    async def run() -> None:
         conn = await asyncpg.connect(server_url)
         try:
             await conn.execute(statement)
         finally:
             await conn.close()
 
-    asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_sql(f'CREATE DATABASE "{name}"'))
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    upgrade_to_head(url)
-    yield url
-    asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(run())
 
 
 @pytest.fixture(scope="session")

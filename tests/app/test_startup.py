@@ -19,7 +19,7 @@ from alembic import command
 from sqlalchemy.engine import make_url
 
 from app.migrate import alembic_config, migration_scripts
-from tests.conftest import REPO
+from tests.conftest import REPO, server_sql
 
 PASSWORD = "hunter2-not-for-logs"
 HEAD = migration_scripts().get_current_head()
@@ -68,19 +68,11 @@ def scratch_database(servers: tuple[str, str]) -> Iterator[str]:
     """An empty database of its own (no schema), with a password in its URL."""
     server_url, _ = servers
     name = f"swapmeter_startup_{uuid.uuid4().hex[:12]}"
-
-    async def _sql(statement: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(_sql(f'CREATE DATABASE "{name}"'))
+    server_sql(server_url, f'CREATE DATABASE "{name}"')
     # Trust authentication ignores a password; the tests check it is never shown.
     url = make_url(server_url).set(database=name)
     yield url.set(password=url.password or PASSWORD).render_as_string(hide_password=False)
-    asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("command_name", ["api", "worker", "migrate"])

@@ -221,11 +221,8 @@ def test_probe_refuses_videos_longer_than_the_limit(clip: Path) -> None:
     assert err.value.code == "VideoTooLong"
 
 
-def test_the_length_billed_is_the_video_streams_not_a_longer_audio_tracks(
-    tmp_path: Path,
-) -> None:
-    """A 2 s clip with a 12 s soundtrack: the container says 12 s, the swap processes 2 s
-    of video, and 2 s is what is measured (so priced), also under a 5 s limit."""
+def clip_with_a_12s_soundtrack(tmp_path: Path) -> Path:
+    """The 2 s, 60-frame clip with a 12 s sine soundtrack: the container says 12 s."""
     clip = make_video(tmp_path / "clip.mp4", seconds=2.0, audio=False)
     long_audio = tmp_path / "long-audio.mp4"
     subprocess.run(
@@ -233,6 +230,15 @@ def test_the_length_billed_is_the_video_streams_not_a_longer_audio_tracks(
          "-i", "sine=frequency=440", "-c:v", "copy", "-c:a", "aac", str(long_audio)],
         check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    return long_audio
+
+
+def test_the_length_billed_is_the_video_streams_not_a_longer_audio_tracks(
+    tmp_path: Path,
+) -> None:
+    """A 2 s clip with a 12 s soundtrack: the container says 12 s, the swap processes 2 s
+    of video, and 2 s is what is measured (so priced), also under a 5 s limit."""
+    long_audio = clip_with_a_12s_soundtrack(tmp_path)
     info = probe(long_audio, EngineConfig(max_video_seconds=5))
     assert info.duration == pytest.approx(2.0, abs=0.05) and info.frame_count == 60
 
@@ -242,13 +248,7 @@ def test_a_soundtrack_longer_than_the_video_is_cut_to_the_video(
 ) -> None:
     """The 2 s clip with a 12 s soundtrack comes back 2 s long, sound included: not 10 s
     of audio over a frozen last frame, in a file ten times the size."""
-    clip = make_video(tmp_path / "clip.mp4", seconds=2.0, audio=False)
-    long_audio = tmp_path / "long-audio.mp4"
-    subprocess.run(
-        [ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-f", "lavfi", "-t", "12",
-         "-i", "sine=frequency=440", "-c:v", "copy", "-c:a", "aac", str(long_audio)],
-        check=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    long_audio = clip_with_a_12s_soundtrack(tmp_path)
     out = tmp_path / "out.mp4"
 
     class Identity:
