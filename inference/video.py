@@ -100,6 +100,9 @@ class VideoResult:
     has_audio: bool
     faces_swapped_frames: int
     seconds_done: float  # delivered seconds (frames / fps), what a partial bill is based on
+    # Every frame the probe listed came out (resampled: to within the frame that rounding
+    # the new rate leaves). False for a damaged upload whose last frames did not decode.
+    complete: bool = True
     output_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -859,6 +862,7 @@ def swap_video(
             has_audio=with_audio,
             faces_swapped_frames=swapped_frames,
             seconds_done=frames_done / fps,
+            complete=frames_done >= (total - 1 if resample else total),
             output_path=output_path,
             timings=timings,
         )

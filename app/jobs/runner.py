@@ -566,7 +566,11 @@ class JobRunner:
             "has_audio": video.has_audio,
         }
         return service.Outcome(
-            "succeeded", seconds_done=video.seconds_done, result=result, result_key=key
+            "succeeded",
+            seconds_done=video.seconds_done,
+            short=not video.complete,
+            result=result,
+            result_key=key,
         )
 
 

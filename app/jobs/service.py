@@ -7,13 +7,14 @@ Money rules, all enforced here and nowhere else:
   replayed request that holds twice.
 - Finishing a job, capturing (or releasing) its hold and writing its result are one
   transaction, guarded by the worker's lease (``repository.finish``).
-- What a job is charged (``charge_for``): a succeeded image, its whole hold. A video
-  that succeeds, or is canceled or fails on its own media part-way: the seconds
-  *delivered*, that is the seconds of video fully processed (frames handed to the
-  encoder / fps), each started second at the job's unit price, never more than the hold
-  (a damaged upload can deliver fewer frames than the probe counted). Anything else (no
-  face, undecodable input, our own failure, a lost worker, an image canceled before its
-  result was committed) is released in full.
+- What a job is charged (``charge_for``): a succeeded job, its whole hold, unless it is
+  a video that delivered fewer frames than its probe listed (a damaged upload whose last
+  frames do not decode: ``Outcome.short``). Such a video, or one canceled or failing on
+  its own media part-way: the seconds *delivered*, that is the seconds of video fully
+  processed (frames handed to the encoder / fps), each started second at the job's unit
+  price, never more than the hold. Anything else (no face, undecodable input, our own
+  failure, a lost worker, an image canceled before its result was committed) is
+  released in full.
 
 No inference imports here: the runner (app/jobs/runner.py) probes media and runs the
 engine, and hands this module plain numbers. Services flush; the boundary commits.
@@ -138,6 +139,9 @@ class Outcome:
 
     status: str  # succeeded | failed | canceled
     seconds_done: float | None = None
+    # A succeeded video that delivered fewer frames than its probe listed: charged the
+    # seconds delivered, not the hold (``charge_for``).
+    short: bool = False
     error_code: str | None = None
     error_message: str | None = None
     result: dict[str, Any] | None = None
@@ -506,7 +510,7 @@ def charge_for(job: JobRecord, outcome: Outcome) -> int:
     """Tokens to capture for this outcome (see the module docstring)."""
     if not job.metered:
         return 0
-    if outcome.status == "succeeded" and (job.kind != "video" or outcome.seconds_done is None):
+    if outcome.status == "succeeded" and not outcome.short:
         return job.tokens_held
     if job.kind != "video" or not outcome.seconds_done or outcome.error_code in OUR_FAULT_CODES:
         return 0

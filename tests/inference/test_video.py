@@ -400,6 +400,24 @@ def test_keep_fps_false_resamples_fast_sources(
     assert info.duration == pytest.approx(1.0, abs=0.1) and info.has_audio
 
 
+def test_a_resampled_video_one_rounded_frame_short_is_still_complete(
+    tmp_path: Path, config: EngineConfig
+) -> None:
+    """61 frames at 60 fps (1.017 s) resampled to 25 fps come out as 25 frames (1.0 s):
+    rounding, not a damaged upload, so the swap counts as complete (billed its probed
+    2 started seconds, not the 1 s that frames / fps would say)."""
+    src = make_video(tmp_path / "fast.mp4", seconds=1.01, fps=60, size=(160, 90), audio=False)
+    assert probe(src).frame_count == 61
+
+    class Identity:
+        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+    result = swap_video(Identity(), None, src, tmp_path / "o.mp4", keep_fps=False, config=config)
+    assert result.frames == 25 and result.seconds_done == pytest.approx(1.0)
+    assert result.complete
+
+
 def test_cancel_part_way_raises_cancelled_and_leaves_nothing_behind(
     clip: Path, tmp_path: Path, workdir: Path, config: EngineConfig, detector: YuNetDetector
 ) -> None:
