@@ -42,6 +42,32 @@ NAMING_CONVENTION = {
 PING_AFTER_IDLE_S = 10.0
 
 
+def connection_trouble(error: BaseException) -> bool:
+    """Whether ``error`` says the database could not be reached or the connection broke (a
+    restart, a failover, a killed backend, "the database system is starting up"), as
+    opposed to an error in what was asked of it. Worth trying again, on a new
+    connection."""
+    import asyncpg
+
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            OSError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError
+            | asyncpg.InterfaceError,
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

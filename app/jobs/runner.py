@@ -33,9 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
-from app.db import Database
+from app.db import Database, connection_trouble
 from app.errors import SETUP_CODES, BadRequest, NotFound, public_message
 from app.jobs import metrics, service
 from app.jobs import repository as repo
@@ -45,9 +43,9 @@ from app.storage import ResultStore, StoredObject, signed_link
 from inference.errors import Cancelled, InferenceError, NoFaceDetected
 
 log = logging.getLogger(__name__)
-# Pauses before finishing a job again after its database connection broke (a restart, a
-# failover, a killed backend): about 4 s in all, well inside the lease.
-FINISH_RETRY_S = (0.2, 1.0, 3.0)
+# Pauses before finishing a job again when the database could not be reached (a restart,
+# a failover, a killed backend): about 9 s in all, inside the lease (30 s by default).
+FINISH_RETRY_S = (0.2, 1.0, 3.0, 5.0)
 
 IMAGE_FORMATS = ("jpg", "png", "webp")
 
@@ -340,14 +338,14 @@ class JobRunner:
         for retry_in in (*FINISH_RETRY_S, None):
             try:
                 finished = await self._finish_once(job, worker_id, outcome)
-            except DBAPIError as exc:
-                if retry_in is None or not exc.connection_invalidated:
-                    raise
+            except Exception as exc:
+                if retry_in is None or _failed(outcome.storing) or not connection_trouble(exc):
+                    raise  # (a result that could not be stored is handled by run())
                 log.warning(
-                    "job %s: the database connection broke while finishing (%s); trying "
-                    "again in %g s",
+                    "job %s: the database could not be reached while finishing (%s); "
+                    "trying again in %g s",
                     job.id,
-                    type(exc.orig).__name__,
+                    type(getattr(exc, "orig", None) or exc).__name__,
                     retry_in,
                 )
                 broke = True
@@ -364,15 +362,18 @@ class JobRunner:
     async def _finished_by(
         self, job: JobRecord, worker_id: str, outcome: service.Outcome
     ) -> JobRecord | None:
-        """The job as this attempt finished it, when that commit landed; else None."""
+        """The job as this attempt finished it, when that commit landed; else None (also
+        when someone else ended it meanwhile, e.g. the sweep of a lapsed lease, which
+        keeps the worker and attempt but not this outcome's code and charge)."""
         async with self.db.session() as session:
             now = await repo.get_job(session, job.id)
         if (
             now is not None
-            and now.status == outcome.status
-            and (now.worker_id, now.attempts) == (worker_id, job.attempts)
-            and now.result_key == outcome.result_key
             and now.finished_at is not None
+            and (now.worker_id, now.attempts) == (worker_id, job.attempts)
+            and (now.status, now.error_code, now.result_key)
+            == (outcome.status, outcome.error_code, outcome.result_key)
+            and now.tokens_charged == service.charge_for(job, outcome)
         ):
             return now
         return None

@@ -412,6 +412,46 @@ async def test_a_database_blip_while_finishing_costs_the_job_neither_its_lease_n
     assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
 
 
+async def test_a_finish_whose_commit_landed_but_whose_answer_was_lost_is_not_undone(
+    api, api_app, db, monkeypatch
+) -> None:
+    """The connection breaks after the finish committed, before the worker heard so: the
+    retry finds the job no longer processing, and must see that its own commit did it,
+    not discard the result the customer was charged for."""
+    real_finish_once = JobRunner._finish_once
+    lost: list[str] = []
+
+    async def answer_lost(self: JobRunner, *args: Any, **kwargs: Any) -> Any:
+        finished = await real_finish_once(self, *args, **kwargs)
+        if not lost:
+            lost.append("answer lost")
+            raise ConnectionResetError("the connection broke before COMMIT's answer came")
+        return finished
+
+    monkeypatch.setattr(JobRunner, "_finish_once", answer_lost)
+    worker = Worker(api_app.state.settings, db, store=api_app.state.result_store, cleanup=False)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        customer = await make_customer(api, db, tokens=10)
+        response = await api.post(
+            "/api/v1/swap-face",
+            json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
+            headers={**customer.headers, "Prefer": "wait=60"},
+        )
+        assert response.status_code == 200, response.text
+        job_id = response.json()["job_id"]
+        await asyncio.sleep(0.5)  # the worker's retry checks the row and keeps the result
+    finally:
+        stop.set()
+        await running
+    assert lost == ["answer lost"]
+    download = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
+    assert download.status_code == 200 and download.content[:2] == b"\xff\xd8"
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("capture", -1)]
+
+
 @pytest.mark.parametrize(
     ("engine", "options"),
     [({"swapper": "inswapper_128"}, {}), ({}, {"enhance": True})],
