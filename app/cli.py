@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn(args: argparse.Namespace, warning: str | None) -> None:
+    if warning:
+        print(f"swapmeter {args.command}: warning: {warning}", file=sys.stderr)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from app.migrate import upgrade_to_head
     from app.startup import check_database
@@ -127,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     # Before "started": once running, the worker retries database errors instead.
-    check_database(settings.database_url)
+    _warn(args, check_database(settings.database_url))
     check_models(settings)
     # uvloop, as uvicorn uses for the API: the plain loop was ~15% of a worker's CPU.
     import uvloop
@@ -143,7 +148,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from app.startup import check_database
 
-    check_database(get_settings().database_url)
+    _warn(args, check_database(get_settings().database_url))
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -22,10 +22,15 @@ class StartupError(Exception):
     """Why this process cannot start, in one line an operator can act on."""
 
 
-def check_database(database_url: str, *, for_migrate: bool = False) -> None:
-    """Raise StartupError unless the database answers and its schema is at this code's
-    Alembic head. ``for_migrate``: a schema that is behind (or empty) is what
-    ``swapmeter migrate`` is for; one ahead of the code still is an error."""
+def check_database(database_url: str, *, for_migrate: bool = False) -> str | None:
+    """Raise StartupError unless the database answers and its schema is this code's
+    Alembic head; return a warning for the operator when the schema is newer than the
+    code (a rolling deploy migrated first, or a rollback of the image): migrations add,
+    so this code still runs on it, and a restarting old pod must not crash-loop.
+
+    ``for_migrate``: a schema that is behind (or empty) is what ``swapmeter migrate`` is
+    for; one newer than the code is an error there (it cannot migrate what it does not
+    know)."""
     if not database_url:
         raise StartupError(
             "SWAPMETER_DATABASE_URL is not set (postgresql://user:pass@host:port/db)"
@@ -36,16 +41,18 @@ def check_database(database_url: str, *, for_migrate: bool = False) -> None:
     scripts = migration_scripts()
     heads = set(scripts.get_heads())
     if current == heads:
-        return
+        return None
     needs = ", ".join(sorted(heads))
     unknown = current - {script.revision for script in scripts.walk_revisions()}
     if unknown:
-        raise StartupError(
-            f"the database schema is at {', '.join(sorted(unknown))}, newer than this code "
-            f"(it needs {needs}): run the SwapMeter version that migrated it"
-        )
+        newer = f"the database schema is at {', '.join(sorted(unknown))}, newer than this code"
+        if for_migrate:
+            raise StartupError(
+                f"{newer} (it needs {needs}): run the SwapMeter version that migrated it"
+            )
+        return f"{newer} ({needs}); starting anyway: upgrade this deployment soon"
     if for_migrate:
-        return
+        return None
     if not current:
         raise StartupError(
             f"the database has no schema yet, this code needs {needs}: run swapmeter migrate"

@@ -140,36 +140,46 @@ def test_a_schema_behind_the_code_is_refused_then_migrate_brings_it_to_head(
     assert migrated.stdout.strip() == "database schema is at head"
 
 
-@pytest.mark.parametrize("command_name", ["api", "worker", "migrate"])
-def test_a_schema_newer_than_the_code_is_one_line(
-    command_name: str, scratch_database: str, tmp_path: Path
-) -> None:
-    command.stamp(alembic_config(scratch_database), "head")
+def stamp_newer_than_the_code(database_url: str) -> None:
+    """The schema as a later release would leave it: at head, stamped with a revision this
+    code does not know."""
 
-    async def _stamp_newer() -> None:
-        conn = await asyncpg.connect(scratch_database)
+    async def stamp() -> None:
+        conn = await asyncpg.connect(database_url)
         try:
             await conn.execute("UPDATE alembic_version SET version_num = '9999'")
         finally:
             await conn.close()
 
-    asyncio.run(_stamp_newer())
+    asyncio.run(stamp())
 
-    done = swapmeter(*start_args(command_name), database_url=scratch_database, data_dir=tmp_path)
+
+def test_migrate_refuses_a_schema_newer_than_the_code_in_one_line(
+    scratch_database: str, tmp_path: Path
+) -> None:
+    command.upgrade(alembic_config(scratch_database), "head")
+    stamp_newer_than_the_code(scratch_database)
+
+    done = swapmeter("migrate", database_url=scratch_database, data_dir=tmp_path)
 
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"swapmeter {command_name}: the database schema is at 9999, newer than this code "
+        f"swapmeter migrate: the database schema is at 9999, newer than this code "
         f"(it needs {HEAD}): run the SwapMeter version that migrated it"
     ]
 
 
-def test_a_worker_on_a_database_at_head_starts_and_stops_on_sigterm(
-    scratch_database: str, redis_url: str, tmp_path: Path
+@pytest.mark.parametrize("newer", [False, True], ids=["at head", "newer than the code"])
+def test_a_worker_on_a_migrated_database_starts_and_stops_on_sigterm(
+    scratch_database: str, redis_url: str, tmp_path: Path, newer: bool
 ) -> None:
-    """The check lets a sound database through."""
+    """The check lets a sound database through; a schema a newer release migrated (a
+    rolling deploy, a rolled-back image) too, with a warning: a restarting old worker must
+    not crash-loop on additive migrations."""
     migrated = swapmeter("migrate", database_url=scratch_database, data_dir=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
+    if newer:
+        stamp_newer_than_the_code(scratch_database)
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.cli", *start_args("worker")],
@@ -187,6 +197,11 @@ def test_a_worker_on_a_database_at_head_starts_and_stops_on_sigterm(
             if " started (concurrency 1)" in line:
                 break
         assert " started (concurrency 1)" in "".join(seen), "".join(seen)
+        warning = (
+            f"swapmeter worker: warning: the database schema is at 9999, newer than this "
+            f"code ({HEAD}); starting anyway: upgrade this deployment soon\n"
+        )
+        assert (warning in seen) is newer, "".join(seen)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     finally:
