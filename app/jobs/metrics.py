@@ -65,8 +65,9 @@ TOKENS_HELD = Gauge(
 )
 OLDEST_QUEUED = Gauge(
     "swapmeter_jobs_oldest_queued_seconds",
-    "How long the oldest job still queued has waited, cluster-wide; 0 when none waits "
-    "(alert on it: no worker is taking jobs; aggregate with max).",
+    "How long the oldest job a worker could take has waited, cluster-wide (jobs held "
+    "back by their tenant's cap not counted); 0 when none waits (alert on it: no worker "
+    "is taking jobs; aggregate with max).",
     ["kind"],
 )
 WORKERS_LIVE = Gauge(

@@ -513,8 +513,12 @@ async def open_counts(session: AsyncSession) -> list[Any]:
                    count(*) FILTER (WHERE status = 'queued') AS queued,
                    count(*) FILTER (WHERE status = 'processing') AS processing,
                    coalesce(sum(tokens_held), 0) AS tokens_held,
-                   coalesce(extract(epoch FROM now() - min(created_at)
-                                    FILTER (WHERE status = 'queued')), 0) AS oldest_queued_s
+                   -- Waiting for a worker: not a job held back until run_after (its
+                   -- tenant at its cap), which is no sign of missing workers.
+                   coalesce(extract(epoch FROM now() - min(coalesce(run_after, created_at))
+                                    FILTER (WHERE status = 'queued'
+                                            AND (run_after IS NULL OR run_after <= now()))),
+                            0) AS oldest_queued_s
             FROM jobs WHERE status IN ('queued', 'processing')
             GROUP BY kind
             """

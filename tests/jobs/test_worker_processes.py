@@ -561,10 +561,18 @@ async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(
     zeros it never refreshed."""
     customer = await make_customer(api, db, tokens=10)
     job_id = await queued_image_job(api, customer)
+    held_back = await queued_image_job(api, customer)
     async with db.session() as s:  # queued a minute ago: nobody took it
         await s.execute(
             text("UPDATE jobs SET created_at = now() - interval '60 s' WHERE id = :id"),
             {"id": job_id},
+        )
+        await s.execute(  # older, but its tenant is at its cap: no sign of missing workers
+            text(
+                "UPDATE jobs SET created_at = now() - interval '600 s', "
+                "run_after = now() + interval '60 s' WHERE id = :id"
+            ),
+            {"id": held_back},
         )
     async with db.session() as s:
         await repo.heartbeat(
@@ -580,11 +588,12 @@ async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(
         assert samples["swapmeter_workers_live"] >= 1
         assert samples['swapmeter_jobs_in_queue{kind="image"}'] >= 1
         assert samples['swapmeter_jobs_tokens_held{kind="image"}'] >= 1
-        assert samples['swapmeter_jobs_oldest_queued_seconds{kind="image"}'] >= 59
+        assert 59 <= samples['swapmeter_jobs_oldest_queued_seconds{kind="image"}'] < 120
     finally:
         async with db.session() as s:
             await s.execute(text("DELETE FROM workers WHERE id = 'elsewhere:1'"))
-        await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
+        for queued in (job_id, held_back):
+            await api.post(f"/api/v1/jobs/{queued}/cancel", headers=customer.headers)
 
 
 async def test_a_worker_without_its_models_says_so_when_it_starts(
