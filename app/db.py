@@ -15,7 +15,7 @@ breaks mid-request fails that request, and SQLAlchemy then drops the whole pool.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,21 +51,25 @@ def connection_trouble(error: BaseException) -> bool:
 
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
+    trouble = (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.InterfaceError,
+    )
+    return any(isinstance(cause, trouble) for cause in causes(error))
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what lies under it: SQLAlchemy wraps the driver's error (``.orig``,
+    which has the socket's error as ``__cause__``)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(
-            current,
-            OSError
-            | asyncpg.PostgresConnectionError
-            | asyncpg.CannotConnectNowError
-            | asyncpg.AdminShutdownError
-            | asyncpg.InterfaceError,
-        ):
-            return True
+        yield current
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return False
 
 
 class Base(DeclarativeBase):

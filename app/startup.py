@@ -135,14 +135,10 @@ def _unreachable(database_url: str, exc: BaseException) -> str:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """SQLAlchemy wraps the driver's error (``.orig``, which has it as ``__cause__``)."""
+    """The driver's or the socket's error under SQLAlchemy's wrapping; else ``exc``."""
     import asyncpg
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (OSError, TimeoutError, asyncpg.PostgresError)):
-            return current
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return exc
+    from app.db import causes
+
+    known = (OSError, TimeoutError, asyncpg.PostgresError)
+    return next((cause for cause in causes(exc) if isinstance(cause, known)), exc)

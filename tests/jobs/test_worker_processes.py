@@ -51,6 +51,7 @@ from tests.jobs.conftest import (
 )
 
 OBAMA = base64.b64encode(face("obama.jpg")).decode()
+BIDEN = base64.b64encode(face("biden.jpg")).decode()
 LEASE_S = 2.0
 
 
@@ -371,6 +372,36 @@ async def test_a_lapsed_attempt_ending_late_leaves_the_tenant_slot_of_its_replac
         await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
 
 
+async def swap_with_a_worker(
+    api: httpx.AsyncClient,
+    api_app: FastAPI,
+    db: Database,
+    customer: Customer,
+    settings: Settings | None = None,
+    *,
+    linger_s: float = 0.0,
+    **options: Any,
+) -> httpx.Response:
+    """obama.jpg onto biden.jpg, waited for, while an in-process worker (``settings``, by
+    default the app's) runs; the worker stops ``linger_s`` after the answer."""
+    worker = Worker(
+        settings or api_app.state.settings, db, store=api_app.state.result_store, cleanup=False
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        response = await api.post(
+            "/api/v1/swap-face",
+            json={"source": OBAMA, "target": BIDEN, **options},
+            headers={**customer.headers, "Prefer": "wait=60"},
+        )
+        await asyncio.sleep(linger_s)
+        return response
+    finally:
+        stop.set()
+        await running
+
+
 async def test_a_database_blip_while_finishing_costs_the_job_neither_its_lease_nor_an_attempt(
     api, api_app, db, monkeypatch
 ) -> None:
@@ -387,19 +418,8 @@ async def test_a_database_blip_while_finishing_costs_the_job_neither_its_lease_n
         return await real_finish(session, *args, **kwargs)
 
     monkeypatch.setattr(service, "finish_job", finish_after_a_blip)
-    worker = Worker(api_app.state.settings, db, store=api_app.state.result_store, cleanup=False)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        customer = await make_customer(api, db, tokens=10)
-        response = await api.post(
-            "/api/v1/swap-face",
-            json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
-            headers={**customer.headers, "Prefer": "wait=60"},
-        )
-    finally:
-        stop.set()
-        await running
+    customer = await make_customer(api, db, tokens=10)
+    response = await swap_with_a_worker(api, api_app, db, customer)
     assert blips == ["killed"]
     assert response.status_code == 200, response.text
     async with db.session() as s:
@@ -429,22 +449,11 @@ async def test_a_finish_whose_commit_landed_but_whose_answer_was_lost_is_not_und
         return finished
 
     monkeypatch.setattr(JobRunner, "_finish_once", answer_lost)
-    worker = Worker(api_app.state.settings, db, store=api_app.state.result_store, cleanup=False)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        customer = await make_customer(api, db, tokens=10)
-        response = await api.post(
-            "/api/v1/swap-face",
-            json={"source": OBAMA, "target": base64.b64encode(face("biden.jpg")).decode()},
-            headers={**customer.headers, "Prefer": "wait=60"},
-        )
-        assert response.status_code == 200, response.text
-        job_id = response.json()["job_id"]
-        await asyncio.sleep(0.5)  # the worker's retry checks the row and keeps the result
-    finally:
-        stop.set()
-        await running
+    customer = await make_customer(api, db, tokens=10)
+    # The worker stays a moment after the answer: its retry checks the row, keeps the result.
+    response = await swap_with_a_worker(api, api_app, db, customer, linger_s=0.5)
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
     assert lost == ["answer lost"]
     download = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
     assert download.status_code == 200 and download.content[:2] == b"\xff\xd8"
@@ -466,23 +475,8 @@ async def test_a_swap_whose_model_is_not_installed_is_503_with_retry_after(
     settings = api_app.state.settings.model_copy(
         update={**engine, "allow_noncommercial_models": True}
     )
-    stop = asyncio.Event()
-    worker = Worker(settings, db, store=api_app.state.result_store, cleanup=False)
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        customer = await make_customer(api, db, tokens=10)
-        response = await api.post(
-            "/api/v1/swap-face",
-            json={
-                "source": OBAMA,
-                "target": base64.b64encode(face("biden.jpg")).decode(),
-                **options,
-            },
-            headers={**customer.headers, "Prefer": "wait=60"},
-        )
-    finally:
-        stop.set()
-        await running
+    customer = await make_customer(api, db, tokens=10)
+    response = await swap_with_a_worker(api, api_app, db, customer, settings, **options)
     assert response.status_code == 503, response.text
     error = response.json()["error"]
     assert error["code"] == "ModelNotInstalled"
