@@ -93,10 +93,13 @@ def service_env(database_url: str, **settings: str) -> dict[str, str]:
     }
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """The API as ``swapmeter api`` serves it: uvicorn, one process, the app factory."""
+def start_server(
+    env: dict[str, str], port: int, app: str = "app.main:create_app --factory"
+) -> subprocess.Popen[bytes]:
+    """The API as ``swapmeter api`` serves it: uvicorn, one process, the app factory (or
+    another ASGI ``app``, such as bench/_floor_app.py, the same way)."""
     command = [
-        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        sys.executable, "-m", "uvicorn", *app.split(),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, env=env)

@@ -12,9 +12,15 @@ client (``swap_client``: its C parser keeps the client's own CPU out of the figu
    with 8 clients, p50 and p95 measured by the client (request sent to answer read); in
    the same run, interleaved with the concurrency-1 requests, the median of
    ``Engine.swap_image`` on the same pair in this process (the worker's own engine
-   factory and options). Overhead = HTTP p50 / engine median - 1 (target <= 0.25): what
-   the API, metering and queue add to the engine's time; also printed in milliseconds,
-   beside the engine time the worker reports in those very answers (result.duration).
+   factory and options), run on a thread of its own as the worker runs it. (On the main
+   thread it is several ms slower here: glibc gives big frame buffers back to the system
+   after each run on the main heap, and faults them in again on the next.) Overhead =
+   HTTP p50 / engine median - 1 (target <= 0.25): what the API, metering and queue add
+   to the engine's time; also printed in milliseconds, beside the engine time the worker
+   reports in those very answers (result.duration). The floor splits it: the same
+   requests, interleaved, to bench/_floor_app.py, which runs the engine inside its own
+   uvicorn + FastAPI process and does nothing else, show what HTTP, JSON and base64
+   alone add; the rest is SwapMeter's checks, metering and queue.
    The worker runs one job at a time (``--latency-worker-concurrency``), so at
    concurrency 8 requests queue behind each other and p50 is about 8 engine times: that
    row shows queueing, not overhead.
@@ -49,6 +55,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +244,10 @@ class LatencyFigures:
     # The engine time the worker reports in each concurrency-1 answer (result.duration,
     # the sum of its stages): that very request's swap, in the worker process.
     worker_engine_median: float
+    # The engine on this process's main thread instead of a thread of its own.
+    main_thread_median: float
+    # The same requests to bench/_floor_app.py: HTTP with nothing else (concurrency 1).
+    floor: Run
 
 
 def check_swapped(answer: dict[str, Any]) -> None:
@@ -260,16 +271,21 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
         jobs_swapper="engine",
         jobs_inprocess_worker="false",
     )
-    port = harness.free_port()
+    port, floor_port = harness.free_port(), harness.free_port()
     server = harness.start_server(env, port)
     worker = harness.start_worker(env, concurrency=args.latency_worker_concurrency)
+    floor = harness.start_server(env, floor_port, "bench._floor_app:app")
     db = Database(database_url, pool_size=1)
+    on_a_thread = ThreadPoolExecutor(1)  # where the worker runs the engine
     try:
         async with (
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as admin,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{floor_port}", timeout=120) as probe,
             swap_client(port, 16) as client,
+            swap_client(floor_port, 1) as floor_client,
         ):
             await harness.wait_ready(admin, server)
+            await harness.wait_ready(probe, floor)
             auth = await harness.admin_headers(admin)
             tenant = await make_tenant(admin, auth, 1, 100_000, "latency")
             key = tenant.keys[0]
@@ -295,18 +311,23 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
 
             after_engine: list[float] = []
             back_to_back: list[float] = []
+            main_thread: list[float] = []
 
             async def engine_then_transactions() -> float:
-                elapsed = engine_once()
+                loop = asyncio.get_running_loop()
+                elapsed = await loop.run_in_executor(on_a_thread, engine_once)
                 after_engine.append(await transaction())
                 back_to_back.append(await transaction())
+                main_thread.append(engine_once())
                 return elapsed
 
             # Warm-up, not counted: the worker loads its models on its first job.
             for _ in range(args.warmup):
-                engine_once()
-                warm = await closed_loop(client, [key], body, clients=1, requests=1)
-                fail_on_errors("warm-up", warm)
+                await engine_then_transactions()
+                for to in (client, floor_client):
+                    fail_on_errors("warm-up", await closed_loop(to, [key], body, clients=1,
+                                                                requests=1))  # fmt: skip
+            del after_engine[:], back_to_back[:], main_thread[:]
             engine_times: list[float] = []
             worker_engine: list[float] = []
 
@@ -314,13 +335,16 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
                 check_swapped(answer)
                 worker_engine.append(float(answer["result"]["duration"]))
 
-            c1 = Run()
+            c1, bare = Run(), Run()
             block = max(1, args.latency_requests // args.latency_rounds)
             for _ in range(args.latency_rounds):  # interleaved: same background load
                 engine_times += [await engine_then_transactions() for _ in range(block)]
                 c1.merge(await closed_loop(client, [key], body, clients=1, requests=block,
                                            check=check_and_note))  # fmt: skip
+                bare.merge(await closed_loop(floor_client, [key], body, clients=1,
+                                             requests=block, check=check_swapped))  # fmt: skip
             fail_on_errors("latency, concurrency 1", c1)
+            fail_on_errors("latency, floor", bare)
             c8 = await closed_loop(
                 client, [key], body, clients=8, requests=args.latency_requests_c8,
                 check=check_swapped,
@@ -328,6 +352,8 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
             fail_on_errors("latency, concurrency 8", c8)
     finally:
         await db.dispose()
+        on_a_thread.shutdown()
+        harness.stop(floor)
         harness.stop(worker)
         harness.stop(server)
     return LatencyFigures(
@@ -338,6 +364,8 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
         statistics.median(after_engine),
         statistics.median(back_to_back),
         statistics.median(worker_engine),
+        statistics.median(main_thread),
+        bare,
     )
 
 
@@ -497,8 +525,9 @@ def median_run(runs: list[Run]) -> Run:
 def print_latency(figures: LatencyFigures, worker_concurrency: int) -> float:
     engine = figures.engine_median
     print(f"\n1. image swap latency, obama.jpg onto obama-720p.jpg (load {harness.load_average()})")
-    print(f"  engine, in-process Engine.swap_image: median {engine * 1000:7.1f} ms"
-          f"  (runs: {figures.engine_runs})")  # fmt: skip
+    print(f"  engine, in-process Engine.swap_image on a thread, as the worker runs it: median "
+          f"{engine * 1000:7.1f} ms  (runs: {figures.engine_runs}; on the main thread "
+          f"{figures.main_thread_median * 1000:.1f} ms)")  # fmt: skip
     for label, run in (("concurrency 1", figures.c1), ("concurrency 8", figures.c8)):
         p50, p95 = pct(run.latencies, 0.5), pct(run.latencies, 0.95)
         print(f"  HTTP, {label}: p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  "
@@ -510,6 +539,12 @@ def print_latency(figures: LatencyFigures, worker_concurrency: int) -> float:
     print(f"  in milliseconds: HTTP p50 - engine median = {(p50 - engine) * 1000:.1f} ms; "
           f"the worker's own engine time in those answers (result.duration): median "
           f"{figures.worker_engine_median * 1000:.1f} ms")  # fmt: skip
+    floor = pct(figures.floor.latencies, 0.5)
+    print(f"  floor, the same requests to bench/_floor_app.py (the engine inside the API "
+          f"process; no key, Tokens, database, Redis, queue): p50 {floor * 1000:.1f} ms, "
+          f"{(floor - engine) * 1000:+.1f} ms over the engine: so of the overhead, HTTP with "
+          f"the JSON and base64 is {(floor - engine) * 1000:.1f} ms and SwapMeter's checks, "
+          f"metering and queue {(p50 - floor) * 1000:.1f} ms")  # fmt: skip
     print(f"  (one API process, one `swapmeter worker --concurrency {worker_concurrency}`; "
           f"at concurrency 8 requests queue for the worker)")  # fmt: skip
     print(f"  this machine: one database transaction from Python (SELECT 1, as the services "
