@@ -178,8 +178,13 @@ class Settings(BaseSettings):
     jobs_swapper: Literal["engine", "noop"] = "engine"
     # false: swap-face holds, captures and writes nothing to the ledger (benchmarks).
     jobs_metering: bool = True
-    # How often a worker refreshes the queue gauges and reaps jobs of dead workers.
+    # How often a worker refreshes the queue gauges and reaps jobs of dead workers (API
+    # processes reap too: held Tokens come back even when no worker runs at all).
     jobs_housekeeping_seconds: float = 5.0
+    # A job still queued this long after it was submitted (no worker took it, or none
+    # could finish it) fails with QueueTimeout and its Tokens are released in full.
+    # 0: jobs wait for a worker however long it takes.
+    jobs_queue_timeout_seconds: float = 24 * 3600.0
     # How long a worker may take to deliver a finished job's webhook before another
     # worker's sweep sends it instead.
     jobs_webhook_lease_seconds: int = 900

@@ -65,7 +65,12 @@ admin_router = APIRouter(
 )
 
 # Failed jobs answer with their error code; codes of our own failures are 5xx.
-_FAILURE_STATUS = {**INFERENCE_STATUS, "WorkerLost": 503, "InternalError": 500}
+_FAILURE_STATUS = {
+    **INFERENCE_STATUS,
+    "WorkerLost": 503,
+    "QueueTimeout": 503,
+    "InternalError": 500,
+}
 _RANGE_SPEC = re.compile(r"(\d{0,18})-(\d{0,18})")  # longer: no file is that big
 MAX_RANGES = 100  # Starlette's own limit for one request
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)

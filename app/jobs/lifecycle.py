@@ -4,7 +4,9 @@
   milliseconds per request, never a hang);
 - the one listener connection that wakes requests waiting for their jobs;
 - with ``SWAPMETER_JOBS_INPROCESS_WORKER`` (``swapmeter dev``, tests), a job worker with
-  its housekeeping and cleanup loops.
+  its housekeeping and cleanup loops; without one, the part of housekeeping that gives
+  held Tokens back (``end_abandoned_jobs``: jobs of dead workers, jobs queued past
+  ``SWAPMETER_JOBS_QUEUE_TIMEOUT_SECONDS``), so that it happens even when no worker runs.
 
 ``install`` wraps the application's lifespan, so these start after the database is up and
 stop before it is closed.
@@ -22,10 +24,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import ratelimit, storage
+from app.jobs import deliveries
 from app.jobs import repository as repo
 from app.jobs.events import JobWaiters, PgListener
 from app.jobs.runner import scratch_root
-from app.jobs.worker import Worker, sweep_scratch
+from app.jobs.worker import Worker, end_abandoned_jobs, sweep_scratch
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,6 @@ async def start(app: Any) -> Any:
     )
     await listener.start()
 
-    worker_task: asyncio.Task[None] | None = None
     stop_worker = asyncio.Event()
     if settings.jobs_inprocess_worker:
         worker = Worker(
@@ -81,15 +83,39 @@ async def start(app: Any) -> Any:
             shutdown_grace_s=INPROCESS_SHUTDOWN_GRACE_S,
         )
         app.state.jobs_worker = worker
-        worker_task = asyncio.create_task(worker.run(stop_worker), name="swapmeter-worker")
+        background = asyncio.create_task(worker.run(stop_worker), name="swapmeter-worker")
+    else:
+        background = asyncio.create_task(_abandoned_jobs_loop(app), name="swapmeter-abandoned-jobs")
 
     async def stop() -> None:
-        if worker_task is not None:
-            stop_worker.set()
-            with contextlib.suppress(Exception):
-                await worker_task
+        stop_worker.set()
+        if not settings.jobs_inprocess_worker:
+            background.cancel()
+        await asyncio.wait([background])
         await listener.stop()
         with contextlib.suppress(Exception):
             await app.state.ratelimit_redis.aclose()
 
     return stop
+
+
+async def _abandoned_jobs_loop(app: Any) -> None:
+    """Every ``jobs_housekeeping_seconds``, end the jobs nobody will run, as workers do
+    (any number of API processes and workers may: each job is ended once)."""
+    settings = app.state.settings
+    sending: set[asyncio.Task[None]] = set()
+    while True:
+        try:
+            sends = await end_abandoned_jobs(
+                settings, app.state.db, app.state.result_store, app.state.ratelimit_redis
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the next round retries
+            log.exception("ending abandoned jobs failed")
+            sends = []
+        for delivery in sends:
+            task = asyncio.create_task(deliveries.send_logged(app.state.db, settings, delivery))
+            sending.add(task)
+            task.add_done_callback(sending.discard)
+        await asyncio.sleep(settings.jobs_housekeeping_seconds)

@@ -469,36 +469,52 @@ async def request_cancel(
     return _job(row)
 
 
-async def end_abandoned(session: AsyncSession, limit: int = 100) -> list[JobRecord]:
-    """Jobs whose lease ran out with no attempt left, or with a cancel pending: nobody
-    will run them again. Failed with WorkerLost (or canceled) here, in one statement."""
+async def end_abandoned(
+    session: AsyncSession, limit: int = 100, *, queue_timeout_s: float = 0.0
+) -> list[JobRecord]:
+    """Jobs nobody will run: their lease ran out with no attempt left (failed,
+    WorkerLost) or with a cancel pending (canceled); or, when ``queue_timeout_s`` > 0,
+    still queued that long after they were submitted (failed, QueueTimeout). Ended here,
+    in one statement; the caller settles their holds."""
     rows = await session.execute(
         text(
             f"""
             WITH lost AS (
                 SELECT id FROM jobs
-                WHERE status IN ('queued', 'processing') AND status = 'processing'
-                  AND leased_until < now()
-                  AND (attempts >= max_attempts OR cancel_requested_at IS NOT NULL)
+                WHERE status IN ('queued', 'processing')
+                  AND ((status = 'processing' AND leased_until < now()
+                        AND (attempts >= max_attempts OR cancel_requested_at IS NOT NULL))
+                       OR (status = 'queued' AND :queue_timeout > 0
+                           AND created_at < now() - make_interval(secs => :queue_timeout)))
                 ORDER BY created_at, id
                 LIMIT :limit
                 FOR UPDATE SKIP LOCKED
             )
             UPDATE jobs j
-            SET status = CASE WHEN j.cancel_requested_at IS NULL THEN 'failed'
-                              ELSE 'canceled' END,
-                error_code = CASE WHEN j.cancel_requested_at IS NULL THEN 'WorkerLost'
+            SET status = CASE WHEN j.status = 'queued' OR j.cancel_requested_at IS NULL
+                              THEN 'failed' ELSE 'canceled' END,
+                error_code = CASE WHEN j.status = 'queued' THEN 'QueueTimeout'
+                                  WHEN j.cancel_requested_at IS NULL THEN 'WorkerLost'
                                   ELSE 'Canceled' END,
-                error_message = CASE WHEN j.cancel_requested_at IS NULL
+                error_message = CASE
+                    WHEN j.status = 'queued' THEN :queue_message
+                    WHEN j.cancel_requested_at IS NULL
                     THEN 'The workers running this job stopped ' || j.attempts
                          || ' time(s); its Tokens were released'
                     ELSE 'Canceled; its worker stopped before it could confirm' END,
-                finished_at = now(), leased_until = NULL
+                finished_at = now(), leased_until = NULL, run_after = NULL
             FROM lost WHERE j.id = lost.id
             RETURNING {", ".join("j." + c.strip() for c in _JOB_COLUMNS.split(","))}
             """
         ),
-        {"limit": limit},
+        {
+            "limit": limit,
+            "queue_timeout": queue_timeout_s,
+            "queue_message": (
+                f"No worker ran this job within {queue_timeout_s / 3600:g} h of its "
+                "submission; its Tokens were released"
+            ),
+        },
     )
     return [JobRecord.from_row(r) for r in rows]
 

@@ -584,13 +584,14 @@ async def finish_job(
 
 
 async def end_abandoned_job(
-    session: AsyncSession, *, webhook_lease_s: float
+    session: AsyncSession, *, webhook_lease_s: float, queue_timeout_s: float = 0.0
 ) -> tuple[JobRecord, int | None] | None:
-    """Fail (WorkerLost) or cancel one job no worker will run again and release its hold;
-    None when there is none. One job per transaction: each locks one hold and one account,
-    keeping billing's lock order (several releases in one transaction could lock accounts
-    out of id order and deadlock with a bulk recharge)."""
-    ended = await repo.end_abandoned(session, limit=1)
+    """Fail (WorkerLost, QueueTimeout) or cancel one job no worker will run and release
+    its hold (``repo.end_abandoned``); None when there is none. One job per transaction:
+    each locks one hold and one account, keeping billing's lock order (several releases
+    in one transaction could lock accounts out of id order and deadlock with a bulk
+    recharge)."""
+    ended = await repo.end_abandoned(session, limit=1, queue_timeout_s=queue_timeout_s)
     if not ended:
         return None
     job = ended[0]

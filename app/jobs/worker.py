@@ -14,7 +14,8 @@ process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
   and discards its output. Cancel requests arrive by LISTEN too,
   and with every renewal as a fallback.
 - Housekeeping (every ``jobs_housekeeping_seconds``): heartbeat, the queue gauges, ending
-  jobs nobody will run again (WorkerLost), sending webhooks whose sender died.
+  jobs nobody will run (``end_abandoned_jobs``: WorkerLost, QueueTimeout; API processes
+  run that part too), sending webhooks whose sender died.
 - Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
   files, expired Idempotency-Keys, expired grant Tokens, forgotten workers.
 
@@ -364,25 +365,8 @@ class Worker:
         # An idle worker makes no slot calls: this keeps its swapmeter_redis_up current.
         await ratelimit.ping(self.redis, timeout_s=self.settings.rate_limit_redis_timeout_seconds)
 
-        for _ in range(ABANDONED_PER_ROUND):
-            async with self.db.session() as session:
-                ended = await service.end_abandoned_job(
-                    session, webhook_lease_s=self.settings.jobs_webhook_lease_seconds
-                )
-            if ended is None:
-                break
-            job, delivery = ended
-            log.warning("job %s ended as %s (%s)", job.id, job.status, job.error_code)
-            metrics.job_finished(job.kind, job.status, job.error_code, None)
-            await service.delete_stored(self.store, job.source_key, job.target_key)
-            await ratelimit.release_slot(
-                self.redis,
-                job.tenant_id,
-                _slot(job),
-                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
-            )
-            if delivery is not None:
-                self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
+        for delivery in await end_abandoned_jobs(self.settings, self.db, self.store, self.redis):
+            self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
 
         async with self.db.session() as session:
             orphans = await repo.claim_stale_deliveries(
@@ -400,6 +384,38 @@ class Worker:
             except Exception:  # noqa: BLE001 - the next round retries
                 log.exception("cleanup failed")
             await asyncio.sleep(self.settings.results_cleanup_interval_seconds)
+
+
+async def end_abandoned_jobs(
+    settings: Settings, db: Database, store: ResultStore, redis: Redis
+) -> list[int]:
+    """End the jobs nobody will run (``service.end_abandoned_job``: WorkerLost,
+    QueueTimeout, a pending cancel), up to ABANDONED_PER_ROUND, one per transaction: their
+    holds released, inputs deleted, tenant slots freed. Returns their webhook deliveries,
+    for the caller to send."""
+    sends: list[int] = []
+    for _ in range(ABANDONED_PER_ROUND):
+        async with db.session() as session:
+            ended = await service.end_abandoned_job(
+                session,
+                webhook_lease_s=settings.jobs_webhook_lease_seconds,
+                queue_timeout_s=settings.jobs_queue_timeout_seconds,
+            )
+        if ended is None:
+            break
+        job, delivery = ended
+        log.warning("job %s ended as %s (%s)", job.id, job.status, job.error_code)
+        metrics.job_finished(job.kind, job.status, job.error_code, None)
+        await service.delete_stored(store, job.source_key, job.target_key)
+        await ratelimit.release_slot(
+            redis,
+            job.tenant_id,
+            _slot(job),
+            timeout_s=settings.rate_limit_redis_timeout_seconds,
+        )
+        if delivery is not None:
+            sends.append(delivery)
+    return sends
 
 
 async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> None:

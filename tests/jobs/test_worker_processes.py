@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -37,6 +38,7 @@ from billing import service as billing
 from tests.conftest import REPO
 from tests.jobs.conftest import (
     Customer,
+    LocalServer,
     assert_delivered,
     balance,
     client_for,
@@ -666,3 +668,86 @@ async def test_a_cancel_with_an_idempotency_key_is_answered_once_and_replayed(
     still = (await api.get(f"/api/v1/jobs/{other_job}", headers=customer.headers)).json()
     assert still["status"] == "queued"
     await api.post(f"/api/v1/jobs/{other_job}/cancel", headers=customer.headers)  # tidy up
+
+
+# -- jobs no worker runs ------------------------------------------------------------------------
+
+
+async def test_a_job_no_worker_runs_fails_with_queue_timeout_and_its_tokens_come_back(
+    settings, tmp_path, db, local_server: LocalServer
+) -> None:
+    """No worker at all: the API process itself ends the job once it has waited past
+    SWAPMETER_JOBS_QUEUE_TIMEOUT_SECONDS, and the customer waiting for it hears why."""
+    configured = job_settings(
+        settings,
+        tmp_path,
+        jobs_inprocess_worker=False,
+        jobs_queue_timeout_seconds=1.0,
+        jobs_housekeeping_seconds=0.2,
+        jobs_image_wait_seconds=10.0,
+        url_fetch_allow_hosts=local_server.allow,
+    )
+    async with running_app(configured) as application, client_for(application) as api:
+        customer = await make_customer(api, db, tokens=10)
+        hook = local_server.url(f"/hooks/{customer.external_id}")
+        response = await api.post(
+            "/api/v1/swap-face",
+            json={"source": OBAMA, "target": BIDEN, "webhook_url": hook},
+            headers=customer.headers,
+        )
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "QueueTimeout" and "Tokens were released" in error["message"]
+        job_id = error["details"]["job_id"]
+        assert error["details"]["tokens_charged"] == 0
+
+        job = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+        assert (job["status"], job["error"]["code"]) == ("failed", "QueueTimeout")
+        assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+        assert await ledger_kinds(api, customer) == [
+            ("recharge", 10),
+            ("hold", -1),
+            ("release", 1),
+        ]
+        inputs = Path(configured.results_path) / "inputs"
+        assert not list(inputs.glob(uuid.UUID(job_id).hex + "*"))
+        for _ in range(100):
+            posted = [r for r in local_server.received if r[0] == f"/hooks/{customer.external_id}"]
+            if posted:
+                break
+            await asyncio.sleep(0.1)
+        assert posted, "the webhook never arrived"
+        assert orjson.loads(posted[0][2])["error"]["code"] == "QueueTimeout"
+
+
+async def test_only_jobs_still_queued_past_the_queue_timeout_are_ended(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    waiting, running, recent = [await queued_image_job(api, customer) for _ in range(3)]
+    await lease(db, running, "w1", attempts=1, seconds=60)  # a worker took it long ago
+    async with db.session() as s:
+        await s.execute(
+            text("UPDATE jobs SET created_at = now() - interval '2 hours' WHERE id = ANY(:ids)"),
+            {"ids": [waiting, running]},
+        )
+
+    async def end_all(queue_timeout_s: float) -> list[tuple[uuid.UUID, str, str | None]]:
+        ended = []
+        while True:
+            async with db.session() as s:
+                one = await service.end_abandoned_job(
+                    s, webhook_lease_s=60.0, queue_timeout_s=queue_timeout_s
+                )
+            if one is None:
+                return ended
+            ended.append((one[0].id, one[0].status, one[0].error_code))
+
+    assert await end_all(0) == []  # 0: jobs wait however long it takes
+    assert await end_all(3600) == [(waiting, "failed", "QueueTimeout")]
+    assert await balance(api, customer) == {"balance": 10, "held": 2, "available": 8}
+    statuses = {}
+    for job_id in (running, recent):
+        async with db.session() as s:
+            job = await repo.get_job(s, job_id)
+        assert job is not None
+        statuses[job_id] = job.status
+    assert statuses == {running: "processing", recent: "queued"}
