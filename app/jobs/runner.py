@@ -119,19 +119,30 @@ def _image_ext(data: bytes) -> str:
 
 
 def _image_size(data: bytes, config: Any, role: str) -> tuple[int, int]:
-    """Width and height from the header alone, within the engine's pixel limits."""
+    """Width and height from the header alone, within the engine's pixel limits.
+
+    An animated target (GIF, WebP, APNG) is UnsupportedMediaType: the swap would keep
+    its first frame only, a still where the customer expects the animation. (A source
+    is only looked at for its face: its first frame serves.)
+    """
     from PIL import Image, UnidentifiedImageError
 
-    from inference.errors import ImageDecodeFailed, ImagePixelExceed
+    from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
     from inference.media import PIL_FORMATS
 
     try:
         with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
             width, height = image.size
+            animated = role == "target" and getattr(image, "is_animated", False)
     except Image.DecompressionBombError as exc:
         raise ImagePixelExceed(f"the {role} image is too large") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeFailed(f"the {role} image could not be read") from exc
+    if animated:
+        raise UnsupportedMediaType(
+            "the target is an animated image; send an animation as a video (MP4, WebM, "
+            "MOV or MKV) to have every frame swapped"
+        )
     if max(width, height) > config.max_image_side or width * height > config.max_image_pixels:
         raise ImagePixelExceed(
             f"the {role} image is {width}x{height}; the limit is {config.max_image_side} pixels "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import orjson
 import pytest
 from fastapi import FastAPI
+from PIL import Image
 from sqlalchemy import text
 
 from app.webhooks import SIGNATURE_HEADER, verify
@@ -161,6 +163,31 @@ async def test_a_target_without_a_face_fails_with_no_face_detected_and_the_balan
     assert result.status_code == 409  # the job exists: it failed, so there is no file
     assert result.json()["error"]["code"] == "JobFailed"
     assert result.json()["error"]["details"]["error_code"] == "NoFaceDetected"
+
+
+def gif(*images: bytes, **save: Any) -> bytes:
+    """An animation of these images, one frame each, at the first one's size."""
+    frames = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+    frames = [frame.resize(frames[0].size) for frame in frames]
+    out = io.BytesIO()
+    frames[0].save(out, format=save.pop("format", "GIF"), save_all=True,
+                   append_images=frames[1:], duration=100, loop=0, **save)  # fmt: skip
+    return out.getvalue()
+
+
+async def test_an_animated_target_is_refused_rather_than_swapped_as_a_still(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    for animated in (gif(BIDEN, OBAMA), gif(BIDEN, OBAMA, format="WEBP")):
+        response = await post_swap(api, customer, swap_body(target=b64(animated)))
+        assert response.status_code == 415, response.text
+        error = response.json()["error"]
+        assert error["code"] == "UnsupportedMediaType" and "video" in error["message"]
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+    # A still GIF target is swapped, and an animated source lends its first frame's face.
+    response = await post_swap(api, customer, swap_body(source=b64(gif(OBAMA, BIDEN)),
+                                                        target=b64(gif(BIDEN))))  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["tokens_charged"] == 1
 
 
 async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held(api, db) -> None:
