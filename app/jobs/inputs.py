@@ -122,8 +122,20 @@ async def _multipart_fields(request: Request, max_bytes: int) -> dict[str, Any]:
             continue
         if name in ("source", "target"):
             text = value.strip()
-            is_url = text.startswith(("http://", "https://"))
-            raw[name] = {"url": text} if is_url else text
+            if text.startswith(("http://", "https://")):
+                raw[name] = {"url": text}
+                continue
+            try:
+                raw[name] = MediaInput(data=decode_base64(text, name))
+            except BadRequest:
+                # Most often a file sent without a filename (curl -F "source=<face.jpg"),
+                # which multipart makes a text field.
+                raise BadRequest(
+                    f"{name} came as a text field and is not base64: send the file as a "
+                    f'file part with a filename (curl -F "{name}=@face.jpg"), or send '
+                    "its base64 or URL",
+                    code="InvalidBase64",
+                ) from None
         elif name == "faces" and value.strip().startswith("["):
             try:
                 raw[name] = orjson.loads(value)

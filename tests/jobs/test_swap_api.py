@@ -553,6 +553,28 @@ async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(
     assert (await balance(api, customer))["balance"] == 9
 
 
+async def test_multipart_takes_base64_text_fields_and_explains_a_file_sent_without_a_name(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    as_text = await api.post(
+        "/api/v1/swap-face",
+        data={"source": b64(OBAMA), "target": b64(BIDEN)},
+        files={"unused": ("x.txt", b"", "text/plain")},  # makes httpx send multipart
+        headers=customer.headers,
+    )
+    assert as_text.status_code == 200, as_text.text
+    nameless = await api.post(
+        "/api/v1/swap-face",
+        files={"source": (None, OBAMA, "image/jpeg"), "target": ("b.jpg", BIDEN, "image/jpeg")},
+        headers=customer.headers,
+    )
+    assert nameless.status_code == 400
+    error = nameless.json()["error"]
+    assert error["code"] == "InvalidBase64" and "file part with a filename" in error["message"]
+    assert await balance(api, customer) == {"balance": 9, "held": 0, "available": 9}
+
+
 async def test_a_replayed_url_swap_answers_with_a_link_signed_afresh(api, db) -> None:
     """Replayed a day later, the answer's link must still work: the one stored with the
     result when the job ended has expired by then."""
