@@ -40,7 +40,7 @@ from app.jobs import repository as repo
 from app.jobs.repository import JobRecord
 from app.settings import Settings
 from app.storage import ResultStore, StoredObject, signed_link
-from inference.errors import Cancelled, InferenceError, NoFaceDetected
+from inference.errors import Cancelled, InferenceError, InvalidFaceMapping, NoFaceDetected
 
 log = logging.getLogger(__name__)
 # Pauses before finishing a job again when the database could not be reached (a restart,
@@ -439,7 +439,7 @@ class JobRunner:
             )
             if video.faces_swapped_frames == 0 and self.settings.jobs_swapper != "noop":
                 # Nothing of the user's was swapped: a failed job, its hold back in full.
-                raise NoFaceDetected("No face was found in any frame of the video")
+                raise _nothing_swapped(job.params["faces"])
             return await self._store_video(job, video, output)
         except Cancelled as exc:
             seconds = _seconds_done(exc) or 0.0
@@ -584,6 +584,19 @@ class JobRunner:
             result=result,
             result_key=key,
         )
+
+
+def _nothing_swapped(faces: Any) -> InferenceError:
+    """Why a video had no face swapped: with explicit pairs, most likely a target_face
+    that no frame has (as an image says InvalidFaceMapping), else no face at all."""
+    if isinstance(faces, list) and faces:
+        wanted = sorted({int(pair["target_face"]) for pair in faces})
+        return InvalidFaceMapping(
+            f"No frame of the video has target_face {', '.join(map(str, wanted))}, or no "
+            "face at all: faces are numbered from 0, left to right, in each frame",
+            target_faces=wanted,
+        )
+    return NoFaceDetected("No face was found in any frame of the video")
 
 
 def _internal_error() -> service.Outcome:

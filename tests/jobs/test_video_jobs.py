@@ -298,3 +298,18 @@ async def test_a_video_that_delivers_fewer_seconds_than_it_listed_is_charged_wha
     assert (job["tokens_held"], job["tokens_charged"]) == (40, 30)
     assert await balance(api, customer) == {"balance": 70, "held": 0, "available": 70}
     assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+
+
+async def test_a_video_mapping_to_a_face_no_frame_has_fails_as_invalid_face_mapping(
+    api, db, clip_2s: bytes
+) -> None:
+    customer = await make_customer(api, db, tokens=100)
+    body = video_body(clip_2s, faces=[{"source_face": 0, "target_face": 3}])
+    response = await api.post("/api/v1/swap-face", json=body, headers=customer.headers)
+    assert response.status_code == 202, response.text
+    job = await wait_for_job(api, customer, response.json()["job_id"])
+    assert job["status"] == "failed", job
+    error = job["error"]
+    assert error["code"] == "InvalidFaceMapping" and "target_face 3" in error["message"]
+    assert (job["tokens_held"], job["tokens_charged"]) == (20, 0)
+    assert await balance(api, customer) == {"balance": 100, "held": 0, "available": 100}
