@@ -17,14 +17,16 @@ import subprocess
 import tempfile
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 # streams (h264, hevc, ...) carry no timestamps, so a file with a container's magic in
 # front of one would be measured as lasting a frame and billed as such, however long.
 ALLOWED_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi"
+MIN_FPS, MAX_FPS = 0.5, 480.0  # frame rates a video may have
 # Audio codecs MP4 carries as is; anything else is re-encoded to AAC.
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 # Channel layouts the AAC encoder takes as they are; other audio is mixed down to stereo.
@@ -69,7 +72,9 @@ ProgressCallback = Callable[[int, int], None] | None
 
 @dataclass(frozen=True)
 class VideoInfo:
-    duration: float  # seconds
+    # The video track's own length, from its first frame's start to its last frame's end
+    # (what a swap processes and what is billed), in seconds.
+    duration: float
     fps: float
     frame_count: int
     width: int  # as decoded, i.e. after the rotation ffmpeg applies
@@ -81,13 +86,17 @@ class VideoInfo:
     rotation: int = 0
     fps_rational: str = ""  # exact rate for ffmpeg, e.g. "30000/1001"
     video_stream: int = 0  # index of the stream within the file
-
-    @property
-    def constant_rate(self) -> bool:
-        """Whether the frames come at ``fps`` (within two frames over the whole video).
-        Phones often record a variable rate; such a video is resampled to ``fps`` when
-        swapped, so that its picture keeps pace with its sound."""
-        return abs(self.frame_count - self.duration * self.fps) <= 2
+    # When the first frame shows, in seconds from the file's start: a video track may start
+    # after its soundtrack, which is then read from this point, so picture and sound agree.
+    start: float = 0.0
+    # Whether spacing the frames evenly at ``fps`` leaves each within half a frame of its
+    # own time (no further than resampling would move it). Phones often record a variable
+    # rate; such a video is resampled to ``fps`` when swapped, so that its picture keeps
+    # pace with its sound.
+    constant_rate: bool = True
+    # The shape of a pixel as decoded (after rotation), for ffmpeg's setsar: "1" when
+    # square, "4/3" for an anamorphic 960x720 shown as 16:9.
+    sample_aspect: str = "1"
 
 
 @dataclass(frozen=True)
@@ -169,20 +178,28 @@ def _rate_value(rational: str) -> float:
     return float(rational)
 
 
-def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    cmd: list[str], timeout: float, stdout: IO[bytes] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:  # run() kills and reaps the child itself
         raise VideoDecodeFailed("probing the video timed out") from exc
 
 
 def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
-    """Duration, fps, exact frame count, size, audio and codec of a video file.
+    """Duration, start, fps, exact frame count, size, pixel shape, audio and codec.
 
-    Raises VideoDecodeFailed (empty, not a video, no video stream), VideoTooLong and
-    ImagePixelExceed (frames larger than the configured limits).
+    Raises VideoDecodeFailed (empty, not a video, no video stream, or one without frames
+    or timestamps), VideoTooLong and ImagePixelExceed (frames larger than the configured
+    limits).
     """
     config = config or EngineConfig()
     path = Path(path)
@@ -247,32 +264,29 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
 
     fps_match = _FPS.search(video_line) or _TBR.search(video_line)
     fps = _rate(fps_match.group(1), fps_match.group(2)) if fps_match else 0.0
-    if not (0.5 <= fps <= 480):
+    if not (MIN_FPS <= fps <= MAX_FPS):
         raise VideoDecodeFailed(f"the video has an unusable frame rate ({fps:g} fps)")
     fps_rational = _exact_rate(fps)
     fps = _rate_value(fps_rational)
 
-    # The length is the video stream's own, as the counting pass measures it (what a swap
+    # The length is the video stream's own, measured from its packets (what a swap
     # processes and what is billed), never the container's header: that one may cover a
     # longer audio track, or claim anything at all (a file cut short, a header edited to
     # say 1 s for a 30 s video).
-    frame_count, counted_duration = _count_frames(path, video_index)
-    if frame_count <= 0:
-        raise VideoDecodeFailed("the video stream has no frames")
-    # The counting pass's end time may stop a frame or two short (it counts to the last
-    # packet's start, and B-frames end it one packet earlier); frames / fps fills that in,
-    # but no more than two frames: with a variable frame rate frames / fps can be far off
-    # either way.
-    duration = max(counted_duration, min(frame_count / fps, counted_duration + 2 / fps))
+    track = _measure_track(path, video_index, fps, config)
+    duration = track.end - track.start
     if duration > config.max_video_seconds:
         raise VideoTooLong(
             f"the video lasts {duration:.1f} s; the limit is {config.max_video_seconds:g} s",
             duration=duration,
         )
+    sar = track.sample_aspect
+    if rotation in (90, 270):
+        sar = 1 / sar  # the decoder turns the picture, and with it each pixel
     return VideoInfo(
         duration=duration,
         fps=fps,
-        frame_count=frame_count,
+        frame_count=track.frames,
         width=width,
         height=height,
         has_audio=audio_codec is not None,
@@ -282,43 +296,128 @@ def probe(path: Path | str, config: EngineConfig | None = None) -> VideoInfo:
         rotation=rotation,
         fps_rational=fps_rational,
         video_stream=video_index,
+        start=track.start,
+        constant_rate=track.constant_rate,
+        sample_aspect=str(sar),
     )
 
 
-def _count_frames(path: Path, stream: int) -> tuple[int, float]:
-    """Exact frame count by copying the video packets to the null muxer (no decoding)."""
+@dataclass(frozen=True)
+class _Track:
+    frames: int
+    start: float  # the first frame's time, seconds from the file's start
+    end: float  # when the last frame (in time) stops showing
+    constant_rate: bool
+    sample_aspect: Fraction
+
+
+_NO_TIMESTAMP = -(2**63)  # how ffmpeg prints a packet's missing pts or dts
+
+
+def _fraction(value: str) -> Fraction:
+    """``N/D`` as ffmpeg prints it; 0 for anything else (0/0 included)."""
+    try:
+        return Fraction(value.strip())
+    except (ValueError, ZeroDivisionError):
+        return Fraction(0)
+
+
+def _ticks(value: str) -> int | None:
+    try:
+        ticks = int(value)
+    except ValueError:
+        return None
+    return None if ticks == _NO_TIMESTAMP else ticks
+
+
+def _measure_track(path: Path, stream: int, fps: float, config: EngineConfig) -> _Track:
+    """Frame count, times and pixel shape of a video stream, from a listing of its packets.
+
+    The packets are copied to ffmpeg's framecrc muxer (no decoding), which lists the
+    stream's timebase and pixel shape, then one line per packet: ``stream, dts, pts,
+    duration, size, crc``. Times are relative to the file's start (ffmpeg's default), the
+    frames' order is their display order (by pts), and the last frame ends at its pts plus
+    its duration. The listing goes to a temporary file: its size grows with the packet
+    count, which is capped at the most frames an accepted video can have (its longest
+    length at the highest rate), so a crafted upload of countless tiny packets costs
+    neither disk nor time.
+    """
+    most = math.ceil(config.max_video_seconds * MAX_FPS)
     cmd = [
         ffmpeg_exe(),
         "-hide_banner",
         "-nostdin",
         "-loglevel",
         "error",
-        "-nostats",
-        "-progress",
-        "pipe:1",
         *_input_args(path),
         "-map",
         f"0:{stream}",
         "-c",
         "copy",
+        "-frames:v",
+        str(most + 1),
         "-f",
-        "null",
+        "framecrc",
         "-",
     ]
-    result = _run(cmd, timeout=300)
-    if result.returncode != 0:
-        err = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise VideoDecodeFailed(
-            "the video stream could not be read" + (f" ({err[-1][:200]})" if err else "")
+    with tempfile.TemporaryFile(dir=config.temp_dir) as listing:
+        result = _run(cmd, timeout=300, stdout=listing)
+        if result.returncode != 0:
+            err = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise VideoDecodeFailed(
+                "the video stream could not be read" + (f" ({err[-1][:200]})" if err else "")
+            )
+        listing.seek(0)
+        timebase, sample_aspect = Fraction(0), Fraction(0)
+        frames, end = 0, -math.inf
+        times = array("q")  # each timed frame's pts, in timebase units
+        for raw in listing:
+            line = raw.decode("ascii", "replace")
+            if line.startswith("#"):
+                key, _, value = line[1:].partition(":")
+                if key == "tb 0":
+                    timebase = _fraction(value)
+                elif key == "sar 0":
+                    sample_aspect = _fraction(value)
+                continue
+            fields = line.split(",")
+            if len(fields) < 4:
+                continue
+            frames += 1
+            # AVI leaves the pts of some frames out: their dts is when they show.
+            pts = _ticks(fields[2])
+            at = pts if pts is not None else _ticks(fields[1])
+            length = _ticks(fields[3])
+            if at is None or timebase <= 0:
+                continue
+            times.append(at)
+            # A frame listed without a duration (a last one may be) lasts one frame at the
+            # average rate.
+            ticks = length if length and length > 0 else 1 / (fps * timebase)
+            end = max(end, at + ticks)
+    if frames <= 0:
+        raise VideoDecodeFailed("the video stream has no frames")
+    if frames > most:
+        raise VideoTooLong(
+            f"the video has more than {most} frames: longer than "
+            f"{config.max_video_seconds:g} s at up to {MAX_FPS:g} fps"
         )
-    frames, seconds = 0, 0.0
-    for line in result.stdout.decode("ascii", "replace").splitlines():
-        key, _, value = line.partition("=")
-        if key == "frame" and value.strip().isdigit():
-            frames = int(value)
-        elif key == "out_time_us" and value.strip().lstrip("-").isdigit():
-            seconds = max(0.0, int(value) / 1e6)
-    return frames, seconds
+    if not times:
+        raise VideoDecodeFailed("the video stream has no timestamps")
+    # How far each frame would move if the frames were spaced evenly at ``fps``, as an
+    # encode at that rate spaces them. Timestamps rounded to the timebase (512 or 513
+    # ticks a frame) move them far less than the half-frame bound.
+    shown = np.sort(np.frombuffer(times, dtype=np.int64))
+    offsets = (shown - shown[0]) * float(timebase)
+    drift = np.abs(offsets - np.arange(len(shown)) / fps).max()
+    return _Track(
+        frames=frames,
+        start=float(shown[0] * timebase),
+        end=float(end * timebase),
+        constant_rate=bool(drift <= 0.5 / fps),
+        # 0/1 (unknown) is square, as players take it.
+        sample_aspect=sample_aspect if sample_aspect > 0 else Fraction(1),
+    )
 
 
 # -- swapping ---------------------------------------------------------------------------
@@ -688,8 +787,20 @@ def swap_video(
             "bgr24",
             "pipe:1",
         ]
+        audio_input: list[str] = []
         audio_args: list[str] = ["-an"]
         if with_audio:
+            # The soundtrack is read from the video's first frame for the video's length
+            # (the length billed): sound from before it would play under the wrong picture,
+            # and a longer one would play on over a frozen last frame, or make a 1 s swap an
+            # hour-long file. Sound that starts after the first frame keeps its delay.
+            audio_input = [
+                "-ss",
+                f"{info.start:.6f}",
+                "-t",
+                f"{info.duration:.6f}",
+                *_input_args(input_path),
+            ]
             audio_codec = (info.audio_codec or "").lower()
             copy = audio_codec in MP4_AUDIO_COPY
             reencode = ["-c:a", "aac", "-b:a", "160k"]
@@ -712,12 +823,13 @@ def swap_video(
             out_rate,
             "-i",
             "pipe:0",
-            # The soundtrack is cut to the video's length (the length billed): a longer one
-            # would play on over a frozen last frame, or make a 1 s swap an hour-long file.
-            *(["-t", f"{info.duration:.6f}", *_input_args(input_path)] if with_audio else []),
+            *audio_input,
             "-map",
             "0:v:0",
             *audio_args,
+            # Raw frames carry no pixel shape: an anamorphic video is told its own again.
+            "-vf",
+            f"setsar={info.sample_aspect}",
             "-c:v",
             "libx264",
             "-preset",

@@ -221,6 +221,16 @@ def test_probe_refuses_videos_longer_than_the_limit(clip: Path) -> None:
     assert err.value.code == "VideoTooLong"
 
 
+def test_probe_stops_listing_frames_past_the_most_an_accepted_video_can_have(
+    clip: Path,
+) -> None:
+    """At most max_video_seconds x 480 fps frames are listed (here 0.1 s: 48 of the 2 s
+    clip's 60), so an upload of countless tiny packets is refused without listing them
+    all."""
+    with pytest.raises(VideoTooLong, match="more than 48 frames"):
+        probe(clip, EngineConfig(max_video_seconds=0.1))
+
+
 def clip_with_a_12s_soundtrack(tmp_path: Path) -> Path:
     """The 2 s, 60-frame clip with a 12 s sine soundtrack: the container says 12 s."""
     clip = make_video(tmp_path / "clip.mp4", seconds=2.0, audio=False)
@@ -700,3 +710,167 @@ def test_work_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
     assert not stale.exists()
     assert fresh.exists()  # recently written: maybe a live job of another container
     assert mine.exists()  # this process is alive
+
+
+class Identity:
+    """A FrameSwapper stand-in that hands every frame back as it came."""
+
+    def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        return frames
+
+
+def flash_and_beep(out: Path, *, seconds: float, at: float, select: str = "1") -> Path:
+    """A gray 30 fps clip whose top-left corner flashes white while a 1 kHz beep sounds, both
+    from ``at`` to ``at + 0.2`` s. ``select`` keeps only some frames (a variable rate), which
+    are then stamped with their own times; no B-frames, as phones record."""
+    flash = f"drawbox=x=0:y=0:w=32:h=32:color=white:t=fill:enable='between(t,{at},{at + 0.2})'"
+    beep = f"aevalsrc='if(between(t,{at},{at + 0.2}),sin(2*PI*1000*t),0)':s=44100:d={seconds}"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+         f"color=c=gray:s=160x90:r=30:d={seconds}", "-f", "lavfi", "-i", beep,
+         "-vf", f"format=yuv420p,{flash},select='{select}'", "-fps_mode", "vfr",
+         "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-c:a", "aac", str(out)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return out
+
+
+def flash_seconds(path: Path) -> float:
+    """When the top-left corner first shows white: the first frame's time, as stamped."""
+    run = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0",
+         "-vf", "crop=16:16:8:8,showinfo", "-f", "null", "-"],
+        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    for line in run.stderr.splitlines():
+        frame = re.search(r"pts_time:\s*(-?[\d.]+).*?mean:\[(\d+)", line)
+        if frame and int(frame.group(2)) > 200:
+            return float(frame.group(1))
+    raise AssertionError(f"{path.name} never flashes")
+
+
+def beep_seconds(path: Path) -> float:
+    """When the sound first gets loud, from the file's start (a delayed track included)."""
+    pcm = subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
+         "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar", "8000", "-f", "f32le", "-"],
+        capture_output=True, check=True, stdin=subprocess.DEVNULL,
+    ).stdout  # fmt: skip
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, np.float32)) > 0.3)
+    assert loud.size, f"{path.name} never beeps"
+    return loud[0] / 8000
+
+
+def test_a_variable_rate_video_with_b_frames_is_billed_its_own_length(tmp_path: Path) -> None:
+    """35 frames over exactly 2 s (10 slow ones, then 25 fast), with x264's B-frames: the
+    container's average rate is computed over a longer span than the frames take, so
+    frames / fps once measured 2.04 s and billed 3 started seconds. It lasts 2 s."""
+    vfr = tmp_path / "vfr.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:s=160x90:r=25",
+         "-frames:v", "35", "-vf", "setpts='if(lt(N,10),N*0.1/TB,(1+(N-10)*0.02)/TB)'",
+         "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(vfr)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    info = probe(vfr)
+    assert info.duration == pytest.approx(2.0, abs=1e-3) and info.frame_count == 35
+    assert not info.constant_rate  # so swapped at an even rate, as long as it lasts
+
+
+def test_a_variable_rate_video_without_b_frames_keeps_picture_and_sound_in_sync(
+    tmp_path: Path, config: EngineConfig
+) -> None:
+    """30 fps with a 15 fps stretch from 1 s to 2 s, no B-frames: its average rate matches
+    its length, yet spacing its frames evenly put the flash at 3.0 s half a second before
+    the beep. Resampled instead, the flash comes with the beep."""
+    vfr = flash_and_beep(
+        tmp_path / "vfr.mp4",
+        seconds=4,
+        at=3.0,
+        select=r"if(between(t\,1\,1.99)\,not(mod(n\,2))\,1)",
+    )
+    out = tmp_path / "out.mp4"
+    swap_video(Identity(), None, vfr, out, config=config)
+    assert flash_seconds(out) == pytest.approx(3.0, abs=0.05)
+    assert beep_seconds(out) == pytest.approx(3.0, abs=0.05)
+    assert probe(out).duration == pytest.approx(4.0, abs=0.05)
+
+
+def test_a_video_track_that_starts_after_its_sound_stays_in_sync_and_billed_its_length(
+    tmp_path: Path, config: EngineConfig
+) -> None:
+    """The first second of a 3 s clip's video cut off, its sound kept whole: the video
+    track starts at 1 s and lasts 2 s. It is billed 2 s (not 3), and the swapped video's
+    sound starts where its picture does: the flash and the beep at 2.0 s come out together,
+    at 1.0 s."""
+    whole = flash_and_beep(tmp_path / "whole.mp4", seconds=3, at=2.0)
+    late = tmp_path / "late.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(whole), "-vf", "trim=start=1",
+         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", "-fps_mode", "passthrough",
+         str(late)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert probe(late).duration == pytest.approx(2.0)
+    out = tmp_path / "out.mp4"
+    result = swap_video(Identity(), None, late, out, config=config)
+    assert flash_seconds(out) == pytest.approx(1.0, abs=0.05)
+    assert beep_seconds(out) == pytest.approx(1.0, abs=0.05)
+    assert result.complete and result.seconds_done == pytest.approx(2.0)
+
+
+def test_sound_that_starts_after_the_picture_keeps_its_delay(
+    tmp_path: Path, config: EngineConfig
+) -> None:
+    """The other way round: a soundtrack delayed by half a second (the beep at 2.5 s, the
+    flash at 2.0 s) stays delayed. Reading the sound from the video's start must not pull
+    it forward."""
+    whole = flash_and_beep(tmp_path / "whole.mp4", seconds=3, at=2.0)
+    delayed = tmp_path / "delayed.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(whole), "-itsoffset", "0.5",
+         "-i", str(whole), "-map", "0:v", "-map", "1:a", "-c", "copy", str(delayed)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    swap_video(Identity(), None, delayed, out, config=config)
+    assert flash_seconds(out) == pytest.approx(2.0, abs=0.05)
+    assert beep_seconds(out) - flash_seconds(out) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("rotation", "shape", "sar", "dar"),
+    [(0, (320, 240), "4/3", "16:9"), (90, (240, 320), "3/4", "9:16")],
+    ids=["upright", "rotated"],
+)
+def test_anamorphic_video_keeps_its_pixel_shape(
+    tmp_path: Path,
+    config: EngineConfig,
+    rotation: int,
+    shape: tuple[int, int],
+    sar: str,
+    dar: str,
+) -> None:
+    """320x240 stored, with pixels 4/3 wide: shown 16:9. Re-encoded without its pixel
+    shape it came back squeezed to 4:3. Turned by a rotation flag, each pixel turns too."""
+    stored = tmp_path / "stored.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+         "-t", "0.4", "-vf", "setsar=4/3", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv420p", str(stored)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    anamorphic = tmp_path / "anamorphic.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-display_rotation", str(rotation),
+         "-i", str(stored), "-c", "copy", str(anamorphic)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    swap_video(Identity(), None, anamorphic, out, config=config)
+    stream = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(out)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    ).stderr  # fmt: skip
+    assert f"{shape[0]}x{shape[1]} [SAR {sar.replace('/', ':')} DAR {dar}]" in stream
+    assert probe(anamorphic).sample_aspect == sar
