@@ -383,10 +383,15 @@ def _measure_track(path: Path, stream: int, fps: float, config: EngineConfig) ->
             fields = line.split(",")
             if len(fields) < 4:
                 continue
-            frames += 1
             # AVI leaves the pts of some frames out: their dts is when they show.
             pts = _ticks(fields[2])
             at = pts if pts is not None else _ticks(fields[1])
+            if at is not None and at < 0:
+                # Before the file's start: frames an MP4 edit list hides (a clip cut without
+                # re-encoding keeps the frames from the keyframe before the cut). They are
+                # decoded, never shown: not part of the video.
+                continue
+            frames += 1
             length = _ticks(fields[3])
             if at is None or timebase <= 0:
                 continue

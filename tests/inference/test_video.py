@@ -261,10 +261,6 @@ def test_a_soundtrack_longer_than_the_video_is_cut_to_the_video(
     long_audio = clip_with_a_12s_soundtrack(tmp_path)
     out = tmp_path / "out.mp4"
 
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
-
     result = swap_video(Identity(), None, long_audio, out, config=config)
     assert result.has_audio and probe(out).has_audio
     assert container_seconds(long_audio) == pytest.approx(12.0, abs=0.1)
@@ -382,10 +378,6 @@ def test_swap_without_audio_and_with_odd_frame_size(
     src = make_video(tmp_path / "odd.mp4", seconds=1.0, size=(241, 135), pix_fmt="yuv444p")
     out = tmp_path / "out.mp4"
 
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
-
     result = swap_video(Identity(), None, src, out, keep_audio=False, config=config)
     info = probe(out)
     assert (info.width, info.height) == (240, 134) == (result.width, result.height)
@@ -398,10 +390,6 @@ def test_keep_fps_false_resamples_fast_sources(
     tmp_path: Path, workdir: Path, config: EngineConfig
 ) -> None:
     src = make_video(tmp_path / "fast.mp4", seconds=1.0, fps=60, size=(160, 90))
-
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
 
     result = swap_video(Identity(), None, src, tmp_path / "o.mp4", keep_fps=False, config=config)
     info = probe(tmp_path / "o.mp4")
@@ -418,10 +406,6 @@ def test_a_resampled_video_one_rounded_frame_short_is_still_complete(
     2 started seconds, not the 1 s that frames / fps would say)."""
     src = make_video(tmp_path / "fast.mp4", seconds=1.01, fps=60, size=(160, 90), audio=False)
     assert probe(src).frame_count == 61
-
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
 
     result = swap_video(Identity(), None, src, tmp_path / "o.mp4", keep_fps=False, config=config)
     assert result.frames == 25 and result.seconds_done == pytest.approx(1.0)
@@ -453,10 +437,6 @@ def test_cancel_part_way_raises_cancelled_and_leaves_nothing_behind(
 
 def test_cancel_accepts_a_callable(clip: Path, tmp_path: Path, config: EngineConfig) -> None:
     calls = iter(range(1000))
-
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
 
     with pytest.raises(Cancelled) as err:
         swap_video(
@@ -490,10 +470,6 @@ def test_swap_video_rejects_undecodable_files_without_leftovers(
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(content)
 
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
-
     with pytest.raises(VideoDecodeFailed):
         swap_video(Identity(), None, bad, tmp_path / "out.mp4", config=config)
     assert not (tmp_path / "out.mp4").exists()
@@ -508,10 +484,6 @@ def test_a_truncated_upload_fails_as_a_decode_error(
     data = clip.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
-
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
 
     with pytest.raises(VideoDecodeFailed):
         swap_video(Identity(), None, cut, tmp_path / "out.mp4", config=config)
@@ -606,10 +578,6 @@ def test_a_variable_rate_video_keeps_its_length_and_pace(
     assert info.frame_count == 50 and not info.constant_rate
     assert info.duration == pytest.approx(3.0, abs=0.1)
 
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
-
     out = tmp_path / "out.mp4"
     result = swap_video(Identity(), None, vfr, out, config=config)
     swapped = probe(out)
@@ -630,10 +598,6 @@ def test_sound_the_aac_encoder_cannot_carry_is_mixed_down_not_a_failure(
         check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert probe(studio).audio_layout == "hexadecagonal"
-
-    class Identity:
-        def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-            return frames
 
     out = tmp_path / "out.mp4"
     swap_video(Identity(), None, studio, out, config=config)
@@ -874,3 +838,27 @@ def test_anamorphic_video_keeps_its_pixel_shape(
     ).stderr  # fmt: skip
     assert f"{shape[0]}x{shape[1]} [SAR {sar.replace('/', ':')} DAR {dar}]" in stream
     assert probe(anamorphic).sample_aspect == sar
+
+
+def test_a_clip_cut_without_re_encoding_is_as_long_as_it_plays(tmp_path: Path) -> None:
+    """``ffmpeg -ss 9 -c copy`` of a 10 s video with one keyframe keeps all its frames and
+    an edit list that shows the last second: held and billed 1 s, not 10, and swapped in
+    full (every frame it shows, and only those)."""
+    long = tmp_path / "ten.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:d=10",
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p",
+         str(long)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-ss", "9", "-i", str(long), "-c", "copy", str(cut)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    info = probe(cut)
+    assert (info.frame_count, info.start) == (25, 0.0)
+    assert info.duration == pytest.approx(1.0)
+    result = swap_video(Identity(), None, cut, tmp_path / "out.mp4",
+                        config=EngineConfig(temp_dir=tmp_path))  # fmt: skip
+    assert result.frames == 25 and result.complete
