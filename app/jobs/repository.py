@@ -229,8 +229,9 @@ async def list_jobs(
 
 # Take the oldest open job this worker may run, in one statement: queued ones, and
 # processing ones whose worker let the lease run out (it died or stalled), while attempts
-# are left; not held back by run_after (its tenant was at the concurrency cap) and not of a
-# tenant this worker just found at its cap. SKIP LOCKED: two workers never wait on, or
+# are left; not held back by run_after (its tenant was at the concurrency cap), not of a
+# tenant this worker just found at its cap, nor of a suspended tenant (housekeeping
+# cancels those). SKIP LOCKED: two workers never wait on, or
 # take, the same row. The claim does not wait for its WAL to reach the disk
 # (synchronous_commit off, for this transaction only): lost in a database crash, the job
 # is simply queued again, and its lease guard keeps the lost claimant from finishing it.
@@ -248,6 +249,7 @@ _CLAIM_NEXT = text(
           AND cancel_requested_at IS NULL
           AND (run_after IS NULL OR run_after <= now())
           AND NOT (tenant_id = ANY(CAST(:skip_tenants AS uuid[])))
+          AND (SELECT status FROM tenants WHERE tenants.id = jobs.tenant_id) = 'active'
         ORDER BY created_at, id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -472,36 +474,50 @@ async def request_cancel(
 async def end_abandoned(
     session: AsyncSession, limit: int = 100, *, queue_timeout_s: float = 0.0
 ) -> list[JobRecord]:
-    """Jobs nobody will run: their lease ran out with no attempt left (failed,
-    WorkerLost) or with a cancel pending (canceled); or, when ``queue_timeout_s`` > 0,
-    still queued that long after they were submitted (failed, QueueTimeout). Ended here,
-    in one statement; the caller settles their holds."""
+    """Jobs nobody will run, ended here in one statement (the caller settles their holds):
+
+    - processing, its lease run out with no attempt left: failed, WorkerLost; or with a
+      cancel pending: canceled;
+    - queued (or its lease run out) while its tenant is suspended: canceled (a suspension
+      stops new work; jobs running on a live worker finish);
+    - when ``queue_timeout_s`` > 0, still queued that long after it was submitted: failed,
+      QueueTimeout.
+    """
     rows = await session.execute(
         text(
             f"""
             WITH lost AS (
-                SELECT id FROM jobs
-                WHERE status IN ('queued', 'processing')
-                  AND ((status = 'processing' AND leased_until < now()
-                        AND (attempts >= max_attempts OR cancel_requested_at IS NOT NULL))
-                       OR (status = 'queued' AND :queue_timeout > 0
-                           AND created_at < now() - make_interval(secs => :queue_timeout)))
-                ORDER BY created_at, id
+                SELECT j.id,
+                       CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'Canceled'
+                            WHEN j.status = 'processing' AND j.attempts >= j.max_attempts
+                                THEN 'WorkerLost'
+                            WHEN t.status <> 'active' THEN 'Suspended'
+                            ELSE 'QueueTimeout' END AS why
+                FROM jobs j JOIN tenants t ON t.id = j.tenant_id
+                WHERE j.status IN ('queued', 'processing')
+                  AND ((j.status = 'processing' AND j.leased_until < now()
+                        AND (j.attempts >= j.max_attempts OR j.cancel_requested_at IS NOT NULL
+                             OR t.status <> 'active'))
+                       OR (j.status = 'queued' AND t.status <> 'active')
+                       OR (j.status = 'queued' AND :queue_timeout > 0
+                           AND j.created_at < now() - make_interval(secs => :queue_timeout)))
+                ORDER BY j.created_at, j.id
                 LIMIT :limit
-                FOR UPDATE SKIP LOCKED
+                FOR UPDATE OF j SKIP LOCKED
             )
             UPDATE jobs j
-            SET status = CASE WHEN j.status = 'queued' OR j.cancel_requested_at IS NULL
-                              THEN 'failed' ELSE 'canceled' END,
-                error_code = CASE WHEN j.status = 'queued' THEN 'QueueTimeout'
-                                  WHEN j.cancel_requested_at IS NULL THEN 'WorkerLost'
-                                  ELSE 'Canceled' END,
-                error_message = CASE
-                    WHEN j.status = 'queued' THEN :queue_message
-                    WHEN j.cancel_requested_at IS NULL
-                    THEN 'The workers running this job stopped ' || j.attempts
-                         || ' time(s); its Tokens were released'
-                    ELSE 'Canceled; its worker stopped before it could confirm' END,
+            SET status = CASE WHEN lost.why IN ('WorkerLost', 'QueueTimeout') THEN 'failed'
+                              ELSE 'canceled' END,
+                error_code = CASE WHEN lost.why = 'Suspended' THEN 'Canceled' ELSE lost.why END,
+                error_message = CASE lost.why
+                    WHEN 'WorkerLost' THEN 'The workers running this job stopped '
+                         || j.attempts || ' time(s); its Tokens were released'
+                    WHEN 'Canceled' THEN 'Canceled; its worker stopped before it could confirm'
+                    WHEN 'Suspended' THEN 'Canceled: the tenant was suspended; its '
+                         || 'Tokens were released'
+                    ELSE :queue_message END,
+                cancel_requested_at = CASE WHEN lost.why = 'Suspended' THEN now()
+                                           ELSE j.cancel_requested_at END,
                 finished_at = now(), leased_until = NULL, run_after = NULL
             FROM lost WHERE j.id = lost.id
             RETURNING {", ".join("j." + c.strip() for c in _JOB_COLUMNS.split(","))}

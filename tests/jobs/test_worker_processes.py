@@ -35,6 +35,7 @@ from app.jobs.runner import JobRunner, RunReport, RunState
 from app.jobs.worker import Worker
 from app.settings import Settings
 from billing import service as billing
+from tests.admin.helpers import root_headers
 from tests.conftest import REPO
 from tests.jobs.conftest import (
     Customer,
@@ -751,3 +752,45 @@ async def test_only_jobs_still_queued_past_the_queue_timeout_are_ended(api, db) 
         assert job is not None
         statuses[job_id] = job.status
     assert statuses == {running: "processing", recent: "queued"}
+
+
+async def test_suspending_a_tenant_cancels_its_queued_jobs_and_gives_their_tokens_back(
+    api, db
+) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    job_id = await queued_image_job(api, customer)
+    async with db.session() as s:
+        others = (
+            await s.execute(
+                text(
+                    "SELECT DISTINCT tenant_id FROM jobs WHERE tenant_id <> :t "
+                    "AND status IN ('queued', 'processing')"
+                ),
+                {"t": customer.tenant_id},
+            )
+        ).scalars()
+        await s.execute(
+            text("UPDATE tenants SET status = 'suspended' WHERE id = :t"),
+            {"t": customer.tenant_id},
+        )
+        # Suspended: no worker starts its jobs any more.
+        assert await repo.claim_next(s, "w1", 30.0, list(others)) is None
+
+    for _ in range(100):  # the API process's own housekeeping ends it
+        async with db.session() as s:
+            job = await repo.get_job(s, job_id)
+        assert job is not None
+        if job.status != "queued":
+            break
+        await asyncio.sleep(0.1)
+    reinstated = await api.patch(
+        f"/api/v1/admin/tenants/{customer.tenant_id}",
+        json={"status": "active"},
+        headers=await root_headers(api),
+    )
+    assert reinstated.status_code == 200, reinstated.text
+    seen = (await api.get(f"/api/v1/jobs/{job_id}", headers=customer.headers)).json()
+    assert (seen["status"], seen["tokens_charged"]) == ("canceled", 0)
+    assert "suspended" in seen["error"]["message"]
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    assert await ledger_kinds(api, customer) == [("recharge", 10), ("hold", -1), ("release", 1)]
