@@ -19,9 +19,10 @@ from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency.service import request_fingerprint, run_idempotent
+from app.jobs.service import hold_mismatches
 from billing import bulk_recharge, schemas, service
 from billing import repository as repo
-from billing.verify import check_ledger
+from billing.verify import MAX_MISMATCHES, check_ledger
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
 
@@ -177,18 +178,20 @@ async def verify_ledger_endpoint(
     session: DBSession, admin: CurrentAdmin, tenant_id: uuid.UUID | None = None
 ) -> schemas.LedgerVerifyOut:
     """Recompute every balance and held from the ledger entries, check that each tenant's
-    accounts sum to zero and that the audit chain is intact. Admins bound to a tenant check
+    accounts sum to zero, that every hold is what its entries moved and every metered job
+    what its hold says, and that the audit chain is intact. Admins bound to a tenant check
     that tenant only."""
     if tenant_id is not None:
         ensure_tenant_access(admin, tenant_id, write=False)
     elif admin.tenant_id is not None:
         tenant_id = admin.tenant_id
     ledger = await check_ledger(session, tenant_id)
+    mismatches = ledger.mismatches + await hold_mismatches(session, tenant_id, MAX_MISMATCHES)
     chain_ok = await audit.verify_chain(session)
     return schemas.LedgerVerifyOut(
-        ok=ledger.ok and chain_ok,
+        ok=not mismatches and chain_ok,
         accounts_checked=ledger.accounts_checked,
-        mismatches=[schemas.MismatchOut(**m) for m in ledger.mismatches],
+        mismatches=[schemas.MismatchOut(**m) for m in mismatches],
         audit_chain_ok=chain_ok,
         tenant_id=tenant_id,
     )

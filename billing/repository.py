@@ -695,6 +695,12 @@ def verify_statement(tenant_filtered: bool) -> Any:
         from_filter = f"WHERE from_account_id IN {accounts_of_tenant}"
     account_filter = "WHERE a.tenant_id = :tenant_id" if tenant_filtered else ""
     hold_filter = "AND tenant_id = :tenant_id" if tenant_filtered else ""
+    holds_of_tenant = "WHERE h.tenant_id = :tenant_id" if tenant_filtered else ""
+    entries_of_holds = (
+        "AND hold_id IN (SELECT id FROM holds WHERE tenant_id = :tenant_id)"
+        if tenant_filtered
+        else ""
+    )
     return text(
         f"""
         WITH moves AS (
@@ -739,6 +745,28 @@ def verify_statement(tenant_filtered: bool) -> Any:
         zero_sum AS (
             SELECT tenant_id, sum(balance) AS total FROM checked
             GROUP BY tenant_id HAVING sum(balance) <> 0
+        ),
+        hold_moves AS (
+            SELECT hold_id,
+                   coalesce(sum(amount) FILTER (WHERE kind = 'hold'), 0) AS amount,
+                   coalesce(sum(amount) FILTER (WHERE kind = 'capture'), 0) AS captured,
+                   coalesce(sum(amount) FILTER (WHERE kind = 'release'), 0) AS released,
+                   coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0) AS refunded
+            FROM ledger_entries WHERE hold_id IS NOT NULL {entries_of_holds}
+            GROUP BY hold_id
+        ),
+        bad_holds AS (
+            -- A hold whose amount, capture, release or refunds are not what its entries
+            -- moved (a settled hold edited, or flipped from captured to released).
+            SELECT h.tenant_id, h.id, h.account_id, a.kind AS account_kind, a.user_id,
+                   h.reference, h.status, h.amount, h.captured, h.released, h.refunded,
+                   coalesce(m.amount, 0) AS entries_amount,
+                   coalesce(m.captured, 0) AS entries_captured,
+                   coalesce(m.released, 0) AS entries_released,
+                   coalesce(m.refunded, 0) AS entries_refunded
+            FROM holds h JOIN accounts a ON a.id = h.account_id
+            LEFT JOIN hold_moves m ON m.hold_id = h.id
+            {holds_of_tenant}
         )
         SELECT
             (SELECT count(*) FROM checked) AS accounts_checked,
@@ -751,7 +779,13 @@ def verify_statement(tenant_filtered: bool) -> Any:
             (SELECT coalesce(json_agg(z), '[]') FROM zero_sum z) AS unbalanced_tenants,
             (SELECT coalesce(json_agg(b), '[]') FROM (
                 SELECT * FROM bad_references ORDER BY account_id LIMIT :max_mismatches
-            ) b) AS bad_references
+            ) b) AS bad_references,
+            (SELECT coalesce(json_agg(bh ORDER BY bh.id), '[]') FROM (
+                SELECT * FROM bad_holds
+                WHERE (amount, captured, released, refunded)
+                      <> (entries_amount, entries_captured, entries_released, entries_refunded)
+                ORDER BY id LIMIT :max_mismatches
+            ) bh) AS bad_holds
         """
     )
 

@@ -66,7 +66,9 @@ class MismatchOut(BaseModel):
     account_id: int | None
     account_kind: str | None
     user_id: int | None
-    check: Literal["balance", "held", "open_holds", "zero_sum", "account_reference"]
+    check: Literal[
+        "balance", "held", "open_holds", "zero_sum", "account_reference", "hold_entries", "job_hold"
+    ]
     stored: int | None
     recomputed: int | None
     detail: str | None = None

@@ -9,7 +9,9 @@ One set-based pass (a GROUP BY over the entries joined to the accounts), so chec
 - ``zero_sum``: the balances of a tenant's accounts do not add up to zero;
 - ``account_reference``: entries name an account that does not exist or belongs to another
   tenant (the ledger table has no foreign keys, see migration 0003; this check replaces
-  them).
+  them);
+- ``hold_entries``: a hold's amount, captured, released or refunded differs from what its
+  own entries (hold, capture, release, refund) moved.
 """
 
 from __future__ import annotations
@@ -91,6 +93,29 @@ async def check_ledger(session: AsyncSession, tenant_id: uuid.UUID | None = None
                 "stored": None,
                 "recomputed": None,
                 "detail": f"ledger entries name account {b['account_id']}, which is {where}",
+            }
+        )
+    for h in row.bad_holds:
+        stored = (h["amount"], h["captured"], h["released"], h["refunded"])
+        moved = (
+            h["entries_amount"],
+            h["entries_captured"],
+            h["entries_released"],
+            h["entries_refunded"],
+        )
+        mismatches.append(
+            {
+                "tenant_id": h["tenant_id"],
+                "account_id": h["account_id"],
+                "account_kind": h["account_kind"],
+                "user_id": h["user_id"],
+                "check": "hold_entries",
+                "stored": None,
+                "recomputed": None,
+                "detail": (
+                    f"hold {h['reference']!r} ({h['status']}) says amount, captured, released, "
+                    f"refunded = {stored}; its ledger entries moved {moved}"
+                ),
             }
         )
     return LedgerCheck(accounts_checked=row.accounts_checked, mismatches=mismatches)

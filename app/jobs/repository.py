@@ -535,6 +535,36 @@ async def end_abandoned(
     return [JobRecord.from_row(r) for r in rows]
 
 
+async def disagreeing_with_holds(
+    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
+) -> list[Any]:
+    """Metered jobs (all, or one tenant's) whose Tokens disagree with their hold: no hold,
+    ``tokens_held`` other than the hold's amount, or ended while the hold is still held
+    or with ``tokens_charged`` other than what the hold captured."""
+    of_tenant = "AND j.tenant_id = :tenant_id" if tenant_id is not None else ""
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT j.tenant_id, j.id, j.status, j.tokens_held, j.tokens_charged,
+                   j.hold_reference, h.account_id, a.kind AS account_kind, a.user_id,
+                   h.status AS hold_status, h.amount AS hold_amount,
+                   h.captured AS hold_captured
+            FROM jobs j
+            LEFT JOIN holds h ON h.tenant_id = j.tenant_id AND h.reference = j.hold_reference
+            LEFT JOIN accounts a ON a.id = h.account_id
+            WHERE j.metered AND j.hold_reference IS NOT NULL {of_tenant}
+              AND (h.id IS NULL OR h.amount <> j.tokens_held
+                   OR (j.status IN ('succeeded', 'failed', 'canceled')
+                       AND (h.status = 'held' OR h.captured <> j.tokens_charged)))
+            ORDER BY j.created_at, j.id
+            LIMIT :limit
+            """
+        ),
+        {"tenant_id": tenant_id, "limit": limit},
+    )
+    return list(rows)
+
+
 async def open_counts(session: AsyncSession) -> list[Any]:
     """(kind, queued, processing, tokens_held, oldest_queued_s) over every open job: one
     scan of the small open index."""

@@ -424,6 +424,34 @@ async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -
     metrics.WORKERS_LIVE.set(live)
 
 
+async def hold_mismatches(
+    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
+) -> list[dict[str, Any]]:
+    """The ledger check's ``job_hold`` findings (``repo.disagreeing_with_holds``), in the
+    shape of billing's own mismatches."""
+    found = []
+    for j in await repo.disagreeing_with_holds(session, tenant_id, limit):
+        hold = (
+            f"its hold {j.hold_reference!r} is missing"
+            if j.hold_status is None
+            else f"its hold is {j.hold_status}: amount {j.hold_amount}, captured {j.hold_captured}"
+        )
+        found.append(
+            {
+                "tenant_id": j.tenant_id,
+                "account_id": j.account_id,
+                "account_kind": j.account_kind,
+                "user_id": j.user_id,
+                "check": "job_hold",
+                "stored": j.tokens_charged,
+                "recomputed": j.hold_captured,
+                "detail": f"job {j.id} is {j.status}, held {j.tokens_held} and charged "
+                f"{j.tokens_charged}; {hold}",
+            }
+        )
+    return found
+
+
 async def wait_for_final(
     db: Database,
     events: Any,

@@ -521,6 +521,34 @@ async def test_verify_reports_a_balance_tampered_directly_in_sql(db) -> None:
     await _assert_ledger_ok(db, world)
 
 
+async def test_verify_reports_a_settled_hold_edited_away_from_its_entries(db) -> None:
+    world = await make_tenant(db)
+    await add_users(db, world, ["payer"])
+    await _recharge(db, world, "payer", 40)
+    async with db.session() as s:
+        await service.hold(s, world.tenant_id, world.users["payer"], "job-9", 10)
+    async with db.session() as s:
+        await service.capture(s, world.tenant_id, "job-9", 4)
+    await _assert_ledger_ok(db, world)
+    flip = (
+        "UPDATE holds SET status = :status, captured = :captured, released = amount - :captured"
+        " WHERE tenant_id = :t AND reference = 'job-9'"
+    )
+    async with db.session() as s:  # balances untouched: only the hold says it was released
+        await s.execute(text(flip), {"status": "released", "captured": 0, "t": world.tenant_id})
+    try:
+        async with db.session() as s:
+            check = await check_ledger(s, world.tenant_id)
+        assert [m["check"] for m in check.mismatches] == ["hold_entries"]
+        detail = check.mismatches[0]["detail"]
+        assert "'job-9' (released)" in detail and "(10, 0, 10, 0)" in detail
+        assert "(10, 4, 6, 0)" in detail and check.mismatches[0]["account_kind"] == "user"
+    finally:
+        async with db.session() as s:
+            await s.execute(text(flip), {"status": "captured", "captured": 4, "t": world.tenant_id})
+    await _assert_ledger_ok(db, world)
+
+
 async def test_open_accounts_is_idempotent(db) -> None:
     world = await make_tenant(db)
     await add_users(db, world, ["u1", "u2"])

@@ -812,3 +812,24 @@ async def test_the_database_announces_each_finished_job_with_its_final_row(
     assert str(job.id) == job_id and job.status == "succeeded"
     assert job.tokens_charged == 1 and job.finished_at is not None
     assert job.result is not None and job.result["faces_swapped"] == 1
+
+
+async def test_verify_reports_a_job_whose_tokens_disagree_with_its_hold(api, db) -> None:
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body())
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+    edit = "UPDATE jobs SET tokens_charged = :charged WHERE id = :id"
+    async with db.session() as s:
+        await s.execute(text(edit), {"charged": 0, "id": job_id})
+    try:
+        report = await verify_ledger(api, customer.tenant_id)
+        assert report["ok"] is False
+        [finding] = report["mismatches"]
+        assert (finding["check"], finding["stored"], finding["recomputed"]) == ("job_hold", 0, 1)
+        assert job_id in finding["detail"] and "captured 1" in finding["detail"]
+    finally:
+        async with db.session() as s:
+            await s.execute(text(edit), {"charged": 1, "id": job_id})
+    assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
