@@ -369,7 +369,10 @@ _FINISH = text(
     WITH fin AS (
         UPDATE jobs
         SET status = CAST(:status AS varchar), tokens_charged = :amount,
+            -- Stopped part-way: the share delivered (and charged), not the last report.
             progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
+                            WHEN CAST(:seconds_done AS float8) IS NOT NULL AND target_seconds > 0
+                            THEN least(1.0, CAST(:seconds_done AS float8) / target_seconds)
                             ELSE progress END,
             seconds_done = :seconds_done, error_code = :error_code,
             error_message = :error_message, result = CAST(:result AS jsonb),

@@ -125,6 +125,7 @@ async def test_cancelling_a_long_video_part_way_charges_only_the_delivered_secon
     assert 2.0 <= delivered < 20.0, job
     charged = job["tokens_charged"]
     assert charged == 10 * math.ceil(round(delivered, 3)) and 0 < charged < 200
+    assert job["progress"] == pytest.approx(delivered / 20.0, abs=1e-3)  # what was delivered
     assert job["result"] is None
     missing = await api.get(f"/api/v1/jobs/{job_id}/result", headers=customer.headers)
     assert missing.status_code == 409 and missing.json()["error"]["code"] == "Canceled"
