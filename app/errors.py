@@ -218,6 +218,12 @@ def unstorable_text(exc: BaseException) -> bool:
     return _caused_by(exc, _UNSTORABLE_TEXT)
 
 
+def out_of_range(exc: BaseException) -> bool:
+    """True when a statement failed because a number went past what its column holds: a
+    Token amount that would take a balance beyond 2^63 - 1 (bigint)."""
+    return _caused_by(exc, (asyncpg.exceptions.NumericValueOutOfRangeError,))
+
+
 def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
     seen: BaseException | None = exc
     for _ in range(5):  # the driver's error sits under one or two wrappers
@@ -316,6 +322,14 @@ def install_error_handlers(app: FastAPI) -> None:
                 "InvalidText",
                 "A text value contains a character that cannot be stored "
                 "(NUL, or an unpaired UTF-16 surrogate)",
+            )
+        if out_of_range(exc):  # nothing was applied: the statement failed whole
+            return error_response(
+                request,
+                400,
+                "InvalidAmount",
+                "The amount would take a balance past the largest one stored "
+                "(9,223,372,036,854,775,807 Tokens); nothing was applied",
             )
         if not database_unavailable(exc):
             return await _unexpected(request, exc)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.config import EngineConfig
@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     # Trust X-Forwarded-For from these proxies (comma-separated CIDRs) for client IPs.
     trusted_proxies: str = "127.0.0.1/32,::1/128"
 
-    # Billing limits
-    max_amount: int = 10**12
+    # Billing limits. The largest Token amount of one recharge entry (1 to 10^15: every
+    # balance, the tenant's issuance account's too, must stay within a bigint).
+    max_amount: int = Field(default=10**12, ge=1, le=10**15)
     bulk_max_entries: int = 10_000
     idempotency_ttl_hours: int = 48
 

@@ -28,6 +28,19 @@ def test_unusable_settings_are_one_line_each_not_a_traceback(
     assert "Traceback" not in err
 
 
+def test_a_recharge_limit_past_what_balances_can_hold_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWAPMETER_MAX_AMOUNT", str(4 * 10**18))
+    get_settings.cache_clear()
+    try:
+        assert main(["migrate"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "SWAPMETER_MAX_AMOUNT" in err and "1000000000000000" in err
+
+
 def test_bench_offers_the_benchmarks_not_their_helpers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -673,3 +673,27 @@ async def test_a_nul_in_any_text_field_is_400_invalid_text_not_500(client) -> No
     for response in (created, priced):
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "InvalidText"
+
+
+async def test_a_recharge_past_the_largest_storable_balance_is_refused_and_applies_nothing(
+    client, db
+) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["t1"])
+    await _post_bulk(client, tenant["id"], {"users": ["t1"], "amount": 40})
+    issuance = "UPDATE accounts SET balance = :b WHERE tenant_id = :t AND kind = 'issuance'"
+    async with db.session() as s:  # as if 9.2 quintillion Tokens had been issued already
+        await s.execute(text(issuance), {"b": -(2**63) + 5, "t": tenant["id"]})
+    try:
+        response = await client.post(
+            f"/api/v1/admin/tenants/{tenant['id']}/recharges/bulk",
+            json={"users": ["t1"], "amount": 10},
+            headers=await root_headers(client),
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "InvalidAmount"
+        assert "nothing was applied" in response.json()["error"]["message"]
+    finally:
+        async with db.session() as s:
+            await s.execute(text(issuance), {"b": -40, "t": tenant["id"]})
+    assert (await _verify(client, tenant["id"]))["ok"] is True  # the user still has 40
