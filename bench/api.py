@@ -246,8 +246,10 @@ class LatencyFigures:
     worker_engine_median: float
     # The engine on this process's main thread instead of a thread of its own.
     main_thread_median: float
-    # The same requests to bench/_floor_app.py: HTTP with nothing else (concurrency 1).
+    # The same requests to bench/_floor_app.py: HTTP with nothing else (concurrency 1),
+    # and the engine time that app reports in its answers.
     floor: Run
+    floor_engine_median: float
 
 
 def check_swapped(answer: dict[str, Any]) -> None:
@@ -331,9 +333,14 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
             engine_times: list[float] = []
             worker_engine: list[float] = []
 
-            def check_and_note(answer: dict[str, Any]) -> None:
+            floor_engine: list[float] = []
+
+            def check_and_note(answer: dict[str, Any], into: list[float] = worker_engine) -> None:
                 check_swapped(answer)
-                worker_engine.append(float(answer["result"]["duration"]))
+                into.append(float(answer["result"]["duration"]))
+
+            def check_floor(answer: dict[str, Any]) -> None:
+                check_and_note(answer, floor_engine)
 
             c1, bare = Run(), Run()
             block = max(1, args.latency_requests // args.latency_rounds)
@@ -342,7 +349,7 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
                 c1.merge(await closed_loop(client, [key], body, clients=1, requests=block,
                                            check=check_and_note))  # fmt: skip
                 bare.merge(await closed_loop(floor_client, [key], body, clients=1,
-                                             requests=block, check=check_swapped))  # fmt: skip
+                                             requests=block, check=check_floor))  # fmt: skip
             fail_on_errors("latency, concurrency 1", c1)
             fail_on_errors("latency, floor", bare)
             c8 = await closed_loop(
@@ -366,6 +373,7 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
         statistics.median(worker_engine),
         statistics.median(main_thread),
         bare,
+        statistics.median(floor_engine),
     )
 
 
@@ -539,12 +547,16 @@ def print_latency(figures: LatencyFigures, worker_concurrency: int) -> float:
     print(f"  in milliseconds: HTTP p50 - engine median = {(p50 - engine) * 1000:.1f} ms; "
           f"the worker's own engine time in those answers (result.duration): median "
           f"{figures.worker_engine_median * 1000:.1f} ms")  # fmt: skip
-    floor = pct(figures.floor.latencies, 0.5)
+    floor, floor_engine = pct(figures.floor.latencies, 0.5), figures.floor_engine_median
     print(f"  floor, the same requests to bench/_floor_app.py (the engine inside the API "
-          f"process; no key, Tokens, database, Redis, queue): p50 {floor * 1000:.1f} ms, "
-          f"{(floor - engine) * 1000:+.1f} ms over the engine: so of the overhead, HTTP with "
-          f"the JSON and base64 is {(floor - engine) * 1000:.1f} ms and SwapMeter's checks, "
-          f"metering and queue {(p50 - floor) * 1000:.1f} ms")  # fmt: skip
+          f"process; no key, Tokens, database, Redis, queue): p50 {floor * 1000:.1f} ms, its "
+          f"own engine time {floor_engine * 1000:.1f} ms: HTTP with the JSON and base64 adds "
+          f"{(floor - floor_engine) * 1000:.1f} ms there; SwapMeter's p50 is "
+          f"{(p50 - floor) * 1000:.1f} ms over the floor's")  # fmt: skip
+    print(
+        "  (the same engine runs at different speeds in different processes of this VM: "
+        "compare each p50 with the engine time of its own process too)"
+    )
     print(f"  (one API process, one `swapmeter worker --concurrency {worker_concurrency}`; "
           f"at concurrency 8 requests queue for the worker)")  # fmt: skip
     print(f"  this machine: one database transaction from Python (SELECT 1, as the services "
