@@ -270,16 +270,28 @@ def cut_short_of_its_last_frame(tmp_path) -> bytes:
     )  # fmt: skip
     data = indexed.read_bytes()
     cut = tmp_path / "cut.mp4"
-    for end in range(len(data) // 3, len(data), 97):
+
+    def listed(end: int) -> int:
         cut.write_bytes(data[:end])
-        if probe(cut, EngineConfig()).frame_count == 31:
-            decoded = subprocess.run(
-                [get_ffmpeg_exe(), "-v", "error", "-i", str(cut), "-f", "rawvideo",
-                 "-pix_fmt", "gray", "-"],
-                capture_output=True, check=True, stdin=subprocess.DEVNULL,
-            ).stdout  # fmt: skip
-            if len(decoded) == 30 * 320 * 180:
-                return data[:end]
+        return probe(cut, EngineConfig()).frame_count
+
+    # The cuts listing 31 frames: the first found by bisection (the count grows with the
+    # length kept), then walked while they still list 31.
+    ends = range(len(data) // 3, len(data), 97)
+    low, high = 0, len(ends)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if listed(ends[middle]) < 31 else (low, middle)
+    for end in ends[low:]:
+        if listed(end) != 31:
+            break
+        decoded = subprocess.run(
+            [get_ffmpeg_exe(), "-v", "error", "-i", str(cut), "-f", "rawvideo",
+             "-pix_fmt", "gray", "-"],
+            capture_output=True, check=True, stdin=subprocess.DEVNULL,
+        ).stdout  # fmt: skip
+        if len(decoded) == 30 * 320 * 180:
+            return data[:end]
     raise AssertionError("no cut of this encoder's output leaves its last listed frame short")
 
 
