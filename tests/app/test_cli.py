@@ -12,32 +12,32 @@ from app.cli import main
 from app.settings import get_settings
 
 
+def refused_settings(capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``swapmeter migrate`` prints when the environment's settings are refused."""
+    get_settings.cache_clear()
+    try:
+        assert main(["migrate"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "the settings cannot be used" in err and "Traceback" not in err
+    return err
+
+
 def test_unusable_settings_are_one_line_each_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SWAPMETER_ENVIRONMENT", "production")
     monkeypatch.delenv("SWAPMETER_JWT_SECRET", raising=False)
     monkeypatch.setenv("SWAPMETER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
-    get_settings.cache_clear()
-    try:
-        assert main(["migrate"]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
-    assert "the settings cannot be used" in err and "JWT_SECRET" in err
-    assert "Traceback" not in err
+    assert "JWT_SECRET" in refused_settings(capsys)
 
 
 def test_a_recharge_limit_past_what_balances_can_hold_is_refused_at_start(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SWAPMETER_MAX_AMOUNT", str(4 * 10**18))
-    get_settings.cache_clear()
-    try:
-        assert main(["migrate"]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
+    err = refused_settings(capsys)
     assert "SWAPMETER_MAX_AMOUNT" in err and "1000000000000000" in err
 
 

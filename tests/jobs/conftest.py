@@ -205,6 +205,17 @@ class LocalServer:
     def allow(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    async def posted(
+        self, path: str, timeout_s: float = 10.0
+    ) -> list[tuple[str, dict[str, str], bytes]]:
+        """The requests received at ``path`` once there is one (a webhook arriving)."""
+        for _ in range(int(timeout_s / 0.1)):
+            received = [r for r in self.received if r[0] == path]
+            if received:
+                return received
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"nothing arrived at {path} within {timeout_s:g} s")
+
 
 def _handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
