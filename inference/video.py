@@ -369,7 +369,7 @@ def _measure_track(path: Path, stream: int, fps: float, config: EngineConfig) ->
             )
         listing.seek(0)
         timebase, sample_aspect = Fraction(0), Fraction(0)
-        frames, end = 0, -math.inf
+        packets, frames, end = 0, 0, -math.inf
         times = array("q")  # each timed frame's pts, in timebase units
         for raw in listing:
             line = raw.decode("ascii", "replace")
@@ -383,6 +383,7 @@ def _measure_track(path: Path, stream: int, fps: float, config: EngineConfig) ->
             fields = line.split(",")
             if len(fields) < 4:
                 continue
+            packets += 1
             # AVI leaves the pts of some frames out: their dts is when they show.
             pts = _ticks(fields[2])
             at = pts if pts is not None else _ticks(fields[1])
@@ -400,13 +401,13 @@ def _measure_track(path: Path, stream: int, fps: float, config: EngineConfig) ->
             # average rate.
             ticks = length if length and length > 0 else 1 / (fps * timebase)
             end = max(end, at + ticks)
-    if frames <= 0:
-        raise VideoDecodeFailed("the video stream has no frames")
-    if frames > most:
+    if packets > most:  # the listing stopped there: what it has is not the whole video
         raise VideoTooLong(
             f"the video has more than {most} frames: longer than "
             f"{config.max_video_seconds:g} s at up to {MAX_FPS:g} fps"
         )
+    if frames <= 0:
+        raise VideoDecodeFailed("the video stream has no frames")
     if not times:
         raise VideoDecodeFailed("the video stream has no timestamps")
     # How far each frame would move if the frames were spaced evenly at ``fps``, as an
