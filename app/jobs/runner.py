@@ -133,7 +133,12 @@ def _image_size(data: bytes, config: Any, role: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
             width, height = image.size
-            animated = role == "target" and getattr(image, "is_animated", False)
+            # Not an MPO photo's second picture (a camera's preview or stereo view).
+            animated = (
+                role == "target"
+                and image.format in ("GIF", "WEBP", "PNG")
+                and getattr(image, "is_animated", False)
+            )
     except Image.DecompressionBombError as exc:
         raise ImagePixelExceed(f"the {role} image is too large") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

@@ -183,11 +183,15 @@ async def test_an_animated_target_is_refused_rather_than_swapped_as_a_still(api,
         error = response.json()["error"]
         assert error["code"] == "UnsupportedMediaType" and "video" in error["message"]
     assert await ledger_kinds(api, customer) == [("recharge", 10)]
-    # A still GIF target is swapped, and an animated source lends its first frame's face.
-    response = await post_swap(api, customer, swap_body(source=b64(gif(OBAMA, BIDEN)),
-                                                        target=b64(gif(BIDEN))))  # fmt: skip
-    assert response.status_code == 200, response.text
-    assert response.json()["tokens_charged"] == 1
+    # A still GIF target is swapped, and an animated source lends its first frame's face;
+    # a camera's MPO photo (a JPEG with a second, preview picture) is no animation.
+    for source, target in (
+        (gif(OBAMA, BIDEN), gif(BIDEN)),
+        (OBAMA, gif(BIDEN, OBAMA, format="MPO")),
+    ):
+        response = await post_swap(api, customer, swap_body(source=b64(source), target=b64(target)))
+        assert response.status_code == 200, response.text
+        assert response.json()["tokens_charged"] == 1
 
 
 async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held(api, db) -> None:
