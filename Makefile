@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 ## Run SwapMeter on this machine: embedded PostgreSQL + Redis under .swapmeter/ unless
 ## SWAPMETER_DATABASE_URL / SWAPMETER_REDIS_URL are set.
 dev: $(STAMP)
-	$(BIN)/swapmeter dev
+	$(BIN)/swapmeter dev $(DEV_ARGS)
 
 ## Run the whole test suite against real PostgreSQL and Redis (started embedded if needed).
 test: $(STAMP)

@@ -16,7 +16,7 @@ from app import metrics, ratelimit
 from app.db import Database
 from app.errors import install_error_handlers
 from app.jobs.service import refresh_cluster_gauges
-from app.middleware import RequestContextMiddleware
+from app.middleware import RequestContextMiddleware, hide_signatures_in_access_log
 from app.routers import include_routers, on_startup
 from app.settings import Settings, get_settings
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware)
+    hide_signatures_in_access_log()
     install_error_handlers(app)
     include_routers(app)
 

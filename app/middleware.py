@@ -24,6 +24,29 @@ log = logging.getLogger("swapmeter.http")
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$")
 
 
+_SIGNATURE = re.compile(r"([?&]sig=)[^&\s]*")
+
+
+class HideSignatures(logging.Filter):
+    """Keeps result-link signatures out of the access log: a signed link serves its file
+    to anyone who has it, without an API key, until it expires (24 h), so whoever reads
+    the log must not get them. Installed on uvicorn's access logger by ``create_app``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SIGNATURE.sub(r"\1[hidden]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def hide_signatures_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideSignatures) for f in access.filters):
+        access.addFilter(HideSignatures())
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

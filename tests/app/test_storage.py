@@ -7,6 +7,7 @@ API calls go to botocore's Stubber, which checks the exact requests we would sen
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from app.errors import NotFound
+from app.main import create_app
 from app.settings import Settings
 from app.storage import (
     InvalidResultKey,
@@ -324,3 +326,19 @@ async def test_writes_and_deletes_racing_in_one_folder_never_fail(store: LocalRe
 
     await asyncio.gather(*(churn(f"job{n}") for n in range(4)))
     assert not list(store.root.rglob("*.jpg"))
+
+
+def test_the_access_log_keeps_no_result_link_signature(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed link works without an API key: the access log line of its download must
+    not hand it to whoever reads the log."""
+    create_app(settings)
+    path = "/api/v1/results/results/t/job-1.jpg?expires=1796140005&sig=c7d27b4f9e"
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        # As uvicorn logs a request: client, method, path with query, HTTP version, status.
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", 200
+        )
+    [line] = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert "c7d27b4f9e" not in line and "sig=[hidden]" in line and "expires=1796140005" in line
