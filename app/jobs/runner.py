@@ -227,7 +227,10 @@ def _prepare_sync(
             fps=info.fps,
             has_audio=info.has_audio,
         )
-    raise UnsupportedMediaType("the target is neither a supported image nor a supported video")
+    raise UnsupportedMediaType(
+        "the target is neither a supported image (JPEG, PNG, WebP, BMP, GIF) nor a supported "
+        "video (MP4, MOV, M4V, 3GP, WebM, MKV, AVI)"
+    )
 
 
 async def prepare_inputs(

@@ -202,6 +202,12 @@ async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held
     response = await post_swap(api, customer, swap_body(source=b64(b"just some text" * 10)))
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "UnsupportedMediaType"
+    response = await post_swap(api, customer, swap_body(target=b64(b"%PDF-1.7 " * 40)))
+    assert response.status_code == 415  # and it says what would do
+    assert (
+        "JPEG" in response.json()["error"]["message"]
+        and "MP4" in response.json()["error"]["message"]
+    )
     response = await post_swap(api, customer, swap_body(target="***not base64***"))
     assert response.status_code == 400 and response.json()["error"]["code"] == "InvalidBase64"
     response = await post_swap(api, customer, {"source": b64(OBAMA)})
