@@ -37,6 +37,7 @@ from inference.faces import (
 )
 from inference.label import draw_label, encode_tagged
 from inference.media import MIME_TYPES, DecodedImage, decode_image, normalise_format
+from inference.memory import keep_freed_memory
 from inference.registry import ModelRegistry, check_interface
 from inference.runtime import get_session
 from inference.swappers import (
@@ -108,6 +109,7 @@ class Engine:
     """
 
     def __init__(self, config: EngineConfig, *, registry: ModelRegistry | None = None) -> None:
+        keep_freed_memory()  # the process reuses its image buffers (inference/memory.py)
         self.config = config
         self.registry = registry if registry is not None else ModelRegistry(config)
         self._lock = threading.RLock()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference import memory
 from inference.config import EngineConfig
 from inference.errors import ModelNotInstalled
 from inference.runtime import clear_sessions, get_session, resolve_providers
@@ -84,3 +85,10 @@ def test_thread_counts_and_graph_optimisation_come_from_the_config() -> None:
 def test_a_missing_model_file_raises_model_not_installed(tmp_path: Path) -> None:
     with pytest.raises(ModelNotInstalled):
         get_session(tmp_path / "absent.onnx", EngineConfig())
+
+
+def test_the_engine_process_keeps_its_freed_image_memory() -> None:
+    """glibc takes the engine's malloc settings (values past its limits are refused, and
+    images then decode at the slower, page-faulting pace), once per process."""
+    assert memory.keep_freed_memory() is True
+    assert memory.keep_freed_memory() is True  # once: the second call applies nothing new
