@@ -517,7 +517,8 @@ def _writer(
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
-        except OSError:
+        # ValueError: ``_reap`` closed stdin at the same moment (a cancel).
+        except (OSError, ValueError):
             pass
 
 
