@@ -25,3 +25,6 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )
+    # When the first request's answer went out, for a key stored before that (a swap's,
+    # with its 202, when its job is created): see migration 0008.
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

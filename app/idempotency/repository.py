@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class StoredKey:
     response_status: int | None
     response_body: Any
     created_at: datetime
+    answered_at: datetime | None = None
 
 
 async def claim(
@@ -44,8 +45,8 @@ async def get(session: AsyncSession, *, scope: str, key: str) -> StoredKey | Non
     row = (
         await session.execute(
             text(
-                "SELECT method_path, request_hash, response_status, response_body, created_at "
-                "FROM idempotency_keys WHERE scope = :scope AND key = :key"
+                "SELECT method_path, request_hash, response_status, response_body, created_at, "
+                "answered_at FROM idempotency_keys WHERE scope = :scope AND key = :key"
             ),
             {"scope": scope, "key": key},
         )
@@ -62,6 +63,19 @@ async def store_response(
             "response_body = CAST(:body AS jsonb) WHERE scope = :scope AND key = :key"
         ),
         {"scope": scope, "key": key, "status": status, "body": body_json},
+    )
+
+
+async def mark_answered(
+    session: AsyncSession | AsyncConnection, *, scope: str, key: str, status: int
+) -> None:
+    """The first request of a key stored before it answered has now answered ``status``."""
+    await session.execute(
+        text(
+            "UPDATE idempotency_keys SET response_status = :status, answered_at = now() "
+            "WHERE scope = :scope AND key = :key AND answered_at IS NULL"
+        ),
+        {"scope": scope, "key": key, "status": status},
     )
 
 

@@ -379,7 +379,7 @@ async def swap_face(
             return await _replay(request, replay, spec, wait_for, headers)
         finally:
             prepared.discard()
-        return await _answer(
+        response = await _answer(
             request,
             job.id,
             service.accepted_json(job),
@@ -388,6 +388,9 @@ async def swap_face(
             headers=headers,
             watching=finished,
         )
+    if claim is not None:  # a replay of this key answers the same way from now on
+        await service.note_answered(db, claim, response.status_code)
+    return response
 
 
 async def _replay(
@@ -397,17 +400,24 @@ async def _replay(
     wait_for: Any,
     headers: dict[str, str],
 ) -> Response:
+    """The first request's answer again: 202 when it answered 202, the job's final answer
+    when it answered that. While the first request is still answering, the replay waits
+    for the job as its own request asks (``wait_for``)."""
+    headers = {**headers, REPLAY_HEADER: "true"}
+    if replay.answered == 202:
+        return JSONResponse(replay.accepted, status_code=202, headers=headers)
     async with request.app.state.db.session() as s:
         job = await repo.get_job(s, replay.job_id)
     if job is None:
         raise NotFound("Job not found")
+    final = replay.answered is not None  # the job ended before that first answer
     return await _answer(
         request,
         job.id,
         replay.accepted,
-        wait_s=wait_for(job.kind),
+        wait_s=request.app.state.settings.jobs_max_wait_seconds if final else wait_for(job.kind),
         response_mode=spec.options["response"],
-        headers={**headers, REPLAY_HEADER: "true"},
+        headers=headers,
     )
 
 

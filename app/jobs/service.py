@@ -120,12 +120,19 @@ class IdempotencyClaim:
 
 
 class Replayed(Exception):  # noqa: N818 - a signal, not an error
-    """The Idempotency-Key was used before with this same request: ``job_id`` answers it."""
+    """The Idempotency-Key was used before with this same request: ``job_id`` answers it.
 
-    def __init__(self, job_id: uuid.UUID, accepted: dict[str, Any]) -> None:
+    ``answered``: the status the first request answered with (202, or the job's final
+    answer: 200 or its error's), or None while that request is still answering.
+    """
+
+    def __init__(
+        self, job_id: uuid.UUID, accepted: dict[str, Any], answered: int | None = None
+    ) -> None:
         super().__init__(str(job_id))
         self.job_id = job_id
         self.accepted = accepted
+        self.answered = answered
 
 
 @dataclass(frozen=True)
@@ -223,7 +230,14 @@ async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replaye
         raise IdempotencyKeyReused("This Idempotency-Key was already used with a different request")
     if stored.response_status is None or not isinstance(stored.response_body, dict):
         raise Conflict("A request with this Idempotency-Key is still in progress")
-    return Replayed(uuid.UUID(stored.response_body["job_id"]), stored.response_body)
+    answered = stored.response_status if stored.answered_at is not None else None
+    return Replayed(uuid.UUID(stored.response_body["job_id"]), stored.response_body, answered)
+
+
+async def note_answered(db: Database, claim: IdempotencyClaim, status: int) -> None:
+    """Record the status a keyed swap's first request answered with (migration 0008)."""
+    async with db.autocommit() as connection:
+        await idempotency.mark_answered(connection, scope=claim.scope, key=claim.key, status=status)
 
 
 async def create_job(

@@ -326,3 +326,30 @@ async def test_a_video_mapping_to_a_face_no_frame_has_fails_as_invalid_face_mapp
     assert error["code"] == "InvalidFaceMapping" and "target_face 3" in error["message"]
     assert (job["tokens_held"], job["tokens_charged"]) == (20, 0)
     assert await balance(api, customer) == {"balance": 100, "held": 0, "available": 100}
+
+
+async def test_a_replayed_video_swap_answers_as_its_first_request_did(
+    api, db, clip_2s: bytes
+) -> None:
+    """The contract: a replay returns the first response, same status and body, whatever
+    the replay's own Prefer asks (and charges nothing more)."""
+    customer = await make_customer(api, db, tokens=100)
+    queued = {**customer.headers, "Idempotency-Key": "video-queued"}
+    first = await api.post("/api/v1/swap-face", json=video_body(clip_2s), headers=queued)
+    assert first.status_code == 202, first.text
+    await wait_for_job(api, customer, first.json()["job_id"])  # it has finished since
+    again = await api.post(
+        "/api/v1/swap-face", json=video_body(clip_2s), headers={**queued, "Prefer": "wait=30"}
+    )
+    assert (again.status_code, again.json()) == (202, first.json())
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    waited = {**customer.headers, "Idempotency-Key": "video-waited"}
+    body = video_body(clip_2s, response="url")
+    first = await api.post("/api/v1/swap-face", json=body, headers={**waited, "Prefer": "wait=60"})
+    assert first.status_code == 200, first.text
+    again = await api.post("/api/v1/swap-face", json=body, headers=waited)  # no Prefer
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert again.json()["result"]["resolution"] == first.json()["result"]["resolution"]
+    assert await balance(api, customer) == {"balance": 60, "held": 0, "available": 60}
