@@ -235,9 +235,16 @@ async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replaye
 
 
 async def note_answered(db: Database, claim: IdempotencyClaim, status: int) -> None:
-    """Record the status a keyed swap's first request answered with (migration 0008)."""
-    async with db.autocommit() as connection:
-        await idempotency.mark_answered(connection, scope=claim.scope, key=claim.key, status=status)
+    """Record the status a keyed swap's first request answered with (migration 0008).
+
+    Never fails the answer itself: unrecorded, a replay waits for the job as it asks."""
+    try:
+        async with db.autocommit() as connection:
+            await idempotency.mark_answered(
+                connection, scope=claim.scope, key=claim.key, status=status
+            )
+    except Exception:  # noqa: BLE001 - the customer's answer matters more
+        log.warning("could not record the answer to Idempotency-Key %r", claim.key, exc_info=True)
 
 
 async def create_job(

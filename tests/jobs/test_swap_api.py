@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy import text
 
+from app.idempotency import repository as idempotency
 from app.webhooks import SIGNATURE_HEADER, verify
 from tests.admin.helpers import root_headers
 from tests.jobs.conftest import (
@@ -833,3 +834,16 @@ async def test_verify_reports_a_job_whose_tokens_disagree_with_its_hold(api, db)
         async with db.session() as s:
             await s.execute(text(edit), {"charged": 1, "id": job_id})
     assert (await verify_ledger(api, customer.tenant_id))["ok"] is True
+
+
+async def test_a_keyed_swap_is_answered_even_when_its_answer_cannot_be_recorded(
+    api, db, monkeypatch
+) -> None:
+    async def unreachable(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionRefusedError("the database went away after the job ended")
+
+    monkeypatch.setattr(idempotency, "mark_answered", unreachable)
+    customer = await make_customer(api, db, tokens=10)
+    response = await post_swap(api, customer, swap_body(), **{"Idempotency-Key": "k-1"})
+    assert response.status_code == 200, response.text
+    assert response.json()["tokens_charged"] == 1
