@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db import causes
 from inference.errors import InferenceError
 
 log = logging.getLogger(__name__)
@@ -225,14 +226,8 @@ def out_of_range(exc: BaseException) -> bool:
 
 
 def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(5):  # the driver's error sits under one or two wrappers
-        if seen is None:
-            break
-        if isinstance(seen, types):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
+    # The driver's error sits under one or two wrappers (SQLAlchemy's ``orig``).
+    return any(isinstance(cause, types) for cause in causes(exc))
 
 
 _DATABASE_DOWN = (

@@ -335,21 +335,23 @@ async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: P
 
             floor_engine: list[float] = []
 
-            def check_and_note(answer: dict[str, Any], into: list[float] = worker_engine) -> None:
-                check_swapped(answer)
-                into.append(float(answer["result"]["duration"]))
+            def noting(into: list[float]) -> Any:
+                """A check that also keeps the engine time each answer reports."""
 
-            def check_floor(answer: dict[str, Any]) -> None:
-                check_and_note(answer, floor_engine)
+                def check(answer: dict[str, Any]) -> None:
+                    check_swapped(answer)
+                    into.append(float(answer["result"]["duration"]))
+
+                return check
 
             c1, bare = Run(), Run()
             block = max(1, args.latency_requests // args.latency_rounds)
             for _ in range(args.latency_rounds):  # interleaved: same background load
                 engine_times += [await engine_then_transactions() for _ in range(block)]
                 c1.merge(await closed_loop(client, [key], body, clients=1, requests=block,
-                                           check=check_and_note))  # fmt: skip
-                bare.merge(await closed_loop(floor_client, [key], body, clients=1,
-                                             requests=block, check=check_floor))  # fmt: skip
+                                           check=noting(worker_engine)))  # fmt: skip
+                bare.merge(await closed_loop(floor_client, [key], body, clients=1, requests=block,
+                                             check=noting(floor_engine)))  # fmt: skip
             fail_on_errors("latency, concurrency 1", c1)
             fail_on_errors("latency, floor", bare)
             c8 = await closed_loop(
