@@ -16,6 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.errors import InternalError
 
 log = logging.getLogger("swapmeter.http")
 # Echoed as given (the contract): any printable ASCII up to 128 characters (what jobs and
@@ -82,7 +83,7 @@ class RequestContextMiddleware:
             body = orjson.dumps(
                 {
                     "error": {
-                        "code": "InternalError",
+                        "code": InternalError.code,
                         "message": "Internal server error",
                         "request_id": request_id,
                     }
