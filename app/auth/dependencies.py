@@ -17,7 +17,16 @@ from admin import repository as admin_repository
 from app.auth.ip_allowlist import enforce_admin_ip_allowlist
 from app.auth.tokens import decode_admin_token
 from app.deps import DBSession, SettingsDep
-from app.errors import Forbidden, InvalidToken, NotFound, Unauthorized
+from app.errors import (
+    Forbidden,
+    InvalidApiKey,
+    InvalidToken,
+    NotFound,
+    ServiceUnavailable,
+    TokenExpired,
+    Unauthorized,
+    error_responses,
+)
 from app.tenancy import service as tenancy_service
 
 ROLES = ("platform_admin", "tenant_admin", "auditor")
@@ -115,3 +124,11 @@ async def current_api_user(
 
 CurrentAdmin = Annotated[AdminPrincipal, Depends(current_admin)]
 CurrentApiUser = Annotated[ApiPrincipal, Depends(current_api_user)]
+
+# What these dependencies answer, declared once on each router that uses them
+# (``DocumentedRouter(responses=...)``): the address allowlist and the role checks are
+# 403 Forbidden, as is an API key of a suspended tenant; every check reads the database.
+ADMIN_AUTH_ERRORS = error_responses(
+    Unauthorized, InvalidToken, TokenExpired, Forbidden, ServiceUnavailable
+)
+API_KEY_AUTH_ERRORS = error_responses(Unauthorized, InvalidApiKey, Forbidden, ServiceUnavailable)

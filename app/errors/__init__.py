@@ -1,6 +1,6 @@
-"""Errors: one class per code a client can see (``codes``) and the handlers that render
-them as ``{"error": {"code", "message", "request_id"}}`` (``handlers``). The docs' error
-catalogue lists every code."""
+"""Errors: one class per code a client can see (``codes``), the handlers that render them
+as ``{"error": {"code", "message", "request_id"}}`` (``handlers``), and their place in
+``/openapi.json`` (``openapi``). The docs' error catalogue lists every code."""
 
 from app.errors.codes import (
     INFERENCE_STATUS,
@@ -83,6 +83,14 @@ from app.errors.handlers import (
     install_error_handlers,
     request_id_of,
 )
+from app.errors.openapi import (
+    DocumentedRouter,
+    ErrorBody,
+    ErrorDetail,
+    document_common_errors,
+    error_responses,
+    merge_responses,
+)
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",
@@ -94,8 +102,11 @@ __all__ = [
     "BadRequest",
     "Canceled",
     "Conflict",
+    "DocumentedRouter",
     "DuplicateEntry",
+    "ErrorBody",
     "ErrorClass",
+    "ErrorDetail",
     "FaceSizeTooSmall",
     "Forbidden",
     "IdempotencyKeyReused",
@@ -151,8 +162,11 @@ __all__ = [
     "WeakPassword",
     "WorkerLost",
     "database_unavailable",
+    "document_common_errors",
     "error_response",
+    "error_responses",
     "install_error_handlers",
+    "merge_responses",
     "out_of_range",
     "public_message",
     "request_id_of",

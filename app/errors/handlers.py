@@ -34,6 +34,7 @@ from app.errors.codes import (
     status_of,
 )
 from app.errors.database import database_unavailable, out_of_range, unstorable_text
+from app.errors.openapi import document_common_errors
 from inference.errors import InferenceError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ def _render(request: Request, exc: AppError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """The handlers, and in ``/openapi.json`` the errors they answer on every route."""
+    document_common_errors(app)
+
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return _render(request, exc)
