@@ -48,6 +48,7 @@ HTTP_ERRORS = Counter(
     "429, ...): a closed set of codes.",
     ["code"],
 )
+HTTP_ERRORS.labels("InsufficientBalance")  # exported at 0 from the start: the 402 panel
 DATABASE_UP = Gauge(
     "swapmeter_database_up",
     "1 when PostgreSQL answered this process's last cluster-gauge refresh (a scrape of "

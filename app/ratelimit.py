@@ -50,6 +50,11 @@ REDIS_UP = Gauge(
     multiprocess_mode="mostrecent",
 )
 REDIS_UP.set(1)
+# Exported at 0 from the start, so that dashboards and alerts see a series, not "no data".
+for _operation in ("check_rate", "acquire_slot", "renew_slot", "release_slot", "ping"):
+    REDIS_ERRORS.labels(_operation)
+for _operation in ("check_rate", "acquire_slot"):
+    FAIL_OPEN.labels(_operation)
 
 # GCRA: the key holds the theoretical arrival time (TAT) in microseconds of Redis' clock,
 # so API hosts with skewed clocks still agree. A request is admitted when the TAT it would
@@ -149,6 +154,11 @@ def _mark_up() -> None:
         log.info("Redis answers rate-limit calls again")
     _RedisHealthProcessState.up = True
     REDIS_UP.set(1)
+# Exported at 0 from the start, so that dashboards and alerts see a series, not "no data".
+for _operation in ("check_rate", "acquire_slot", "renew_slot", "release_slot", "ping"):
+    REDIS_ERRORS.labels(_operation)
+for _operation in ("check_rate", "acquire_slot"):
+    FAIL_OPEN.labels(_operation)
 
 
 def _mark_down(operation: str, exc: BaseException) -> None:

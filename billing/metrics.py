@@ -31,6 +31,8 @@ BULK_BATCHES = Counter(
     "Bulk recharge batches by outcome (applied, pending_approval, rejected).",
     ["status"],
 )
+for _status in ("applied", "pending_approval", "rejected"):  # exported at 0 from the start
+    BULK_BATCHES.labels(_status)
 BULK_FAILED_ENTRIES = Counter(
     "swapmeter_bulk_recharge_failed_entries_total",
     "Bulk recharge entries refused, by error code.",

@@ -95,6 +95,9 @@ WEBHOOKS = Counter(
     ["outcome"],
 )
 
+for _outcome in ("delivered", "failed"):  # exported at 0 from the start
+    WEBHOOKS.labels(_outcome)
+
 # Error codes are a closed set of contract codes (the engine's, in app.errors.
 # INFERENCE_STATUS, and ours); anything else is counted as "other".
 _KNOWN_CODES = frozenset(

@@ -339,8 +339,14 @@ class JobRunner:
                 return RunReport(None)
             final, delivery = finished
             await service.delete_stored(self.store, job.source_key, job.target_key)
-            metrics.job_finished(
-                job.kind, final.status, final.error_code, time.monotonic() - started
+            run_s = time.monotonic() - started
+            metrics.job_finished(job.kind, final.status, final.error_code, run_s)
+            log.info(
+                "job %s %s%s in %.2f s",
+                job.id,
+                final.status,
+                f" ({final.error_code})" if final.error_code else "",
+                run_s,
             )
             return RunReport(final, delivery)
         finally:
