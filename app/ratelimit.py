@@ -154,6 +154,8 @@ def _mark_up() -> None:
         log.info("Redis answers rate-limit calls again")
     _RedisHealthProcessState.up = True
     REDIS_UP.set(1)
+
+
 # Exported at 0 from the start, so that dashboards and alerts see a series, not "no data".
 for _operation in ("check_rate", "acquire_slot", "renew_slot", "release_slot", "ping"):
     REDIS_ERRORS.labels(_operation)
