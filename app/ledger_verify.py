@@ -54,7 +54,9 @@ async def verify(session: AsyncSession, tenant_id: uuid.UUID | None) -> Verifica
     return Verification(ledger.accounts_checked, mismatches, chain_ok)
 
 
-async def record(redis: Redis, result: Verification, seconds: float) -> None:
+async def record(
+    redis: Redis, result: Verification, seconds: float, *, last_key: str = LAST_KEY
+) -> None:
     """Keep a whole-ledger result as the latest one, and show it in this process at once.
     Redis down: shown here only."""
     counts = dict.fromkeys(metrics.VERIFY_CHECKS, 0)
@@ -65,28 +67,37 @@ async def record(redis: Redis, result: Verification, seconds: float) -> None:
     last = {"at": time.time(), "ok": result.ok, "seconds": seconds, "mismatches": counts}
     metrics.show_verification(last)
     try:
-        await redis.set(LAST_KEY, orjson.dumps(last))
+        await redis.set(last_key, orjson.dumps(last))
     except (RedisError, OSError) as exc:
         log.warning("the ledger verification's result was not kept in Redis: %s", exc)
 
 
-async def refresh_gauges(redis: Redis) -> None:
+async def refresh_gauges(redis: Redis, *, last_key: str = LAST_KEY) -> None:
     """Show the latest whole-ledger result (from Redis) in this process's gauges."""
     try:
-        raw = await redis.get(LAST_KEY)
+        raw = await redis.get(last_key)
     except (RedisError, OSError):
         return  # swapmeter_redis_up says why; the gauges keep what they had
     if raw:
         metrics.show_verification(orjson.loads(raw))
 
 
-async def verify_if_due(db: Database, redis: Redis, interval_s: float, holder: str) -> bool:
+async def verify_if_due(
+    db: Database,
+    redis: Redis,
+    interval_s: float,
+    holder: str,
+    *,
+    turn_key: str = TURN_KEY,
+    last_key: str = LAST_KEY,
+) -> bool:
     """Check the whole ledger when no process has within ``interval_s`` (the turn is a
-    Redis key that expires then). Returns whether this call ran it."""
+    Redis key that expires then). Returns whether this call ran it. (The keys are
+    parameters for tests, which share one Redis.)"""
     if interval_s <= 0:
         return False
     try:
-        mine = await redis.set(TURN_KEY, holder, nx=True, ex=max(1, round(interval_s)))
+        mine = await redis.set(turn_key, holder, nx=True, ex=max(1, round(interval_s)))
     except (RedisError, OSError):
         return False
     if not mine:
@@ -94,7 +105,7 @@ async def verify_if_due(db: Database, redis: Redis, interval_s: float, holder: s
     started = time.monotonic()
     async with db.session() as session:
         result = await verify(session, None)
-    await record(redis, result, time.monotonic() - started)
+    await record(redis, result, time.monotonic() - started, last_key=last_key)
     if not result.ok:
         log.error(
             "ledger verification failed: %d mismatches%s (GET /api/v1/admin/ledger/verify "
