@@ -410,6 +410,14 @@ async def test_every_metric_the_dashboards_and_alerts_name_is_exported(
         missing -= set(gpu_metrics.NAMES)
     assert not missing, f"named by a dashboard or alert but not exported: {sorted(missing)}"
 
+    # And docs/observability.md describes every metric SwapMeter exports.
+    documented = set(METRIC_NAME.findall((REPO / "docs" / "observability.md").read_text()))
+    ours = {re.sub(r"_(bucket|count|sum|created)$", "", n) for n in exported}
+    undocumented = {
+        n for n in ours if n.startswith("swapmeter_") and not {n, f"{n}_total"} & documented
+    }
+    assert not undocumented, f"exported but not in docs/observability.md: {sorted(undocumented)}"
+
 
 async def test_every_dashboard_panel_returns_data(stack: Stack, settled: Done) -> None:
     empty = []
