@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inference.catalogue import check_interface
 from inference.config import EngineConfig
 from inference.enhancer import FaceEnhancer
 from inference.errors import ModelInvalid, ModelNotInstalled
@@ -38,7 +39,7 @@ from inference.faces import (
 from inference.label import draw_label, encode_tagged
 from inference.media import MIME_TYPES, DecodedImage, decode_image, normalise_format
 from inference.memory import keep_freed_memory
-from inference.registry import ModelRegistry, check_interface
+from inference.registry import ModelRegistry
 from inference.runtime import get_session
 from inference.swappers import (
     ClassicSwapper,
