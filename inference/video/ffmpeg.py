@@ -35,8 +35,10 @@ AAC_LAYOUTS = frozenset(
     {"mono", "stereo", "3.0", "4.0", "5.0", "5.0(side)", "5.1", "5.1(side)", "7.1"}
 )
 PIPE_BUFFER = 1 << 20
-# What every command starts with: no banner, never reading the terminal.
+# How the commands start: no banner, never reading the terminal, and (but for the header,
+# which is read from the log) logging errors only.
 _QUIET = ["-hide_banner", "-nostdin"]
+_ERRORS_ONLY = [*_QUIET, "-loglevel", "error"]
 
 
 def ffmpeg_exe() -> str:
@@ -67,9 +69,7 @@ def packet_listing_command(path: Path, stream: int, most_frames: int) -> list[st
     """Copy one stream's packets, at most ``most_frames``, to the framecrc listing."""
     return [
         ffmpeg_exe(),
-        *_QUIET,
-        "-loglevel",
-        "error",
+        *_ERRORS_ONLY,
         *input_args(path),
         "-map",
         f"0:{stream}",
@@ -163,9 +163,7 @@ def decoder_command(path: Path, info: VideoInfo, plan: OutputPlan) -> list[str]:
         filters.append(f"crop={plan.width}:{plan.height}:0:0")
     return [
         ffmpeg_exe(),
-        *_QUIET,
-        "-loglevel",
-        "error",
+        *_ERRORS_ONLY,
         *input_args(path),
         "-map",
         f"0:{info.video_stream}",
@@ -209,9 +207,7 @@ def encoder_command(
     audio_input, audio = audio_args(path, info) if plan.with_audio else ([], ["-an"])
     return [
         ffmpeg_exe(),
-        *_QUIET,
-        "-loglevel",
-        "error",
+        *_ERRORS_ONLY,
         "-f",
         "rawvideo",
         "-pix_fmt",
