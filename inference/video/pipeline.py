@@ -32,7 +32,7 @@ from inference.video.ffmpeg import (
     spawn,
     tail,
 )
-from inference.video.lanes import Lanes, frame_swappers, processing_lanes
+from inference.video.lanes import FrameSwapperLike, Lanes, frame_swappers, processing_lanes
 from inference.video.probe import VideoInfo, probe
 from inference.video.stages import (
     EOF_MARK,
@@ -181,7 +181,7 @@ class _Run:
         self.logs.append(fh)
         return fh
 
-    def start(self, input_path: Path, info: VideoInfo, swappers: list[Any]) -> None:
+    def start(self, input_path: Path, info: VideoInfo, swappers: list[FrameSwapperLike]) -> None:
         decode_cmd = decoder_command(input_path, info, self.plan)
         encode_cmd = encoder_command(input_path, info, self.plan, self.config, self.output)
         decode_log, encode_log = self._log("decode.log"), self._log("encode.log")
