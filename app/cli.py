@@ -203,6 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app import logs
     from app.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database
     from app.migrate import upgrade_to_head
     from app.startup import check_database
@@ -246,7 +247,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         demo = asyncio.run(_seed_demo(settings))
         _print_banner(settings, args, demo)
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info"
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            log_config=logs.uvicorn_log_config() or uvicorn.config.LOGGING_CONFIG,
         )
     except KeyboardInterrupt:
         pass

@@ -63,16 +63,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def dict_config(fmt: str, level: str) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for the root logger and uvicorn's own loggers (which
-    uvicorn applies again in each of its worker processes)."""
-    formatter = {"()": f"{__name__}.JsonFormatter"} if fmt == "json" else {"format": TEXT_FORMAT}
-    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+def json_dict_config(level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` writing JSON lines from the root logger and
+    uvicorn's own loggers (which uvicorn applies again in each of its worker processes)."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     own = {"handlers": ["main"], "level": level, "propagate": False}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"main": formatter},
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
         "handlers": {"main": handler},
         "loggers": {"uvicorn": own, "uvicorn.access": own, "uvicorn.error": {"level": level}},
         "root": {"handlers": ["main"], "level": level},
@@ -81,9 +80,9 @@ def dict_config(fmt: str, level: str) -> dict[str, Any]:
 
 def configure() -> None:
     """Configure this process's logging from the environment."""
-    fmt, level = log_format(), os.environ.get("SWAPMETER_LOG_LEVEL", "INFO")
-    if fmt == "json":
-        logging.config.dictConfig(dict_config(fmt, level.upper()))
+    level = os.environ.get("SWAPMETER_LOG_LEVEL", "INFO")
+    if log_format() == "json":
+        logging.config.dictConfig(json_dict_config(level.upper()))
     else:
         logging.basicConfig(level=level, format=TEXT_FORMAT)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -92,7 +91,6 @@ def configure() -> None:
 def uvicorn_log_config() -> dict[str, Any] | None:
     """For JSON logs, the dictConfig uvicorn applies in each of its processes (its access
     and error logs in JSON too); None for text logs (uvicorn keeps its own format)."""
-    fmt = log_format()
-    if fmt != "json":
+    if log_format() != "json":
         return None
-    return dict_config(fmt, os.environ.get("SWAPMETER_LOG_LEVEL", "INFO").upper())
+    return json_dict_config(os.environ.get("SWAPMETER_LOG_LEVEL", "INFO").upper())
