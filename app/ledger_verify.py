@@ -12,6 +12,7 @@ fires beside the Redis one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -103,8 +104,13 @@ async def verify_if_due(
     if not mine:
         return False
     started = time.monotonic()
-    async with db.session() as session:
-        result = await verify(session, None)
+    try:
+        async with db.session() as session:
+            result = await verify(session, None)
+    except BaseException:
+        with contextlib.suppress(RedisError, OSError):  # another worker tries next round
+            await redis.delete(turn_key)
+        raise
     await record(redis, result, time.monotonic() - started, last_key=last_key)
     if not result.ok:
         log.error(
