@@ -429,11 +429,13 @@ async def list_jobs(
     return await repo.list_jobs(session, user_id, status=status, before=before, limit=limit)
 
 
-async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -> None:
+async def refresh_cluster_gauges(
+    session: AsyncSession, housekeeping_s: float, lease_s: float
+) -> None:
     """The cluster-wide gauges (jobs queued and processing, the Tokens they hold, the
-    oldest one's wait, live workers) as the database has them now: every worker's
-    housekeeping refreshes them, and so does an API process when scraped, so that no
-    /metrics shows stale zeros."""
+    oldest one's wait, live workers, holds left open) as the database has them now: every
+    worker's housekeeping refreshes them, and so does an API process when scraped, so
+    that no /metrics shows stale zeros."""
     counts = {row.kind: row for row in await repo.open_counts(session)}
     live = await repo.live_workers(session, within_s=max(15.0, 3 * housekeeping_s))
     for kind in metrics.KINDS:
@@ -443,6 +445,7 @@ async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -
         metrics.TOKENS_HELD.labels(kind).set(row.tokens_held if row else 0)
         metrics.OLDEST_QUEUED.labels(kind).set(float(row.oldest_queued_s) if row else 0.0)
     metrics.WORKERS_LIVE.set(live)
+    metrics.HOLDS_STALE.set(await repo.stale_open_holds(session, lease_s))
 
 
 async def hold_mismatches(
