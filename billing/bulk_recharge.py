@@ -44,13 +44,11 @@ from app.errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    IdempotencyKeyReused,
     InvalidAmount,
     NotFound,
     storable_form,
     storable_text,
 )
-from app.idempotency.service import Fingerprint
 from billing import metrics
 from billing import repository as repo
 
@@ -95,7 +93,6 @@ class BatchReport:
     created_at: datetime | None = None
     approved_at: datetime | None = None
     applied_at: datetime | None = None
-    replayed: bool = False  # an earlier call with the same key made this batch
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -231,52 +228,28 @@ async def submit(
     max_amount: int,
     created_by: uuid.UUID | None,
     created_by_email: str | None,
-    idempotency_key: str | None,
-    fingerprint: Fingerprint | None = None,
 ) -> BatchReport:
     """Validate and apply (or park for approval, or reject) one batch.
 
-    With an ``idempotency_key`` the batch is done once: the same key again reports it
-    (replayed), unless it came with a different request (``fingerprint``, the body's),
-    which is IdempotencyKeyReused."""
+    A batch's Idempotency-Key is its route's, kept for good (billing.endpoints)."""
     tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
     operator = bulk.operator or created_by_email
-    claimed = await repo.run(
+    batch = await repo.run(
         session,
-        repo.CLAIM_BATCH,
+        repo.INSERT_BATCH,
         {
             "tenant_id": tenant_id,
             "mode": bulk.mode,
             "requested": len(bulk.users),
             "reason": bulk.reason,
             "operator": operator,
-            "idempotency_key": idempotency_key,
-            "request_hash": (
-                fingerprint.canonical if idempotency_key and fingerprint is not None else None
-            ),
             "created_by": created_by,
             "created_by_email": created_by_email,
         },
     )
-    if claimed is None:
-        # Same (tenant, key) as an earlier batch: it was (or is being) handled; report it.
-        existing = await repo.run(
-            session, repo.BATCH_BY_KEY, {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
-        )
-        assert existing is not None
-        # A batch stored without a fingerprint (before migration 0006) is taken as is.
-        if existing.request_hash is not None and not (
-            fingerprint is not None and fingerprint.matches(existing.request_hash)
-        ):
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was already used with a different request"
-            )
-        report = _report(existing)
-        report.replayed = True
-        return report
-    batch_id = claimed.id
+    batch_id = batch.id
 
     failures: list[dict[str, Any]] = []
     first: dict[str, tuple[int, int]] = {}  # user -> (index, amount) of its first occurrence

@@ -17,8 +17,7 @@ from admin import audit
 from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_access
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
-from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency.service import request_fingerprint, run_idempotent
+from app.idempotency.service import run_idempotent
 from app.jobs.service import hold_mismatches
 from billing import bulk_recharge, schemas, service
 from billing import repository as repo
@@ -70,12 +69,12 @@ async def bulk_recharge_endpoint(
     admin: CurrentAdmin,
 ) -> Response:
     """Credit up to 10,000 users in one transaction. Bad entries are reported in
-    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key.
+    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key,
+    for good: a batch replayed with its key, however late, answers its first report.
     """
     ensure_tenant_access(admin, tenant_id, write=True)
-    raw = await request.body()
     bulk = bulk_recharge.parse_bulk_request(
-        _parse_json(raw),
+        _parse_json(await request.body()),
         max_entries=settings.bulk_max_entries,
         max_amount=settings.max_amount,
     )
@@ -88,22 +87,21 @@ async def bulk_recharge_endpoint(
             max_amount=settings.max_amount,
             created_by=admin.id,
             created_by_email=admin.email,
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-            fingerprint=request_fingerprint(raw),
         )
-        if not report.replayed:
-            await audit.record(
-                session,
-                request=request,
-                actor=admin,
-                action="recharge.bulk",
-                tenant_id=tenant_id,
-                target=f"batch:{report.batch_id}",
-                details=_audit_details(report),
-            )
+        await audit.record(
+            session,
+            request=request,
+            actor=admin,
+            action="recharge.bulk",
+            tenant_id=tenant_id,
+            target=f"batch:{report.batch_id}",
+            details=_audit_details(report),
+        )
         return 200, report.as_dict()
 
-    return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
+    return await run_idempotent(
+        session, request, scope=f"tenant:{tenant_id}", operation=operation, permanent=True
+    )
 
 
 @router.post(
