@@ -19,7 +19,7 @@ from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import run_idempotent
 from app.jobs.service import hold_mismatches
-from billing import bulk_recharge, schemas, service
+from billing import bulk_entries, bulk_recharge, schemas, service
 from billing import repository as repo
 from billing.verify import MAX_MISMATCHES, check_ledger
 
@@ -73,7 +73,7 @@ async def bulk_recharge_endpoint(
     for good: a batch replayed with its key, however late, answers its first report.
     """
     ensure_tenant_access(admin, tenant_id, write=True)
-    bulk = bulk_recharge.parse_bulk_request(
+    bulk = bulk_entries.parse_bulk_request(
         _parse_json(await request.body()),
         max_entries=settings.bulk_max_entries,
         max_amount=settings.max_amount,

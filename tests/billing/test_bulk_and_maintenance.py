@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from billing import bulk_recharge, maintenance, service
-from billing.bulk_recharge import BulkRequest
+from billing.bulk_entries import BulkRequest
 from tests.billing.conftest import account_state, add_users, make_tenant
 
 
