@@ -115,6 +115,7 @@ async def submit(
             "created_by_email": created_by_email,
         },
     )
+    assert batch is not None  # an INSERT ... RETURNING
     first, failures = bulk_entries.check_entries(bulk, max_amount)
     checked = await bulk_apply.check_accounts(session, tenant_id, first)
     failures.extend(checked.failures)

@@ -17,7 +17,9 @@ deletes. This revision moves the keys of existing batches there:
 recharge_batches.idempotency_key, request_hash and their unique constraint stay, no longer
 written or read by this code: an image from before this revision, which may run on this
 schema during a rolling deploy or after a rollback, still writes them. A later revision
-may drop them.
+may drop them. Such an image's purge knows no ``permanent`` and deletes those keys too
+once past the TTL: the batches made since this revision, which carry no key of their own,
+would then be forgotten. Run an older image on this schema no longer than a deploy takes.
 
 Revision ID: 0009
 Revises: 0008
