@@ -12,9 +12,15 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import audit
-from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_access
+from app.auth.dependencies import (
+    AdminPrincipal,
+    CurrentAdmin,
+    CurrentApiUser,
+    ensure_tenant_access,
+)
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import run_idempotent
@@ -88,15 +94,7 @@ async def bulk_recharge_endpoint(
             created_by=admin.id,
             created_by_email=admin.email,
         )
-        await audit.record(
-            session,
-            request=request,
-            actor=admin,
-            action="recharge.bulk",
-            tenant_id=tenant_id,
-            target=f"batch:{report.batch_id}",
-            details=_audit_details(report),
-        )
+        await _audit(session, request, admin, "recharge.bulk", tenant_id, report)
         return 200, report.as_dict()
 
     return await run_idempotent(
@@ -126,15 +124,7 @@ async def approve_batch_endpoint(
             session, tenant_id, batch_id, approved_by=admin.id, approved_by_email=admin.email
         )
         if changed:
-            await audit.record(
-                session,
-                request=request,
-                actor=admin,
-                action="recharge.approve",
-                tenant_id=tenant_id,
-                target=f"batch:{batch_id}",
-                details=_audit_details(report),
-            )
+            await _audit(session, request, admin, "recharge.approve", tenant_id, report)
         return 200, report.as_dict()
 
     return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
@@ -153,6 +143,26 @@ async def get_batch_endpoint(
     report = await bulk_recharge.get_batch(session, tenant_id, batch_id)
     # The very bytes the POST answered (same encoder), not a re-serialisation.
     return JSONResponse(report.as_dict())
+
+
+async def _audit(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    action: str,
+    tenant_id: uuid.UUID,
+    report: bulk_recharge.BatchReport,
+) -> None:
+    """The audit record of a batch's submit or approval, with its report's figures."""
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action=action,
+        tenant_id=tenant_id,
+        target=f"batch:{report.batch_id}",
+        details=_audit_details(report),
+    )
 
 
 def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
