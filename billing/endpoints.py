@@ -13,15 +13,20 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import audit
 from app import ledger_verify
-from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_access
+from app.auth.dependencies import (
+    AdminPrincipal,
+    CurrentAdmin,
+    CurrentApiUser,
+    ensure_tenant_access,
+)
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
-from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency.service import request_fingerprint, run_idempotent
-from billing import bulk_recharge, schemas, service
+from app.idempotency.service import run_idempotent
+from billing import bulk_entries, bulk_recharge, schemas, service
 from billing import repository as repo
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
@@ -70,12 +75,12 @@ async def bulk_recharge_endpoint(
     admin: CurrentAdmin,
 ) -> Response:
     """Credit up to 10,000 users in one transaction. Bad entries are reported in
-    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key.
+    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key,
+    for good: a batch replayed with its key, however late, answers its first report.
     """
     ensure_tenant_access(admin, tenant_id, write=True)
-    raw = await request.body()
-    bulk = bulk_recharge.parse_bulk_request(
-        _parse_json(raw),
+    bulk = bulk_entries.parse_bulk_request(
+        _parse_json(await request.body()),
         max_entries=settings.bulk_max_entries,
         max_amount=settings.max_amount,
     )
@@ -88,22 +93,13 @@ async def bulk_recharge_endpoint(
             max_amount=settings.max_amount,
             created_by=admin.id,
             created_by_email=admin.email,
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-            fingerprint=request_fingerprint(raw),
         )
-        if not report.replayed:
-            await audit.record(
-                session,
-                request=request,
-                actor=admin,
-                action="recharge.bulk",
-                tenant_id=tenant_id,
-                target=f"batch:{report.batch_id}",
-                details=_audit_details(report),
-            )
+        await _audit(session, request, admin, "recharge.bulk", tenant_id, report)
         return 200, report.as_dict()
 
-    return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
+    return await run_idempotent(
+        session, request, scope=f"tenant:{tenant_id}", operation=operation, permanent=True
+    )
 
 
 @router.post(
@@ -128,15 +124,7 @@ async def approve_batch_endpoint(
             session, tenant_id, batch_id, approved_by=admin.id, approved_by_email=admin.email
         )
         if changed:
-            await audit.record(
-                session,
-                request=request,
-                actor=admin,
-                action="recharge.approve",
-                tenant_id=tenant_id,
-                target=f"batch:{batch_id}",
-                details=_audit_details(report),
-            )
+            await _audit(session, request, admin, "recharge.approve", tenant_id, report)
         return 200, report.as_dict()
 
     return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
@@ -155,6 +143,26 @@ async def get_batch_endpoint(
     report = await bulk_recharge.get_batch(session, tenant_id, batch_id)
     # The very bytes the POST answered (same encoder), not a re-serialisation.
     return JSONResponse(report.as_dict())
+
+
+async def _audit(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    action: str,
+    tenant_id: uuid.UUID,
+    report: bulk_recharge.BatchReport,
+) -> None:
+    """The audit record of a batch's submit or approval, with its report's figures."""
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action=action,
+        tenant_id=tenant_id,
+        target=f"batch:{report.batch_id}",
+        details=_audit_details(report),
+    )
 
 
 def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
