@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import metrics
 from app.errors.codes import (
     SETUP_CODES,
     AppError,
@@ -75,6 +76,7 @@ def error_response(
 ) -> JSONResponse:
     if status == 503 and not any(name.lower() == "retry-after" for name in headers or ()):
         headers = {**(headers or {}), "Retry-After": str(DEFAULT_RETRY_AFTER_S)}
+    metrics.count_error(code)
     body: dict[str, Any] = {
         "code": code,
         "message": message,
