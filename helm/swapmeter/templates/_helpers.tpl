@@ -64,19 +64,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The JWT secret: the value given, else the one the release's Secret already holds (so an
-upgrade does not sign everyone out), else a new random one.
+upgrade does not sign everyone out), else a new random one. A generated one is stored
+back in .Values, so that every template of this rendering (the Secret, the migration
+hook's copy, the pods' checksum) sees the same one.
 */}}
 {{- define "swapmeter.jwtSecret" -}}
-{{- if .Values.secrets.jwtSecret }}
-{{- .Values.secrets.jwtSecret }}
-{{- else }}
+{{- if not .Values.secrets.jwtSecret }}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace (include "swapmeter.fullname" .) }}
+{{- $secret := randAlphaNum 48 }}
 {{- if and $existing $existing.data (hasKey $existing.data "SWAPMETER_JWT_SECRET") }}
-{{- index $existing.data "SWAPMETER_JWT_SECRET" | b64dec }}
-{{- else }}
-{{- randAlphaNum 48 }}
+{{- $secret = index $existing.data "SWAPMETER_JWT_SECRET" | b64dec }}
 {{- end }}
+{{- $_ := set .Values.secrets "jwtSecret" $secret }}
 {{- end }}
+{{- .Values.secrets.jwtSecret }}
 {{- end }}
 
 {{/* The data of the chart's Secret (also copied into the migration hook's own Secret). */}}
