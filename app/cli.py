@@ -14,8 +14,10 @@ import logging
 import os
 import runpy
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +30,9 @@ log = logging.getLogger("swapmeter")
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("SWAPMETER_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from app import logs
+
+    logs.configure()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API (production: no embedded servers)")
     api.add_argument("--host", default="0.0.0.0")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes (their metrics are added up: PROMETHEUS_MULTIPROC_DIR)",
+    )
     api.set_defaults(func=cmd_api)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to head (idempotent)")
@@ -130,6 +135,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.jobs.worker import run_worker_process
     from app.startup import check_database, check_models
 
+    # One process serving its own /metrics: the API's multiprocess folder is not its.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     settings = get_settings()
     # Before "started": once running, the worker retries database errors instead.
     _warn(args, check_database(settings.database_url))
@@ -146,19 +153,45 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app import logs
     from app.startup import check_database
 
     _warn(args, check_database(get_settings().database_url))
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=True,
-        log_level=os.environ.get("SWAPMETER_LOG_LEVEL", "info").lower(),
-    )
+    # Before uvicorn starts the workers (and they import the metrics): each then writes
+    # its samples to the shared folder, and a scrape of any of them serves the sum.
+    metrics_dir = _prepare_metrics_dir() if args.workers > 1 else None
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            proxy_headers=True,
+            log_level=os.environ.get("SWAPMETER_LOG_LEVEL", "info").lower(),
+            log_config=logs.uvicorn_log_config() or uvicorn.config.LOGGING_CONFIG,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _prepare_metrics_dir() -> Path | None:
+    """The folder the API processes share their metrics in (prometheus-client's
+    multiprocess mode), emptied of a previous run's samples, which would otherwise carry
+    on into the new counters: ``PROMETHEUS_MULTIPROC_DIR`` when the operator set one (one
+    folder per ``swapmeter api``), else a new temporary folder. Returns the folder to
+    remove at exit (the temporary one), else None."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        folder = Path(tempfile.mkdtemp(prefix="swapmeter-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        return folder
+    Path(given).mkdir(parents=True, exist_ok=True)
+    for stale in Path(given).glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -170,6 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app import logs
     from app.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database
     from app.migrate import upgrade_to_head
     from app.startup import check_database
@@ -213,7 +247,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         demo = asyncio.run(_seed_demo(settings))
         _print_banner(settings, args, demo)
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info"
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            log_config=logs.uvicorn_log_config() or uvicorn.config.LOGGING_CONFIG,
         )
     except KeyboardInterrupt:
         pass

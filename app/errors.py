@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import metrics
 from app.db import causes
 from inference.errors import InferenceError
 
@@ -262,6 +263,7 @@ def error_response(
 ) -> JSONResponse:
     if status == 503 and not any(name.lower() == "retry-after" for name in headers or ()):
         headers = {**(headers or {}), "Retry-After": str(DEFAULT_RETRY_AFTER_S)}
+    metrics.count_error(code)
     body: dict[str, Any] = {
         "code": code,
         "message": message,

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from app import metrics, ratelimit
+from app import ledger_verify, metrics, ratelimit
 from app.db import Database
 from app.errors import install_error_handlers
 from app.jobs.service import refresh_cluster_gauges
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.redis.aclose()
             await app.state.db.dispose()
+            metrics.process_exiting()
 
     app = FastAPI(
         title="SwapMeter",
@@ -91,10 +92,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics(request: Request) -> Response:
         try:
             async with request.app.state.db.session() as session:
-                await refresh_cluster_gauges(session, settings.jobs_housekeeping_seconds)
+                await refresh_cluster_gauges(
+                    session, settings.jobs_housekeeping_seconds, settings.jobs_lease_seconds
+                )
+            metrics.DATABASE_UP.set(1)
         except Exception:  # noqa: BLE001 - the other metrics are still worth serving
+            metrics.DATABASE_UP.set(0)
             log.warning("cluster gauges not refreshed", exc_info=True)
-        await ratelimit.ping(request.app.state.redis, timeout_s=1.0)  # swapmeter_redis_up
+        # swapmeter_redis_up, then the latest ledger verification (kept in Redis)
+        if await ratelimit.ping(request.app.state.redis, timeout_s=1.0) is None:
+            await ledger_verify.refresh_gauges(request.app.state.redis)
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app import logs, metrics
 
 log = logging.getLogger("swapmeter.http")
 # Echoed as given (the contract): any printable ASCII up to 128 characters (what jobs and
@@ -59,6 +59,7 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        context = logs.request_id.set(request_id)
         rid_header = (b"x-request-id", request_id.encode())
         started = time.perf_counter()
         status = 500
@@ -79,6 +80,7 @@ class RequestContextMiddleware:
             if response_started:
                 raise
             status = 500
+            metrics.count_error("InternalError")
             body = orjson.dumps(
                 {
                     "error": {
@@ -100,6 +102,7 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             metrics.observe_http(scope["method"], template, status, time.perf_counter() - started)
+            logs.request_id.reset(context)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

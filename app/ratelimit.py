@@ -37,12 +37,24 @@ REDIS_ERRORS = Counter(
     "Rate-limit and job-slot operations that failed because Redis did not answer.",
     ["operation"],
 )
+FAIL_OPEN = Counter(
+    "swapmeter_ratelimit_fail_open_total",
+    "Requests let through unchecked, and job slots granted uncapped, because Redis did "
+    "not answer (fail open).",
+    ["operation"],
+)
 REDIS_UP = Gauge(
     "swapmeter_redis_up",
     "1 when Redis last answered (a rate-limit or job-slot call, /readyz or a scrape of "
     "/metrics), 0 when it did not.",
+    multiprocess_mode="mostrecent",
 )
 REDIS_UP.set(1)
+# Exported at 0 from the start, so that dashboards and alerts see a series, not "no data".
+for _operation in ("check_rate", "acquire_slot", "renew_slot", "release_slot", "ping"):
+    REDIS_ERRORS.labels(_operation)
+for _operation in ("check_rate", "acquire_slot"):
+    FAIL_OPEN.labels(_operation)
 
 # GCRA: the key holds the theoretical arrival time (TAT) in microseconds of Redis' clock,
 # so API hosts with skewed clocks still agree. A request is admitted when the TAT it would
@@ -144,6 +156,13 @@ def _mark_up() -> None:
     REDIS_UP.set(1)
 
 
+# Exported at 0 from the start, so that dashboards and alerts see a series, not "no data".
+for _operation in ("check_rate", "acquire_slot", "renew_slot", "release_slot", "ping"):
+    REDIS_ERRORS.labels(_operation)
+for _operation in ("check_rate", "acquire_slot"):
+    FAIL_OPEN.labels(_operation)
+
+
 def _mark_down(operation: str, exc: BaseException) -> None:
     REDIS_ERRORS.labels(operation).inc()
     REDIS_UP.set(0)
@@ -198,6 +217,7 @@ async def check_rate(
         _mark_down("check_rate", exc)
         if not fail_open:
             raise _unavailable() from None
+        FAIL_OPEN.labels("check_rate").inc()
         return RateDecision(True, 0.0, burst, 0.0, burst, degraded=True)
     _mark_up()
     allowed, retry_us, remaining, reset_us = (int(v) for v in result)  # type: ignore[attr-defined]
@@ -299,6 +319,7 @@ async def acquire_slot(
         _mark_down("acquire_slot", exc)
         if not fail_open:
             raise _unavailable() from None
+        FAIL_OPEN.labels("acquire_slot").inc()
         return True
     _mark_up()
     return int(result) == 1  # type: ignore[call-overload]

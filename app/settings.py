@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     jobs_webhook_lease_seconds: int = 900
     # Where `swapmeter worker` serves /metrics for Prometheus (0: not served).
     jobs_worker_metrics_port: int = 9101
+    # How often one of the workers verifies the whole ledger (balances, holds, zero sums,
+    # the audit chain) for the swapmeter_ledger_verify_* gauges; 0: never (only
+    # GET /admin/ledger/verify then updates them). One scan of the ledger entries.
+    ledger_verify_interval_seconds: float = Field(default=3600.0, ge=0)
     # --- end of metered swap jobs settings.
 
 

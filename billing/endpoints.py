@@ -6,23 +6,28 @@ the response.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import audit
-from app.auth.dependencies import CurrentAdmin, CurrentApiUser, ensure_tenant_access
+from app import ledger_verify
+from app.auth.dependencies import (
+    AdminPrincipal,
+    CurrentAdmin,
+    CurrentApiUser,
+    ensure_tenant_access,
+)
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
-from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency.service import request_fingerprint, run_idempotent
-from app.jobs.service import hold_mismatches
-from billing import bulk_recharge, schemas, service
+from app.idempotency.service import run_idempotent
+from billing import bulk_entries, bulk_recharge, schemas, service
 from billing import repository as repo
-from billing.verify import MAX_MISMATCHES, check_ledger
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
 
@@ -70,12 +75,12 @@ async def bulk_recharge_endpoint(
     admin: CurrentAdmin,
 ) -> Response:
     """Credit up to 10,000 users in one transaction. Bad entries are reported in
-    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key.
+    ``failed_users`` (soft mode) or reject the batch (atomic mode). Honours Idempotency-Key,
+    for good: a batch replayed with its key, however late, answers its first report.
     """
     ensure_tenant_access(admin, tenant_id, write=True)
-    raw = await request.body()
-    bulk = bulk_recharge.parse_bulk_request(
-        _parse_json(raw),
+    bulk = bulk_entries.parse_bulk_request(
+        _parse_json(await request.body()),
         max_entries=settings.bulk_max_entries,
         max_amount=settings.max_amount,
     )
@@ -88,22 +93,13 @@ async def bulk_recharge_endpoint(
             max_amount=settings.max_amount,
             created_by=admin.id,
             created_by_email=admin.email,
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-            fingerprint=request_fingerprint(raw),
         )
-        if not report.replayed:
-            await audit.record(
-                session,
-                request=request,
-                actor=admin,
-                action="recharge.bulk",
-                tenant_id=tenant_id,
-                target=f"batch:{report.batch_id}",
-                details=_audit_details(report),
-            )
+        await _audit(session, request, admin, "recharge.bulk", tenant_id, report)
         return 200, report.as_dict()
 
-    return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
+    return await run_idempotent(
+        session, request, scope=f"tenant:{tenant_id}", operation=operation, permanent=True
+    )
 
 
 @router.post(
@@ -128,15 +124,7 @@ async def approve_batch_endpoint(
             session, tenant_id, batch_id, approved_by=admin.id, approved_by_email=admin.email
         )
         if changed:
-            await audit.record(
-                session,
-                request=request,
-                actor=admin,
-                action="recharge.approve",
-                tenant_id=tenant_id,
-                target=f"batch:{batch_id}",
-                details=_audit_details(report),
-            )
+            await _audit(session, request, admin, "recharge.approve", tenant_id, report)
         return 200, report.as_dict()
 
     return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
@@ -157,6 +145,26 @@ async def get_batch_endpoint(
     return JSONResponse(report.as_dict())
 
 
+async def _audit(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    action: str,
+    tenant_id: uuid.UUID,
+    report: bulk_recharge.BatchReport,
+) -> None:
+    """The audit record of a batch's submit or approval, with its report's figures."""
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action=action,
+        tenant_id=tenant_id,
+        target=f"batch:{report.batch_id}",
+        details=_audit_details(report),
+    )
+
+
 def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
     return {
         "status": report.status,
@@ -175,7 +183,7 @@ def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
 
 @router.get("/admin/ledger/verify", response_model=schemas.LedgerVerifyOut, tags=["admin"])
 async def verify_ledger_endpoint(
-    session: DBSession, admin: CurrentAdmin, tenant_id: uuid.UUID | None = None
+    request: Request, session: DBSession, admin: CurrentAdmin, tenant_id: uuid.UUID | None = None
 ) -> schemas.LedgerVerifyOut:
     """Recompute every balance and held from the ledger entries, check that each tenant's
     accounts sum to zero, that every hold is what its entries moved and every metered job
@@ -185,14 +193,15 @@ async def verify_ledger_endpoint(
         ensure_tenant_access(admin, tenant_id, write=False)
     elif admin.tenant_id is not None:
         tenant_id = admin.tenant_id
-    ledger = await check_ledger(session, tenant_id)
-    mismatches = ledger.mismatches + await hold_mismatches(session, tenant_id, MAX_MISMATCHES)
-    chain_ok = await audit.verify_chain(session)
+    started = time.monotonic()
+    result = await ledger_verify.verify(session, tenant_id)
+    if tenant_id is None:  # the whole ledger: the latest result operators see
+        await ledger_verify.record(request.app.state.redis, result, time.monotonic() - started)
     return schemas.LedgerVerifyOut(
-        ok=not mismatches and chain_ok,
-        accounts_checked=ledger.accounts_checked,
-        mismatches=[schemas.MismatchOut(**m) for m in mismatches],
-        audit_chain_ok=chain_ok,
+        ok=result.ok,
+        accounts_checked=result.accounts_checked,
+        mismatches=[schemas.MismatchOut(**m) for m in result.mismatches],
+        audit_chain_ok=result.audit_chain_ok,
         tenant_id=tenant_id,
     )
 

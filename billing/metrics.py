@@ -6,14 +6,17 @@ transaction rolls back, so a failed request never shows up as Tokens moved. (A s
 rolled back inside a committed transaction would still count: billing uses none.) Called
 with an autocommit connection (``Database.autocommit``), whose statement committed by
 itself, they count at once.
+
+The ledger verification's gauges are here too; ``app.ledger_verify`` runs it and sets them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
@@ -28,13 +31,62 @@ BULK_BATCHES = Counter(
     "Bulk recharge batches by outcome (applied, pending_approval, rejected).",
     ["status"],
 )
+for _status in ("applied", "pending_approval", "rejected"):  # exported at 0 from the start
+    BULK_BATCHES.labels(_status)
 BULK_FAILED_ENTRIES = Counter(
     "swapmeter_bulk_recharge_failed_entries_total",
     "Bulk recharge entries refused, by error code.",
     ["code"],
 )
 
+# The checks of a ledger verification (billing/verify.py, the jobs' job_hold, the audit
+# chain); anything new is counted as "other" until it is listed here.
+VERIFY_CHECKS = (
+    "balance",
+    "held",
+    "open_holds",
+    "zero_sum",
+    "account_reference",
+    "hold_entries",
+    "job_hold",
+    "audit_chain",
+    "other",
+)
+VERIFY_OK = Gauge(
+    "swapmeter_ledger_verify_ok",
+    "1 when the latest whole-ledger verification found nothing wrong, 0 when it found "
+    "mismatches or a broken audit chain (cluster-wide; aggregate with max).",
+    multiprocess_mode="mostrecent",
+)
+VERIFY_LAST_RUN = Gauge(
+    "swapmeter_ledger_verify_last_run_timestamp_seconds",
+    "Unix time of the latest whole-ledger verification, periodic or asked for (0: none "
+    "yet; cluster-wide, aggregate with max).",
+    multiprocess_mode="mostrecent",
+)
+VERIFY_SECONDS = Gauge(
+    "swapmeter_ledger_verify_duration_seconds",
+    "How long the latest whole-ledger verification took (cluster-wide).",
+    multiprocess_mode="mostrecent",
+)
+VERIFY_MISMATCHES = Gauge(
+    "swapmeter_ledger_verify_mismatches",
+    "Mismatches the latest whole-ledger verification found, by check (zero_sum: a "
+    "tenant's accounts do not add up to zero; audit_chain: 1 when the chain is broken).",
+    ["check"],
+    multiprocess_mode="mostrecent",
+)
+
 _PENDING = "billing_metrics_pending"
+
+
+def show_verification(last: dict[str, Any]) -> None:
+    """Set the verification gauges from a result as ``app.ledger_verify`` keeps it."""
+    VERIFY_OK.set(1 if last["ok"] else 0)
+    VERIFY_LAST_RUN.set(last["at"])
+    VERIFY_SECONDS.set(last["seconds"])
+    for check in VERIFY_CHECKS:
+        VERIFY_MISMATCHES.labels(check).set(last["mismatches"].get(check, 0))
 
 
 def _defer(session: AsyncSession | AsyncConnection, apply: Callable[[], None]) -> None:

@@ -208,6 +208,8 @@ class RechargeBatch(Base):
     failed_users: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     reason: Mapped[str | None] = mapped_column(Text)
     operator: Mapped[str | None] = mapped_column(String(320))
+    # A batch's Idempotency-Key is in idempotency_keys since migration 0009; these two (and
+    # their unique constraint) are written only by images from before it, still running.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # of the body, with the key
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

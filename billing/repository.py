@@ -589,13 +589,12 @@ async def bulk_credit(
     )
 
 
-CLAIM_BATCH = text(
+INSERT_BATCH = text(
     """
     INSERT INTO recharge_batches (tenant_id, status, mode, requested, reason, operator,
-                                  idempotency_key, request_hash, created_by, created_by_email)
+                                  created_by, created_by_email)
     VALUES (:tenant_id, 'processing', :mode, :requested, :reason, :operator,
-            :idempotency_key, :request_hash, :created_by, :created_by_email)
-    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+            :created_by, :created_by_email)
     RETURNING id, created_at
     """
 )
@@ -638,12 +637,6 @@ BATCH_FOR_APPROVAL = text(
     SELECT {_BATCH_COLUMNS}, pending_users, pending_amounts FROM recharge_batches
     WHERE id = :batch_id AND tenant_id = :tenant_id
     FOR UPDATE
-    """
-)
-BATCH_BY_KEY = text(
-    f"""
-    SELECT {_BATCH_COLUMNS}, request_hash FROM recharge_batches
-    WHERE tenant_id = :tenant_id AND idempotency_key = :idempotency_key
     """
 )
 

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 # "command debian-package": the package is installed when the command is not on PATH.
 DEBIAN_TOOLS=(
+    "promtool prometheus"  # tests/observability: promtool and a real Prometheus server
 )
 
 # "command pip-requirement": installed in .venv-tools/ when missing or pinned otherwise.

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from admin import repository as admin_repository
+from app import logs
 from app.auth.ip_allowlist import enforce_admin_ip_allowlist
 from app.auth.tokens import decode_admin_token
 from app.deps import DBSession, SettingsDep
@@ -88,6 +89,8 @@ async def current_admin(
         raise InvalidToken("This admin account is not active")
     if claims.session_epoch != row.session_epoch:
         raise InvalidToken("This session ended when the account was disabled; sign in again")
+    if row.tenant_id is not None:
+        logs.tenant_id.set(str(row.tenant_id))
     return AdminPrincipal(id=row.id, email=row.email, role=row.role, tenant_id=row.tenant_id)
 
 
@@ -104,6 +107,7 @@ async def current_api_user(
     async with request.app.state.db.autocommit() as conn:
         found = await tenancy_service.authenticate_api_key(conn, raw)
     await tenancy_service.note_api_key_used(request.app.state.db, found.id)
+    logs.tenant_id.set(str(found.tenant_id))
     return ApiPrincipal(
         user_id=found.user_id,
         tenant_id=found.tenant_id,

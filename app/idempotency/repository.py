@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 @dataclass(frozen=True)
 class StoredKey:
     method_path: str
-    request_hash: str
+    request_hash: str | None  # None: stored without one (see service.Fingerprint.matches)
     response_status: int | None
     response_body: Any
     created_at: datetime
@@ -21,7 +21,13 @@ class StoredKey:
 
 
 async def claim(
-    session: AsyncSession, *, scope: str, key: str, method_path: str, request_hash: str
+    session: AsyncSession,
+    *,
+    scope: str,
+    key: str,
+    method_path: str,
+    request_hash: str,
+    permanent: bool = False,
 ) -> bool:
     """True when this transaction now owns the key.
 
@@ -31,11 +37,17 @@ async def claim(
     row = (
         await session.execute(
             text(
-                "INSERT INTO idempotency_keys (scope, key, method_path, request_hash) "
-                "VALUES (:scope, :key, :method_path, :request_hash) "
+                "INSERT INTO idempotency_keys (scope, key, method_path, request_hash, permanent) "
+                "VALUES (:scope, :key, :method_path, :request_hash, :permanent) "
                 "ON CONFLICT (scope, key) DO NOTHING RETURNING 1"
             ),
-            {"scope": scope, "key": key, "method_path": method_path, "request_hash": request_hash},
+            {
+                "scope": scope,
+                "key": key,
+                "method_path": method_path,
+                "request_hash": request_hash,
+                "permanent": permanent,
+            },
         )
     ).one_or_none()
     return row is not None
@@ -80,12 +92,13 @@ async def mark_answered(
 
 
 async def delete_older_than(session: AsyncSession, *, hours: int, batch: int) -> int:
-    """Deletes up to ``batch`` expired keys; returns how many went."""
+    """Deletes up to ``batch`` expired keys (never a permanent one); returns how many went."""
     deleted = await session.execute(
         text(
             "WITH gone AS (DELETE FROM idempotency_keys WHERE (scope, key) IN ("
             "SELECT scope, key FROM idempotency_keys "
-            "WHERE created_at < now() - make_interval(hours => :hours) LIMIT :batch) "
+            "WHERE created_at < now() - make_interval(hours => :hours) AND NOT permanent "
+            "LIMIT :batch) "
             "RETURNING 1) SELECT count(*) FROM gone"
         ),
         {"hours": hours, "batch": batch},

@@ -37,13 +37,17 @@ from app.errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    InvalidIdempotencyKey,
     NotFound,
     ResultExpired,
     error_response,
 )
-from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency.service import MAX_KEY_LENGTH, REPLAY_HEADER, run_idempotent
+from app.idempotency.service import (
+    Fingerprint,
+    KeyClaim,
+    Replay,
+    replay_headers,
+    run_idempotent,
+)
 from app.jobs import inputs, runner, schemas, service
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
@@ -183,15 +187,15 @@ def _prefer_wait(prefer: str | None, settings: Settings) -> int | None:
 
 def _idempotency_claim(
     request: Request, user: ApiPrincipal, spec: inputs.SwapSpec
-) -> service.IdempotencyClaim | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidIdempotencyKey(
-            f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters"
-        )
-    return service.IdempotencyClaim(f"user:{user.user_id}", key, spec.fingerprint())
+) -> KeyClaim | None:
+    """The swap's key: its 202 is stored with its job, its final answer may follow."""
+    return KeyClaim.of(
+        request,
+        scope=f"user:{user.user_id}",
+        fingerprint=Fingerprint.of_digest(spec.fingerprint()),
+        method_path=service.SUBMIT_PATH,
+        provisional=202,
+    )
 
 
 async def _final_answer(
@@ -330,7 +334,7 @@ async def swap_face(
 
     if claim is not None:
         async with db.session() as s:
-            replay = await service.find_replay(s, claim)
+            replay = await claim.find(s)
         if replay is not None:
             return await _replay(request, replay, spec, wait_for, headers)
 
@@ -375,7 +379,7 @@ async def swap_face(
                 metered=settings.jobs_metering,
                 max_attempts=settings.jobs_max_attempts,
             )
-        except service.Replayed as replay:
+        except Replay as replay:
             return await _replay(request, replay, spec, wait_for, headers)
         finally:
             prepared.discard()
@@ -389,13 +393,13 @@ async def swap_face(
             watching=finished,
         )
     if claim is not None:  # a replay of this key answers the same way from now on
-        await service.note_answered(db, claim, response.status_code)
+        await claim.mark_answered(db, response.status_code)
     return response
 
 
 async def _replay(
     request: Request,
-    replay: service.Replayed,
+    replay: Replay,
     spec: inputs.SwapSpec,
     wait_for: Any,
     headers: dict[str, str],
@@ -403,18 +407,18 @@ async def _replay(
     """The first request's answer again: 202 when it answered 202, the job's final answer
     when it answered that. While the first request is still answering, the replay waits
     for the job as its own request asks (``wait_for``)."""
-    headers = {**headers, REPLAY_HEADER: "true"}
-    if replay.answered == 202:
-        return JSONResponse(replay.accepted, status_code=202, headers=headers)
+    if replay.stored:
+        return replay.response(headers)
+    headers = replay_headers(headers)
     async with request.app.state.db.session() as s:
-        job = await repo.get_job(s, replay.job_id)
+        job = await repo.get_job(s, uuid.UUID(replay.body["job_id"]))
     if job is None:
         raise NotFound("Job not found")
-    final = replay.answered is not None  # the job ended before that first answer
+    final = replay.status is not None  # the job ended before that first answer
     return await _answer(
         request,
         job.id,
-        replay.accepted,
+        replay.body,
         wait_s=request.app.state.settings.jobs_max_wait_seconds if final else wait_for(job.kind),
         response_mode=spec.options["response"],
         headers=headers,

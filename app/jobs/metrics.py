@@ -4,8 +4,10 @@ Token movements are not counted here: billing counts every hold, capture and rel
 after its transaction commits (``swapmeter_tokens_moved_total{kind=...}``).
 
 Gauges fed from the database (queue length, live workers) hold the same cluster-wide
-value in every worker process: aggregate them with ``max``, not ``sum``.
-``swapmeter_jobs_running`` is this process's own count: aggregate it with ``sum``.
+value in every worker process: aggregate them with ``max``, not ``sum`` (and between the
+API processes of one ``swapmeter api --workers N``, the most recent refresh is the one
+served: ``multiprocess_mode="mostrecent"``). ``swapmeter_jobs_running`` is this process's
+own count: aggregate it with ``sum``.
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ JOBS_IN_QUEUE = Gauge(
     "swapmeter_jobs_in_queue",
     "Jobs waiting for a worker, cluster-wide (refreshed by each worker; aggregate with max).",
     ["kind"],
+    multiprocess_mode="mostrecent",
 )
 JOBS_PROCESSING = Gauge(
     "swapmeter_jobs_processing",
     "Jobs leased by some worker, cluster-wide (refreshed by each worker; aggregate with max).",
     ["kind"],
+    multiprocess_mode="mostrecent",
 )
 JOBS_RUNNING = Gauge(
     "swapmeter_jobs_running",
     "Jobs this process is running now (aggregate with sum).",
     ["kind"],
+    multiprocess_mode="livesum",
 )
 QUEUE_WAIT = Histogram(
     "swapmeter_job_queue_wait_seconds",
@@ -62,6 +67,7 @@ TOKENS_HELD = Gauge(
     "Tokens held by jobs not finished yet (queued or processing), cluster-wide: what "
     "customers cannot spend until their jobs end (aggregate with max).",
     ["kind"],
+    multiprocess_mode="mostrecent",
 )
 OLDEST_QUEUED = Gauge(
     "swapmeter_jobs_oldest_queued_seconds",
@@ -69,16 +75,28 @@ OLDEST_QUEUED = Gauge(
     "back by their tenant's cap not counted); 0 when none waits (alert on it: no worker "
     "is taking jobs; aggregate with max).",
     ["kind"],
+    multiprocess_mode="mostrecent",
 )
 WORKERS_LIVE = Gauge(
     "swapmeter_workers_live",
     "Worker processes whose heartbeat is recent (from the workers table; aggregate with max).",
+    multiprocess_mode="mostrecent",
+)
+HOLDS_STALE = Gauge(
+    "swapmeter_holds_open_stale",
+    "Token holds still open, older than the job lease, whose job is no longer queued or "
+    "running (or that have none): Tokens reserved that nobody will settle (cluster-wide; "
+    "aggregate with max).",
+    multiprocess_mode="mostrecent",
 )
 WEBHOOKS = Counter(
     "swapmeter_webhook_deliveries_total",
     "Webhook deliveries by outcome (delivered, failed).",
     ["outcome"],
 )
+
+for _outcome in ("delivered", "failed"):  # exported at 0 from the start
+    WEBHOOKS.labels(_outcome)
 
 # Error codes are a closed set of contract codes (the engine's, in app.errors.
 # INFERENCE_STATUS, and ours); anything else is counted as "other".

@@ -592,6 +592,26 @@ async def open_counts(session: AsyncSession) -> list[Any]:
     return list(rows)
 
 
+async def stale_open_holds(session: AsyncSession, older_than_s: float) -> int:
+    """Holds still open, older than ``older_than_s``, whose job is no longer queued or
+    running: Tokens reserved that no worker will settle (``end_abandoned_job`` should have
+    released them). Both sides are small partial indexes (open holds, open jobs)."""
+    result = await session.execute(
+        text(
+            """
+            SELECT count(*) FROM holds h
+            WHERE h.status = 'held' AND h.created_at < now() - make_interval(secs => :age)
+              AND NOT EXISTS (
+                  SELECT 1 FROM jobs j
+                  WHERE j.status IN ('queued', 'processing')
+                    AND j.tenant_id = h.tenant_id AND j.hold_reference = h.reference)
+            """
+        ),
+        {"age": older_than_s},
+    )
+    return int(result.scalar_one())
+
+
 # -- workers -----------------------------------------------------------------------------
 
 

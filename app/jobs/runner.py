@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import io
@@ -338,8 +339,14 @@ class JobRunner:
                 return RunReport(None)
             final, delivery = finished
             await service.delete_stored(self.store, job.source_key, job.target_key)
-            metrics.job_finished(
-                job.kind, final.status, final.error_code, time.monotonic() - started
+            run_s = time.monotonic() - started
+            metrics.job_finished(job.kind, final.status, final.error_code, run_s)
+            log.info(
+                "job %s %s%s in %.2f s",
+                job.id,
+                final.status,
+                f" ({final.error_code})" if final.error_code else "",
+                run_s,
             )
             return RunReport(final, delivery)
         finally:
@@ -435,15 +442,29 @@ class JobRunner:
                 source, target = await asyncio.gather(
                     self._read(job.source_key), self._read(job.target_key)
                 )
+                # The context goes along (unlike to_thread, run_in_executor drops it), so
+                # the engine's log lines carry the job's ids.
                 image, sha256 = await loop.run_in_executor(
-                    self.executor, self._swap_image, source, target, job.params
+                    self.executor,
+                    contextvars.copy_context().run,
+                    self._swap_image,
+                    source,
+                    target,
+                    job.params,
                 )
                 return self._store_image(job, image, sha256)
             source = await self._read(job.source_key)
             target_path = await self._local_file(job.target_key, workdir)
             output = workdir / "output.mp4"
             video = await loop.run_in_executor(
-                self.executor, self._swap_video, source, target_path, output, job, state
+                self.executor,
+                contextvars.copy_context().run,
+                self._swap_video,
+                source,
+                target_path,
+                output,
+                job,
+                state,
             )
             if video.faces_swapped_frames == 0 and self.settings.jobs_swapper != "noop":
                 # Nothing of the user's was swapped: a failed job, its hold back in full.

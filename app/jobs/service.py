@@ -31,12 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db import Database
-from app.errors import Conflict, IdempotencyKeyReused, NotFound
-from app.idempotency import repository as idempotency
+from app.errors import Conflict, NotFound
+from app.idempotency.service import KeyClaim
 from app.jobs import metrics
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
@@ -108,31 +107,6 @@ class NewJob:
             "max_attempts": self.max_attempts,
             "request_id": self.request_id,
         }
-
-
-@dataclass(frozen=True)
-class IdempotencyClaim:
-    """An Idempotency-Key and the fingerprint of the request that carries it."""
-
-    scope: str
-    key: str
-    request_hash: str
-
-
-class Replayed(Exception):  # noqa: N818 - a signal, not an error
-    """The Idempotency-Key was used before with this same request: ``job_id`` answers it.
-
-    ``answered``: the status the first request answered with (202, or the job's final
-    answer: 200 or its error's), or None while that request is still answering.
-    """
-
-    def __init__(
-        self, job_id: uuid.UUID, accepted: dict[str, Any], answered: int | None = None
-    ) -> None:
-        super().__init__(str(job_id))
-        self.job_id = job_id
-        self.accepted = accepted
-        self.answered = answered
 
 
 @dataclass(frozen=True)
@@ -218,39 +192,10 @@ def quote(
     return Quote(book.version, unit, tokens)
 
 
-async def find_replay(session: AsyncSession, claim: IdempotencyClaim) -> Replayed | None:
-    """The job an earlier request with this key created, before any work is redone.
-
-    A key used with a different request is IdempotencyKeyReused (409).
-    """
-    stored = await idempotency.get(session, scope=claim.scope, key=claim.key)
-    if stored is None:
-        return None
-    if stored.request_hash != claim.request_hash or stored.method_path != SUBMIT_PATH:
-        raise IdempotencyKeyReused("This Idempotency-Key was already used with a different request")
-    if stored.response_status is None or not isinstance(stored.response_body, dict):
-        raise Conflict("A request with this Idempotency-Key is still in progress")
-    answered = stored.response_status if stored.answered_at is not None else None
-    return Replayed(uuid.UUID(stored.response_body["job_id"]), stored.response_body, answered)
-
-
-async def note_answered(db: Database, claim: IdempotencyClaim, status: int) -> None:
-    """Record the status a keyed swap's first request answered with (migration 0008).
-
-    Never fails the answer itself: unrecorded, a replay waits for the job as it asks."""
-    try:
-        async with db.autocommit() as connection:
-            await idempotency.mark_answered(
-                connection, scope=claim.scope, key=claim.key, status=status
-            )
-    except Exception:  # noqa: BLE001 - the customer's answer matters more
-        log.warning("could not record the answer to Idempotency-Key %r", claim.key, exc_info=True)
-
-
 async def create_job(
     executor: AsyncSession | AsyncConnection,
     new: NewJob,
-    claim: IdempotencyClaim | None,
+    claim: KeyClaim | None,
     *,
     books: pricing.BookCache = pricing.PROCESS_BOOKS,
 ) -> JobRecord:
@@ -263,22 +208,13 @@ async def create_job(
     is written only while that book is still the newest; otherwise it is read again and
     the job priced again.
 
-    Raises Replayed when a concurrent request with the same key committed first (this
+    Raises Replay when a concurrent request with the same key committed first (this
     transaction must then roll back), InsufficientBalance / AccountFrozen from the hold.
     """
     if claim is not None:
         assert isinstance(executor, AsyncSession), "an Idempotency-Key needs a transaction"
-        owned = await idempotency.claim(
-            executor,
-            scope=claim.scope,
-            key=claim.key,
-            method_path=SUBMIT_PATH,
-            request_hash=claim.request_hash,
-        )
-        if not owned:
-            replay = await find_replay(executor, claim)
-            if replay is None:  # purged between the two statements
-                raise Conflict("Idempotency key expired while in use; retry the request")
+        replay = await claim.take(executor)
+        if replay is not None:
             raise replay
     book = await books.get(executor, new.tenant_id)
     while True:
@@ -305,13 +241,7 @@ async def create_job(
         break
     if claim is not None:
         assert isinstance(executor, AsyncSession)
-        await idempotency.store_response(
-            executor,
-            scope=claim.scope,
-            key=claim.key,
-            status=202,
-            body_json=orjson.dumps(accepted_json(job)).decode(),
-        )
+        await claim.store_answer(executor, 202, accepted_json(job))
     return job
 
 
@@ -359,7 +289,7 @@ async def submit(
     store: ResultStore,
     submission: Submission,
     *,
-    claim: IdempotencyClaim | None,
+    claim: KeyClaim | None,
     metered: bool,
     max_attempts: int,
 ) -> JobRecord:
@@ -368,7 +298,7 @@ async def submit(
     The inputs (keyed by the new job id) are stored first: the worker that the commit
     wakes finds them. If anything fails they are deleted again. Without an
     Idempotency-Key the transaction is a single statement, run without BEGIN and COMMIT
-    round trips. Raises Replayed (a concurrent duplicate won), InsufficientBalance,
+    round trips. Raises Replay (a concurrent duplicate won), InsufficientBalance,
     AccountFrozen.
     """
     job_id = submission.job_id
@@ -429,11 +359,13 @@ async def list_jobs(
     return await repo.list_jobs(session, user_id, status=status, before=before, limit=limit)
 
 
-async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -> None:
+async def refresh_cluster_gauges(
+    session: AsyncSession, housekeeping_s: float, lease_s: float
+) -> None:
     """The cluster-wide gauges (jobs queued and processing, the Tokens they hold, the
-    oldest one's wait, live workers) as the database has them now: every worker's
-    housekeeping refreshes them, and so does an API process when scraped, so that no
-    /metrics shows stale zeros."""
+    oldest one's wait, live workers, holds left open) as the database has them now: every
+    worker's housekeeping refreshes them, and so does an API process when scraped, so
+    that no /metrics shows stale zeros."""
     counts = {row.kind: row for row in await repo.open_counts(session)}
     live = await repo.live_workers(session, within_s=max(15.0, 3 * housekeeping_s))
     for kind in metrics.KINDS:
@@ -443,6 +375,7 @@ async def refresh_cluster_gauges(session: AsyncSession, housekeeping_s: float) -
         metrics.TOKENS_HELD.labels(kind).set(row.tokens_held if row else 0)
         metrics.OLDEST_QUEUED.labels(kind).set(float(row.oldest_queued_s) if row else 0.0)
     metrics.WORKERS_LIVE.set(live)
+    metrics.HOLDS_STALE.set(await repo.stale_open_holds(session, lease_s))
 
 
 async def hold_mismatches(

@@ -15,7 +15,8 @@ process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
   and with every renewal as a fallback.
 - Housekeeping (every ``jobs_housekeeping_seconds``): heartbeat, the queue gauges, ending
   jobs nobody will run (``end_abandoned_jobs``: WorkerLost, QueueTimeout; API processes
-  run that part too), sending webhooks whose sender died.
+  run that part too), sending webhooks whose sender died, and, when it is this worker's
+  turn, the whole-ledger verification (``app.ledger_verify``).
 - Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
   files, expired Idempotency-Keys, expired grant Tokens, forgotten workers.
 
@@ -39,7 +40,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app import ratelimit, storage
+from app import ledger_verify, logs, ratelimit, storage
+from app import metrics as app_metrics
 from app.db import Database
 from app.idempotency.service import purge_expired_keys
 from app.jobs import deliveries, metrics, runner, service
@@ -115,6 +117,7 @@ class Worker:
         # deferred for its tenant's cap, a dead worker's job).
         self._announced = 1
         self._stopping = False
+        self._verifying = False
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -230,6 +233,8 @@ class Worker:
             skip.append(job.tenant_id)
 
     async def _run_job(self, job: JobRecord, state: RunState) -> None:
+        logs.job_id.set(str(job.id))  # this task's context: its log lines name the job
+        logs.tenant_id.set(str(job.tenant_id))
         metrics.JOBS_RUNNING.labels(job.kind).inc()
         lease = asyncio.create_task(self._keep_lease(job, state), name=f"lease-{job.id}")
         try:
@@ -350,20 +355,31 @@ class Worker:
             await asyncio.sleep(self.settings.jobs_housekeeping_seconds)
 
     async def housekeeping(self) -> None:
-        """Heartbeat, queue gauges, abandoned jobs and orphaned webhooks (one round)."""
+        """Heartbeat, queue gauges, abandoned jobs and orphaned webhooks (one round), and
+        the ledger verification when it is this worker's turn."""
         interval = self.settings.jobs_housekeeping_seconds
-        async with self.db.session() as session:
-            await repo.heartbeat(
-                session,
-                self.id,
-                hostname=socket.gethostname()[:255],
-                pid=os.getpid(),
-                concurrency=self.concurrency,
-                running=len(self.running),
-            )
-            await service.refresh_cluster_gauges(session, interval)
+        try:
+            async with self.db.session() as session:
+                await repo.heartbeat(
+                    session,
+                    self.id,
+                    hostname=socket.gethostname()[:255],
+                    pid=os.getpid(),
+                    concurrency=self.concurrency,
+                    running=len(self.running),
+                )
+                await service.refresh_cluster_gauges(session, interval, self.lease_s)
+        except Exception:
+            app_metrics.DATABASE_UP.set(0)
+            raise
+        app_metrics.DATABASE_UP.set(1)
         # An idle worker makes no slot calls: this keeps its swapmeter_redis_up current.
-        await ratelimit.ping(self.redis, timeout_s=self.settings.rate_limit_redis_timeout_seconds)
+        timeout_s = self.settings.rate_limit_redis_timeout_seconds
+        if await ratelimit.ping(self.redis, timeout_s=timeout_s) is None:
+            await ledger_verify.refresh_gauges(self.redis)
+            if not self._verifying:  # a long check must not hold up the heartbeat
+                self._verifying = True
+                self._spawn(self._verify_ledger())
 
         for delivery in await end_abandoned_jobs(self.settings, self.db, self.store, self.redis):
             self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
@@ -374,6 +390,16 @@ class Worker:
             )
         for delivery in orphans:
             self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
+
+    async def _verify_ledger(self) -> None:
+        try:
+            await ledger_verify.verify_if_due(
+                self.db, self.redis, self.settings.ledger_verify_interval_seconds, self.id
+            )
+        except Exception:  # noqa: BLE001 - the next turn retries
+            log.exception("ledger verification failed to run")
+        finally:
+            self._verifying = False
 
     async def _cleanup_loop(self) -> None:
         while True:
@@ -483,13 +509,17 @@ async def run_worker_process(
 ) -> None:
     """``swapmeter worker``: run until SIGTERM or Ctrl-C, then stop claiming, let running
     jobs finish (30 s at most) and give the rest back to the queue. Serves its metrics
-    (queue, run times, inference stages) on ``metrics_port`` for Prometheus."""
+    (queue, run times, inference stages, Tokens it captured, GPUs) on ``metrics_port`` for
+    Prometheus: one port per worker process (a second one on a host needs its own)."""
     import signal
 
     from prometheus_client import start_http_server
 
     port = settings.jobs_worker_metrics_port if metrics_port is None else metrics_port
     if port:
+        from app import gpu_metrics
+
+        gpu_metrics.register()
         try:
             start_http_server(port)
         except OSError as exc:  # another worker on this host has it: run without

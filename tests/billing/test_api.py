@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db import Database
+from app.idempotency.service import purge_expired_keys
 from billing import service
 from tests.admin.helpers import (
     bearer,
@@ -256,12 +257,8 @@ async def test_the_same_bulk_recharge_sent_20_times_concurrently_with_one_key_cr
     assert reused.status_code == 409
     assert reused.json()["error"]["code"] == "IdempotencyKeyReused"
 
-    # Days later the HTTP key store has forgotten the key; the batch has not.
-    async with db.session() as s:
-        await s.execute(
-            text("DELETE FROM idempotency_keys WHERE scope = :scope"),
-            {"scope": f"tenant:{tenant['id']}"},
-        )
+    # Days later the purge has forgotten the keys past their TTL; not a batch's.
+    await _days_later(db, tenant["id"])
     late_reuse = await _post_bulk(client, tenant["id"], {**body, "amount": 11}, key="launch-1")
     assert late_reuse.status_code == 409
     assert late_reuse.json()["error"]["code"] == "IdempotencyKeyReused"
@@ -269,6 +266,85 @@ async def test_the_same_bulk_recharge_sent_20_times_concurrently_with_one_key_cr
     assert late_replay.status_code == 200
     assert late_replay.json()["batch_id"] == responses[0].json()["batch_id"]
     assert set((await _balances(db, tenant["id"])).values()) == {(10, 0)}
+
+
+async def _days_later(db: Database, tenant_id: str) -> None:
+    """The tenant's keys as the purge finds them 30 days on, after it ran."""
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "UPDATE idempotency_keys SET created_at = now() - interval '30 days' "
+                "WHERE scope = :scope"
+            ),
+            {"scope": f"tenant:{tenant_id}"},
+        )
+        await purge_expired_keys(s, ttl_hours=48)
+
+
+async def test_a_batch_key_sent_again_returns_the_first_batch_and_credits_nothing_more(
+    client, db
+) -> None:
+    tenant = await create_tenant(client)
+    await import_users(client, tenant["id"], ["a", "b"])
+    body = {"entries": [{"user": "a", "amount": 5}, {"user": "b", "amount": 5}]}
+    first = await _post_bulk(client, tenant["id"], body, key="batch-1")
+    again = await _post_bulk(client, tenant["id"], body, key="batch-1")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["batch_id"] == first.json()["batch_id"]
+    assert again.json()["total_amount"] == 10
+    assert (await _balances(db, tenant["id"]))["a"] == (5, 0)
+
+
+async def test_a_batch_approved_after_its_first_answer_replays_that_answer(client, db) -> None:
+    """The contract: a replay returns the first response. A batch answered pending and
+    approved since is replayed as pending (GET reads it as it is now), however late."""
+    tid, alice, bob = await _pending_tenant(client, ["a", "b"])
+    body = {"users": ["a", "b"], "amount": 10}
+    sent = await _post_bulk(client, tid, body, headers=bearer(alice["token"]), key="big-1")
+    assert sent.json()["status"] == "pending_approval"
+    url = f"/api/v1/admin/tenants/{tid}/recharges/{sent.json()['batch_id']}"
+    approved = await client.post(url + "/approve", headers=bearer(bob["token"]))
+    assert approved.json()["status"] == "applied"
+
+    again = await _post_bulk(client, tid, body, headers=bearer(alice["token"]), key="big-1")
+    await _days_later(db, tid)
+    late = await _post_bulk(client, tid, body, headers=bearer(alice["token"]), key="big-1")
+    for replay in (again, late):
+        assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
+        assert replay.json() == sent.json()
+    assert (await client.get(url, headers=bearer(alice["token"]))).json() == approved.json()
+    assert await _balances(db, tid) == {"a": (10, 0), "b": (10, 0)}
+
+
+async def test_a_bulk_recharge_key_sent_with_a_price_change_is_reused_even_days_later(
+    client, db
+) -> None:
+    """Keys are scoped to the caller (the admin's tenant), not to the route: one key is
+    one write. A bulk recharge's key stays taken for good."""
+    tenant = await create_tenant(client)
+    tid = tenant["id"]
+    await import_users(client, tid, ["a"])
+    headers = {**await root_headers(client), "Idempotency-Key": "one-write"}
+    pricing_url = f"/api/v1/admin/tenants/{tid}/pricing"
+    sent = await _post_bulk(client, tid, {"users": ["a"], "amount": 3}, key="one-write")
+    assert sent.status_code == 200
+    reused = await client.put(pricing_url, json={"image": 7}, headers=headers)
+    await _days_later(db, tid)
+    late = await client.put(pricing_url, json={"image": 7}, headers=headers)
+    for response in (reused, late):
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "IdempotencyKeyReused"
+    prices = await client.get(pricing_url, headers=await root_headers(client))
+    assert prices.json()["current"]["version"] == 0
+
+    # And the other way round: a price change's key is no bulk recharge's.
+    changed = await client.put(
+        pricing_url, json={"image": 7}, headers={**headers, "Idempotency-Key": "price-1"}
+    )
+    assert changed.status_code == 200 and changed.json()["image"] == 7
+    bulk = await _post_bulk(client, tid, {"users": ["a"], "amount": 3}, key="price-1")
+    assert bulk.status_code == 409 and bulk.json()["error"]["code"] == "IdempotencyKeyReused"
+    assert await _balances(db, tid) == {"a": (3, 0)}
 
 
 # -- 10,000 entries -------------------------------------------------------------------------

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from billing import bulk_recharge, maintenance, service
-from billing.bulk_recharge import BulkRequest
+from billing.bulk_entries import BulkRequest
 from tests.billing.conftest import account_state, add_users, make_tenant
 
 
-async def _submit(db, world, users, amounts, *, key=None, mode="soft", by=None):  # type: ignore[no-untyped-def]
+async def _submit(db, world, users, amounts, *, mode="soft", by=None):  # type: ignore[no-untyped-def]
     async with db.session() as s:
         return await bulk_recharge.submit(
             s,
@@ -22,18 +22,10 @@ async def _submit(db, world, users, amounts, *, key=None, mode="soft", by=None):
             max_amount=10**12,
             created_by=by,
             created_by_email="ops@example.com",
-            idempotency_key=key,
         )
 
 
-async def test_a_batch_key_sent_again_returns_the_first_batch_and_credits_nothing_more(db) -> None:
-    world = await make_tenant(db)
-    await add_users(db, world, ["a", "b"])
-    first = await _submit(db, world, ["a", "b"], [5, 5], key="batch-1")
-    again = await _submit(db, world, ["a", "b"], [5, 5], key="batch-1")
-    assert again.replayed and again.batch_id == first.batch_id
-    assert again.as_dict()["total_amount"] == 10
-    assert await account_state(db, world.users["a"]) == (5, 0)
+# A batch's Idempotency-Key is its route's: tests/billing/test_api.py.
 
 
 async def test_two_concurrent_batches_over_the_same_users_both_apply_without_deadlock(db) -> None:

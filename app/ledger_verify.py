@@ -1,0 +1,122 @@
+"""The whole ledger verification (billing's recomputation, every metered job against its
+hold, the audit chain), run by ``/admin/ledger/verify`` and periodically by the workers,
+and its latest result for Prometheus.
+
+Workers take turns: every ``SWAPMETER_LEDGER_VERIFY_INTERVAL_SECONDS`` one of them (the
+one that wins a Redis key set with NX) checks the whole ledger. The latest result of a
+whole-ledger check, whoever ran it, is kept in Redis, and every process shows it as
+cluster-wide gauges (aggregate with max), refreshed where the other cluster gauges are.
+With Redis down no periodic check runs: the gauges go stale, and the staleness alert
+fires beside the Redis one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from admin import audit
+from app.db import Database
+from app.jobs.service import hold_mismatches
+from billing import metrics
+from billing.verify import MAX_MISMATCHES, check_ledger
+
+log = logging.getLogger(__name__)
+
+LAST_KEY = "swapmeter:ledger-verify:last"
+TURN_KEY = "swapmeter:ledger-verify:turn"
+
+
+@dataclass
+class Verification:
+    accounts_checked: int
+    mismatches: list[dict[str, Any]]
+    audit_chain_ok: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and self.audit_chain_ok
+
+
+async def verify(session: AsyncSession, tenant_id: uuid.UUID | None) -> Verification:
+    """Check the ledger of one tenant, or of all (``tenant_id`` None)."""
+    ledger = await check_ledger(session, tenant_id)
+    mismatches = ledger.mismatches + await hold_mismatches(session, tenant_id, MAX_MISMATCHES)
+    chain_ok = await audit.verify_chain(session)
+    return Verification(ledger.accounts_checked, mismatches, chain_ok)
+
+
+async def record(
+    redis: Redis, result: Verification, seconds: float, *, last_key: str = LAST_KEY
+) -> None:
+    """Keep a whole-ledger result as the latest one, and show it in this process at once.
+    Redis down: shown here only."""
+    counts = dict.fromkeys(metrics.VERIFY_CHECKS, 0)
+    for mismatch in result.mismatches:
+        check = mismatch["check"]
+        counts[check if check in counts else "other"] += 1
+    counts["audit_chain"] = 0 if result.audit_chain_ok else 1
+    last = {"at": time.time(), "ok": result.ok, "seconds": seconds, "mismatches": counts}
+    metrics.show_verification(last)
+    try:
+        await redis.set(last_key, orjson.dumps(last))
+    except (RedisError, OSError) as exc:
+        log.warning("the ledger verification's result was not kept in Redis: %s", exc)
+
+
+async def refresh_gauges(redis: Redis, *, last_key: str = LAST_KEY) -> None:
+    """Show the latest whole-ledger result (from Redis) in this process's gauges."""
+    try:
+        raw = await redis.get(last_key)
+    except (RedisError, OSError):
+        return  # swapmeter_redis_up says why; the gauges keep what they had
+    if raw:
+        metrics.show_verification(orjson.loads(raw))
+
+
+async def verify_if_due(
+    db: Database,
+    redis: Redis,
+    interval_s: float,
+    holder: str,
+    *,
+    turn_key: str = TURN_KEY,
+    last_key: str = LAST_KEY,
+) -> bool:
+    """Check the whole ledger when no process has within ``interval_s`` (the turn is a
+    Redis key that expires then). Returns whether this call ran it. (The keys are
+    parameters for tests, which share one Redis.)"""
+    if interval_s <= 0:
+        return False
+    try:
+        mine = await redis.set(turn_key, holder, nx=True, ex=max(1, round(interval_s)))
+    except (RedisError, OSError):
+        return False
+    if not mine:
+        return False
+    started = time.monotonic()
+    try:
+        async with db.session() as session:
+            result = await verify(session, None)
+    except BaseException:
+        with contextlib.suppress(RedisError, OSError):  # another worker tries next round
+            await redis.delete(turn_key)
+        raise
+    await record(redis, result, time.monotonic() - started, last_key=last_key)
+    if not result.ok:
+        log.error(
+            "ledger verification failed: %d mismatches%s (GET /api/v1/admin/ledger/verify "
+            "lists them)",
+            len(result.mismatches),
+            "" if result.audit_chain_ok else ", audit chain broken",
+        )
+    return True

@@ -1,0 +1,119 @@
+"""Applying a bulk recharge with set-based SQL, whatever its size.
+
+Three statements: resolve external ids and lock their accounts in id order (one
+SELECT ... FOR UPDATE over ``unnest``), then one statement that credits every account,
+writes one ledger entry per user and debits the tenant's issuance account once. Two
+batches touching the same users lock them in the same order, so they queue instead of
+deadlocking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AppError
+from billing import metrics
+from billing import repository as repo
+from billing.bulk_entries import failure
+
+
+@dataclass
+class Checked:
+    """The entries that can be credited (in account id order) and those that cannot."""
+
+    accounts: list[int] = field(default_factory=list)
+    amounts: list[int] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def check_accounts(
+    session: AsyncSession, tenant_id: uuid.UUID, wanted: Mapping[str, tuple[int | None, int]]
+) -> Checked:
+    """Lock the accounts of ``wanted`` users (id order) and split them into good and failed."""
+    checked = Checked()
+    if not wanted:
+        return checked
+    names = list(wanted)
+    rows = await _resolve_and_lock(session, tenant_id, names)
+    if len(rows) < len(names):
+        # Usually unknown users; but a user without an account gets one, then we look again.
+        missing = [n for n in names if n not in rows]
+        result = await session.execute(
+            repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
+        )
+        accountless = list(result.scalars())
+        if accountless:
+            await repo.open_user_accounts(session, tenant_id, accountless)
+            rows = await _resolve_and_lock(session, tenant_id, names)
+
+    good: list[tuple[int, int, str]] = []
+    for user, (index, amount) in wanted.items():
+        found = rows.get(user)
+        if found is None:
+            checked.failures.append(
+                failure(index, user, "UserNotFound", "No user with this external id in the tenant")
+            )
+        elif found[1] != "active":
+            checked.failures.append(
+                failure(index, user, "AccountFrozen", "This user's Token account is frozen")
+            )
+        else:
+            good.append((found[0], amount, user))
+    good.sort()
+    checked.accounts = [g[0] for g in good]
+    checked.amounts = [g[1] for g in good]
+    checked.users = [g[2] for g in good]
+    return checked
+
+
+async def _resolve_and_lock(
+    session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str]
+) -> dict[str, tuple[int, str]]:
+    """external id -> (account id, status), the accounts locked in id order."""
+    rows = await repo.resolve_and_lock(session, tenant_id, list(names))
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+async def credit(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    checked: Checked,
+    *,
+    reason: str | None,
+    operator: str | None,
+) -> tuple[int, int]:
+    """Credit the checked accounts and debit the tenant's issuance account, in one
+    statement; returns (accounts credited, Tokens credited)."""
+    if not checked.accounts:
+        return 0, 0
+    issuance = await repo.run(
+        session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+    )
+    if issuance is None:
+        await repo.open_tenant_accounts(session, tenant_id)
+        issuance = await repo.run(
+            session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+        )
+        assert issuance is not None
+    row = await repo.bulk_credit(
+        session,
+        tenant_id=tenant_id,
+        issuance_id=issuance.id,
+        batch_id=batch_id,
+        account_ids=checked.accounts,
+        amounts=checked.amounts,
+        reason=reason,
+        operator=operator,
+    )
+    # The accounts are locked and were checked active under the lock: all must be credited.
+    if row["credited"] != len(checked.accounts):
+        raise AppError("Bulk recharge credited fewer accounts than it locked")
+    metrics.tokens_moved(session, tenant_id, "recharge", int(row["total"]))
+    return int(row["credited"]), int(row["total"])

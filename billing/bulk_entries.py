@@ -1,0 +1,158 @@
+"""Reading a bulk recharge: strict about the envelope, lenient per entry.
+
+The envelope (``{users, amount}`` or ``{entries: [{user, amount}]}``, ``mode``, ``reason``,
+``operator``) fails the whole call when wrong; an entry's problem fails that entry only,
+with its code in the report's ``failed_users``. Entry rules, checked in this order:
+
+- ``InvalidEntry``: the entry is not an object with a non-empty string ``user``;
+- ``DuplicateEntry``: the user already appeared earlier in the batch. The first occurrence
+  is the one that counts; every later one fails, whatever its amount;
+- ``InvalidAmount``: the amount is not an integer in 1..max_amount (booleans, floats and
+  strings are refused, ``10`` is fine, ``10.0`` and ``"10"`` are not);
+
+then, against the tenant's accounts (billing.bulk_apply): ``UserNotFound`` (no such
+external id in this tenant) and ``AccountFrozen`` (the user's account is frozen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import AppError, BadRequest, InvalidAmount, storable_form, storable_text
+
+MODES = ("soft", "atomic")
+MAX_REASON = 1000
+MAX_OPERATOR = 320
+
+
+class TooManyEntries(BadRequest):
+    code = "TooManyEntries"
+
+
+class RequestInvalid(AppError):
+    code, status = "ValidationError", 422
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    """A parsed body: raw user and amount values (checked per entry later)."""
+
+    users: list[Any]
+    amounts: list[Any]
+    mode: str = "soft"
+    reason: str | None = None
+    operator: str | None = None
+
+
+def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> BulkRequest:
+    """Accepts ``{users, amount}`` or ``{entries: [{user, amount}]}``; see module docs.
+
+    Envelope problems fail the call (422 ValidationError, 400 TooManyEntries or, for the
+    shared ``amount`` of the users shape, 400 InvalidAmount); entry problems do not.
+    """
+    if not isinstance(payload, dict):
+        raise RequestInvalid("The body must be a JSON object")
+    has_users, has_entries = "users" in payload, "entries" in payload
+    if has_users == has_entries:
+        raise RequestInvalid("Send either 'users' with 'amount', or 'entries'")
+    items = payload["users"] if has_users else payload["entries"]
+    where = "users" if has_users else "entries"
+    if not isinstance(items, list):
+        raise RequestInvalid(f"'{where}' must be a list")
+    if not items:
+        raise RequestInvalid(f"'{where}' is empty")
+    if len(items) > max_entries:
+        raise TooManyEntries(f"At most {max_entries} entries per batch, got {len(items)}")
+
+    mode = payload.get("mode", "soft")
+    if mode not in MODES:
+        raise RequestInvalid("'mode' is 'soft' or 'atomic'")
+    reason = _optional_text(payload, "reason", MAX_REASON)
+    operator = _optional_text(payload, "operator", MAX_OPERATOR)
+
+    if has_users:
+        if "amount" not in payload:
+            raise RequestInvalid("'amount' is required with 'users'")
+        amount = payload["amount"]
+        if amount_problem(amount, max_amount):
+            raise InvalidAmount(f"'amount' must be an integer from 1 to {max_amount}")
+        return BulkRequest(list(items), [amount] * len(items), mode, reason, operator)
+
+    users: list[Any] = []
+    amounts: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            users.append(item.get("user"))
+            amounts.append(item.get("amount"))
+        else:
+            users.append(None)
+            amounts.append(None)
+    return BulkRequest(users, amounts, mode, reason, operator)
+
+
+def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not is_text(value, limit):
+        raise RequestInvalid(
+            f"'{name}' must be a string of at most {limit} characters, without NUL "
+            "or unpaired surrogates"
+        )
+    return value
+
+
+def is_text(value: Any, limit: int) -> bool:
+    """A non-empty string of at most ``limit`` characters that the database can store."""
+    return isinstance(value, str) and 0 < len(value) <= limit and storable_text(value)
+
+
+def amount_problem(amount: Any, max_amount: int) -> bool:
+    return type(amount) is not int or not 1 <= amount <= max_amount
+
+
+def check_entries(
+    bulk: BulkRequest, max_amount: int
+) -> tuple[dict[str, tuple[int, int]], list[dict[str, Any]]]:
+    """The entries that count, as user -> (index in the request, amount), and the failures
+    of the others (InvalidEntry, DuplicateEntry, InvalidAmount)."""
+    failures: list[dict[str, Any]] = []
+    first: dict[str, tuple[int, int]] = {}  # user -> (index, amount) of its first occurrence
+    seen: set[str] = set()
+    for index, (user, amount) in enumerate(zip(bulk.users, bulk.amounts, strict=True)):
+        if not is_text(user, 255):
+            failures.append(
+                failure(index, user, "InvalidEntry", "An entry is an object with a 'user' string")
+            )
+        elif user in seen:
+            failures.append(
+                failure(
+                    index, user, "DuplicateEntry", "This user already appears earlier in the batch"
+                )
+            )
+        elif amount_problem(amount, max_amount):
+            seen.add(user)
+            failures.append(
+                failure(
+                    index,
+                    user,
+                    "InvalidAmount",
+                    f"The amount must be an integer from 1 to {max_amount}",
+                )
+            )
+        else:
+            seen.add(user)
+            first[user] = (index, amount)
+    return first, failures
+
+
+def failure(index: int | None, user: Any, code: str, message: str) -> dict[str, Any]:
+    """One entry of a report's ``failed_users``."""
+    return {
+        # Reported back, so stored: what the database cannot hold is shown escaped.
+        "user": storable_form(user) if isinstance(user, str) else None,
+        "code": code,
+        "message": message,
+        "index": index,
+    }
