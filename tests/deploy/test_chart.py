@@ -52,11 +52,13 @@ READ_ELSEWHERE = {
     "HOME": "libraries' caches (the root filesystem is read-only)",
     "AWS_DEFAULT_REGION": "boto3 (S3 results)",
     "SWAPMETER_LOG_LEVEL": "app/cli.py, before the settings are read",
+    "SWAPMETER_LOG_FORMAT": "app/logs.py, before the settings are read",
 }
 
 
 def test_variables_read_outside_the_settings_are_read():
     assert "SWAPMETER_LOG_LEVEL" in (REPO_ROOT / "app" / "cli.py").read_text()
+    assert "SWAPMETER_LOG_FORMAT" in (REPO_ROOT / "app" / "logs.py").read_text()
 
 
 def secret_refs(container: dict[str, Any]) -> list[str]:

@@ -161,6 +161,8 @@ operator's value wins over the chart's.
   value: {{ .Values.environment | quote }}
 - name: SWAPMETER_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: SWAPMETER_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
 - name: SWAPMETER_DATA_DIR
   value: {{ .Values.dataDir | quote }}
 # Libraries that write under $HOME (caches) write to the /tmp emptyDir: the root
