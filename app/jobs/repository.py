@@ -19,9 +19,6 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from billing import pricing
-from billing import repository as billing_repo
-
 JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
 # payload: "<job id>[ <final job as JSON>]"; it reached a final status. Sent by the
 # database itself, by a trigger on jobs (migration 0005), heard at commit.
@@ -137,28 +134,18 @@ _INSERT_JOB = text(
     """
 )
 
-# Hold the job's Tokens and queue it, in one statement (so in one transaction even without
-# BEGIN and COMMIT): the hold is billing's own (``hold_ctes``), made only while the
-# tenant's price book is still at the version the job was priced with; the job is
-# inserted only when the hold was made. ``current_price_version`` tells a stale price
-# (nothing written) apart from a refused hold (``HOLD_OUTCOME``).
-_INSERT_HELD_JOB = text(
-    f"""
-    WITH book AS (SELECT {pricing.CURRENT_VERSION_SQL} AS version),
-    {billing_repo.hold_ctes("(SELECT version FROM book) = :price_version")},
-    job AS (
-        INSERT INTO jobs ({_NEW_JOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h
-        RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
-    )
-    SELECT book.version AS current_price_version, {billing_repo.HOLD_OUTCOME},
-           {", ".join("job." + c.strip() for c in _JOB_COLUMNS.split(","))}
-    FROM book LEFT JOIN acc ON true LEFT JOIN h ON true LEFT JOIN upd ON true
-         LEFT JOIN job ON true
-    """
+# A held job: inserted, and queued, by the statement that holds its Tokens (billing's
+# ``holds.hold_with``), only once the hold is made (one row per hold, ``h``).
+HELD_JOB = (
+    f"INSERT INTO jobs ({_NEW_JOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h"
+    f" RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)"
 )
+# What that statement answers of the job (its CTE is ``rec``).
+RECORD_COLUMNS = ", ".join("rec." + c.strip() for c in _JOB_COLUMNS.split(","))
 
 
-def _new_job_params(values: dict[str, Any]) -> dict[str, Any]:
+def new_job_params(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a new job's row (``_INSERT_JOB``, ``HELD_JOB``)."""
     return {**values, "params": _json(values["params"]), "channel": JOBS_CHANNEL}
 
 
@@ -166,22 +153,7 @@ async def insert_job(session: AsyncSession | AsyncConnection, values: dict[str, 
     """Queue a job that holds nothing (metering off); the workers hear of it
     (JOBS_CHANNEL) when the transaction commits, the notification being part of the
     INSERT statement."""
-    return JobRecord.from_row((await session.execute(_INSERT_JOB, _new_job_params(values))).one())
-
-
-async def insert_held_job(session: AsyncSession | AsyncConnection, values: dict[str, Any]) -> Any:
-    """Hold ``values["tokens_held"]`` for ``values["hold_reference"]`` and queue the job,
-    in one statement (``_INSERT_HELD_JOB``). The row answers what happened:
-    ``current_price_version`` other than the job's price_version (a stale price, nothing
-    written), ``account_id`` None (no Token account), ``hold_id`` None (refused: see
-    ``billing.service.hold_refused``), else the job's columns."""
-    params = {
-        **_new_job_params(values),
-        "reference": values["hold_reference"],
-        "amount": values["tokens_held"],
-        "operator": None,
-    }
-    return (await session.execute(_INSERT_HELD_JOB, params)).one()
+    return JobRecord.from_row((await session.execute(_INSERT_JOB, new_job_params(values))).one())
 
 
 async def get_job(
@@ -351,88 +323,48 @@ async def give_back(
     return row is not None
 
 
-@dataclass(frozen=True)
-class Settlement:
-    """What finishing a metered job did to its hold (``finish``)."""
-
-    hold_id: int | None  # None: no hold was settled (it was not held any more)
-    account_id: int | None
-    captured: int
-    released: int
-
-
-# Write the outcome, guarded by the lease, and settle the job's hold (billing's own
-# capture: :amount 0 releases it all), in one statement; the hold only when the job row
-# was updated.
-_FINISH = text(
-    f"""
-    WITH fin AS (
-        UPDATE jobs
-        SET status = CAST(:status AS varchar), tokens_charged = :amount,
-            -- Stopped part-way: the share delivered (and charged), not the last report.
-            progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
-                            WHEN CAST(:seconds_done AS float8) IS NOT NULL AND target_seconds > 0
-                            THEN least(1.0, CAST(:seconds_done AS float8) / target_seconds)
-                            ELSE progress END,
-            seconds_done = :seconds_done, error_code = :error_code,
-            error_message = :error_message, result = CAST(:result AS jsonb),
-            result_key = :result_key, finished_at = now(), leased_until = NULL
-        WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
-          AND status = 'processing'
-        RETURNING {_JOB_COLUMNS}
-    ),
-    {billing_repo.capture_ctes("EXISTS (SELECT 1 FROM fin)")}
-    SELECT {", ".join("fin." + c.strip() for c in _JOB_COLUMNS.split(","))},
-           h.id AS hold_id, h.account_id AS hold_account_id, h.captured AS hold_captured,
-           h.released AS hold_released
-    FROM fin LEFT JOIN h ON true
-    """
-)
+# Write the outcome, guarded by the lease: billing's ``holds.capture_with`` settles the
+# job's hold in the same statement, only when this updated the job's row.
+FINISH = f"""
+    UPDATE jobs
+    SET status = CAST(:status AS varchar), tokens_charged = :amount,
+        -- Stopped part-way: the share delivered (and charged), not the last report.
+        progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
+                        WHEN CAST(:seconds_done AS float8) IS NOT NULL AND target_seconds > 0
+                        THEN least(1.0, CAST(:seconds_done AS float8) / target_seconds)
+                        ELSE progress END,
+        seconds_done = :seconds_done, error_code = :error_code,
+        error_message = :error_message, result = CAST(:result AS jsonb),
+        result_key = :result_key, finished_at = now(), leased_until = NULL
+    WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
+      AND status = 'processing'
+    RETURNING {_JOB_COLUMNS}
+"""
 
 
-async def finish(
-    session: AsyncSession,
+def finish_params(
     job: JobRecord,
     worker_id: str,
     *,
     status: str,
-    tokens_charged: int,
     seconds_done: float | None,
     error_code: str | None,
     error_message: str | None,
     result: dict[str, Any] | None,
     result_key: str | None,
-) -> tuple[JobRecord, Settlement] | None:
-    """Write the outcome and capture ``tokens_charged`` of the job's hold (0: release it,
-    the reason being the error code or status), guarded by the lease. None when this
-    worker no longer holds it (nothing written)."""
-    row = (
-        await session.execute(
-            _FINISH,
-            {
-                "id": job.id,
-                "worker_id": worker_id,
-                "attempt": job.attempts,
-                "status": status,
-                "seconds_done": seconds_done,
-                "error_code": error_code,
-                "error_message": error_message,
-                "result": _json(result),
-                "result_key": result_key,
-                "tenant_id": job.tenant_id,
-                "reference": job.hold_reference,
-                "amount": tokens_charged,
-                "operator": None,
-                "reason": None if tokens_charged else (error_code or status),
-            },
-        )
-    ).first()
-    if row is None:
-        return None
-    settlement = Settlement(
-        row.hold_id, row.hold_account_id, row.hold_captured or 0, row.hold_released or 0
-    )
-    return JobRecord.from_row(row), settlement
+) -> dict[str, Any]:
+    """FINISH's own parameters (its ``:amount``, the Tokens charged, is billing's)."""
+    return {
+        "id": job.id,
+        "worker_id": worker_id,
+        "attempt": job.attempts,
+        "status": status,
+        "seconds_done": seconds_done,
+        "error_code": error_code,
+        "error_message": error_message,
+        "result": _json(result),
+        "result_key": result_key,
+    }
 
 
 async def cancel_queued(session: AsyncSession, job_id: uuid.UUID, user_id: int) -> JobRecord | None:

@@ -42,9 +42,7 @@ from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from app.storage import ResultStore
-from billing import metrics as billing_metrics
-from billing import pricing
-from billing import service as billing
+from billing import holds, pricing
 
 # Failures that are ours, not the user's media: never charged, even part-way.
 OUR_FAULT_CODES = frozenset(
@@ -257,7 +255,7 @@ async def create_job(
     """Claim the Idempotency-Key, price the job, hold its Tokens and queue it (which wakes
     a worker at commit): one transaction.
 
-    Without a key that is one statement (``repo.insert_held_job``), which ``executor`` may
+    Without a key that is one statement (billing's ``holds.hold_with``), which ``executor`` may
     run as a transaction of its own (an autocommit connection); with a key, ``executor``
     must be a session in a transaction. The price comes from the tenant's cached book and
     is written only while that book is still the newest; otherwise it is read again and
@@ -292,15 +290,20 @@ async def create_job(
         if not new.metered:
             job = await repo.insert_job(executor, values)
             break
-        row = await repo.insert_held_job(executor, values)
-        if row.current_price_version != priced.price_version:
+        row = await holds.hold_with(
+            executor,
+            repo.HELD_JOB,
+            repo.RECORD_COLUMNS,
+            repo.new_job_params(values),
+            tenant_id=new.tenant_id,
+            user_id=new.user_id,
+            reference=values["hold_reference"],
+            amount=values["tokens_held"],
+            price_version=priced.price_version,
+        )
+        if row is None:
             book = await books.refresh(executor, new.tenant_id)  # prices changed: again
             continue
-        if row.account_id is None:
-            raise NotFound("This user has no Token account")
-        if row.hold_id is None:
-            raise billing.hold_refused(row, priced.tokens)
-        billing_metrics.tokens_moved(executor, new.tenant_id, "hold", priced.tokens)
         job = JobRecord.from_row(row)
         break
     if claim is not None:
@@ -535,7 +538,7 @@ async def cancel_job(
     for _ in range(CANCEL_TRIES):
         job = await repo.cancel_queued(session, job_id, user_id)
         if job is not None:
-            await _settle(session, job, 0)
+            await _release_hold(session, job)
             await _announce_end(session, job, webhook_lease_s=0.0 if job.webhook_url else None)
             return job
         job = await repo.request_cancel(session, job_id, user_id)
@@ -566,13 +569,11 @@ def charge_for(job: JobRecord, outcome: Outcome) -> int:
     return min(job.tokens_held, pricing.video_price(job.unit_price, outcome.seconds_done))
 
 
-async def _settle(session: AsyncSession, job: JobRecord, charge: int) -> None:
-    if not job.metered or job.hold_reference is None:
-        return
-    if charge > 0:
-        await billing.capture(session, job.tenant_id, job.hold_reference, charge)
-    else:
-        await billing.release(
+async def _release_hold(session: AsyncSession, job: JobRecord) -> None:
+    """Give a job's whole hold back (a job that ended before it ran, or without a worker),
+    the reason being its error code or status."""
+    if job.metered and job.hold_reference is not None:
+        await holds.release(
             session, job.tenant_id, job.hold_reference, reason=job.error_code or job.status
         )
 
@@ -605,27 +606,31 @@ async def finish_job(
     what the write raised (the caller's transaction must then roll back).
     """
     charge = charge_for(job, outcome)
-    finished = await repo.finish(
+    finished = await holds.capture_with(
         session,
-        job,
-        worker_id,
-        status=outcome.status,
-        tokens_charged=charge,
-        seconds_done=outcome.seconds_done,
-        error_code=outcome.error_code,
-        error_message=outcome.error_message,
-        result=outcome.result,
-        result_key=outcome.result_key,
+        repo.FINISH,
+        repo.RECORD_COLUMNS,
+        repo.finish_params(
+            job,
+            worker_id,
+            status=outcome.status,
+            seconds_done=outcome.seconds_done,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+            result=outcome.result,
+            result_key=outcome.result_key,
+        ),
+        tenant_id=job.tenant_id,
+        reference=job.hold_reference,
+        amount=charge,
+        reason=None if charge else (outcome.error_code or outcome.status),
     )
     if finished is None:
         return None
-    final, settled = finished
-    if final.metered and final.hold_reference is not None:
-        if settled.hold_id is None or settled.account_id is None:
-            raise Conflict(f"The hold {final.hold_reference!r} of job {final.id} is not held")
-        await billing.after_capture(
-            session, final.tenant_id, settled.account_id, settled.captured, settled.released
-        )
+    row, settled = finished
+    final = JobRecord.from_row(row)
+    if final.metered and final.hold_reference is not None and settled.hold_id is None:
+        raise Conflict(f"The hold {final.hold_reference!r} of job {final.id} is not held")
     delivery = await _announce_end(session, final, webhook_lease_s=webhook_lease_s)
     if outcome.storing is not None:
         await outcome.storing
@@ -644,7 +649,7 @@ async def end_abandoned_job(
     if not ended:
         return None
     job = ended[0]
-    await _settle(session, job, 0)
+    await _release_hold(session, job)
     return job, await _announce_end(session, job, webhook_lease_s=webhook_lease_s)
 
 

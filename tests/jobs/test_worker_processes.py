@@ -34,7 +34,7 @@ from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunReport, RunState
 from app.jobs.worker import Worker
 from app.settings import Settings
-from billing import service as billing
+from billing import holds
 from tests.admin.helpers import root_headers
 from tests.conftest import REPO
 from tests.jobs.conftest import (
@@ -239,7 +239,7 @@ async def test_a_worker_cannot_finish_a_job_whose_hold_someone_else_settled(
         job = await repo.get_job(s, job_id)
     assert job is not None
     async with db.session() as s:  # e.g. an operator released the hold by hand meanwhile
-        await billing.release(s, job.tenant_id, str(job.hold_reference), reason="manual")
+        await holds.release(s, job.tenant_id, str(job.hold_reference), reason="manual")
 
     with pytest.raises(Conflict):
         async with db.session() as s:
