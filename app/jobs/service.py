@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from app.storage import ResultStore
+from app.webhooks import repository as webhooks
 from billing import holds, pricing
 
 # Failures that are ours, not the user's media: never charged, even part-way.
@@ -584,7 +584,7 @@ async def _announce_end(
     """Queue the webhook of a job that just became final, if it has one. (Whoever waits
     for the job is woken by the database itself: see migration 0005.)"""
     if job.webhook_url and webhook_lease_s is not None:
-        return await repo.insert_delivery(session, job, job.webhook_url, webhook_lease_s)
+        return await webhooks.insert_delivery(session, job, job.webhook_url, webhook_lease_s)
     return None
 
 
@@ -651,23 +651,3 @@ async def end_abandoned_job(
     job = ended[0]
     await _release_hold(session, job)
     return job, await _announce_end(session, job, webhook_lease_s=webhook_lease_s)
-
-
-# -- webhook secrets -------------------------------------------------------------------------
-
-
-def new_webhook_secret() -> str:
-    return "whsec_" + secrets.token_hex(32)
-
-
-async def webhook_secret(session: AsyncSession, tenant_id: uuid.UUID) -> Any:
-    """The tenant's signing secret, made on first use (also by a delivery)."""
-    row = await repo.webhook_secret(session, tenant_id)
-    if row is None:
-        row = await repo.create_webhook_secret(session, tenant_id, new_webhook_secret())
-    return row
-
-
-async def rotate_webhook_secret(session: AsyncSession, tenant_id: uuid.UUID) -> Any:
-    """A new secret, effective for the next delivery (the old one stops verifying)."""
-    return await repo.rotate_webhook_secret(session, tenant_id, new_webhook_secret())

@@ -42,13 +42,14 @@ from redis.asyncio import Redis
 from app import ratelimit, storage
 from app.db import Database
 from app.idempotency.service import purge_expired_keys
-from app.jobs import deliveries, metrics, runner, service
+from app.jobs import metrics, runner, service
 from app.jobs import repository as repo
 from app.jobs.events import PgListener
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunState
 from app.settings import Settings
 from app.storage import ResultStore
+from app.webhooks import sweep
 from billing.maintenance import expire_due_grants
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ class Worker:
         try:
             report = await self.runner.run(job, self.id, state)
             if report.delivery_id is not None:
-                self._spawn(deliveries.send_logged(self.db, self.settings, report.delivery_id))
+                self._spawn(sweep.send_logged(self.db, self.settings, report.delivery_id))
         except Exception:  # noqa: BLE001 - the lease runs out; another worker retries
             log.exception("job %s: the worker could not finish it", job.id)
         finally:
@@ -366,14 +367,9 @@ class Worker:
         await ratelimit.ping(self.redis, timeout_s=self.settings.rate_limit_redis_timeout_seconds)
 
         for delivery in await end_abandoned_jobs(self.settings, self.db, self.store, self.redis):
-            self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
-
-        async with self.db.session() as session:
-            orphans = await repo.claim_stale_deliveries(
-                session, self.settings.jobs_webhook_lease_seconds, limit=20
-            )
-        for delivery in orphans:
-            self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
+            self._spawn(sweep.send_logged(self.db, self.settings, delivery))
+        for delivery in await sweep.claim_stale(self.db, self.settings):
+            self._spawn(sweep.send_logged(self.db, self.settings, delivery))
 
     async def _cleanup_loop(self) -> None:
         while True:
