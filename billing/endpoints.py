@@ -19,7 +19,7 @@ from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import BadRequest
 from app.idempotency.service import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency.service import request_fingerprint, run_idempotent
-from app.jobs.service import hold_mismatches
+from app.jobs.settle import hold_mismatches
 from billing import bulk_recharge, schemas, service
 from billing import repository as repo
 from billing.verify import MAX_MISMATCHES, check_ledger

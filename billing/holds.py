@@ -25,18 +25,16 @@ from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.errors import (
-    AccountFrozen,
     AppError,
     Conflict,
     IdempotencyKeyReused,
-    InsufficientBalance,
     InvalidAmount,
     NotFound,
 )
 from billing import hold_repository as hold_repo
 from billing import metrics
 from billing import repository as repo
-from billing.service import Movement, check_amount, movement_replay
+from billing.service import Movement, check_amount, movement_replay, refused
 
 
 @dataclass(frozen=True)
@@ -176,13 +174,8 @@ async def _held(
 
 def _refused(row: Any, amount: int) -> AppError:
     """Why a hold statement (``hold_repository.HOLD_OUTCOME``) made no hold, for an account
-    it found: AccountFrozen (403) or InsufficientBalance (402, with what was available)."""
-    if row.account_status != "active":
-        return AccountFrozen("This Token account is frozen")
-    return InsufficientBalance(
-        f"{amount} Tokens needed, {row.available} available",
-        details={"available": row.available, "needed": amount},
-    )
+    it found."""
+    return refused(row.account_status, row.available, amount)
 
 
 # -- capture ---------------------------------------------------------------------------------

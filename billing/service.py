@@ -65,6 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import (
     AccountFrozen,
+    AppError,
     IdempotencyKeyReused,
     InsufficientBalance,
     InvalidAmount,
@@ -356,11 +357,18 @@ async def _debit(
     )
     if replay is not None:
         return replay
-    if row.status != "active":
-        raise AccountFrozen("This Token account is frozen")
-    raise InsufficientBalance(
-        f"{amount} Tokens needed, {row.available} available",
-        details={"available": row.available, "needed": amount},
+    raise refused(row.status, row.available, amount)
+
+
+def refused(status: str, available: int, amount: int) -> AppError:
+    """Why ``amount`` could not be spent (a debit, a hold) from an account it found in
+    ``status`` with ``available`` Tokens: AccountFrozen (403) or InsufficientBalance (402,
+    with what was available)."""
+    if status != "active":
+        return AccountFrozen("This Token account is frozen")
+    return InsufficientBalance(
+        f"{amount} Tokens needed, {available} available",
+        details={"available": available, "needed": amount},
     )
 
 

@@ -26,8 +26,9 @@ from fastapi import FastAPI
 from app import ratelimit, storage
 from app.jobs import repository as repo
 from app.jobs.events import JobWaiters, PgListener
-from app.jobs.runner import scratch_root
-from app.jobs.worker import Worker, end_abandoned_jobs, sweep_scratch
+from app.jobs.media import scratch_root
+from app.jobs.upkeep import end_abandoned_jobs, sweep_scratch
+from app.jobs.worker import Worker
 from app.webhooks import sweep
 
 log = logging.getLogger(__name__)
