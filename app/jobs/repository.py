@@ -113,7 +113,7 @@ async def notify(session: AsyncSession, channel: str, payload: str) -> None:
 
 
 # A new job's columns and values (parameters of the same names; params is JSON text).
-_NEWJOB_COLUMNS = (
+_NEW_JOB_COLUMNS = (
     "id, tenant_id, user_id, api_key_id, kind, params, source_key, target_key, target_seconds,"
     " metered, hold_reference, price_version, unit_price, tokens_held, webhook_url,"
     " max_attempts, request_id"
@@ -126,7 +126,7 @@ _NEW_JOB_VALUES = (
 
 _INSERT_JOB = text(
     f"""
-    INSERT INTO jobs ({_NEWJOB_COLUMNS}) VALUES ({_NEW_JOB_VALUES})
+    INSERT INTO jobs ({_NEW_JOB_COLUMNS}) VALUES ({_NEW_JOB_VALUES})
     RETURNING {JOB_COLUMNS}, pg_notify(:channel, kind)
     """
 )
@@ -134,7 +134,7 @@ _INSERT_JOB = text(
 # A held job: inserted, and queued, by the statement that holds its Tokens (billing's
 # ``holds.hold_with``), only once the hold is made (one row per hold, ``h``).
 HELD_JOB = (
-    f"INSERT INTO jobs ({_NEWJOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h"
+    f"INSERT INTO jobs ({_NEW_JOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h"
     f" RETURNING {JOB_COLUMNS}, pg_notify(:channel, kind)"
 )
 # What that statement answers of the job (its CTE is ``rec``).
