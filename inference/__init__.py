@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from inference.config import EngineConfig
-    from inference.engine import Engine, FaceTracker, FrameSwapper, ImageResult
+    from inference.engine import Engine, ImageResult
     from inference.errors import (
         Cancelled,
         FaceSizeTooSmall,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         VideoTooLong,
     )
     from inference.faces import Face
+    from inference.frame_swapper import FaceTracker, FrameSwapper
     from inference.label import read_tag
     from inference.media import sniff
 
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "EngineConfig": "inference.config",
     "Engine": "inference.engine",
-    "FaceTracker": "inference.engine",
-    "FrameSwapper": "inference.engine",
+    "FaceTracker": "inference.frame_swapper",
+    "FrameSwapper": "inference.frame_swapper",
     "ImageResult": "inference.engine",
     "Face": "inference.faces",
     "read_tag": "inference.label",

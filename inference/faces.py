@@ -135,6 +135,14 @@ def _grid(rows: int, cols: int, anchors: int) -> np.ndarray:
     return cells
 
 
+def _image_input(session: Any) -> tuple[str, tuple[int, int] | None]:
+    """A detector's image input: its name and, when the export fixes it, its (w, h)."""
+    model_input = session.get_inputs()[0]
+    shape = model_input.shape
+    fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
+    return model_input.name, (int(shape[3]), int(shape[2])) if fixed else None
+
+
 class YuNetDetector:
     """OpenCV Zoo's YuNet run through ONNX Runtime (fixed 640x640 or the dynamic export).
 
@@ -157,13 +165,7 @@ class YuNetDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.top_k = top_k
-        model_input = session.get_inputs()[0]
-        self.input_name = model_input.name
-        shape = model_input.shape
-        if isinstance(shape[2], int) and isinstance(shape[3], int):
-            self.fixed: tuple[int, int] | None = (int(shape[3]), int(shape[2]))  # (w, h)
-        else:
-            self.fixed = None
+        self.input_name, self.fixed = _image_input(session)
         self.input_size = input_size
 
     def _input_shape(self, width: int, height: int) -> tuple[int, int]:
@@ -240,11 +242,8 @@ class ScrfdDetector:
         self.session = session
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
-        model_input = session.get_inputs()[0]
-        self.input_name = model_input.name
-        shape = model_input.shape
-        fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
-        self.size = (int(shape[3]), int(shape[2])) if fixed else (input_size, input_size)
+        self.input_name, fixed = _image_input(session)
+        self.size = fixed or (input_size, input_size)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         in_w, in_h = self.size

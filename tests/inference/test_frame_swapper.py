@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.engine import Engine, FaceTracker
+from inference.engine import Engine
 from inference.errors import InvalidFaceMapping, NoFaceDetected
+from inference.frame_swapper import FaceTracker
 from inference.label import label_roi
 from tests.inference.conftest import face_bytes, face_image, mean_abs_diff
 

@@ -31,7 +31,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.admin.helpers import create_api_key, create_tenant, import_users, root_headers
 from tests.conftest import FACES_DIR
-from tests.inference.test_video import make_video
+from tests.inference.video.clips import make_video
 
 
 def face(name: str) -> bytes:

@@ -259,7 +259,7 @@ def cut_short_of_its_last_frame(tmp_path) -> bytes:
 
     from inference.config import EngineConfig
     from inference.video import probe
-    from tests.inference.test_video import make_video
+    from tests.inference.video.clips import make_video
 
     plain = make_video(tmp_path / "six.mp4", seconds=6.0, fps=10, audio=False)
     indexed = tmp_path / "faststart.mp4"  # the index first, so a cut file still opens
