@@ -24,7 +24,7 @@ from app.auth.dependencies import (
     ensure_tenant_access,
 )
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
-from app.errors import BadRequest
+from app.errors import MalformedJSON
 from app.idempotency.service import run_idempotent
 from billing import bulk_entries, bulk_recharge, schemas, service
 from billing import repository as repo
@@ -51,7 +51,7 @@ def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}", code="MalformedJSON") from None
+        raise MalformedJSON(f"The body is not valid JSON: {exc}") from None
 
 
 def _refuse_constant(name: str) -> Any:
