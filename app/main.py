@@ -17,7 +17,7 @@ from sqlalchemy import text
 from app import ledger_verify, metrics, ratelimit
 from app.db import Database
 from app.errors import install_error_handlers
-from app.jobs.service import refresh_cluster_gauges
+from app.jobs.queue import refresh_cluster_gauges
 from app.middleware import RequestContextMiddleware, hide_signatures_in_access_log
 from app.routers import include_routers, on_startup
 from app.settings import Settings, get_settings
