@@ -13,19 +13,9 @@ from app.errors import AppError, InferenceError
 ROOT = Path(__file__).resolve().parents[2]
 
 # One code, two classes: the engine's ``Cancelled`` is how a job's processing stops (never
-# an answer), ours the 409 of a canceled job's result. The other pair is billing's own
-# copies of two classes (billing/bulk_entries.py, from the idem branch): the integrator
-# replaces them with app.errors.TooManyEntries and ValidationError, and removes them here.
+# an answer), ours the 409 of a canceled job's result.
 SHARED_CODES = {
     "Canceled": {"inference.errors.Cancelled", "app.errors.codes.Canceled"},
-    "TooManyEntries": {
-        "app.errors.codes.TooManyEntries",
-        "billing.bulk_entries.TooManyEntries",
-    },
-    "ValidationError": {
-        "app.errors.codes.ValidationError",
-        "billing.bulk_entries.RequestInvalid",
-    },
 }
 
 
