@@ -17,8 +17,8 @@ from app.auth.dependencies import (
     admin_ip_allowed,
     ensure_tenant_access,
 )
-from app.deps import ClientTime, DBSession, IdCursor, SettingsDep
-from app.errors import (
+from app.core.deps import ClientTime, DBSession, IdCursor, SettingsDep
+from app.core.errors import (
     Conflict,
     DocumentedRouter,
     IdempotencyKeyReused,
@@ -34,7 +34,7 @@ from app.errors import (
     WeakPassword,
     error_responses,
 )
-from app.idempotency.service import run_idempotent
+from app.core.idempotency.service import run_idempotent
 
 router = DocumentedRouter(
     prefix="/api/v1/admin",

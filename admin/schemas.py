@@ -1,4 +1,4 @@
-"""Request and response bodies of the admin and sign-in APIs."""
+"""Request and response bodies of the admin API."""
 
 from __future__ import annotations
 
@@ -11,20 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-
-# -- sign-in -------------------------------------------------------------------------------
-
-
-class TokenRequest(_In):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024)
-
-
-class TokenResponse(BaseModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"
-    expires_in: int
 
 
 # -- tenants -------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from admin import audit
-from app.db import Database
-from app.settings import Settings
+from app.core import audit
+from app.core.db import Database
+from app.core.settings import Settings
 from app.tenancy import repository as tenancy_repository
 from app.tenancy import service as tenancy
 from billing import service as billing

@@ -18,11 +18,13 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin import audit, repository, schemas
-from admin.repository import AdminRow
+from admin import repository, schemas
 from app.auth import passwords
+from app.auth import repository as admins
 from app.auth.dependencies import AdminPrincipal, ensure_platform_admin, ensure_tenant_access
-from app.errors import (
+from app.auth.repository import AdminRow
+from app.core import audit
+from app.core.errors import (
     Conflict,
     InvalidCursor,
     InvalidDisplayName,
@@ -35,7 +37,7 @@ from app.errors import (
     WeakPassword,
     storable_form,
 )
-from app.settings import Settings
+from app.core.settings import Settings
 from app.tenancy import repository as tenancy_repository
 from app.tenancy import service as tenancy
 from app.tenancy.repository import ApiKeyRow, TenantRow, UserRow
@@ -184,7 +186,7 @@ async def create_admin(
     email = email.strip()
     _check_new_credentials(email, password)
     password_hash = await passwords.hash_password(password)
-    admin = await repository.insert_admin(
+    admin = await admins.insert_admin(
         session, email=email, password_hash=password_hash, role=role, tenant_id=tenant_id
     )
     if admin is None:
@@ -205,13 +207,13 @@ async def list_admins(
     session: AsyncSession, actor: AdminPrincipal, tenant_id: uuid.UUID
 ) -> list[AdminRow]:
     await _tenant_for(session, actor, tenant_id, write=False)
-    return await repository.list_admins(session, tenant_id)
+    return await admins.list_admins(session, tenant_id)
 
 
 async def set_admin_status(
     session: AsyncSession, request: Request, actor: AdminPrincipal, admin_id: uuid.UUID, status: str
 ) -> AdminRow:
-    target = await repository.get_admin(session, admin_id)
+    target = await admins.get_admin(session, admin_id)
     if target is None:
         raise NotFound("Admin not found")
     if target.tenant_id is None:
@@ -226,7 +228,7 @@ async def set_admin_status(
             ensure_platform_admin(actor)
     if target.id == actor.id and status != "active":
         raise Conflict("You cannot disable your own account")
-    updated = await repository.set_admin_status(session, admin_id, status)
+    updated = await admins.set_admin_status(session, admin_id, status)
     assert updated is not None
     if target.status != status:
         await audit.record(

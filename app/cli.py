@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.settings import REPO_ROOT, Settings, get_settings
+from app.core.settings import REPO_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
     from admin.seed import DemoInfo
@@ -30,7 +30,7 @@ log = logging.getLogger("swapmeter")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app import logs
+    from app.core import logs
 
     logs.configure()
     parser = build_parser()
@@ -153,7 +153,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app import logs
+    from app.core import logs
     from app.startup import check_database
 
     _warn(args, check_database(get_settings().database_url))
@@ -203,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app import logs
+    from app.core import logs
     from app.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database
     from app.migrate import upgrade_to_head
     from app.startup import check_database
@@ -284,7 +284,7 @@ def _dev_admin_defaults(data_dir: Path) -> None:
 async def _seed_demo(settings: Settings) -> DemoInfo | None:
     """Create what is missing of the demo tenant, user, Tokens and API key."""
     from admin.seed import seed_demo
-    from app.db import Database
+    from app.core.db import Database
 
     db = Database(settings.database_url, pool_size=2, max_overflow=0)
     try:

@@ -14,13 +14,14 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from app import ledger_verify, metrics, ratelimit
-from app.db import Database
-from app.errors import install_error_handlers
+from app.core import metrics, ratelimit
+from app.core.db import Database
+from app.core.errors import install_error_handlers
+from app.core.settings import Settings, get_settings
 from app.jobs.queue import refresh_cluster_gauges
 from app.middleware import RequestContextMiddleware, hide_signatures_in_access_log
 from app.routers import include_routers, on_startup
-from app.settings import Settings, get_settings
+from billing import ledger_verify
 
 log = logging.getLogger("swapmeter")
 

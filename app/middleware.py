@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import logs, metrics
-from app.errors import InternalError
+from app.core import logs, metrics
+from app.core.errors import InternalError
 
 log = logging.getLogger("swapmeter.http")
 # Echoed as given (the contract): any printable ASCII up to 128 characters (what jobs and

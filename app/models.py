@@ -1,8 +1,9 @@
 """Every ORM model, imported once so that ``Base.metadata`` knows all tables (Alembic, tests)."""
 
-from admin.models import Admin, AuditRecord
-from app.db import Base
-from app.idempotency.models import IdempotencyRecord
+from app.auth.models import Admin
+from app.core.audit import AuditRecord
+from app.core.db import Base
+from app.core.idempotency.models import IdempotencyRecord
 from app.jobs.models import Job, WorkerHeartbeat
 from app.tenancy.models import ApiKey, Tenant, User
 from app.webhooks.models import TenantWebhookSecret, WebhookDelivery

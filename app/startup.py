@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from app.settings import Settings, to_asyncpg_url
+from app.core.settings import Settings, to_asyncpg_url
 
 # SQLAlchemy, asyncpg and Alembic are imported where used: every `swapmeter` command
 # imports this module (for StartupError), and most never touch the database.
@@ -138,7 +138,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     """The driver's or the socket's error under SQLAlchemy's wrapping; else ``exc``."""
     import asyncpg
 
-    from app.db import causes
+    from app.core.db import causes
 
     known = (OSError, TimeoutError, asyncpg.PostgresError)
     return next((cause for cause in causes(exc) if isinstance(cause, known)), exc)

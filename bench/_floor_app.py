@@ -19,8 +19,8 @@ import orjson
 import pybase64
 from fastapi import FastAPI, Request, Response
 
+from app.core.settings import Settings
 from app.jobs.runner import process_engine
-from app.settings import Settings
 
 app = FastAPI()
 _engine = process_engine(Settings(_env_file=None))  # type: ignore[call-arg]

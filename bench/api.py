@@ -260,9 +260,9 @@ def check_swapped(answer: dict[str, Any]) -> None:
 async def bench_latency(args: argparse.Namespace, database_url: str, data_dir: Path) -> Any:
     from sqlalchemy import text
 
-    from app.db import Database
+    from app.core.db import Database
+    from app.core.settings import Settings
     from app.jobs.runner import process_engine
-    from app.settings import Settings
 
     source = (FACES / "obama.jpg").read_bytes()
     target = (FACES / "obama-720p.jpg").read_bytes()

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AccountFrozen, AppError, UserNotFound
+from app.core.errors import AccountFrozen, AppError, UserNotFound
 from billing import metrics
 from billing import repository as repo
 from billing.bulk_entries import failure

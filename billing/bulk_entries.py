@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import (
+from app.core.errors import (
     DuplicateEntry,
     InvalidAmount,
     InvalidEntry,

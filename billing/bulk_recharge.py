@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, Forbidden, NotFound
+from app.core.errors import Conflict, Forbidden, NotFound
 from billing import bulk_apply, bulk_entries, metrics
 from billing import repository as repo
 from billing.bulk_entries import BulkRequest

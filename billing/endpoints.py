@@ -15,8 +15,6 @@ from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin import audit
-from app import ledger_verify
 from app.auth.dependencies import (
     ADMIN_AUTH_ERRORS,
     API_KEY_AUTH_ERRORS,
@@ -25,8 +23,9 @@ from app.auth.dependencies import (
     CurrentApiUser,
     ensure_tenant_access,
 )
-from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
-from app.errors import (
+from app.core import audit
+from app.core.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
+from app.core.errors import (
     Conflict,
     DocumentedRouter,
     ErrorClass,
@@ -41,9 +40,9 @@ from app.errors import (
     error_responses,
     merge_responses,
 )
-from app.errors.openapi import Responses
-from app.idempotency.service import run_idempotent
-from billing import bulk_entries, bulk_recharge, schemas, service
+from app.core.errors.openapi import Responses
+from app.core.idempotency.service import run_idempotent
+from billing import bulk_entries, bulk_recharge, ledger_verify, schemas, service
 from billing import repository as repo
 
 # Admin and end-user routes side by side: each route declares its authentication's errors.
@@ -58,7 +57,7 @@ def _user_errors(*errors: ErrorClass) -> Responses:
     return merge_responses(API_KEY_AUTH_ERRORS, error_responses(*errors))
 
 
-# What a keyed write answers (app.idempotency.service): a bad or reused key, or the same
+# What a keyed write answers (app.core.idempotency.service): a bad or reused key, or the same
 # key still in use by another request (409 Conflict).
 _KEYED_WRITE_ERRORS = (InvalidIdempotencyKey, IdempotencyKeyReused, Conflict)
 

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.errors import (
+from app.core.errors import (
     AppError,
     Conflict,
     IdempotencyKeyReused,

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from app.db import Database
+from app.core.db import Database
 from billing import service
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ rolled back inside a committed transaction would still count: billing uses none.
 with an autocommit connection (``Database.autocommit``), whose statement committed by
 itself, they count at once.
 
-The ledger verification's gauges are here too; ``app.ledger_verify`` runs it and sets them.
+The ledger verification's gauges are here too; ``billing.ledger_verify`` runs it and sets them.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ _PENDING = "billing_metrics_pending"
 
 
 def show_verification(last: dict[str, Any]) -> None:
-    """Set the verification gauges from a result as ``app.ledger_verify`` keeps it."""
+    """Set the verification gauges from a result as ``billing.ledger_verify`` keeps it."""
     VERIFY_OK.set(1 if last["ok"] else 0)
     VERIFY_LAST_RUN.set(last["at"])
     VERIFY_SECONDS.set(last["seconds"])

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base
+from app.core.db import Base
 
 ENTRY_KINDS = ("recharge", "grant", "expiry", "hold", "capture", "release", "refund", "adjustment")
 

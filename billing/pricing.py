@@ -43,8 +43,8 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base
-from app.errors import InvalidAmount, NotFound
+from app.core.db import Base
+from app.core.errors import InvalidAmount, NotFound
 
 MAX_PRICE = 1_000_000  # Tokens per unit; a sanity bound against typos (10**6 per image)
 PRICE_FIELDS = ("image", "video_second", "enhance_surcharge", "enhance_video_second_surcharge")

@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from admin import audit
 from app.auth.dependencies import (
     ADMIN_AUTH_ERRORS,
     API_KEY_AUTH_ERRORS,
@@ -20,8 +19,9 @@ from app.auth.dependencies import (
     admin_ip_allowed,
     ensure_tenant_access,
 )
-from app.deps import DBSession
-from app.errors import (
+from app.core import audit
+from app.core.deps import DBSession
+from app.core.errors import (
     Conflict,
     DocumentedRouter,
     IdempotencyKeyReused,
@@ -31,7 +31,7 @@ from app.errors import (
     NotFound,
     error_responses,
 )
-from app.idempotency.service import run_idempotent
+from app.core.idempotency.service import run_idempotent
 from app.tenancy import service as tenancy
 from billing import pricing
 

@@ -63,7 +63,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import (
+from app.core.errors import (
     AccountFrozen,
     AppError,
     IdempotencyKeyReused,

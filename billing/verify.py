@@ -11,7 +11,10 @@ One set-based pass (a GROUP BY over the entries joined to the accounts), so chec
   tenant (the ledger table has no foreign keys, see migration 0003; this check replaces
   them);
 - ``hold_entries``: a hold's amount, captured, released or refunded differs from what its
-  own entries (hold, capture, release, refund) moved.
+  own entries (hold, capture, release, refund) moved;
+- ``job_hold`` (``hold_mismatches``): a metered job's Tokens disagree with its hold (no
+  hold, another amount, or an ended job whose hold is still held or captured other than
+  the job's charge). It reads the jobs table that billing settles.
 """
 
 from __future__ import annotations
@@ -245,3 +248,64 @@ def _account_mismatches(m: dict[str, Any]) -> list[dict[str, Any]]:
             {**base, "check": "open_holds", "stored": m["held"], "recomputed": m["open_holds"]}
         )
     return found
+
+
+# -- every metered job against its hold (the check named job_hold) --------------------------
+
+
+async def hold_mismatches(
+    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
+) -> list[dict[str, Any]]:
+    """The ledger check's ``job_hold`` findings (``disagreeing_with_holds``), in the
+    shape of billing's own mismatches."""
+    found = []
+    for j in await disagreeing_with_holds(session, tenant_id, limit):
+        hold = (
+            f"its hold {j.hold_reference!r} is missing"
+            if j.hold_status is None
+            else f"its hold is {j.hold_status}: amount {j.hold_amount}, captured {j.hold_captured}"
+        )
+        found.append(
+            {
+                "tenant_id": j.tenant_id,
+                "account_id": j.account_id,
+                "account_kind": j.account_kind,
+                "user_id": j.user_id,
+                "check": "job_hold",
+                "stored": j.tokens_charged,
+                "recomputed": j.hold_captured,
+                "detail": f"job {j.id} is {j.status}, held {j.tokens_held} and charged "
+                f"{j.tokens_charged}; {hold}",
+            }
+        )
+    return found
+
+
+async def disagreeing_with_holds(
+    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
+) -> list[Any]:
+    """Metered jobs (all, or one tenant's) whose Tokens disagree with their hold: no hold,
+    ``tokens_held`` other than the hold's amount, or ended while the hold is still held
+    or with ``tokens_charged`` other than what the hold captured."""
+    of_tenant = "AND j.tenant_id = :tenant_id" if tenant_id is not None else ""
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT j.tenant_id, j.id, j.status, j.tokens_held, j.tokens_charged,
+                   j.hold_reference, h.account_id, a.kind AS account_kind, a.user_id,
+                   h.status AS hold_status, h.amount AS hold_amount,
+                   h.captured AS hold_captured
+            FROM jobs j
+            LEFT JOIN holds h ON h.tenant_id = j.tenant_id AND h.reference = j.hold_reference
+            LEFT JOIN accounts a ON a.id = h.account_id
+            WHERE j.metered AND j.hold_reference IS NOT NULL {of_tenant}
+              AND (h.id IS NULL OR h.amount <> j.tokens_held
+                   OR (j.status IN ('succeeded', 'failed', 'canceled')
+                       AND (h.status = 'held' OR h.captured <> j.tokens_charged)))
+            ORDER BY j.created_at, j.id
+            LIMIT :limit
+            """
+        ),
+        {"tenant_id": tenant_id, "limit": limit},
+    )
+    return list(rows)

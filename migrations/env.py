@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.core.settings import get_settings, to_asyncpg_url
 from app.models import Base
-from app.settings import get_settings, to_asyncpg_url
 
 config = context.config
 target_metadata = Base.metadata

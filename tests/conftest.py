@@ -18,11 +18,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.db import Database
+from app.core.db import Database
+from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres, EmbeddedRedis, port_is_open
 from app.main import create_app
 from app.migrate import upgrade_to_head
-from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

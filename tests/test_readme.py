@@ -11,7 +11,7 @@ import pkgutil
 import re
 from pathlib import Path
 
-from app.errors import INFERENCE_STATUS, AppError
+from app.core.errors import INFERENCE_STATUS, AppError
 from inference.errors import InferenceError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,12 +13,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from admin import repository as admin_repository
-from app import logs
-from app.auth.ip_allowlist import enforce_admin_ip_allowlist
+from app.auth import repository as admin_repository
 from app.auth.tokens import decode_admin_token
-from app.deps import DBSession, SettingsDep
-from app.errors import (
+from app.core import logs
+from app.core.deps import DBSession, SettingsDep
+from app.core.errors import (
     Forbidden,
     InvalidApiKey,
     InvalidToken,
@@ -28,6 +27,7 @@ from app.errors import (
     Unauthorized,
     error_responses,
 )
+from app.core.ip_allowlist import enforce_admin_ip_allowlist
 from app.tenancy import service as tenancy_service
 
 ROLES = ("platform_admin", "tenant_admin", "auditor")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from admin import schemas
-from app.auth import service
+from app.auth import schemas, service
 from app.auth.dependencies import admin_ip_allowed
-from app.auth.ip_allowlist import client_ip
-from app.deps import RedisDep, SettingsDep
-from app.errors import (
+from app.core.deps import RedisDep, SettingsDep
+from app.core.errors import (
     DocumentedRouter,
     Forbidden,
     InvalidCredentials,
@@ -18,6 +16,7 @@ from app.errors import (
     ServiceUnavailable,
     error_responses,
 )
+from app.core.ip_allowlist import client_ip
 
 router = DocumentedRouter(
     prefix="/api/v1/auth",

@@ -15,13 +15,13 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin import audit, repository
-from admin.repository import AdminRow
-from app.auth import passwords, tokens
+from app.auth import passwords, repository, tokens
 from app.auth.dependencies import AdminPrincipal
-from app.db import Database
-from app.errors import InvalidCredentials, RateLimited
-from app.settings import Settings
+from app.auth.repository import AdminRow
+from app.core import audit
+from app.core.db import Database
+from app.core.errors import InvalidCredentials, RateLimited
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

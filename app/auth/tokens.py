@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from app.errors import InvalidToken, TokenExpired
-from app.settings import Settings
+from app.core.errors import InvalidToken, TokenExpired
+from app.core.settings import Settings
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub"]
 

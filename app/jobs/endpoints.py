@@ -18,30 +18,32 @@ import pybase64
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app import ratelimit
 from app.auth.dependencies import (
     ApiPrincipal,
     CurrentApiUser,
 )
-from app.deps import DBSession, SettingsDep
-from app.errors import (
+from app.core import ratelimit
+from app.core.deps import DBSession, SettingsDep
+from app.core.errors import (
     INFERENCE_STATUS,
     InvalidCursor,
     NotFound,
     error_response,
 )
-from app.idempotency.service import (
+from app.core.idempotency.service import (
     Fingerprint,
     KeyClaim,
     Replay,
     replay_headers,
     run_idempotent,
 )
+from app.core.settings import Settings
 from app.jobs import events, inputs, intake, media, results, schemas, service, settle
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
-from app.settings import Settings
+from app.webhooks import repository as webhooks
+from app.webhooks import schemas as webhook_schemas
 from billing.schemas import inline_schema
 
 router = APIRouter(prefix="/api/v1", tags=["swap"])
@@ -446,3 +448,14 @@ async def cancel_job(
         await session.commit()  # the inputs go only once the cancel is durable
         await results.delete_stored(results.store_of(request), job.source_key, job.target_key)
     return response
+
+
+@router.get(
+    "/jobs/{job_id}/webhook-deliveries", response_model=list[webhook_schemas.WebhookDeliveryOut]
+)
+async def job_webhook_deliveries(
+    job_id: uuid.UUID, session: DBSession, user: CurrentApiUser
+) -> list[dict[str, Any]]:
+    """Webhook deliveries of one of your jobs: status, attempts, last error."""
+    await service.get_job(session, user.user_id, job_id)
+    return [dict(r._mapping) for r in await webhooks.deliveries_of_job(session, job_id)]

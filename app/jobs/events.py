@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from app.db import Database
+from app.core.db import Database
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord, parse_done_payload

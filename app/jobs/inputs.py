@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from app.errors import (
+from app.core.errors import (
     BadRequest,
     InvalidBase64,
     InvalidFaceMapping,
@@ -30,9 +30,9 @@ from app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from app.fetch import fetch_url, vet_url
+from app.core.fetch import fetch_url, vet_url
+from app.core.settings import Settings
 from app.jobs.schemas import MAX_FACE_INDEX, MAX_FACE_PAIRS, MediaRef, SwapFaceRequest
-from app.settings import Settings
 
 OPTION_FIELDS = (
     "faces",
@@ -211,7 +211,7 @@ def decode_base64(text: str, field: str) -> bytes:
 
 async def resolve_media(spec: SwapSpec, settings: Settings) -> tuple[bytes, bytes]:
     """The source and target bytes, fetching URL inputs (both at once) with the size and
-    time limits and the private-address refusal of app.fetch."""
+    time limits and the private-address refusal of app.core.fetch."""
 
     async def one(media: MediaInput) -> bytes:
         if media.url is None:

@@ -20,13 +20,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db import Database
-from app.idempotency.service import KeyClaim
+from app.core.db import Database
+from app.core.idempotency.service import KeyClaim
+from app.core.storage import ResultStore
 from app.jobs import repository as repo
 from app.jobs.repository import JobRecord
 from app.jobs.results import delete_stored
 from app.jobs.service import accepted_json
-from app.storage import ResultStore
 from billing import holds, pricing
 
 log = logging.getLogger(__name__)

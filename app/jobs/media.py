@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import InvalidOutputFormat
-from app.settings import Settings
+from app.core.errors import InvalidOutputFormat
+from app.core.settings import Settings
 
 IMAGE_FORMATS = ("jpg", "png", "webp")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.errors import INFERENCE_STATUS
+from app.core.errors import INFERENCE_STATUS
 
 KINDS = ("image", "video")
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -98,7 +98,7 @@ WEBHOOKS = Counter(
 for _outcome in ("delivered", "failed"):  # exported at 0 from the start
     WEBHOOKS.labels(_outcome)
 
-# Error codes are a closed set of contract codes (the engine's, in app.errors.
+# Error codes are a closed set of contract codes (the engine's, in app.core.errors.
 # INFERENCE_STATUS, and ours); anything else is counted as "other".
 _KNOWN_CODES = frozenset(
     {"", "Canceled", "WorkerLost", "InternalError", "InferenceFailed", *INFERENCE_STATUS}

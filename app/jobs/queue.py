@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import ratelimit
+from app.core import ratelimit
 from app.jobs import metrics
 from app.jobs.repository import JOB_COLUMNS, JobRecord
 

@@ -9,8 +9,8 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from app.auth.dependencies import CurrentApiUser
-from app.deps import DBSession
-from app.errors import (
+from app.core.deps import DBSession
+from app.core.errors import (
     Canceled,
     InvalidSignature,
     JobFailed,
@@ -18,8 +18,8 @@ from app.errors import (
     ResultExpired,
     ResultNotReady,
 )
+from app.core.storage import RESULTS_URL_PATH, LocalResultStore
 from app.jobs import results, service
-from app.storage import RESULTS_URL_PATH, LocalResultStore
 
 router = APIRouter(prefix="/api/v1", tags=["swap"])
 

@@ -16,10 +16,10 @@ from fastapi import Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from app.errors import NotFound, RangeNotSatisfiable, ResultExpired
+from app.core.errors import NotFound, RangeNotSatisfiable, ResultExpired
+from app.core.storage import ResultStore, content_type_for, signed_link
 from app.jobs import service
 from app.jobs.repository import JobRecord
-from app.storage import ResultStore, content_type_for, signed_link
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.db import Database, connection_trouble
-from app.errors import SETUP_CODES, NotFound, public_message
+from app.core.db import Database, connection_trouble
+from app.core.errors import SETUP_CODES, NotFound, public_message
+from app.core.settings import Settings
+from app.core.storage import ResultStore, StoredObject, signed_link
 from app.jobs import metrics, settle
 from app.jobs import repository as repo
 from app.jobs.media import image_ext, scratch_root
 from app.jobs.repository import JobRecord
 from app.jobs.results import delete_stored
-from app.settings import Settings
-from app.storage import ResultStore, StoredObject, signed_link
 from inference.errors import Cancelled, InferenceError, InvalidFaceMapping, NoFaceDetected
 
 log = logging.getLogger(__name__)

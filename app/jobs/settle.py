@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, JobFinished
+from app.core.errors import Conflict, JobFinished
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.models import FINAL_STATUSES
@@ -74,34 +74,6 @@ class Outcome:
     result: dict[str, Any] | None = None
     result_key: str | None = None
     storing: asyncio.Future[Any] | None = field(default=None, compare=False, repr=False)
-
-
-async def hold_mismatches(
-    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
-) -> list[dict[str, Any]]:
-    """The ledger check's ``job_hold`` findings (``disagreeing_with_holds``), in the
-    shape of billing's own mismatches."""
-    found = []
-    for j in await disagreeing_with_holds(session, tenant_id, limit):
-        hold = (
-            f"its hold {j.hold_reference!r} is missing"
-            if j.hold_status is None
-            else f"its hold is {j.hold_status}: amount {j.hold_amount}, captured {j.hold_captured}"
-        )
-        found.append(
-            {
-                "tenant_id": j.tenant_id,
-                "account_id": j.account_id,
-                "account_kind": j.account_kind,
-                "user_id": j.user_id,
-                "check": "job_hold",
-                "stored": j.tokens_charged,
-                "recomputed": j.hold_captured,
-                "detail": f"job {j.id} is {j.status}, held {j.tokens_held} and charged "
-                f"{j.tokens_charged}; {hold}",
-            }
-        )
-    return found
 
 
 async def cancel_job(
@@ -156,7 +128,9 @@ async def _announce_end(
     """Queue the webhook of a job that just became final, if it has one. (Whoever waits
     for the job is woken by the database itself: see migration 0005.)"""
     if job.webhook_url and webhook_lease_s is not None:
-        return await webhooks.insert_delivery(session, job, job.webhook_url, webhook_lease_s)
+        return await webhooks.insert_delivery(
+            session, job.id, job.tenant_id, job.webhook_url, webhook_lease_s
+        )
     return None
 
 
@@ -373,33 +347,3 @@ async def end_abandoned(
         },
     )
     return [JobRecord.from_row(r) for r in rows]
-
-
-async def disagreeing_with_holds(
-    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
-) -> list[Any]:
-    """Metered jobs (all, or one tenant's) whose Tokens disagree with their hold: no hold,
-    ``tokens_held`` other than the hold's amount, or ended while the hold is still held
-    or with ``tokens_charged`` other than what the hold captured."""
-    of_tenant = "AND j.tenant_id = :tenant_id" if tenant_id is not None else ""
-    rows = await session.execute(
-        text(
-            f"""
-            SELECT j.tenant_id, j.id, j.status, j.tokens_held, j.tokens_charged,
-                   j.hold_reference, h.account_id, a.kind AS account_kind, a.user_id,
-                   h.status AS hold_status, h.amount AS hold_amount,
-                   h.captured AS hold_captured
-            FROM jobs j
-            LEFT JOIN holds h ON h.tenant_id = j.tenant_id AND h.reference = j.hold_reference
-            LEFT JOIN accounts a ON a.id = h.account_id
-            WHERE j.metered AND j.hold_reference IS NOT NULL {of_tenant}
-              AND (h.id IS NULL OR h.amount <> j.tokens_held
-                   OR (j.status IN ('succeeded', 'failed', 'canceled')
-                       AND (h.status = 'held' OR h.captured <> j.tokens_charged)))
-            ORDER BY j.created_at, j.id
-            LIMIT :limit
-            """
-        ),
-        {"tenant_id": tenant_id, "limit": limit},
-    )
-    return list(rows)

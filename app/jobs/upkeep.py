@@ -13,14 +13,14 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from app import ratelimit, storage
-from app.db import Database
-from app.idempotency.service import purge_expired_keys
+from app.core import ratelimit, storage
+from app.core.db import Database
+from app.core.idempotency.service import purge_expired_keys
+from app.core.settings import Settings
+from app.core.storage import ResultStore
 from app.jobs import metrics, queue, settle
 from app.jobs.media import scratch_root
 from app.jobs.results import delete_stored
-from app.settings import Settings
-from app.storage import ResultStore
 from billing.maintenance import expire_due_grants
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
 - Housekeeping (every ``jobs_housekeeping_seconds``): heartbeat, the queue gauges, ending
   jobs nobody will run (``end_abandoned_jobs``: WorkerLost, QueueTimeout; API processes
   run that part too), sending webhooks whose sender died, and, when it is this worker's
-  turn, the whole-ledger verification (``app.ledger_verify``).
+  turn, the whole-ledger verification (``billing.ledger_verify``).
 - Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
   files, expired Idempotency-Keys, expired grant Tokens, forgotten workers (both in
   ``app.jobs.upkeep``).
@@ -38,18 +38,19 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app import ledger_verify, logs, ratelimit, storage
-from app import metrics as app_metrics
-from app.db import Database
+from app.core import logs, ratelimit, storage
+from app.core import metrics as app_metrics
+from app.core.db import Database
+from app.core.settings import Settings
+from app.core.storage import ResultStore
+from app.jobs import announce
 from app.jobs import metrics, queue
 from app.jobs import repository as repo
 from app.jobs.events import PgListener
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunState
 from app.jobs.upkeep import end_abandoned_jobs, run_cleanup
-from app.settings import Settings
-from app.storage import ResultStore
-from app.webhooks import sweep
+from billing import ledger_verify
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class Worker:
         try:
             report = await self.runner.run(job, self.id, state)
             if report.delivery_id is not None:
-                self._spawn(sweep.send_logged(self.db, self.settings, report.delivery_id))
+                self._spawn(announce.send_logged(self.db, self.settings, report.delivery_id))
         except Exception:  # noqa: BLE001 - the lease runs out; another worker retries
             log.exception("job %s: the worker could not finish it", job.id)
         finally:
@@ -370,9 +371,9 @@ class Worker:
                 self._spawn(self._verify_ledger())
 
         for delivery in await end_abandoned_jobs(self.settings, self.db, self.store, self.redis):
-            self._spawn(sweep.send_logged(self.db, self.settings, delivery))
-        for delivery in await sweep.claim_stale(self.db, self.settings):
-            self._spawn(sweep.send_logged(self.db, self.settings, delivery))
+            self._spawn(announce.send_logged(self.db, self.settings, delivery))
+        for delivery in await announce.claim_stale(self.db, self.settings):
+            self._spawn(announce.send_logged(self.db, self.settings, delivery))
 
     async def _verify_ledger(self) -> None:
         try:
@@ -408,7 +409,7 @@ async def run_worker_process(
 
     port = settings.jobs_worker_metrics_port if metrics_port is None else metrics_port
     if port:
-        from app import gpu_metrics
+        from app.core import gpu_metrics
 
         gpu_metrics.register()
         try:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.auth import api_keys
-from app.db import Database
-from app.errors import (
+from app.core.db import Database
+from app.core.errors import (
     Conflict,
     DuplicateEntry,
     Forbidden,
@@ -30,7 +29,7 @@ from app.errors import (
     storable_form,
     storable_text,
 )
-from app.tenancy import repository
+from app.tenancy import api_keys, repository
 from app.tenancy.repository import ApiKeyCredentials, ApiKeyRow, TenantRow, UserRow
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Delivering one webhook: the job JSON POSTed, signed, to the customer's URL, with retries
 and backoff. Webhook URLs are customer input, so they go through the same address vetting
-and IP pinning as URL inputs (app/fetch.py).
+and IP pinning as URL inputs (app/core/fetch.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import orjson
 
-from app.errors import UrlFetchFailed, UrlNotAllowed
-from app.fetch import send_pinned, vet_url
+from app.core.errors import UrlFetchFailed, UrlNotAllowed
+from app.core.fetch import send_pinned, vet_url
 from app.webhooks.signing import SIGNATURE_HEADER, key_bytes, sign
 
 log = logging.getLogger(__name__)

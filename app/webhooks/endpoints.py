@@ -1,6 +1,5 @@
-"""Routes of webhooks: a job's deliveries (its owner) and the tenant's signing secret
-(tenant admins). The URLs are the swap API's (``/api/v1/jobs/...``) and the admin API's.
-"""
+"""Routes of webhooks: the tenant's signing secret (tenant admins). A job's deliveries are
+read through the jobs API (``app/jobs/endpoints.py``)."""
 
 from __future__ import annotations
 
@@ -10,33 +9,20 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin import audit
 from app.auth.dependencies import (
     AdminPrincipal,
     CurrentAdmin,
-    CurrentApiUser,
     admin_ip_allowed,
     ensure_tenant_access,
 )
-from app.deps import DBSession
-from app.jobs import service as jobs
+from app.core import audit
+from app.core.deps import DBSession
 from app.tenancy import service as tenancy
-from app.webhooks import repository as repo
 from app.webhooks import schemas, service
 
-router = APIRouter(prefix="/api/v1", tags=["swap"])
 admin_router = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
 )
-
-
-@router.get("/jobs/{job_id}/webhook-deliveries", response_model=list[schemas.WebhookDeliveryOut])
-async def job_webhook_deliveries(
-    job_id: uuid.UUID, session: DBSession, user: CurrentApiUser
-) -> list[dict[str, Any]]:
-    """Webhook deliveries of one of your jobs: status, attempts, last error."""
-    await jobs.get_job(session, user.user_id, job_id)
-    return [dict(r._mapping) for r in await repo.deliveries_of_job(session, job_id)]
 
 
 # -- webhook secret (tenant admins) ---------------------------------------------------------

@@ -11,12 +11,12 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.jobs.repository import JobRecord
-
 # -- webhook deliveries ----------------------------------------------------------------------
 
 
-async def insert_delivery(session: AsyncSession, job: JobRecord, url: str, lease_s: float) -> int:
+async def insert_delivery(
+    session: AsyncSession, job_id: uuid.UUID, tenant_id: uuid.UUID, url: str, lease_s: float
+) -> int:
     row = (
         await session.execute(
             text(
@@ -26,7 +26,7 @@ async def insert_delivery(session: AsyncSession, job: JobRecord, url: str, lease
                 RETURNING id
                 """
             ),
-            {"job_id": job.id, "tenant_id": job.tenant_id, "url": url, "lease_s": lease_s},
+            {"job_id": job_id, "tenant_id": tenant_id, "url": url, "lease_s": lease_s},
         )
     ).one()
     return int(row.id)

@@ -12,10 +12,10 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from app.db import Database
-from app.errors import install_error_handlers
+from app.core.db import Database
+from app.core.errors import install_error_handlers
+from app.core.settings import Settings
 from app.middleware import RequestContextMiddleware
-from app.settings import Settings
 
 ROOT_EMAIL = "root@swapmeter.test"  # the bootstrap admin of tests/conftest.py
 ROOT_PASSWORD = "root-password-123"

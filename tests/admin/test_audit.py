@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from admin import audit
 from app.auth.dependencies import AdminPrincipal
+from app.core import audit
 
 
 def _actor() -> AdminPrincipal:

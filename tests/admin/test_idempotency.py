@@ -9,8 +9,8 @@ import uuid
 from fastapi import Request
 from sqlalchemy import text
 
-from app.deps import DBSession
-from app.idempotency.service import purge_expired_keys, run_idempotent
+from app.core.deps import DBSession
+from app.core.idempotency.service import purge_expired_keys, run_idempotent
 from tests.admin.helpers import asgi_client, insert_tenant, mini_app
 
 

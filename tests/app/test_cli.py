@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 
 def refused_settings(capsys: pytest.CaptureFixture[str]) -> str:

@@ -6,16 +6,16 @@ import ast
 import re
 from pathlib import Path
 
-import app.errors
+import app.core.errors
 import app.main  # noqa: F401 - every module that defines an error class, imported
-from app.errors import AppError, InferenceError
+from app.core.errors import AppError, InferenceError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # One code, two classes: the engine's ``Cancelled`` is how a job's processing stops (never
 # an answer), ours the 409 of a canceled job's result.
 SHARED_CODES = {
-    "Canceled": {"inference.errors.Cancelled", "app.errors.codes.Canceled"},
+    "Canceled": {"inference.errors.Cancelled", "app.core.errors.codes.Canceled"},
 }
 
 
@@ -57,8 +57,10 @@ def test_every_code_in_the_catalogue_has_a_class() -> None:
 
 def _string_code_sites() -> set[str]:
     """Calls of an error class that pass ``code=`` or ``status=``: the class is not the code."""
-    names = {name for name in dir(app.errors) if isinstance(getattr(app.errors, name), type)}
-    error_names = {n for n in names if issubclass(getattr(app.errors, n), AppError)}
+    names = {
+        name for name in dir(app.core.errors) if isinstance(getattr(app.core.errors, name), type)
+    }
+    error_names = {n for n in names if issubclass(getattr(app.core.errors, n), AppError)}
     sites = set()
     for folder in ("app", "billing", "admin"):
         for path in sorted((ROOT / folder).rglob("*.py")):

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app import fetch
-from app.errors import PayloadTooLarge, UrlFetchFailed, UrlNotAllowed
-from app.fetch import blocked_reason, fetch_url, vet_url
+from app.core import fetch
+from app.core.errors import PayloadTooLarge, UrlFetchFailed, UrlNotAllowed
+from app.core.fetch import blocked_reason, fetch_url, vet_url
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64  # 16 KiB and a PNG signature
 

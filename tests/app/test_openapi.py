@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.auth.dependencies import ADMIN_AUTH_ERRORS, API_KEY_AUTH_ERRORS
-from app.errors import (
+from app.core.errors import (
     AccountFrozen,
     DocumentedRouter,
     Forbidden,

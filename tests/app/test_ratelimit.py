@@ -17,8 +17,8 @@ from fastapi import Depends, FastAPI, Response
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from app.errors import ServiceUnavailable, install_error_handlers
-from app.ratelimit import (
+from app.core.errors import ServiceUnavailable, install_error_handlers
+from app.core.ratelimit import (
     RateDecision,
     acquire_slot,
     active_slots,

@@ -16,10 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.errors import NotFound
-from app.main import create_app
-from app.settings import Settings
-from app.storage import (
+from app.core.errors import NotFound
+from app.core.settings import Settings
+from app.core.storage import (
     InvalidResultKey,
     LocalResultStore,
     ResultStore,
@@ -27,6 +26,7 @@ from app.storage import (
     build_result_store,
     cleanup,
 )
+from app.main import create_app
 
 SECRET = b"results-signing-secret-for-tests"
 NOW = 1_700_000_000

@@ -11,8 +11,8 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from app.db import Database
-from app.deps import DBSession
+from app.core.db import Database
+from app.core.deps import DBSession
 
 
 async def test_a_write_is_committed_before_its_response_reaches_the_client(settings) -> None:
@@ -71,7 +71,7 @@ async def test_connections_the_server_dropped_are_replaced_without_failing_a_req
     """After a database restart (here: every pooled backend terminated), the next
     transactions work on fresh connections; a connection idle past the threshold is
     pinged before it is handed out."""
-    import app.db as db_module
+    import app.core.db as db_module
 
     db = Database(settings.database_url, pool_size=3, max_overflow=0)
     other = Database(settings.database_url, pool_size=1, max_overflow=0)
@@ -119,7 +119,7 @@ async def test_autocommit_statements_commit_on_their_own(settings) -> None:
 
 
 async def test_an_unreachable_database_is_503_service_unavailable_not_500() -> None:
-    from app.errors import install_error_handlers
+    from app.core.errors import install_error_handlers
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

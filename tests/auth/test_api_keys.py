@@ -7,8 +7,8 @@ import uuid
 
 from sqlalchemy import text
 
-from app.auth import api_keys
 from app.auth.dependencies import CurrentApiUser
+from app.tenancy import api_keys
 from app.tenancy import service as tenancy
 from tests.admin.helpers import asgi_client, insert_tenant, insert_user, mini_app
 

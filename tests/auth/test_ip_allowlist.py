@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app.auth.ip_allowlist import client_ip
+from app.core.ip_allowlist import client_ip
 from app.main import create_app
 from tests.admin.helpers import ROOT_EMAIL, asgi_client
 

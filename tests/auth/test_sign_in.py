@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from app.auth import service as auth_service
 from app.auth.service import bootstrap_first_admin
-from app.db import Database
+from app.core.db import Database
 from app.migrate import upgrade_to_head
 from tests.admin.helpers import (
     ROOT_EMAIL,

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from app.auth.tokens import decode_admin_token, issue_admin_token
-from app.errors import InvalidToken, TokenExpired
+from app.core.errors import InvalidToken, TokenExpired
 from tests.conftest import TEST_JWT_SECRET
 
 

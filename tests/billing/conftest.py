@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import text
 
-from app.db import Database
+from app.core.db import Database
 from billing import service
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.db import Database
-from app.idempotency.service import purge_expired_keys
+from app.core.db import Database
+from app.core.idempotency.service import purge_expired_keys
 from billing import holds
 from tests.admin.helpers import (
     bearer,

@@ -15,9 +15,9 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.db import Database
-from app.errors import IdempotencyKeyReused
-from app.idempotency.service import Fingerprint, KeyClaim, purge_expired_keys
+from app.core.db import Database
+from app.core.errors import IdempotencyKeyReused
+from app.core.idempotency.service import Fingerprint, KeyClaim, purge_expired_keys
 from app.migrate import alembic_config
 from billing import bulk_recharge
 from tests.conftest import server_sql

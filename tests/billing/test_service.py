@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from app.db import Database
-from app.errors import (
+from app.core.db import Database
+from app.core.errors import (
     AccountFrozen,
     Conflict,
     IdempotencyKeyReused,

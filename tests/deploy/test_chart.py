@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from app.cli import build_parser
+from app.core.settings import Settings
 from app.jobs.metrics import JOBS_IN_QUEUE
-from app.settings import Settings
 from tests.deploy.chart import (
     CHART_DIR,
     NAMESPACE,
@@ -52,13 +52,13 @@ READ_ELSEWHERE = {
     "HOME": "libraries' caches (the root filesystem is read-only)",
     "AWS_DEFAULT_REGION": "boto3 (S3 results)",
     "SWAPMETER_LOG_LEVEL": "app/cli.py, before the settings are read",
-    "SWAPMETER_LOG_FORMAT": "app/logs.py, before the settings are read",
+    "SWAPMETER_LOG_FORMAT": "app/core/logs.py, before the settings are read",
 }
 
 
 def test_variables_read_outside_the_settings_are_read():
     assert "SWAPMETER_LOG_LEVEL" in (REPO_ROOT / "app" / "cli.py").read_text()
-    assert "SWAPMETER_LOG_FORMAT" in (REPO_ROOT / "app" / "logs.py").read_text()
+    assert "SWAPMETER_LOG_FORMAT" in (REPO_ROOT / "app" / "core" / "logs.py").read_text()
 
 
 def secret_refs(container: dict[str, Any]) -> list[str]:
@@ -153,7 +153,7 @@ def test_the_rendered_environment_is_settings_swapmeter_accepts(rendered, value_
             for var in env:
                 assert var in READ_ELSEWHERE or (
                     var.startswith("SWAPMETER_") and var[10:].lower() in fields
-                ), f"{name}/{c['name']}: {var} is no setting of app/settings.py"
+                ), f"{name}/{c['name']}: {var} is no setting of app/core/settings.py"
             for var in [v for v in os.environ if v.startswith("SWAPMETER_")]:
                 monkeypatch.delenv(var)
             for var, value in {**env, **secrets}.items():

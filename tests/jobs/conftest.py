@@ -26,9 +26,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from app.db import Database
+from app.core.db import Database
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.admin.helpers import create_api_key, create_tenant, import_users, root_headers
 from tests.conftest import FACES_DIR
 from tests.inference.video.clips import make_video

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from app.errors import BadRequest
+from app.core.errors import BadRequest
 from app.jobs.inputs import decode_base64
 
 DATA = bytes(range(256)) * 40 + b"\xfb\xff"  # every byte value, and + / in the encoding

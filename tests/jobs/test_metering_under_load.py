@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.jobs.conftest import (
     balance,
     client_for,

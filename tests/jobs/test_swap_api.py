@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy import text
 
-from app.idempotency import repository as idempotency
+from app.core.idempotency import repository as idempotency
 from app.webhooks.signing import SIGNATURE_HEADER, verify
 from tests.admin.helpers import root_headers
 from tests.jobs.conftest import (
@@ -732,7 +732,9 @@ async def test_a_webhook_whose_sender_died_is_sent_by_another_workers_sweep(
     async with db.session() as session:
         job = await repo.get_job(session, job_id)
         assert job is not None
-        delivery_id = await webhooks.insert_delivery(session, job, local_server.url(path), -1.0)
+        delivery_id = await webhooks.insert_delivery(
+            session, job.id, job.tenant_id, local_server.url(path), -1.0
+        )
 
     received = await local_server.posted(path)  # housekeeping runs every 0.5 s here
     assert len(received) == 1

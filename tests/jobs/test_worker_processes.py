@@ -24,16 +24,16 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from app import ratelimit
-from app.db import Database
-from app.errors import Conflict
+from app.core import ratelimit
+from app.core.db import Database
+from app.core.errors import Conflict
+from app.core.settings import Settings
 from app.jobs import queue, settle
 from app.jobs import repository as repo
 from app.jobs import worker as worker_module
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunReport, RunState
 from app.jobs.worker import Worker
-from app.settings import Settings
 from billing import holds
 from tests.admin.helpers import root_headers
 from tests.conftest import REPO

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import text
 
-from app import ledger_verify, logs
-from app.gpu_metrics import GpuCollector
+from app.core import logs
+from app.core.gpu_metrics import GpuCollector
 from app.jobs import queue as jobs_queue
-from billing import holds
+from billing import holds, ledger_verify
 from billing import service as billing
 from tests.billing.conftest import add_users, make_tenant
 

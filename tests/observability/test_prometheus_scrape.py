@@ -31,7 +31,7 @@ import httpx
 import pytest
 import yaml
 
-from app import gpu_metrics
+from app.core import gpu_metrics
 from app.migrate import upgrade_to_head
 from tests.conftest import MODELS_DIR, REPO, TEST_JWT_SECRET, server_sql
 from tests.jobs.conftest import face, free_port, gradient_png

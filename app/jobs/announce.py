@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import uuid
 
-from app.db import Database
+from app.core.db import Database
+from app.core.settings import Settings
 from app.jobs import metrics
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs
-from app.settings import Settings
 from app.webhooks import delivery as webhooks
 from app.webhooks import repository as repo
 from app.webhooks import service

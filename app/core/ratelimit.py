@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from starlette.responses import Response
 
-from app.errors import RateLimited, ServiceUnavailable
+from app.core.errors import RateLimited, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.errors import PayloadTooLarge, UrlFetchFailed, UrlNotAllowed
+from app.core.errors import PayloadTooLarge, UrlFetchFailed, UrlNotAllowed
 
 log = logging.getLogger(__name__)
 

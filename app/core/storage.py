@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from prometheus_client import Counter
 
-from app.errors import NotFound
-from app.settings import Settings
+from app.core.errors import NotFound
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
-from app.errors.codes import (
+from app.core.errors.codes import (
     ErrorClass,
     InternalError,
     MalformedJSON,

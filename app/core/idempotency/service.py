@@ -23,9 +23,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
-from app.errors import Conflict, IdempotencyKeyReused, InvalidIdempotencyKey
-from app.idempotency import repository
+from app.core.db import Database
+from app.core.errors import Conflict, IdempotencyKeyReused, InvalidIdempotencyKey
+from app.core.idempotency import repository
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"

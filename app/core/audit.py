@@ -16,15 +16,46 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
-from sqlalchemy import text
+from sqlalchemy import BigInteger, DateTime, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
 
-from admin.models import AuditRecord
-from app.auth.dependencies import AdminPrincipal
-from app.auth.ip_allowlist import client_ip
+from app.core.db import Base
+from app.core.ip_allowlist import client_ip
+
+
+class Actor(Protocol):
+    """Who acted: an admin principal (``app.auth``), named by its id and email."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def email(self) -> str: ...
+
+
+class AuditRecord(Base):
+    """One admin action. The database refuses UPDATE and DELETE on these rows."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    actor: Mapped[str] = mapped_column(String(320))
+    actor_ip: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    target: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
 
 GENESIS_HASH = "0" * 64
 # pg_advisory_xact_lock key serialising appends ("audit" in ASCII).
@@ -73,7 +104,7 @@ async def record(
     session: AsyncSession,
     *,
     request: Request | None,
-    actor: AdminPrincipal | None,
+    actor: Actor | None,
     action: str,
     tenant_id: uuid.UUID | None,
     target: str | None,

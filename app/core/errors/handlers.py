@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import metrics
-from app.errors.codes import (
+from app.core import metrics
+from app.core.errors.codes import (
     SETUP_CODES,
     AppError,
     BadRequest,
@@ -34,8 +34,8 @@ from app.errors.codes import (
     public_message,
     status_of,
 )
-from app.errors.database import database_unavailable, out_of_range, unstorable_text
-from app.errors.openapi import document_common_errors
+from app.core.errors.database import database_unavailable, out_of_range, unstorable_text
+from app.core.errors.openapi import document_common_errors
 from inference.errors import InferenceError
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from functools import lru_cache
 
 from starlette.requests import Request
 
-from app.errors import Forbidden
-from app.settings import Settings
+from app.core.errors import Forbidden
+from app.core.settings import Settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

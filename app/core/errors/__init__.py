@@ -2,7 +2,7 @@
 as ``{"error": {"code", "message", "request_id"}}`` (``handlers``), and their place in
 ``/openapi.json`` (``openapi``). The docs' error catalogue lists every code."""
 
-from app.errors.codes import (
+from app.core.errors.codes import (
     INFERENCE_STATUS,
     SETUP_CODES,
     SETUP_MESSAGE,
@@ -70,20 +70,20 @@ from app.errors.codes import (
     public_message,
     status_of,
 )
-from app.errors.database import (
+from app.core.errors.database import (
     database_unavailable,
     out_of_range,
     storable_form,
     storable_text,
     unstorable_text,
 )
-from app.errors.handlers import (
+from app.core.errors.handlers import (
     DEFAULT_RETRY_AFTER_S,
     error_response,
     install_error_handlers,
     request_id_of,
 )
-from app.errors.openapi import (
+from app.core.errors.openapi import (
     DocumentedRouter,
     ErrorBody,
     ErrorDetail,

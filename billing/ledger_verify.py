@@ -24,11 +24,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin import audit
-from app.db import Database
-from app.jobs.settle import hold_mismatches
+from app.core import audit
+from app.core.db import Database
 from billing import metrics
-from billing.verify import MAX_MISMATCHES, check_ledger
+from billing.verify import MAX_MISMATCHES, check_ledger, hold_mismatches
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pydantic import AfterValidator
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidCursor
-from app.settings import Settings
+from app.core.errors import InvalidCursor
+from app.core.settings import Settings
 
 
 # Coroutines, not plain functions: FastAPI runs a plain-function dependency on its thread

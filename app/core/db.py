@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from app.settings import Settings, to_asyncpg_url
+from app.core.settings import Settings, to_asyncpg_url
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.db import causes
+from app.core.db import causes
 
 
 def database_unavailable(exc: BaseException) -> bool:

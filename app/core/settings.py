@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from inference.config import EngineConfig
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         )
 
     # --- Metered swap API building blocks (issue #4): URL inputs, rate limits, webhooks and
-    # result storage (app/fetch.py, app/ratelimit.py, app/webhooks/delivery.py, app/storage.py).
+    # result storage (app/core/fetch.py, app/core/ratelimit.py, app/webhooks/delivery.py,
+    # app/core/storage.py).
     # Comma list of "host" or "host:port" exempt from the private-address refusal of URL
     # inputs and webhooks; meant for tests and on-premise setups, keep empty in production.
     url_fetch_allow_hosts: str = ""
