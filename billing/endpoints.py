@@ -27,13 +27,10 @@ from app.auth.dependencies import (
 )
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.errors import (
-    Conflict,
     DocumentedRouter,
     ErrorClass,
-    IdempotencyKeyReused,
     InvalidAmount,
     InvalidCursor,
-    InvalidIdempotencyKey,
     MalformedJSON,
     NotFound,
     TooManyEntries,
@@ -42,7 +39,7 @@ from app.errors import (
     merge_responses,
 )
 from app.errors.openapi import Responses
-from app.idempotency.service import run_idempotent
+from app.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
 from billing import bulk_entries, bulk_recharge, schemas, service
 from billing import repository as repo
 
@@ -57,10 +54,6 @@ def _admin_errors(*errors: ErrorClass) -> Responses:
 def _user_errors(*errors: ErrorClass) -> Responses:
     return merge_responses(API_KEY_AUTH_ERRORS, error_responses(*errors))
 
-
-# What a keyed write answers (app.idempotency.service): a bad or reused key, or the same
-# key still in use by another request (409 Conflict).
-_KEYED_WRITE_ERRORS = (InvalidIdempotencyKey, IdempotencyKeyReused, Conflict)
 
 _BULK_BODY = {
     "requestBody": {
@@ -104,7 +97,7 @@ def _refuse_constant(name: str) -> Any:
         ValidationError,
         TooManyEntries,
         InvalidAmount,
-        *_KEYED_WRITE_ERRORS,
+        *KEYED_WRITE_ERRORS,
     ),
 )
 async def bulk_recharge_endpoint(
@@ -148,7 +141,7 @@ async def bulk_recharge_endpoint(
     tags=["admin"],
     # Forbidden (approving one's own batch) is among the authentication's 403s; Conflict:
     # a rejected batch; InvalidAmount: a credit past the largest storable balance.
-    responses=_admin_errors(NotFound, InvalidAmount, *_KEYED_WRITE_ERRORS),
+    responses=_admin_errors(NotFound, InvalidAmount, *KEYED_WRITE_ERRORS),
 )
 async def approve_batch_endpoint(
     tenant_id: uuid.UUID,

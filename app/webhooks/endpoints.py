@@ -7,11 +7,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import audit
 from app.auth.dependencies import (
+    ADMIN_AUTH_ERRORS,
+    API_KEY_AUTH_ERRORS,
     AdminPrincipal,
     CurrentAdmin,
     CurrentApiUser,
@@ -19,18 +21,26 @@ from app.auth.dependencies import (
     ensure_tenant_access,
 )
 from app.deps import DBSession
+from app.errors import DocumentedRouter, NotFound, error_responses
 from app.jobs import service as jobs
 from app.tenancy import service as tenancy
 from app.webhooks import repository as repo
 from app.webhooks import schemas, service
 
-router = APIRouter(prefix="/api/v1", tags=["swap"])
-admin_router = APIRouter(
-    prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
+router = DocumentedRouter(prefix="/api/v1", tags=["swap"], responses=API_KEY_AUTH_ERRORS)
+admin_router = DocumentedRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(admin_ip_allowed)],
+    responses=ADMIN_AUTH_ERRORS,
 )
 
 
-@router.get("/jobs/{job_id}/webhook-deliveries", response_model=list[schemas.WebhookDeliveryOut])
+@router.get(
+    "/jobs/{job_id}/webhook-deliveries",
+    response_model=list[schemas.WebhookDeliveryOut],
+    responses=error_responses(NotFound),
+)
 async def job_webhook_deliveries(
     job_id: uuid.UUID, session: DBSession, user: CurrentApiUser
 ) -> list[dict[str, Any]]:
@@ -42,7 +52,13 @@ async def job_webhook_deliveries(
 # -- webhook secret (tenant admins) ---------------------------------------------------------
 
 
-@admin_router.get("/tenants/{tenant_id}/webhook-secret", response_model=schemas.WebhookSecretOut)
+# NotFound: no such tenant, or one outside the admin's reach; an auditor's 403 Forbidden
+# is among the authentication's.
+@admin_router.get(
+    "/tenants/{tenant_id}/webhook-secret",
+    response_model=schemas.WebhookSecretOut,
+    responses=error_responses(NotFound),
+)
 async def get_webhook_secret(
     tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
 ) -> dict[str, Any]:
@@ -56,7 +72,9 @@ async def get_webhook_secret(
 
 
 @admin_router.post(
-    "/tenants/{tenant_id}/webhook-secret/rotate", response_model=schemas.WebhookSecretOut
+    "/tenants/{tenant_id}/webhook-secret/rotate",
+    response_model=schemas.WebhookSecretOut,
+    responses=error_responses(NotFound),
 )
 async def rotate_webhook_secret(
     tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
