@@ -21,10 +21,8 @@ from app.core.deps import ClientTime, DBSession, IdCursor, SettingsDep
 from app.core.errors import (
     Conflict,
     DocumentedRouter,
-    IdempotencyKeyReused,
     InvalidCursor,
     InvalidEmail,
-    InvalidIdempotencyKey,
     InvalidRole,
     InvalidSlug,
     InvalidText,
@@ -34,7 +32,7 @@ from app.core.errors import (
     WeakPassword,
     error_responses,
 )
-from app.core.idempotency.service import run_idempotent
+from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
 
 router = DocumentedRouter(
     prefix="/api/v1/admin",
@@ -205,9 +203,7 @@ async def update_admin(
 @router.post(
     "/tenants/{tenant_id}/users/import",
     response_model=schemas.UserImportResponse,
-    responses=error_responses(
-        NotFound, TooManyEntries, InvalidIdempotencyKey, IdempotencyKeyReused, Conflict
-    ),
+    responses=error_responses(NotFound, TooManyEntries, *KEYED_WRITE_ERRORS),
 )
 async def import_users(
     tenant_id: uuid.UUID,

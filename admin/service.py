@@ -299,7 +299,7 @@ def _row_problem(row: Any) -> ImportFailure | None:
         )
     shown = storable_form(external_id[:300])
     if not isinstance(row.get("email"), str | None):
-        return ImportFailure(0, shown, "InvalidEmail", "email must be a string")
+        return ImportFailure(0, shown, InvalidEmail.code, "email must be a string")
     if not isinstance(row.get("display_name"), str | None):
         return ImportFailure(0, shown, InvalidDisplayName.code, "display_name must be a string")
     return None

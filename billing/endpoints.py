@@ -26,13 +26,10 @@ from app.auth.dependencies import (
 from app.core import audit
 from app.core.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.core.errors import (
-    Conflict,
     DocumentedRouter,
     ErrorClass,
-    IdempotencyKeyReused,
     InvalidAmount,
     InvalidCursor,
-    InvalidIdempotencyKey,
     MalformedJSON,
     NotFound,
     TooManyEntries,
@@ -41,7 +38,7 @@ from app.core.errors import (
     merge_responses,
 )
 from app.core.errors.openapi import Responses
-from app.core.idempotency.service import run_idempotent
+from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
 from billing import bulk_entries, bulk_recharge, ledger_verify, schemas, service
 from billing import repository as repo
 
@@ -56,10 +53,6 @@ def _admin_errors(*errors: ErrorClass) -> Responses:
 def _user_errors(*errors: ErrorClass) -> Responses:
     return merge_responses(API_KEY_AUTH_ERRORS, error_responses(*errors))
 
-
-# What a keyed write answers (app.core.idempotency.service): a bad or reused key, or the same
-# key still in use by another request (409 Conflict).
-_KEYED_WRITE_ERRORS = (InvalidIdempotencyKey, IdempotencyKeyReused, Conflict)
 
 _BULK_BODY = {
     "requestBody": {
@@ -103,7 +96,7 @@ def _refuse_constant(name: str) -> Any:
         ValidationError,
         TooManyEntries,
         InvalidAmount,
-        *_KEYED_WRITE_ERRORS,
+        *KEYED_WRITE_ERRORS,
     ),
 )
 async def bulk_recharge_endpoint(
@@ -147,7 +140,7 @@ async def bulk_recharge_endpoint(
     tags=["admin"],
     # Forbidden (approving one's own batch) is among the authentication's 403s; Conflict:
     # a rejected batch; InvalidAmount: a credit past the largest storable balance.
-    responses=_admin_errors(NotFound, InvalidAmount, *_KEYED_WRITE_ERRORS),
+    responses=_admin_errors(NotFound, InvalidAmount, *KEYED_WRITE_ERRORS),
 )
 async def approve_batch_endpoint(
     tenant_id: uuid.UUID,

@@ -22,16 +22,13 @@ from app.auth.dependencies import (
 from app.core import audit
 from app.core.deps import DBSession
 from app.core.errors import (
-    Conflict,
     DocumentedRouter,
-    IdempotencyKeyReused,
     InvalidAmount,
-    InvalidIdempotencyKey,
     InvalidText,
     NotFound,
     error_responses,
 )
-from app.core.idempotency.service import run_idempotent
+from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
 from app.tenancy import service as tenancy
 from billing import pricing
 
@@ -118,9 +115,7 @@ async def tenant_pricing_endpoint(
         NotFound,
         InvalidAmount,
         InvalidText,
-        InvalidIdempotencyKey,
-        IdempotencyKeyReused,
-        Conflict,
+        *KEYED_WRITE_ERRORS,
     ),
 )
 async def set_tenant_pricing_endpoint(

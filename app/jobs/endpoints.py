@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import pybase64
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import (
+    API_KEY_AUTH_ERRORS,
     ApiPrincipal,
     CurrentApiUser,
 )
@@ -26,11 +27,44 @@ from app.core import ratelimit
 from app.core.deps import DBSession, SettingsDep
 from app.core.errors import (
     INFERENCE_STATUS,
+    AccountFrozen,
+    BadRequest,
+    Canceled,
+    DocumentedRouter,
+    FaceSizeTooSmall,
+    ImageDecodeFailed,
+    ImagePixelExceed,
+    InferenceError,
+    InsufficientBalance,
+    InternalError,
+    InvalidBase64,
     InvalidCursor,
+    InvalidFaceMapping,
+    InvalidOutputFormat,
+    JobFinished,
+    MalformedJSON,
+    ModelHashMismatch,
+    ModelInvalid,
+    ModelLicenceRefused,
+    ModelNotInstalled,
+    NoFaceDetected,
     NotFound,
+    PayloadTooLarge,
+    QueueTimeout,
+    RateLimited,
+    ResultExpired,
+    UnsupportedMediaType,
+    UrlFetchFailed,
+    UrlNotAllowed,
+    ValidationError,
+    VideoDecodeFailed,
+    VideoTooLong,
+    WorkerLost,
     error_response,
+    error_responses,
 )
 from app.core.idempotency.service import (
+    KEYED_WRITE_ERRORS,
     Fingerprint,
     KeyClaim,
     Replay,
@@ -46,7 +80,7 @@ from app.webhooks import repository as webhooks
 from app.webhooks import schemas as webhook_schemas
 from billing.schemas import inline_schema
 
-router = APIRouter(prefix="/api/v1", tags=["swap"])
+router = DocumentedRouter(prefix="/api/v1", tags=["swap"], responses=API_KEY_AUTH_ERRORS)
 
 # Failed jobs answer with their error code; codes of our own failures are 5xx.
 _FAILURE_STATUS = {
@@ -55,6 +89,48 @@ _FAILURE_STATUS = {
     "QueueTimeout": 503,
     "InternalError": 500,
 }
+
+# What a swap answers before anything is held: its body (read_body, parse_swap_request:
+# BadRequest is a multipart body that cannot be read), its URL inputs and webhook URL
+# (app.core.fetch) and its media (media.prepare_inputs); then the hold (intake.submit).
+_SWAP_INPUT_ERRORS = (
+    MalformedJSON,
+    BadRequest,
+    InvalidBase64,
+    InvalidFaceMapping,
+    InvalidOutputFormat,
+    ValidationError,
+    UrlNotAllowed,
+    UrlFetchFailed,
+    ImageDecodeFailed,
+    VideoDecodeFailed,
+    VideoTooLong,
+    PayloadTooLarge,
+    ImagePixelExceed,
+    UnsupportedMediaType,
+)
+# What a swap's final answer carries when its job failed (``_final_answer``, with
+# ``_FAILURE_STATUS``; an image's, or a video's waited for): the engine's codes,
+# InferenceFailed (``InferenceError``) included, ours, and 409 Canceled.
+_JOB_FAILURE_ERRORS = (
+    ImageDecodeFailed,
+    VideoDecodeFailed,
+    NoFaceDetected,
+    FaceSizeTooSmall,
+    InvalidFaceMapping,
+    VideoTooLong,
+    ImagePixelExceed,
+    UnsupportedMediaType,
+    ModelNotInstalled,
+    ModelLicenceRefused,
+    ModelHashMismatch,
+    ModelInvalid,
+    InferenceError,
+    WorkerLost,
+    QueueTimeout,
+    InternalError,
+    Canceled,
+)
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
 
 _SWAP_BODY = {
@@ -210,6 +286,18 @@ async def _answer(
     responses={
         200: {"model": schemas.SwapSucceeded, "description": "Image (or waited-for video) done"},
         202: {"model": schemas.SwapAccepted, "description": "Queued: poll urls.get"},
+        # NotFound: a replayed key whose job is no longer stored; ResultExpired: a final
+        # answer (a replay's, say) whose result is no longer stored.
+        **error_responses(
+            *_SWAP_INPUT_ERRORS,
+            InsufficientBalance,
+            AccountFrozen,
+            RateLimited,
+            *KEYED_WRITE_ERRORS,
+            NotFound,
+            ResultExpired,
+            *_JOB_FAILURE_ERRORS,
+        ),
     },
 )
 async def swap_face(
@@ -373,7 +461,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("cursor is not one this API returned") from None
 
 
-@router.get("/jobs", response_model=schemas.JobPage)
+@router.get("/jobs", response_model=schemas.JobPage, responses=error_responses(InvalidCursor))
 async def list_jobs(
     request: Request,
     session: DBSession,
@@ -392,7 +480,7 @@ async def list_jobs(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/jobs/{job_id}", response_model=schemas.JobOut)
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=error_responses(NotFound))
 async def get_job(
     job_id: uuid.UUID,
     request: Request,
@@ -417,7 +505,12 @@ async def get_job(
     return JSONResponse(results.job_json(request, job), headers=headers)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=schemas.JobOut,
+    # Conflict, besides the key's: the job kept changing state while being canceled.
+    responses=error_responses(NotFound, JobFinished, *KEYED_WRITE_ERRORS),
+)
 async def cancel_job(
     job_id: uuid.UUID,
     request: Request,
@@ -451,7 +544,9 @@ async def cancel_job(
 
 
 @router.get(
-    "/jobs/{job_id}/webhook-deliveries", response_model=list[webhook_schemas.WebhookDeliveryOut]
+    "/jobs/{job_id}/webhook-deliveries",
+    response_model=list[webhook_schemas.WebhookDeliveryOut],
+    responses=error_responses(NotFound),
 )
 async def job_webhook_deliveries(
     job_id: uuid.UUID, session: DBSession, user: CurrentApiUser

@@ -6,28 +6,41 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
-from app.auth.dependencies import CurrentApiUser
+from app.auth.dependencies import API_KEY_AUTH_ERRORS, CurrentApiUser
 from app.core.deps import DBSession
 from app.core.errors import (
     Canceled,
+    DocumentedRouter,
     InvalidSignature,
     JobFailed,
     NotFound,
+    RangeNotSatisfiable,
     ResultExpired,
     ResultNotReady,
+    error_responses,
+    merge_responses,
 )
 from app.core.storage import RESULTS_URL_PATH, LocalResultStore
 from app.jobs import results, service
 
-router = APIRouter(prefix="/api/v1", tags=["swap"])
+# No authentication on the router: a signed link is its own permission.
+router = DocumentedRouter(prefix="/api/v1", tags=["swap"])
 
 
 @router.get(
     "/jobs/{job_id}/result",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}}},
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}},
+        **merge_responses(
+            API_KEY_AUTH_ERRORS,
+            error_responses(
+                NotFound, ResultNotReady, Canceled, JobFailed, ResultExpired, RangeNotSatisfiable
+            ),
+        ),
+    },
 )
 async def job_result(
     job_id: uuid.UUID, request: Request, session: DBSession, user: CurrentApiUser
@@ -50,7 +63,12 @@ async def job_result(
         return await results.serve(request, store, job.result_key, f"{job.id}.{ext}")
 
 
-@router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
+@router.get(
+    RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}",
+    include_in_schema=True,
+    # Never 404: a link whose signature holds names a result we made, gone if not stored.
+    responses=error_responses(InvalidSignature, ResultExpired, RangeNotSatisfiable),
+)
 async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
     """A result by its signed, expiring URL (no API key: the signature is the permission).
     Only the local results store serves these; S3 URLs point at the bucket."""

@@ -43,8 +43,7 @@ from app.core import metrics as app_metrics
 from app.core.db import Database
 from app.core.settings import Settings
 from app.core.storage import ResultStore
-from app.jobs import announce
-from app.jobs import metrics, queue
+from app.jobs import announce, metrics, queue
 from app.jobs import repository as repo
 from app.jobs.events import PgListener
 from app.jobs.repository import JobRecord

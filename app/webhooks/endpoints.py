@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import (
+    ADMIN_AUTH_ERRORS,
     AdminPrincipal,
     CurrentAdmin,
     admin_ip_allowed,
@@ -17,18 +18,28 @@ from app.auth.dependencies import (
 )
 from app.core import audit
 from app.core.deps import DBSession
+from app.core.errors import DocumentedRouter, NotFound, error_responses
 from app.tenancy import service as tenancy
 from app.webhooks import schemas, service
 
-admin_router = APIRouter(
-    prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
+admin_router = DocumentedRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(admin_ip_allowed)],
+    responses=ADMIN_AUTH_ERRORS,
 )
 
 
 # -- webhook secret (tenant admins) ---------------------------------------------------------
 
 
-@admin_router.get("/tenants/{tenant_id}/webhook-secret", response_model=schemas.WebhookSecretOut)
+# NotFound: no such tenant, or one outside the admin's reach; an auditor's 403 Forbidden
+# is among the authentication's.
+@admin_router.get(
+    "/tenants/{tenant_id}/webhook-secret",
+    response_model=schemas.WebhookSecretOut,
+    responses=error_responses(NotFound),
+)
 async def get_webhook_secret(
     tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
 ) -> dict[str, Any]:
@@ -42,7 +53,9 @@ async def get_webhook_secret(
 
 
 @admin_router.post(
-    "/tenants/{tenant_id}/webhook-secret/rotate", response_model=schemas.WebhookSecretOut
+    "/tenants/{tenant_id}/webhook-secret/rotate",
+    response_model=schemas.WebhookSecretOut,
+    responses=error_responses(NotFound),
 )
 async def rotate_webhook_secret(
     tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin

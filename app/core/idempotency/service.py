@@ -32,6 +32,11 @@ REPLAY_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 MIN_TTL_HOURS = 24
 
+# What any keyed write can answer because of its key, for the route to declare
+# (``responses=error_responses(*KEYED_WRITE_ERRORS, ...)``): a malformed key, a key reused
+# with another request, or the same key still in use by another request (409 Conflict).
+KEYED_WRITE_ERRORS = (InvalidIdempotencyKey, IdempotencyKeyReused, Conflict)
+
 log = logging.getLogger(__name__)
 
 
