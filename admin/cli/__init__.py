@@ -7,6 +7,8 @@ A new command is a function registered in ``build_app``.
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from admin.cli import auth, recharge, users, verify
@@ -30,6 +32,9 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str]) -> int:
     """Run ``swapmeter admin ARGV``; returns the exit code."""
+    # The service's log set-up shows every httpx request at INFO: noise between the
+    # progress bar and the summary here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         build_app()(args=argv, prog_name="swapmeter admin")
     except SystemExit as exc:

@@ -1,8 +1,8 @@
 """Sending a file's rows in chunks: one after another, or a few at a time (``--parallel``),
 each under its own Idempotency-Key, with the progress bar advanced as each one lands.
 
-Keys are ``<base>-<chunk number>``, ``base`` being the sha256 of the file's content (plus
-the options that change what is sent, when they are not in the file). Run again after an
+Keys are ``<base>-<chunk number>``, ``base`` being the sha256 of the file's content (or of
+it and ``--run-name``, which makes the same file a new recharge). Run again after an
 interruption, the same chunks carry the same keys: the service answers those it already
 applied with their first report (``Idempotent-Replayed: true``) and applies nothing twice.
 """

@@ -123,7 +123,9 @@ def _recharge(
             EXIT_INCOMPLETE,
         )
 
-    base = chunks.key_base(source.sha256, amount, run_name)
+    # Not the amount: a rerun with another --amount must hit 409, not credit the landed
+    # chunks again under new keys.
+    base = chunks.key_base(source.sha256, run_name)
     plan = chunks.split(len(rows.users), chunk_size)
     path_api = f"/admin/tenants/{tenant}/recharges/bulk" + ("/preview" if dry_run else "")
 
@@ -150,7 +152,7 @@ def _recharge(
     rejected_batches: list[str] = []
     interrupted = False
     stopped: CliError | None = None
-    with Client(target.url, target.token) as client, output.progress(quiet or json_out) as bar:
+    with Client(target.url, target.token) as client, output.progress(quiet) as bar:
         task = bar.add_task("dry run" if dry_run else "recharge", total=len(rows.users))
         try:
             for chunk, response in chunks.send(client, plan, request, parallel=parallel):

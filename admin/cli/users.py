@@ -52,7 +52,7 @@ def _import(
 
     created = existing = sent = 0
     stopped: BaseException | None = None
-    with Client(target.url, target.token) as client, output.progress(quiet or json_out) as bar:
+    with Client(target.url, target.token) as client, output.progress(quiet) as bar:
         task = bar.add_task("import", total=len(rows.users))
         try:
             for chunk, response in chunks.send(client, plan, request, parallel=1):

@@ -221,3 +221,49 @@ async def test_a_run_interrupted_by_ctrl_c_and_started_again_credits_each_user_o
     assert resumed.exit_code == 0, resumed.stderr
     assert resumed.json["chunks_replayed"] >= 1
     assert await _balances(db, tenant_id) == {u: 3 for u in users}
+
+
+async def test_a_list_of_users_with_one_amount_and_a_chunk_over_the_threshold_waits(
+    client: httpx.AsyncClient, db: Database, logged_in: Any, tmp_path: Path
+) -> None:
+    users = USERS[:30]
+    tenant_id = await _tenant_with_users(client, users)
+    patched = await client.patch(
+        f"/api/v1/admin/tenants/{tenant_id}",
+        json={"approval_threshold": 100},
+        headers=await root_headers(client),
+    )
+    assert patched.status_code == 200, patched.text
+    path = tmp_path / "ids.txt"  # no header: one user id per line
+    path.write_text("\n".join([*users[:20], "nobody", *users[20:]]) + "\n")
+
+    # Chunks of 20 users x 5 = 100 Tokens: within the threshold, applied.
+    small = logged_in(
+        "recharge", "--tenant", tenant_id, "--csv", str(path), "--amount", "5",
+        "--chunk-size", "20", "--json",
+    )  # fmt: skip
+    assert small.exit_code == 4, small.stderr
+    assert small.json["applied"] == 30
+    assert [(f["line"], f["user"], f["code"]) for f in small.json["failures"]] == [
+        (21, "nobody", "UserNotFound")
+    ]
+    assert await _balances(db, tenant_id) == {u: 5 for u in users}
+
+    # One chunk of 30 x 5 = 150 Tokens: waits for a second admin, nothing credited yet.
+    big = logged_in(
+        "recharge", "--tenant", tenant_id, "--csv", str(path), "--amount", "5",
+        "--run-name", "second", "--json",
+    )  # fmt: skip
+    assert big.exit_code == 4, big.stderr
+    assert (big.json["applied"], big.json["pending_approval"]) == (0, 30)
+    assert len(big.json["pending_batches"]) == 1
+    assert await _balances(db, tenant_id) == {u: 5 for u in users}
+
+    # The same run with another amount reuses its keys: refused, not applied again.
+    other = logged_in(
+        "recharge", "--tenant", tenant_id, "--csv", str(path), "--amount", "6",
+        "--chunk-size", "20", "-q",
+    )  # fmt: skip
+    assert other.exit_code == 1
+    assert "HTTP 409 IdempotencyKeyReused" in other.stderr
+    assert await _balances(db, tenant_id) == {u: 5 for u in users}
