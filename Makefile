@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench-recharge bench-inference bench-api clean-data
+.PHONY: dev test tools lint format bench-recharge bench-inference bench-api clean-data
 
 # (Re)install when pyproject.toml changes; creates the virtualenv when missing.
 $(STAMP): pyproject.toml
@@ -19,8 +19,13 @@ dev: $(STAMP)
 	$(BIN)/swapmeter dev $(DEV_ARGS)
 
 ## Run the whole test suite against real PostgreSQL and Redis (started embedded if needed).
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Install the tools the tests run that no wheel of the dev extra brings (Debian packages,
+## tools with clashing pins); quick when they are there.
+tools:
+	scripts/test-tools.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -22,7 +22,19 @@ from admin import audit, repository, schemas
 from admin.repository import AdminRow
 from app.auth import passwords
 from app.auth.dependencies import AdminPrincipal, ensure_platform_admin, ensure_tenant_access
-from app.errors import BadRequest, Conflict, NotFound, storable_form
+from app.errors import (
+    Conflict,
+    InvalidCursor,
+    InvalidDisplayName,
+    InvalidEmail,
+    InvalidEntry,
+    InvalidExternalId,
+    InvalidRole,
+    NotFound,
+    TooManyEntries,
+    WeakPassword,
+    storable_form,
+)
 from app.settings import Settings
 from app.tenancy import repository as tenancy_repository
 from app.tenancy import service as tenancy
@@ -36,10 +48,10 @@ _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 def _check_new_credentials(email: str, password: str) -> None:
     if not _EMAIL_RE.match(email):
-        raise BadRequest("email is not a valid address", code="InvalidEmail")
+        raise InvalidEmail("email is not a valid address")
     problem = passwords.password_problem(password)
     if problem:
-        raise BadRequest(problem, code="WeakPassword")
+        raise WeakPassword(problem)
 
 
 # -- tenants -------------------------------------------------------------------------------
@@ -84,7 +96,7 @@ async def list_tenants(
     if not after_slug:
         after_slug = None
     elif not tenancy.valid_slug(after_slug):  # create_tenant's own test: every slug works
-        raise BadRequest("cursor is not one this API returned", code="InvalidCursor")
+        raise InvalidCursor("cursor is not one this API returned")
     return await tenancy_repository.list_tenants(
         session, only=admin.tenant_id, after_slug=after_slug, limit=limit
     )
@@ -157,17 +169,13 @@ async def create_admin(
     if tenant_id is None:
         ensure_platform_admin(actor)
         if role not in schemas.PLATFORM_ROLES:
-            raise BadRequest(
-                f"role must be one of {', '.join(schemas.PLATFORM_ROLES)}", code="InvalidRole"
-            )
+            raise InvalidRole(f"role must be one of {', '.join(schemas.PLATFORM_ROLES)}")
     else:
         await _tenant_for(session, actor, tenant_id, write=True)
         if role == "platform_admin":
-            raise BadRequest("A tenant cannot have platform admins", code="InvalidRole")
+            raise InvalidRole("A tenant cannot have platform admins")
         if role not in schemas.TENANT_ROLES:
-            raise BadRequest(
-                f"role must be one of {', '.join(schemas.TENANT_ROLES)}", code="InvalidRole"
-            )
+            raise InvalidRole(f"role must be one of {', '.join(schemas.TENANT_ROLES)}")
         if role == "tenant_admin":
             # A second tenant admin can approve the first one's batches: a tenant admin
             # who could make one would be approving their own (four-eyes, as with the
@@ -281,17 +289,17 @@ def _row_problem(row: Any) -> ImportFailure | None:
     """Why an import row has the wrong JSON shape (index 0: the caller sets it), or None.
     Its values are checked by tenancy.import_users."""
     if not isinstance(row, dict):
-        return ImportFailure(0, None, "InvalidEntry", "A row is an object with an 'external_id'")
+        return ImportFailure(0, None, InvalidEntry.code, "A row is an object with an 'external_id'")
     external_id = row.get("external_id")
     if not isinstance(external_id, str):
         return ImportFailure(
-            0, None, "InvalidExternalId", "external_id is required and must be a string"
+            0, None, InvalidExternalId.code, "external_id is required and must be a string"
         )
     shown = storable_form(external_id[:300])
     if not isinstance(row.get("email"), str | None):
         return ImportFailure(0, shown, "InvalidEmail", "email must be a string")
     if not isinstance(row.get("display_name"), str | None):
-        return ImportFailure(0, shown, "InvalidDisplayName", "display_name must be a string")
+        return ImportFailure(0, shown, InvalidDisplayName.code, "display_name must be a string")
     return None
 
 
@@ -308,9 +316,8 @@ async def import_users(
     (checked by tenancy.import_users); the others are imported."""
     await _tenant_for(session, admin, tenant_id, write=True)
     if len(rows) > settings.bulk_max_entries:
-        raise BadRequest(
-            f"At most {settings.bulk_max_entries} users per import, got {len(rows)}",
-            code="TooManyEntries",
+        raise TooManyEntries(
+            f"At most {settings.bulk_max_entries} users per import, got {len(rows)}"
         )
     failed: list[ImportFailure] = []
     entries: list[tenancy.ImportEntry] = []

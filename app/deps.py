@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest
+from app.errors import InvalidCursor
 from app.settings import Settings
 
 
@@ -55,7 +55,7 @@ async def id_cursor(cursor: str | None = None) -> int | None:
     except ValueError:
         row_id = 0
     if not 0 < row_id <= MAX_ROW_ID:
-        raise BadRequest("cursor is not one this API returned", code="InvalidCursor")
+        raise InvalidCursor("cursor is not one this API returned")
     return row_id
 
 

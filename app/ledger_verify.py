@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import audit
 from app.db import Database
-from app.jobs.service import hold_mismatches
+from app.jobs.settle import hold_mismatches
 from billing import metrics
 from billing.verify import MAX_MISMATCHES, check_ledger
 

@@ -6,21 +6,30 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from sqlalchemy import text
 
 from app import ledger_verify, metrics, ratelimit
 from app.db import Database
 from app.errors import install_error_handlers
-from app.jobs.service import refresh_cluster_gauges
+from app.jobs.queue import refresh_cluster_gauges
 from app.middleware import RequestContextMiddleware, hide_signatures_in_access_log
 from app.routers import include_routers, on_startup
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("swapmeter")
+
+
+class Readiness(BaseModel):
+    """What ``/readyz`` answers, ready (200) or not (503, with ``Retry-After``)."""
+
+    status: Literal["ready", "degraded", "not_ready"]
+    checks: dict[str, str]  # database, redis: "ok" or "error: <reason>"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,7 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: see `checks`"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         """Ready when PostgreSQL answers, and Redis too where requests need it.
 

@@ -16,6 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, metrics
+from app.errors import InternalError
 
 log = logging.getLogger("swapmeter.http")
 # Echoed as given (the contract): any printable ASCII up to 128 characters (what jobs and
@@ -80,11 +81,11 @@ class RequestContextMiddleware:
             if response_started:
                 raise
             status = 500
-            metrics.count_error("InternalError")
+            metrics.count_error(InternalError.code)
             body = orjson.dumps(
                 {
                     "error": {
-                        "code": "InternalError",
+                        "code": InternalError.code,
                         "message": "Internal server error",
                         "request_id": request_id,
                     }

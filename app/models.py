@@ -3,8 +3,9 @@
 from admin.models import Admin, AuditRecord
 from app.db import Base
 from app.idempotency.models import IdempotencyRecord
-from app.jobs.models import Job, TenantWebhookSecret, WebhookDelivery, WorkerHeartbeat
+from app.jobs.models import Job, WorkerHeartbeat
 from app.tenancy.models import ApiKey, Tenant, User
+from app.webhooks.models import TenantWebhookSecret, WebhookDelivery
 from billing.models import Account, Hold, LedgerEntry, RechargeBatch, TokenGrant
 from billing.pricing import PriceBookRow
 

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         )
 
     # --- Metered swap API building blocks (issue #4): URL inputs, rate limits, webhooks and
-    # result storage (app/fetch.py, app/ratelimit.py, app/webhooks.py, app/storage.py).
+    # result storage (app/fetch.py, app/ratelimit.py, app/webhooks/delivery.py, app/storage.py).
     # Comma list of "host" or "host:port" exempt from the private-address refusal of URL
     # inputs and webhooks; meant for tests and on-premise setups, keep empty in production.
     url_fetch_allow_hosts: str = ""

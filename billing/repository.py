@@ -1,4 +1,7 @@
-"""Every SQL statement of the billing domain.
+"""The SQL of the billing domain's accounts, movements, grant expiry and bulk recharge.
+
+The statements of holds (a swap's Tokens held, captured, released, refunded) are in
+``billing/hold_repository.py``; the ledger check's in ``billing/verify.py``.
 
 Each money movement is ONE statement: a data-modifying CTE that locks the user account,
 writes the ledger entry (``ON CONFLICT DO NOTHING`` on its idempotency key, so a replay
@@ -21,11 +24,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-_ENTRY_COLUMNS = (
+ENTRY_COLUMNS = (
     "tenant_id, from_account_id, to_account_id, amount, kind, reference, operator, reason,"
     " idempotency_key, hold_id, balance_after, held_after"
 )
-_ON_KEY_CONFLICT = (
+ON_KEY_CONFLICT = (
     "ON CONFLICT (tenant_id, kind, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
 
@@ -109,12 +112,12 @@ _USER_ACCOUNT_LOCKED = """
 _CREDIT_USER = f"""
     WITH {_USER_ACCOUNT_LOCKED},
     entry AS (
-        INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
+        INSERT INTO ledger_entries ({ENTRY_COLUMNS})
         SELECT :tenant_id, sys.id, acc.id, :amount, :kind, :reference, :operator, :reason,
                :idempotency_key, NULL, acc.balance + :amount, acc.held
         FROM acc, sys
         WHERE acc.status = 'active'
-        {_ON_KEY_CONFLICT}
+        {ON_KEY_CONFLICT}
         RETURNING id, to_account_id, amount, balance_after, held_after, created_at
     ),
     {{extra}}
@@ -155,12 +158,12 @@ DEBIT_USER = text(
     f"""
     WITH {_USER_ACCOUNT_LOCKED},
     entry AS (
-        INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
+        INSERT INTO ledger_entries ({ENTRY_COLUMNS})
         SELECT :tenant_id, acc.id, sys.id, :amount, :kind, :reference, :operator, :reason,
                :idempotency_key, NULL, acc.balance - :amount, acc.held
         FROM acc, sys
         WHERE acc.status = 'active' AND acc.balance - acc.held >= :amount
-        {_ON_KEY_CONFLICT}
+        {ON_KEY_CONFLICT}
         RETURNING id, from_account_id, amount, balance_after, held_after, created_at
     ),
     debited AS (
@@ -202,199 +205,6 @@ CONSUME_GRANTS = text(
         WHERE account_id = :account_id AND status = 'active' AND remaining > 0
     ) s
     WHERE g.id = s.id AND s.cum - s.remaining < :amount
-    """
-)
-
-# ---------------------------------------------------------------------------------------
-# Holds
-# ---------------------------------------------------------------------------------------
-
-# A hold as the service shows it (HoldView): CAPTURE and RELEASE return it from their own
-# rows, HOLD_BY_REFERENCE reads it. ``h`` is the hold, ``acc`` its account after the call.
-_HOLD_VIEW = (
-    "h.id, h.reference, h.account_id, h.amount, h.captured, h.released, h.refunded,"
-    " h.status, h.price_version, acc.balance, acc.held"
-)
-
-
-def hold_ctes(gate: str = "true") -> str:
-    """The CTEs of a hold, ``acc`` (the user account, locked), ``h`` (the hold, when made),
-    ``entry`` and ``upd``, for a statement that also writes what the hold is for (a job:
-    ``app.jobs.repository``). The hold is made only when ``gate`` (SQL over the statement's
-    own CTEs) is true, the account is active and ``:amount`` is available.
-
-    Parameters: ``:tenant_id``, ``:user_id``, ``:reference``, ``:amount``,
-    ``:price_version``, ``:operator``.
-    """
-    return f"""
-    acc AS (
-        SELECT id, balance, held, status FROM accounts
-        WHERE tenant_id = :tenant_id AND user_id = :user_id AND kind = 'user'
-        FOR UPDATE
-    ),
-    h AS (
-        INSERT INTO holds (tenant_id, account_id, reference, amount, price_version)
-        SELECT :tenant_id, acc.id, :reference, :amount, :price_version FROM acc
-        WHERE acc.status = 'active' AND acc.balance - acc.held >= :amount AND ({gate})
-        ON CONFLICT (tenant_id, reference) DO NOTHING
-        RETURNING id, account_id, amount
-    ),
-    entry AS (
-        INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
-        SELECT :tenant_id, h.account_id, h.account_id, h.amount, 'hold', :reference, :operator,
-               NULL, :reference, h.id, acc.balance, acc.held + h.amount
-        FROM h, acc
-        RETURNING id
-    ),
-    upd AS (
-        UPDATE accounts a SET held = a.held + h.amount, updated_at = now()
-        FROM h WHERE a.id = h.account_id
-        RETURNING a.balance, a.held
-    )"""
-
-
-# What a hold statement answers (``hold_ctes`` then this): whether the hold was made
-# (hold_id), and if not why (the account's status and what it had available).
-HOLD_OUTCOME = (
-    "acc.id AS account_id, acc.status AS account_status, acc.balance - acc.held AS available,"
-    " h.id AS hold_id, upd.balance, upd.held"
-)
-
-HOLD = text(
-    f"""
-    WITH {hold_ctes()}
-    SELECT {HOLD_OUTCOME}
-    FROM acc LEFT JOIN h ON true LEFT JOIN upd ON true
-    """
-)
-
-
-def capture_ctes(gate: str = "true") -> str:
-    """The CTEs of a capture, ``h`` (the hold, settled), ``acc`` (its account), ``rev``,
-    ``entries`` and ``earned``, for a statement that also records why (a finished job:
-    ``app.jobs.repository``). Only a hold still held, of at least ``:amount``, and only
-    when ``gate`` (SQL over the statement's own CTEs) is true. ``:amount`` 0 releases the
-    whole hold; the release entry carries ``:reason``.
-
-    Parameters: ``:tenant_id``, ``:reference``, ``:amount``, ``:operator``, ``:reason``.
-    """
-    return f"""
-    h AS (
-        UPDATE holds
-        SET status = CASE WHEN :amount = 0 THEN 'released' ELSE 'captured' END,
-            captured = :amount, released = amount - :amount, settled_at = now()
-        WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
-          AND amount >= :amount AND ({gate})
-        RETURNING id, account_id, reference, amount, captured, released, refunded, status,
-                  price_version
-    ),
-    acc AS (
-        UPDATE accounts a
-        SET balance = a.balance - h.captured, held = a.held - h.amount, updated_at = now()
-        FROM h WHERE a.id = h.account_id
-        RETURNING a.id, a.balance, a.held
-    ),
-    rev AS (SELECT id FROM accounts WHERE tenant_id = :tenant_id AND kind = 'revenue'),
-    entries AS (
-        INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
-        SELECT :tenant_id, acc.id,
-               CASE WHEN x.kind = 'capture' THEN rev.id ELSE acc.id END,
-               x.amount, x.kind, :reference, :operator,
-               CASE WHEN x.kind = 'release' THEN CAST(:reason AS text) END,
-               :reference, h.id, acc.balance,
-               CASE WHEN x.kind = 'capture' THEN acc.held + h.released ELSE acc.held END
-        FROM h, acc, rev,
-             LATERAL (VALUES (1, 'capture', h.captured), (2, 'release', h.released))
-                 AS x(ord, kind, amount)
-        WHERE x.amount > 0
-        ORDER BY x.ord
-        RETURNING id
-    ),
-    earned AS (
-        UPDATE accounts a SET balance = a.balance + h.captured, updated_at = now()
-        FROM h, acc, rev WHERE a.id = rev.id AND h.captured > 0
-        RETURNING a.id
-    )"""
-
-
-CAPTURE = text(
-    f"""
-    WITH {capture_ctes()}
-    SELECT {_HOLD_VIEW} FROM h JOIN acc ON true
-    """
-)
-
-RELEASE = text(
-    f"""
-    WITH h AS (
-        UPDATE holds SET status = 'released', released = amount, settled_at = now()
-        WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
-        RETURNING id, account_id, reference, amount, captured, released, refunded, status,
-                  price_version
-    ),
-    acc AS (
-        UPDATE accounts a SET held = a.held - h.amount, updated_at = now()
-        FROM h WHERE a.id = h.account_id
-        RETURNING a.id, a.balance, a.held
-    ),
-    entry AS (
-        INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
-        SELECT :tenant_id, acc.id, acc.id, h.amount, 'release', :reference, :operator, :reason,
-               :reference, h.id, acc.balance, acc.held
-        FROM h, acc
-        RETURNING id
-    )
-    SELECT {_HOLD_VIEW} FROM h JOIN acc ON true
-    """
-)
-
-REFUND = text(
-    f"""
-    WITH h AS (
-        SELECT id, account_id, captured, refunded FROM holds
-        WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'captured'
-        FOR UPDATE
-    ),
-    acc AS (
-        SELECT a.id, a.balance, a.held FROM accounts a JOIN h ON a.id = h.account_id
-        FOR UPDATE OF a
-    ),
-    rev AS (SELECT id FROM accounts WHERE tenant_id = :tenant_id AND kind = 'revenue'),
-    entry AS (
-        INSERT INTO ledger_entries ({_ENTRY_COLUMNS})
-        SELECT :tenant_id, rev.id, acc.id, :amount, 'refund', :reference, :operator, :reason,
-               :idempotency_key, h.id, acc.balance + :amount, acc.held
-        FROM h, acc, rev
-        WHERE h.refunded + :amount <= h.captured
-        {_ON_KEY_CONFLICT}
-        RETURNING id, hold_id, to_account_id, amount, balance_after, held_after, created_at
-    ),
-    refunded AS (
-        UPDATE holds SET refunded = holds.refunded + e.amount
-        FROM entry e WHERE holds.id = e.hold_id
-        RETURNING holds.refunded
-    ),
-    credited AS (
-        UPDATE accounts a SET balance = a.balance + e.amount, updated_at = now()
-        FROM entry e WHERE a.id = e.to_account_id
-        RETURNING a.id
-    ),
-    debited AS (
-        UPDATE accounts a SET balance = a.balance - e.amount, updated_at = now()
-        FROM entry e, rev, credited WHERE a.id = rev.id
-        RETURNING a.id
-    )
-    SELECT h.id AS hold_id, h.captured, h.refunded AS refunded_before, acc.id AS account_id,
-           e.id AS entry_id, e.balance_after, e.held_after, e.created_at,
-           (SELECT count(*) FROM refunded) AS hold_updated
-    FROM h JOIN acc ON true LEFT JOIN entry e ON true
-    """
-)
-
-HOLD_BY_REFERENCE = text(
-    f"""
-    SELECT {_HOLD_VIEW} FROM holds h JOIN accounts acc ON acc.id = h.account_id
-    WHERE h.tenant_id = :tenant_id AND h.reference = :reference
     """
 )
 
@@ -673,117 +483,6 @@ async def user_ledger_page(
         USER_LEDGER_PAGE, {"account_id": account_id, "before": before, "limit": limit}
     )
     return list(result.all())
-
-
-# ---------------------------------------------------------------------------------------
-# Verification
-# ---------------------------------------------------------------------------------------
-
-
-def verify_statement(tenant_filtered: bool) -> Any:
-    """Recompute every balance and held from the entries in one pass (GROUP BY)."""
-    # A tenant's entries are found through its accounts (the from/to indexes), so every
-    # entry touching one of its accounts counts, whichever tenant the entry names.
-    to_filter = from_filter = ""
-    if tenant_filtered:
-        accounts_of_tenant = "(SELECT id FROM accounts WHERE tenant_id = :tenant_id)"
-        to_filter = f"WHERE to_account_id IN {accounts_of_tenant}"
-        from_filter = f"WHERE from_account_id IN {accounts_of_tenant}"
-    account_filter = "WHERE a.tenant_id = :tenant_id" if tenant_filtered else ""
-    hold_filter = "AND tenant_id = :tenant_id" if tenant_filtered else ""
-    holds_of_tenant = "WHERE h.tenant_id = :tenant_id" if tenant_filtered else ""
-    entries_of_holds = (
-        "AND hold_id IN (SELECT id FROM holds WHERE tenant_id = :tenant_id)"
-        if tenant_filtered
-        else ""
-    )
-    return text(
-        f"""
-        WITH moves AS (
-            SELECT tenant_id, to_account_id AS account_id, amount AS d_balance,
-                   CASE kind WHEN 'hold' THEN amount WHEN 'release' THEN -amount ELSE 0 END
-                       AS d_held
-            FROM ledger_entries {to_filter}
-            UNION ALL
-            SELECT tenant_id, from_account_id, -amount,
-                   CASE kind WHEN 'capture' THEN -amount ELSE 0 END
-            FROM ledger_entries {from_filter}
-        ),
-        by_tenant AS (
-            SELECT account_id, tenant_id, sum(d_balance) AS balance, sum(d_held) AS held
-            FROM moves GROUP BY account_id, tenant_id
-        ),
-        recomputed AS (
-            SELECT account_id, sum(balance) AS balance, sum(held) AS held
-            FROM by_tenant GROUP BY account_id
-        ),
-        bad_references AS (
-            -- Entries naming an account that does not exist, or one of another tenant.
-            SELECT b.tenant_id, b.account_id, a.tenant_id AS account_tenant_id
-            FROM by_tenant b LEFT JOIN accounts a ON a.id = b.account_id
-            WHERE a.id IS NULL OR a.tenant_id <> b.tenant_id
-        ),
-        open_holds AS (
-            SELECT account_id, sum(amount) AS held FROM holds
-            WHERE status = 'held' {hold_filter}
-            GROUP BY account_id
-        ),
-        checked AS (
-            SELECT a.id, a.tenant_id, a.kind, a.user_id, a.balance, a.held,
-                   coalesce(r.balance, 0) AS recomputed_balance,
-                   coalesce(r.held, 0) AS recomputed_held,
-                   coalesce(h.held, 0) AS open_holds
-            FROM accounts a
-            LEFT JOIN recomputed r ON r.account_id = a.id
-            LEFT JOIN open_holds h ON h.account_id = a.id
-            {account_filter}
-        ),
-        zero_sum AS (
-            SELECT tenant_id, sum(balance) AS total FROM checked
-            GROUP BY tenant_id HAVING sum(balance) <> 0
-        ),
-        hold_moves AS (
-            SELECT hold_id,
-                   coalesce(sum(amount) FILTER (WHERE kind = 'hold'), 0) AS amount,
-                   coalesce(sum(amount) FILTER (WHERE kind = 'capture'), 0) AS captured,
-                   coalesce(sum(amount) FILTER (WHERE kind = 'release'), 0) AS released,
-                   coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0) AS refunded
-            FROM ledger_entries WHERE hold_id IS NOT NULL {entries_of_holds}
-            GROUP BY hold_id
-        ),
-        bad_holds AS (
-            -- A hold whose amount, capture, release or refunds are not what its entries
-            -- moved (a settled hold edited, or flipped from captured to released).
-            SELECT h.tenant_id, h.id, h.account_id, a.kind AS account_kind, a.user_id,
-                   h.reference, h.status, h.amount, h.captured, h.released, h.refunded,
-                   coalesce(m.amount, 0) AS entries_amount,
-                   coalesce(m.captured, 0) AS entries_captured,
-                   coalesce(m.released, 0) AS entries_released,
-                   coalesce(m.refunded, 0) AS entries_refunded
-            FROM holds h JOIN accounts a ON a.id = h.account_id
-            LEFT JOIN hold_moves m ON m.hold_id = h.id
-            {holds_of_tenant}
-        )
-        SELECT
-            (SELECT count(*) FROM checked) AS accounts_checked,
-            (SELECT coalesce(json_agg(m ORDER BY m.id), '[]') FROM (
-                SELECT * FROM checked
-                WHERE balance <> recomputed_balance OR held <> recomputed_held
-                   OR held <> open_holds
-                ORDER BY id LIMIT :max_mismatches
-            ) m) AS mismatches,
-            (SELECT coalesce(json_agg(z), '[]') FROM zero_sum z) AS unbalanced_tenants,
-            (SELECT coalesce(json_agg(b), '[]') FROM (
-                SELECT * FROM bad_references ORDER BY account_id LIMIT :max_mismatches
-            ) b) AS bad_references,
-            (SELECT coalesce(json_agg(bh ORDER BY bh.id), '[]') FROM (
-                SELECT * FROM bad_holds
-                WHERE (amount, captured, released, refunded)
-                      <> (entries_amount, entries_captured, entries_released, entries_refunded)
-                ORDER BY id LIMIT :max_mismatches
-            ) bh) AS bad_holds
-        """
-    )
 
 
 async def run(session: AsyncSession, statement: Any, params: dict[str, Any]) -> Row[Any] | None:

@@ -23,7 +23,8 @@ numbers are recomputable from the entries alone (``billing/verify.py`` does exac
 We chose memo entries over an escrow account because ``balance`` then keeps meaning "Tokens
 the user owns", which is what the contract shows, and verify needs no special case.
 
-Every balance change is one SQL statement (see ``billing/repository.py``) that cannot
+Every balance change is one SQL statement (see ``billing/repository.py``, and
+``billing/hold_repository.py`` for holds) that cannot
 overdraw under concurrency, writes its ledger entry in the same statement, and is
 idempotent: recharge, grant, adjustment and refund by ``idempotency_key`` (unique per
 tenant and kind), hold by its ``reference`` (one hold per reference and tenant), capture and
@@ -44,6 +45,10 @@ lots before any bought Tokens. (The outcome is the same whether a job's capture 
 before the expiry pass or after it.) A later pass takes the covered rest once the hold is
 released. Refunds come back as ordinary Tokens.
 
+Holds (hold, capture, release, refund: how a swap's Tokens are spent) are in
+``billing/holds.py``; this module has the accounts, the movements between a user and the
+tenant's issuance account, and grant expiry.
+
 Services flush nothing themselves and never commit: the caller's transaction does.
 """
 
@@ -61,7 +66,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import (
     AccountFrozen,
     AppError,
-    Conflict,
     IdempotencyKeyReused,
     InsufficientBalance,
     InvalidAmount,
@@ -92,22 +96,6 @@ class Movement:
     balance_after: int
     held_after: int
     at: datetime
-    replayed: bool = False
-
-
-@dataclass(frozen=True)
-class HoldView:
-    id: int
-    reference: str
-    account_id: int
-    amount: int
-    captured: int
-    released: int
-    refunded: int
-    status: str  # held | captured | released
-    price_version: int | None
-    balance: int  # the user account right after the call
-    held: int
     replayed: bool = False
 
 
@@ -165,7 +153,7 @@ async def account_view(session: AsyncSession, user_id: int) -> AccountView:
 # ---------------------------------------------------------------------------------------
 
 
-def _check_amount(amount: Any, *, allow_zero: bool = False) -> int:
+def check_amount(amount: Any, *, allow_zero: bool = False) -> int:
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidAmount("Token amounts are integers")
     low = 0 if allow_zero else 1
@@ -190,7 +178,7 @@ async def recharge(
         session,
         tenant_id,
         user_id,
-        _check_amount(amount),
+        check_amount(amount),
         kind="recharge",
         idempotency_key=idempotency_key,
         operator=operator,
@@ -217,7 +205,7 @@ async def grant(
         session,
         tenant_id,
         user_id,
-        _check_amount(amount),
+        check_amount(amount),
         kind="grant",
         idempotency_key=idempotency_key,
         operator=operator,
@@ -247,7 +235,7 @@ async def adjust(
             session,
             tenant_id,
             user_id,
-            _check_amount(amount),
+            check_amount(amount),
             kind="adjustment",
             idempotency_key=idempotency_key,
             operator=operator,
@@ -258,7 +246,7 @@ async def adjust(
         session,
         tenant_id,
         user_id,
-        _check_amount(-amount),
+        check_amount(-amount),
         kind="adjustment",
         idempotency_key=idempotency_key,
         operator=operator,
@@ -322,7 +310,7 @@ async def _credit(
             row.held_after,
             row.created_at,
         )
-    replay = await _replay(
+    replay = await movement_replay(
         session, tenant_id, kind, idempotency_key, row.account_id, amount, credit=True
     )
     if replay is not None:
@@ -364,16 +352,23 @@ async def _debit(
             row.held_after,
             row.created_at,
         )
-    replay = await _replay(
+    replay = await movement_replay(
         session, tenant_id, kind, idempotency_key, row.account_id, amount, credit=False
     )
     if replay is not None:
         return replay
-    if row.status != "active":
-        raise AccountFrozen("This Token account is frozen")
-    raise InsufficientBalance(
-        f"{amount} Tokens needed, {row.available} available",
-        details={"available": row.available, "needed": amount},
+    raise refused(row.status, row.available, amount)
+
+
+def refused(status: str, available: int, amount: int) -> AppError:
+    """Why ``amount`` could not be spent (a debit, a hold) from an account it found in
+    ``status`` with ``available`` Tokens: AccountFrozen (403) or InsufficientBalance (402,
+    with what was available)."""
+    if status != "active":
+        return AccountFrozen("This Token account is frozen")
+    return InsufficientBalance(
+        f"{amount} Tokens needed, {available} available",
+        details={"available": available, "needed": amount},
     )
 
 
@@ -391,7 +386,7 @@ async def _run_with_system_account(
     return row
 
 
-async def _replay(
+async def movement_replay(
     session: AsyncSession,
     tenant_id: uuid.UUID,
     kind: str,
@@ -425,248 +420,6 @@ async def _replay(
         entry.created_at,
         replayed=True,
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Holds: hold -> capture (partial allowed, remainder released) | release; refund
-# ---------------------------------------------------------------------------------------
-
-
-async def hold(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    user_id: int,
-    reference: str,
-    amount: int,
-    *,
-    price_version: int | None = None,
-    operator: str | None = None,
-) -> HoldView:
-    """Reserve ``amount`` Tokens for ``reference`` (a job id): one hold per reference.
-
-    InsufficientBalance (402) when fewer are available, AccountFrozen (403) when frozen.
-    Holding the same reference again returns the existing hold.
-    """
-    _check_reference(reference)
-    amount = _check_amount(amount)
-    row = await repo.run(
-        session,
-        repo.HOLD,
-        {
-            "tenant_id": tenant_id,
-            "user_id": user_id,
-            "reference": reference,
-            "amount": amount,
-            "price_version": price_version,
-            "operator": operator,
-        },
-    )
-    if row is None:
-        raise NotFound("This user has no Token account")
-    if row.hold_id is not None:
-        metrics.tokens_moved(session, tenant_id, "hold", amount)
-        return HoldView(
-            row.hold_id,
-            reference,
-            row.account_id,
-            amount,
-            0,
-            0,
-            0,
-            "held",
-            price_version,
-            row.balance,
-            row.held,
-        )
-    existing = await _hold_by_reference(session, tenant_id, reference)
-    if existing is not None:
-        if existing.account_id != row.account_id or existing.amount != amount:
-            raise IdempotencyKeyReused("This reference already holds a different amount")
-        return _replayed(existing)
-    raise hold_refused(row, amount)
-
-
-def hold_refused(row: Any, amount: int) -> AppError:
-    """Why a hold statement (``repo.HOLD_OUTCOME``) made no hold, for an account it found:
-    AccountFrozen (403) or InsufficientBalance (402, with what was available)."""
-    if row.account_status != "active":
-        return AccountFrozen("This Token account is frozen")
-    return InsufficientBalance(
-        f"{amount} Tokens needed, {row.available} available",
-        details={"available": row.available, "needed": amount},
-    )
-
-
-async def capture(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    reference: str,
-    amount: int,
-    *,
-    operator: str | None = None,
-) -> HoldView:
-    """Charge ``amount`` (0..held) of the hold; the rest of it is released.
-
-    Capturing a settled hold again with the same amount returns it unchanged.
-    """
-    amount = _check_amount(amount, allow_zero=True)
-    row = await repo.run(
-        session,
-        repo.CAPTURE,
-        {
-            "tenant_id": tenant_id,
-            "reference": reference,
-            "amount": amount,
-            "operator": operator,
-            "reason": None,
-        },
-    )
-    if row is not None:
-        await after_capture(session, tenant_id, row.account_id, row.captured, row.released)
-        return _hold_view(row)
-    existing = await _hold_by_reference(session, tenant_id, reference)
-    if existing is None:
-        raise NotFound(f"No hold for reference {reference!r}")
-    if existing.status == "held":
-        raise InvalidAmount(f"Cannot capture {amount}: the hold is of {existing.amount}")
-    if existing.captured == amount:
-        return _replayed(existing)
-    raise Conflict(f"The hold for {reference!r} is already {existing.status}")
-
-
-async def after_capture(
-    session: AsyncSession, tenant_id: uuid.UUID, account_id: int, captured: int, released: int
-) -> None:
-    """The rest of a capture statement (``repo.capture_ctes``), in its transaction: the
-    captured Tokens are taken from the account's grants, soonest to expire first (a
-    statement of its own, run once the account is locked, so it sees every grant), and
-    the movements are counted."""
-    if captured:
-        await session.execute(repo.CONSUME_GRANTS, {"account_id": account_id, "amount": captured})
-        metrics.tokens_moved(session, tenant_id, "capture", captured)
-    if released:
-        metrics.tokens_moved(session, tenant_id, "release", released)
-
-
-async def release(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    reference: str,
-    *,
-    operator: str | None = None,
-    reason: str | None = None,
-) -> HoldView:
-    """Give the whole hold back; releasing a released hold again returns it unchanged."""
-    row = await repo.run(
-        session,
-        repo.RELEASE,
-        {
-            "tenant_id": tenant_id,
-            "reference": reference,
-            "operator": operator,
-            "reason": reason,
-        },
-    )
-    if row is not None:
-        metrics.tokens_moved(session, tenant_id, "release", row.released)
-        return _hold_view(row)
-    view = await _hold_by_reference(session, tenant_id, reference)
-    if view is None:
-        raise NotFound(f"No hold for reference {reference!r}")
-    if view.status == "released" and view.captured == 0:
-        return _replayed(view)
-    raise Conflict(f"The hold for {reference!r} is already {view.status}")
-
-
-async def refund(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    reference: str,
-    amount: int,
-    *,
-    idempotency_key: str | None = None,
-    operator: str | None = None,
-    reason: str | None = None,
-) -> Movement:
-    """Give back up to what the hold for ``reference`` captured (revenue -> user)."""
-    amount = _check_amount(amount)
-    row = await repo.run(
-        session,
-        repo.REFUND,
-        {
-            "tenant_id": tenant_id,
-            "reference": reference,
-            "amount": amount,
-            "idempotency_key": idempotency_key,
-            "operator": operator,
-            "reason": reason,
-        },
-    )
-    if row is None:
-        existing = await _hold_by_reference(session, tenant_id, reference)
-        if existing is None:
-            raise NotFound(f"No hold for reference {reference!r}")
-        raise Conflict(f"The hold for {reference!r} captured nothing to refund")
-    if row.entry_id is not None:
-        metrics.tokens_moved(session, tenant_id, "refund", amount)
-        return Movement(
-            row.entry_id,
-            "refund",
-            amount,
-            row.account_id,
-            row.balance_after,
-            row.held_after,
-            row.created_at,
-        )
-    replay = await _replay(
-        session, tenant_id, "refund", idempotency_key, row.account_id, amount, credit=True
-    )
-    if replay is not None:
-        return replay
-    left = row.captured - row.refunded_before
-    raise InvalidAmount(f"Cannot refund {amount}: {left} of the capture is left to refund")
-
-
-def _check_reference(reference: str) -> None:
-    if not isinstance(reference, str) or not 1 <= len(reference) <= 255:
-        raise InvalidAmount("A hold reference is 1 to 255 characters")
-
-
-async def _hold_by_reference(
-    session: AsyncSession, tenant_id: uuid.UUID, reference: str
-) -> HoldView | None:
-    row = await repo.run(
-        session, repo.HOLD_BY_REFERENCE, {"tenant_id": tenant_id, "reference": reference}
-    )
-    return None if row is None else _hold_view(row)
-
-
-def _hold_view(row: Any) -> HoldView:
-    """A row of repository._HOLD_VIEW's columns (CAPTURE, RELEASE, HOLD_BY_REFERENCE)."""
-    return HoldView(
-        row.id,
-        row.reference,
-        row.account_id,
-        row.amount,
-        row.captured,
-        row.released,
-        row.refunded,
-        row.status,
-        row.price_version,
-        row.balance,
-        row.held,
-    )
-
-
-def _replayed(view: HoldView) -> HoldView:
-    return HoldView(**{**view.__dict__, "replayed": True})
-
-
-async def get_hold(session: AsyncSession, tenant_id: uuid.UUID, reference: str) -> HoldView:
-    view = await _hold_by_reference(session, tenant_id, reference)
-    if view is None:
-        raise NotFound(f"No hold for reference {reference!r}")
-    return view
 
 
 # ---------------------------------------------------------------------------------------

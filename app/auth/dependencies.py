@@ -18,7 +18,16 @@ from app import logs
 from app.auth.ip_allowlist import enforce_admin_ip_allowlist
 from app.auth.tokens import decode_admin_token
 from app.deps import DBSession, SettingsDep
-from app.errors import Forbidden, InvalidToken, NotFound, Unauthorized
+from app.errors import (
+    Forbidden,
+    InvalidApiKey,
+    InvalidToken,
+    NotFound,
+    ServiceUnavailable,
+    TokenExpired,
+    Unauthorized,
+    error_responses,
+)
 from app.tenancy import service as tenancy_service
 
 ROLES = ("platform_admin", "tenant_admin", "auditor")
@@ -119,3 +128,11 @@ async def current_api_user(
 
 CurrentAdmin = Annotated[AdminPrincipal, Depends(current_admin)]
 CurrentApiUser = Annotated[ApiPrincipal, Depends(current_api_user)]
+
+# What these dependencies answer, declared once on each router that uses them
+# (``DocumentedRouter(responses=...)``): the address allowlist and the role checks are
+# 403 Forbidden, as is an API key of a suspended tenant; every check reads the database.
+ADMIN_AUTH_ERRORS = error_responses(
+    Unauthorized, InvalidToken, TokenExpired, Forbidden, ServiceUnavailable
+)
+API_KEY_AUTH_ERRORS = error_responses(Unauthorized, InvalidApiKey, Forbidden, ServiceUnavailable)

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from admin import schemas
 from app.auth import service
 from app.auth.dependencies import admin_ip_allowed
 from app.auth.ip_allowlist import client_ip
 from app.deps import RedisDep, SettingsDep
+from app.errors import (
+    DocumentedRouter,
+    Forbidden,
+    InvalidCredentials,
+    InvalidText,
+    RateLimited,
+    ServiceUnavailable,
+    error_responses,
+)
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(admin_ip_allowed)])
+router = DocumentedRouter(
+    prefix="/api/v1/auth",
+    tags=["auth"],
+    dependencies=[Depends(admin_ip_allowed)],
+    responses=error_responses(Forbidden),  # the admin address allowlist
+)
 
 
-@router.post("/token", response_model=schemas.TokenResponse)
+@router.post(
+    "/token",
+    response_model=schemas.TokenResponse,
+    responses=error_responses(InvalidCredentials, InvalidText, RateLimited, ServiceUnavailable),
+)
 async def issue_token(
     body: schemas.TokenRequest, request: Request, settings: SettingsDep, redis: RedisDep
 ) -> schemas.TokenResponse:

@@ -1,44 +1,33 @@
-"""Routes of the swap API: swap-face, jobs (get, list, cancel, result), signed result URLs,
-and the tenant's webhook secret (admins). Routes parse, call the services, shape answers.
+"""Routes of the swap API: swap-face and jobs (get, list, cancel). Routes parse, call the
+services, shape answers. (Results: ``result_endpoints``; webhooks: ``app.webhooks``.)
+
+The API side only: nothing imported here reaches the worker or the engine's runner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 import pybase64
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.concurrency import iterate_in_threadpool
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
-from admin import audit
 from app import ratelimit
 from app.auth.dependencies import (
-    AdminPrincipal,
     ApiPrincipal,
-    CurrentAdmin,
     CurrentApiUser,
-    admin_ip_allowed,
-    ensure_tenant_access,
 )
 from app.deps import DBSession, SettingsDep
 from app.errors import (
     INFERENCE_STATUS,
-    AppError,
     BadRequest,
-    Conflict,
-    Forbidden,
     NotFound,
-    ResultExpired,
     error_response,
 )
 from app.idempotency.service import (
@@ -48,25 +37,14 @@ from app.idempotency.service import (
     replay_headers,
     run_idempotent,
 )
-from app.jobs import inputs, runner, schemas, service
+from app.jobs import events, inputs, intake, media, results, schemas, service, settle
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from app.settings import Settings
-from app.storage import (
-    RESULTS_URL_PATH,
-    LocalResultStore,
-    ResultStore,
-    content_type_for,
-    signed_link,
-)
-from app.tenancy import service as tenancy
 from billing.schemas import inline_schema
 
 router = APIRouter(prefix="/api/v1", tags=["swap"])
-admin_router = APIRouter(
-    prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
-)
 
 # Failed jobs answer with their error code; codes of our own failures are 5xx.
 _FAILURE_STATUS = {
@@ -75,8 +53,6 @@ _FAILURE_STATUS = {
     "QueueTimeout": 503,
     "InternalError": 500,
 }
-_RANGE_SPEC = re.compile(r"(\d{0,18})-(\d{0,18})")  # longer: no file is that big
-MAX_RANGES = 100  # Starlette's own limit for one request
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
 
 _SWAP_BODY = {
@@ -109,48 +85,6 @@ _SWAP_BODY = {
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _store(request: Request) -> ResultStore:
-    store: ResultStore = request.app.state.result_store
-    return store
-
-
-def _job_json(request: Request, job: JobRecord) -> dict[str, Any]:
-    """The job as the contract shows it, with its result link signed afresh: a link read
-    now is good for the whole TTL, however long ago the job ended. Once the result is no
-    longer kept its ``url`` and ``expires_at`` are null: no link that cannot work."""
-    out = service.job_json(job)
-    if out["result"] is not None and job.result_key:
-        link = (
-            _result_link(request, job.result_key)
-            if _result_kept(request, job)
-            else {"url": None, "expires_at": None}
-        )
-        out["result"] = {**out["result"], **link}
-    return out
-
-
-def _result_kept(request: Request, job: JobRecord) -> bool:
-    """Whether the job's result is still stored: within the retention the cleanup keeps
-    results for, and (local store: one stat) its file still there."""
-    if not job.result_key:
-        return False
-    retention = request.app.state.settings.results_retention_seconds
-    if (
-        job.finished_at is not None
-        and (datetime.now(UTC) - job.finished_at).total_seconds() > retention
-    ):
-        return False
-    try:
-        _store(request).path_for(job.result_key)  # None for a remote store: not checked
-    except NotFound:
-        return False
-    return True
-
-
-def _result_link(request: Request, key: str) -> dict[str, str]:
-    return signed_link(_store(request), key, request.app.state.settings.results_url_ttl_seconds)
 
 
 async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) -> dict[str, str]:
@@ -193,7 +127,7 @@ def _idempotency_claim(
         request,
         scope=f"user:{user.user_id}",
         fingerprint=Fingerprint.of_digest(spec.fingerprint()),
-        method_path=service.SUBMIT_PATH,
+        method_path=intake.SUBMIT_PATH,
         provisional=202,
     )
 
@@ -212,11 +146,11 @@ async def _final_answer(
         if response_mode == "url":
             # Signed afresh, like the job's own JSON: a replay days later gets a live link,
             # or 410 once the result is gone (as the base64 answer would), never a dead one.
-            if not _result_kept(request, job):
-                raise _expired(request, job)
-            out[f"{field}_url"] = _result_link(request, job.result_key)["url"]
+            if not results.result_kept(request, job):
+                raise results.expired(request, job)
+            out[f"{field}_url"] = results.result_link(request, job.result_key)["url"]
         else:
-            out[field] = pybase64.b64encode_as_string(await _read_result(request, job))
+            out[field] = pybase64.b64encode_as_string(await results.read_result(request, job))
         body = {
             "status": "success",
             "message": "Face swap completed",
@@ -238,32 +172,6 @@ async def _final_answer(
     )
 
 
-async def _read_result(request: Request, job: JobRecord) -> bytes:
-    if not job.result_key:
-        raise NotFound("This job has no result")
-    with _gone_when_missing(request, job):
-        return await _store(request).read(job.result_key)
-
-
-@contextlib.contextmanager
-def _gone_when_missing(request: Request, job: JobRecord) -> Iterator[None]:
-    """A succeeded job whose result the store no longer has: 410 ResultExpired, which says
-    why (not a 404, which would suggest the job itself is unknown)."""
-    try:
-        yield
-    except NotFound:
-        raise _expired(request, job) from None
-
-
-def _expired(request: Request, job: JobRecord) -> ResultExpired:
-    hours = request.app.state.settings.results_retention_seconds / 3600
-    return ResultExpired(
-        f"The result of job {job.id} is no longer stored: results are kept {hours:g} h "
-        "after the job ends",
-        details={"job_id": str(job.id)},
-    )
-
-
 async def _answer(
     request: Request,
     job_id: uuid.UUID,
@@ -277,7 +185,7 @@ async def _answer(
     """200 (or the job's error) when it is final within ``wait_s``; else 202 ``accepted``."""
     if wait_s is None:
         return JSONResponse(accepted, status_code=202, headers=headers)
-    job = await service.wait_for_final(
+    job = await events.wait_for_final(
         request.app.state.db,
         request.app.state.job_waiters,
         job_id,
@@ -338,43 +246,16 @@ async def swap_face(
         if replay is not None:
             return await _replay(request, replay, spec, wait_for, headers)
 
-    await inputs.check_webhook_url(spec.options["webhook_url"], settings)
-    source, target = await inputs.resolve_media(spec, settings)
-    prepared = await runner.prepare_inputs(
-        source,
-        target,
-        faces=spec.options["faces"],
-        output_format=spec.options["output_format"],
-        settings=settings,
-    )
-    params = {
-        **spec.options,
-        "output_format": prepared.output_format,
-        "target": prepared.describe(),
-    }
+    prepared = await _checked_media(spec, settings)
     job_id = uuid.uuid4()
     # Watched before it exists: however soon the job ends, the answer hears it without
     # reading the row back.
     with request.app.state.job_waiters.watch(job_id) as finished:
         try:
-            job = await service.submit(
+            job = await intake.submit(
                 db,
-                _store(request),
-                service.Submission(
-                    tenant_id=user.tenant_id,
-                    user_id=user.user_id,
-                    api_key_id=user.api_key_id,
-                    kind=prepared.kind,
-                    source=prepared.source,
-                    source_ext=prepared.source_ext,
-                    target=prepared.target_file or prepared.target or b"",
-                    target_ext=prepared.target_ext,
-                    target_seconds=prepared.seconds,
-                    params=params,
-                    webhook_url=spec.options["webhook_url"],
-                    request_id=getattr(request.state, "request_id", None),
-                    job_id=job_id,
-                ),
+                results.store_of(request),
+                _submission(request, user, spec, prepared, job_id),
                 claim=claim,
                 metered=settings.jobs_metering,
                 max_attempts=settings.jobs_max_attempts,
@@ -395,6 +276,49 @@ async def swap_face(
     if claim is not None:  # a replay of this key answers the same way from now on
         await claim.mark_answered(db, response.status_code)
     return response
+
+
+async def _checked_media(spec: inputs.SwapSpec, settings: Settings) -> media.PreparedInputs:
+    """The request's webhook URL vetted, its media fetched or decoded, then checked and
+    measured (``media.prepare_inputs``): all before anything is held."""
+    await inputs.check_webhook_url(spec.options["webhook_url"], settings)
+    source, target = await inputs.resolve_media(spec, settings)
+    return await media.prepare_inputs(
+        source,
+        target,
+        faces=spec.options["faces"],
+        output_format=spec.options["output_format"],
+        settings=settings,
+    )
+
+
+def _submission(
+    request: Request,
+    user: ApiPrincipal,
+    spec: inputs.SwapSpec,
+    prepared: media.PreparedInputs,
+    job_id: uuid.UUID,
+) -> intake.Submission:
+    params = {
+        **spec.options,
+        "output_format": prepared.output_format,
+        "target": prepared.describe(),
+    }
+    return intake.Submission(
+        tenant_id=user.tenant_id,
+        user_id=user.user_id,
+        api_key_id=user.api_key_id,
+        kind=prepared.kind,
+        source=prepared.source,
+        source_ext=prepared.source_ext,
+        target=prepared.target_file or prepared.target or b"",
+        target_ext=prepared.target_ext,
+        target_seconds=prepared.seconds,
+        params=params,
+        webhook_url=spec.options["webhook_url"],
+        request_id=getattr(request.state, "request_id", None),
+        job_id=job_id,
+    )
 
 
 async def _replay(
@@ -462,7 +386,8 @@ async def list_jobs(
         session, user.user_id, status=status, before=before, limit=limit + 1
     )
     next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return {"items": [_job_json(request, j) for j in jobs[:limit]], "next_cursor": next_cursor}
+    items = [results.job_json(request, j) for j in jobs[:limit]]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut)
@@ -482,12 +407,12 @@ async def get_job(
     if wait_s and job.status not in FINAL_STATUSES:
         await session.commit()
         job = (
-            await service.wait_for_final(
+            await events.wait_for_final(
                 request.app.state.db, request.app.state.job_waiters, job_id, wait_s
             )
             or job
         )
-    return JSONResponse(_job_json(request, job), headers=headers)
+    return JSONResponse(results.job_json(request, job), headers=headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
@@ -507,191 +432,17 @@ async def cancel_job(
 
     async def operation() -> tuple[int, Any]:
         was = await service.get_job(session, user.user_id, job_id)
-        job = await service.cancel_job(
+        job = await settle.cancel_job(
             session, user.user_id, job_id, webhook_lease_s=settings.jobs_webhook_lease_seconds
         )
         if was.status == "queued" and job.status == "canceled":
             released.append(job)
-        return 200, _job_json(request, job)
+        return 200, results.job_json(request, job)
 
     response = await run_idempotent(
         session, request, scope=f"user:{user.user_id}", operation=operation
     )
     for job in released:
         await session.commit()  # the inputs go only once the cancel is durable
-        await service.delete_stored(_store(request), job.source_key, job.target_key)
+        await results.delete_stored(results.store_of(request), job.source_key, job.target_key)
     return response
-
-
-@router.get(
-    "/jobs/{job_id}/result",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}}},
-)
-async def job_result(
-    job_id: uuid.UUID, request: Request, session: DBSession, user: CurrentApiUser
-) -> Response:
-    """The output file of one of your succeeded jobs."""
-    job = await service.get_job(session, user.user_id, job_id)
-    if job.status in ("queued", "processing"):
-        raise Conflict("The job has not finished yet", code="ResultNotReady")
-    details = {"job_id": str(job.id), "error_code": job.error_code}
-    if job.status == "canceled":
-        raise Conflict("The job was canceled: it has no result", code="Canceled", details=details)
-    if job.status != "succeeded" or not job.result_key:
-        raise Conflict(
-            f"The job failed ({job.error_code or 'InternalError'}): it has no result",
-            code="JobFailed",
-            details=details,
-        )
-    ext = job.result_key.rsplit(".", 1)[-1]
-    with _gone_when_missing(request, job):
-        return await _serve(request, _store(request), job.result_key, f"{job.id}.{ext}")
-
-
-async def _serve(request: Request, store: ResultStore, key: str, filename: str) -> Response:
-    path = store.path_for(key)  # NotFound once the cleanup removed it
-    media_type = content_type_for(key)
-    if path is not None:
-        _vet_range(request, path.stat().st_size)
-        return FileResponse(
-            path, media_type=media_type, filename=filename, content_disposition_type="inline"
-        )
-    handle = await store.open(key)
-
-    def chunks() -> Any:
-        try:
-            while chunk := handle.read(1 << 20):
-                yield chunk
-        finally:
-            handle.close()
-
-    return StreamingResponse(iterate_in_threadpool(chunks()), media_type=media_type)
-
-
-def _vet_range(request: Request, size: int) -> None:
-    """Ranges of a result download, as HTTP has them (RFC 9110, 14.2): a ``Range`` header
-    that is not a valid ``bytes=`` set is ignored (the whole file, 200), and one no byte of
-    the file can satisfy is 416 RangeNotSatisfiable in the contract's error shape. Valid,
-    satisfiable ones are served as 206 by the file response."""
-    header = request.headers.get("range")
-    if header is None:
-        return
-    unit, _, specs = header.partition("=")
-    parts = specs.split(",")
-    matches = [_RANGE_SPEC.fullmatch(part.strip()) for part in parts]
-    valid = (
-        unit.strip().lower() == "bytes"
-        and len(parts) <= MAX_RANGES
-        and all(
-            m and (m[1] or m[2]) and not (m[1] and m[2] and int(m[1]) > int(m[2])) for m in matches
-        )
-    )
-    if not valid:
-        # Not ours to refuse: strip it, so that the file response sends the whole file.
-        request.scope["headers"] = [
-            (name, value) for name, value in request.scope["headers"] if name != b"range"
-        ]
-        return
-    if any(_outside(m, size) for m in matches if m):
-        raise AppError(
-            f"A requested range lies outside this {size}-byte file",
-            code="RangeNotSatisfiable",
-            status=416,
-            headers={"Content-Range": f"bytes */{size}"},
-        )
-
-
-def _outside(spec: re.Match[str], size: int) -> bool:
-    """A range no byte of the file is in: one starting at or past its end, or ``-0``."""
-    if spec[1]:
-        return int(spec[1]) >= size
-    return int(spec[2]) == 0 or size == 0
-
-
-@router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
-async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
-    """A result by its signed, expiring URL (no API key: the signature is the permission).
-    Only the local results store serves these; S3 URLs point at the bucket."""
-    store = _store(request)
-    if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
-        raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
-    try:
-        return await _serve(request, store, key, key.rsplit("/", 1)[-1])
-    except NotFound:
-        # A live signature names a result we made: gone, not unknown.
-        raise ResultExpired(
-            "This result is no longer stored: results are kept "
-            f"{request.app.state.settings.results_retention_seconds / 3600:g} h after the "
-            "job ends"
-        ) from None
-
-
-# HEAD on both result routes (link checkers, players probing the size): the GET's headers,
-# no body. Outside the OpenAPI document, where a second operation would repeat the GET's id.
-for _path, _endpoint in (
-    ("/jobs/{job_id}/result", job_result),
-    (RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", signed_result),
-):
-    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
-
-
-@router.get("/jobs/{job_id}/webhook-deliveries", response_model=list[schemas.WebhookDeliveryOut])
-async def job_webhook_deliveries(
-    job_id: uuid.UUID, session: DBSession, user: CurrentApiUser
-) -> list[dict[str, Any]]:
-    """Webhook deliveries of one of your jobs: status, attempts, last error."""
-    await service.get_job(session, user.user_id, job_id)
-    return [dict(r._mapping) for r in await repo.deliveries_of_job(session, job_id)]
-
-
-# -- webhook secret (tenant admins) ---------------------------------------------------------
-
-
-@admin_router.get("/tenants/{tenant_id}/webhook-secret", response_model=schemas.WebhookSecretOut)
-async def get_webhook_secret(
-    tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
-) -> dict[str, Any]:
-    """The key that signs this tenant's webhooks (X-SwapMeter-Signature), made on first
-    read. Auditors may not read it: it lets its holder forge webhooks. Every read is
-    audited as ``webhook_secret.read`` (the secret itself is not logged)."""
-    ensure_tenant_access(admin, tenant_id, write=True)
-    await tenancy.get_tenant(session, tenant_id)
-    row = await service.webhook_secret(session, tenant_id)
-    return await _audited_secret(request, session, admin, tenant_id, "webhook_secret.read", row)
-
-
-@admin_router.post(
-    "/tenants/{tenant_id}/webhook-secret/rotate", response_model=schemas.WebhookSecretOut
-)
-async def rotate_webhook_secret(
-    tenant_id: uuid.UUID, request: Request, session: DBSession, admin: CurrentAdmin
-) -> dict[str, Any]:
-    """Replace the signing key; deliveries from now on are signed with the new one.
-    Audited as ``webhook_secret.rotate`` (the secret itself is not logged)."""
-    ensure_tenant_access(admin, tenant_id, write=True)
-    await tenancy.get_tenant(session, tenant_id)
-    row = await service.rotate_webhook_secret(session, tenant_id)
-    return await _audited_secret(request, session, admin, tenant_id, "webhook_secret.rotate", row)
-
-
-async def _audited_secret(
-    request: Request,
-    session: AsyncSession,
-    admin: AdminPrincipal,
-    tenant_id: uuid.UUID,
-    action: str,
-    row: Any,
-) -> dict[str, Any]:
-    """The secret as answered, once its reading or rotation is in the audit log (without
-    the secret itself)."""
-    await audit.record(
-        session,
-        request=request,
-        actor=admin,
-        action=action,
-        tenant_id=tenant_id,
-        target=f"tenant:{tenant_id}",
-        details={},
-    )
-    return {"tenant_id": tenant_id, **dict(row._mapping)}

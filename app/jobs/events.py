@@ -6,7 +6,7 @@ Workers listen for new jobs and cancel requests; each API process keeps one list
 polls. Notifications are sent inside transactions (``repository.notify``), so they are
 heard exactly when the change is visible. They are a latency optimisation only: every
 waiter also re-reads the row now and then, so a lost notification (or a listener that is
-reconnecting) costs seconds, never correctness.
+reconnecting) costs seconds, never correctness. ``wait_for_final`` is that wait.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from typing import Any
 
 import asyncpg
 
+from app.db import Database
+from app.jobs import repository as repo
+from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord, parse_done_payload
 
 log = logging.getLogger(__name__)
@@ -179,3 +182,51 @@ class JobWaiters:
     @property
     def waiting(self) -> int:
         return sum(len(f) for f in self._futures.values())
+
+
+async def wait_for_final(
+    db: Database,
+    events: Any,
+    job_id: uuid.UUID,
+    timeout_s: float,
+    *,
+    recheck_s: float = 5.0,
+    watching: asyncio.Future[JobRecord | None] | None = None,
+) -> JobRecord | None:
+    """The job once final, or as it is after ``timeout_s``; None when it does not exist.
+
+    Woken by the job-finished notification (``events.watch``), which usually carries the
+    final job; every ``recheck_s`` it also reads the row, so a lost notification or
+    listener costs latency, never a hang. No database connection is held while waiting.
+
+    ``watching``: the caller's own watch on this job, registered before the job was
+    created; its end cannot then go unheard, so the first read of the row is skipped.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, timeout_s)
+    if watching is not None:
+        announced = await _announced(watching, min(max(0.0, timeout_s), recheck_s))
+        if announced is not None:
+            return announced
+    while True:
+        with events.watch(job_id) as finished:
+            async with db.session() as session:
+                job = await repo.get_job(session, job_id)
+            if job is None or job.status in FINAL_STATUSES:
+                return job
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return job
+            announced = await _announced(finished, min(remaining, recheck_s))
+            if announced is not None:
+                return announced
+
+
+async def _announced(
+    finished: asyncio.Future[JobRecord | None], timeout_s: float
+) -> JobRecord | None:
+    """The final job the notification carried; None on timeout or when it carried none."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(finished), timeout_s)
+    except TimeoutError:
+        return None

@@ -24,11 +24,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import ratelimit, storage
-from app.jobs import deliveries
 from app.jobs import repository as repo
 from app.jobs.events import JobWaiters, PgListener
-from app.jobs.runner import scratch_root
-from app.jobs.worker import Worker, end_abandoned_jobs, sweep_scratch
+from app.jobs.media import scratch_root
+from app.jobs.upkeep import end_abandoned_jobs, sweep_scratch
+from app.jobs.worker import Worker
+from app.webhooks import sweep
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ async def _abandoned_jobs_loop(app: Any) -> None:
             log.exception("ending abandoned jobs failed")
             sends = []
         for delivery in sends:
-            task = asyncio.create_task(deliveries.send_logged(app.state.db, settings, delivery))
+            task = asyncio.create_task(sweep.send_logged(app.state.db, settings, delivery))
             sending.add(task)
             task.add_done_callback(sending.discard)
         await asyncio.sleep(settings.jobs_housekeeping_seconds)

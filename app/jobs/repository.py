@@ -1,11 +1,8 @@
-"""Every SQL statement of the jobs domain: the queue, leases, deliveries, heartbeats.
+"""A job's row: what it holds (``JobRecord``), creating and reading it, and the channels
+that announce it (a new job, a job's end, a cancel request).
 
-The queue is the ``jobs`` table. A worker claims the oldest open job it may run with
-``FOR UPDATE SKIP LOCKED`` in one statement (two workers never wait on, or take, the same
-row), and every later write of that worker names its lease (``worker_id`` and
-``attempts``): a worker that lost its lease, because it stalled past ``leased_until`` and
-another worker took the job, matches no row and so can neither finish the job nor charge
-for it.
+The statements of the queue and its leases are in ``app/jobs/queue.py``; those that end a
+job (finish, cancel, abandoned) in ``app/jobs/settle.py``.
 """
 
 from __future__ import annotations
@@ -19,16 +16,13 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from billing import pricing
-from billing import repository as billing_repo
-
 JOBS_CHANNEL = "swapmeter_jobs"  # payload: the job kind; a new job is queued
 # payload: "<job id>[ <final job as JSON>]"; it reached a final status. Sent by the
 # database itself, by a trigger on jobs (migration 0005), heard at commit.
 JOB_DONE_CHANNEL = "swapmeter_job_done"
 JOB_CANCEL_CHANNEL = "swapmeter_job_cancel"  # payload: the job id; its owner asked to stop
 
-_JOB_COLUMNS = (
+JOB_COLUMNS = (
     "id, tenant_id, user_id, api_key_id, kind, status, progress, params, source_key,"
     " target_key, target_seconds, metered, hold_reference, price_version, unit_price,"
     " tokens_held, tokens_charged, seconds_done, error_code, error_message, result,"
@@ -94,11 +88,11 @@ _UUID_FIELDS = ("id", "tenant_id", "api_key_id")
 _TIME_FIELDS = ("leased_until", "cancel_requested_at", "created_at", "started_at", "finished_at")
 
 
-def _job(row: Any) -> JobRecord | None:
+def record_or_none(row: Any) -> JobRecord | None:
     return JobRecord.from_row(row) if row is not None else None
 
 
-def _json(value: Any) -> str | None:
+def to_json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
@@ -133,55 +127,30 @@ _NEW_JOB_VALUES = (
 _INSERT_JOB = text(
     f"""
     INSERT INTO jobs ({_NEW_JOB_COLUMNS}) VALUES ({_NEW_JOB_VALUES})
-    RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
+    RETURNING {JOB_COLUMNS}, pg_notify(:channel, kind)
     """
 )
 
-# Hold the job's Tokens and queue it, in one statement (so in one transaction even without
-# BEGIN and COMMIT): the hold is billing's own (``hold_ctes``), made only while the
-# tenant's price book is still at the version the job was priced with; the job is
-# inserted only when the hold was made. ``current_price_version`` tells a stale price
-# (nothing written) apart from a refused hold (``HOLD_OUTCOME``).
-_INSERT_HELD_JOB = text(
-    f"""
-    WITH book AS (SELECT {pricing.CURRENT_VERSION_SQL} AS version),
-    {billing_repo.hold_ctes("(SELECT version FROM book) = :price_version")},
-    job AS (
-        INSERT INTO jobs ({_NEW_JOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h
-        RETURNING {_JOB_COLUMNS}, pg_notify(:channel, kind)
-    )
-    SELECT book.version AS current_price_version, {billing_repo.HOLD_OUTCOME},
-           {", ".join("job." + c.strip() for c in _JOB_COLUMNS.split(","))}
-    FROM book LEFT JOIN acc ON true LEFT JOIN h ON true LEFT JOIN upd ON true
-         LEFT JOIN job ON true
-    """
+# A held job: inserted, and queued, by the statement that holds its Tokens (billing's
+# ``holds.hold_with``), only once the hold is made (one row per hold, ``h``).
+HELD_JOB = (
+    f"INSERT INTO jobs ({_NEW_JOB_COLUMNS}) SELECT {_NEW_JOB_VALUES} FROM h"
+    f" RETURNING {JOB_COLUMNS}, pg_notify(:channel, kind)"
 )
+# What that statement answers of the job (its CTE is ``rec``).
+RECORD_COLUMNS = ", ".join("rec." + c.strip() for c in JOB_COLUMNS.split(","))
 
 
-def _new_job_params(values: dict[str, Any]) -> dict[str, Any]:
-    return {**values, "params": _json(values["params"]), "channel": JOBS_CHANNEL}
+def new_job_params(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a new job's row (``_INSERT_JOB``, ``HELD_JOB``)."""
+    return {**values, "params": to_json(values["params"]), "channel": JOBS_CHANNEL}
 
 
 async def insert_job(session: AsyncSession | AsyncConnection, values: dict[str, Any]) -> JobRecord:
     """Queue a job that holds nothing (metering off); the workers hear of it
     (JOBS_CHANNEL) when the transaction commits, the notification being part of the
     INSERT statement."""
-    return JobRecord.from_row((await session.execute(_INSERT_JOB, _new_job_params(values))).one())
-
-
-async def insert_held_job(session: AsyncSession | AsyncConnection, values: dict[str, Any]) -> Any:
-    """Hold ``values["tokens_held"]`` for ``values["hold_reference"]`` and queue the job,
-    in one statement (``_INSERT_HELD_JOB``). The row answers what happened:
-    ``current_price_version`` other than the job's price_version (a stale price, nothing
-    written), ``account_id`` None (no Token account), ``hold_id`` None (refused: see
-    ``billing.service.hold_refused``), else the job's columns."""
-    params = {
-        **_new_job_params(values),
-        "reference": values["hold_reference"],
-        "amount": values["tokens_held"],
-        "operator": None,
-    }
-    return (await session.execute(_INSERT_HELD_JOB, params)).one()
+    return JobRecord.from_row((await session.execute(_INSERT_JOB, new_job_params(values))).one())
 
 
 async def get_job(
@@ -191,11 +160,11 @@ async def get_job(
     owner = "AND user_id = :user_id" if user_id is not None else ""
     row = (
         await session.execute(
-            text(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id {owner}"),
+            text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id {owner}"),
             {"id": job_id, "user_id": user_id},
         )
     ).first()
-    return _job(row)
+    return record_or_none(row)
 
 
 async def list_jobs(
@@ -217,600 +186,9 @@ async def list_jobs(
         params["before_at"], params["before_id"] = before
     rows = await session.execute(
         text(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "
             "ORDER BY created_at DESC, id DESC LIMIT :limit"
         ),
         params,
     )
     return [JobRecord.from_row(r) for r in rows]
-
-
-# -- the queue: claim, lease, finish -------------------------------------------------------
-
-# Take the oldest open job this worker may run, in one statement: queued ones, and
-# processing ones whose worker let the lease run out (it died or stalled), while attempts
-# are left; not held back by run_after (its tenant was at the concurrency cap), not of a
-# tenant this worker just found at its cap, nor of a suspended tenant (housekeeping
-# cancels those). SKIP LOCKED: two workers never wait on, or
-# take, the same row. The claim does not wait for its WAL to reach the disk
-# (synchronous_commit off, for this transaction only): lost in a database crash, the job
-# is simply queued again, and its lease guard keeps the lost claimant from finishing it.
-_CLAIM_NEXT = text(
-    f"""
-    UPDATE jobs
-    SET status = 'processing', attempts = attempts + 1, worker_id = :worker_id,
-        leased_until = now() + make_interval(secs => :lease_s),
-        started_at = coalesce(started_at, now()), run_after = NULL
-    WHERE id = (
-        SELECT id FROM jobs
-        WHERE status IN ('queued', 'processing')
-          AND (status = 'queued' OR leased_until < now())
-          AND attempts < max_attempts
-          AND cancel_requested_at IS NULL
-          AND (run_after IS NULL OR run_after <= now())
-          AND NOT (tenant_id = ANY(CAST(:skip_tenants AS uuid[])))
-          AND (SELECT status FROM tenants WHERE tenants.id = jobs.tenant_id) = 'active'
-        ORDER BY created_at, id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING {_JOB_COLUMNS}, extract(epoch FROM now() - created_at) AS queue_wait_s,
-              set_config('synchronous_commit', 'off', true) AS commit_mode
-    """
-)
-
-
-async def claim_next(
-    session: AsyncSession,
-    worker_id: str,
-    lease_s: float,
-    skip_tenants: list[uuid.UUID],
-) -> tuple[JobRecord, float] | None:
-    """Lease the next job to ``worker_id`` (processing, one more attempt); None when idle.
-
-    Returns the job and how long it waited in the queue (seconds, by the database clock).
-    """
-    row = (
-        await session.execute(
-            _CLAIM_NEXT,
-            {"worker_id": worker_id, "lease_s": lease_s, "skip_tenants": skip_tenants},
-        )
-    ).first()
-    if row is None:
-        return None
-    return JobRecord.from_row(row), float(row.queue_wait_s)
-
-
-async def renew_lease(
-    session: AsyncSession,
-    job_id: uuid.UUID,
-    worker_id: str,
-    attempt: int,
-    lease_s: float,
-    progress: float,
-) -> bool | None:
-    """Extend the lease and record progress. None: the lease is lost (stop, discard);
-    otherwise whether the owner asked to cancel."""
-    row = (
-        await session.execute(
-            text(
-                """
-                UPDATE jobs
-                SET leased_until = now() + make_interval(secs => :lease_s),
-                    progress = greatest(progress, least(:progress, 1.0))
-                WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
-                  AND status = 'processing'
-                RETURNING cancel_requested_at IS NOT NULL AS cancel_requested
-                """
-            ),
-            {
-                "id": job_id,
-                "worker_id": worker_id,
-                "attempt": attempt,
-                "lease_s": lease_s,
-                "progress": progress,
-            },
-        )
-    ).first()
-    return None if row is None else bool(row.cancel_requested)
-
-
-async def give_back(
-    session: AsyncSession,
-    job_id: uuid.UUID,
-    worker_id: str,
-    attempt: int,
-    *,
-    delay_s: float = 0.0,
-) -> bool:
-    """Return a job this worker holds to the queue at once, the attempt not counted: on
-    shutdown (instead of letting the lease run out), or when its tenant is at the
-    concurrency cap (then held back ``delay_s``). A first attempt has not started.
-
-    Not a job whose owner asked to cancel it (False): queued again it would never be
-    claimed nor ended. It stays leased, and once the lease runs out housekeeping cancels
-    it and releases its hold (``end_abandoned``)."""
-    row = (
-        await session.execute(
-            text(
-                """
-                UPDATE jobs
-                SET status = 'queued', attempts = attempts - 1, worker_id = NULL,
-                    leased_until = NULL, progress = 0,
-                    started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
-                    run_after = CASE WHEN :delay > 0
-                                     THEN now() + make_interval(secs => :delay) END
-                WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
-                  AND status = 'processing' AND cancel_requested_at IS NULL
-                RETURNING id
-                """
-            ),
-            {"id": job_id, "worker_id": worker_id, "attempt": attempt, "delay": delay_s},
-        )
-    ).first()
-    return row is not None
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """What finishing a metered job did to its hold (``finish``)."""
-
-    hold_id: int | None  # None: no hold was settled (it was not held any more)
-    account_id: int | None
-    captured: int
-    released: int
-
-
-# Write the outcome, guarded by the lease, and settle the job's hold (billing's own
-# capture: :amount 0 releases it all), in one statement; the hold only when the job row
-# was updated.
-_FINISH = text(
-    f"""
-    WITH fin AS (
-        UPDATE jobs
-        SET status = CAST(:status AS varchar), tokens_charged = :amount,
-            -- Stopped part-way: the share delivered (and charged), not the last report.
-            progress = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN 1.0
-                            WHEN CAST(:seconds_done AS float8) IS NOT NULL AND target_seconds > 0
-                            THEN least(1.0, CAST(:seconds_done AS float8) / target_seconds)
-                            ELSE progress END,
-            seconds_done = :seconds_done, error_code = :error_code,
-            error_message = :error_message, result = CAST(:result AS jsonb),
-            result_key = :result_key, finished_at = now(), leased_until = NULL
-        WHERE id = :id AND worker_id = :worker_id AND attempts = :attempt
-          AND status = 'processing'
-        RETURNING {_JOB_COLUMNS}
-    ),
-    {billing_repo.capture_ctes("EXISTS (SELECT 1 FROM fin)")}
-    SELECT {", ".join("fin." + c.strip() for c in _JOB_COLUMNS.split(","))},
-           h.id AS hold_id, h.account_id AS hold_account_id, h.captured AS hold_captured,
-           h.released AS hold_released
-    FROM fin LEFT JOIN h ON true
-    """
-)
-
-
-async def finish(
-    session: AsyncSession,
-    job: JobRecord,
-    worker_id: str,
-    *,
-    status: str,
-    tokens_charged: int,
-    seconds_done: float | None,
-    error_code: str | None,
-    error_message: str | None,
-    result: dict[str, Any] | None,
-    result_key: str | None,
-) -> tuple[JobRecord, Settlement] | None:
-    """Write the outcome and capture ``tokens_charged`` of the job's hold (0: release it,
-    the reason being the error code or status), guarded by the lease. None when this
-    worker no longer holds it (nothing written)."""
-    row = (
-        await session.execute(
-            _FINISH,
-            {
-                "id": job.id,
-                "worker_id": worker_id,
-                "attempt": job.attempts,
-                "status": status,
-                "seconds_done": seconds_done,
-                "error_code": error_code,
-                "error_message": error_message,
-                "result": _json(result),
-                "result_key": result_key,
-                "tenant_id": job.tenant_id,
-                "reference": job.hold_reference,
-                "amount": tokens_charged,
-                "operator": None,
-                "reason": None if tokens_charged else (error_code or status),
-            },
-        )
-    ).first()
-    if row is None:
-        return None
-    settlement = Settlement(
-        row.hold_id, row.hold_account_id, row.hold_captured or 0, row.hold_released or 0
-    )
-    return JobRecord.from_row(row), settlement
-
-
-async def cancel_queued(session: AsyncSession, job_id: uuid.UUID, user_id: int) -> JobRecord | None:
-    """Cancel a job no worker holds yet. A claim in progress holds the row lock: this
-    waits for it, then finds the job processing and matches nothing."""
-    row = (
-        await session.execute(
-            text(
-                f"""
-                UPDATE jobs
-                SET status = 'canceled', cancel_requested_at = now(), finished_at = now(),
-                    error_code = 'Canceled', error_message = 'Canceled before it started'
-                WHERE id = :id AND user_id = :user_id AND status = 'queued'
-                RETURNING {_JOB_COLUMNS}
-                """
-            ),
-            {"id": job_id, "user_id": user_id},
-        )
-    ).first()
-    return _job(row)
-
-
-async def request_cancel(
-    session: AsyncSession, job_id: uuid.UUID, user_id: int
-) -> JobRecord | None:
-    """Flag a running job; its worker stops at the next batch of frames."""
-    row = (
-        await session.execute(
-            text(
-                f"""
-                UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
-                WHERE id = :id AND user_id = :user_id AND status = 'processing'
-                RETURNING {_JOB_COLUMNS}
-                """
-            ),
-            {"id": job_id, "user_id": user_id},
-        )
-    ).first()
-    return _job(row)
-
-
-async def end_abandoned(
-    session: AsyncSession, limit: int = 100, *, queue_timeout_s: float = 0.0
-) -> list[JobRecord]:
-    """Jobs nobody will run, ended here in one statement (the caller settles their holds):
-
-    - processing, its lease run out with no attempt left: failed, WorkerLost; or with a
-      cancel pending: canceled;
-    - queued (or its lease run out) while its tenant is suspended: canceled (a suspension
-      stops new work; jobs running on a live worker finish);
-    - when ``queue_timeout_s`` > 0, still queued that long after it was submitted: failed,
-      QueueTimeout.
-    """
-    rows = await session.execute(
-        text(
-            f"""
-            WITH lost AS (
-                SELECT j.id,
-                       CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'Canceled'
-                            WHEN j.status = 'processing' AND j.attempts >= j.max_attempts
-                                THEN 'WorkerLost'
-                            WHEN t.status <> 'active' THEN 'Suspended'
-                            ELSE 'QueueTimeout' END AS why
-                FROM jobs j JOIN tenants t ON t.id = j.tenant_id
-                WHERE j.status IN ('queued', 'processing')
-                  AND ((j.status = 'processing' AND j.leased_until < now()
-                        AND (j.attempts >= j.max_attempts OR j.cancel_requested_at IS NOT NULL
-                             OR t.status <> 'active'))
-                       OR (j.status = 'queued' AND t.status <> 'active')
-                       OR (j.status = 'queued' AND :queue_timeout > 0
-                           AND j.created_at < now() - make_interval(secs => :queue_timeout)))
-                ORDER BY j.created_at, j.id
-                LIMIT :limit
-                FOR UPDATE OF j SKIP LOCKED
-            )
-            UPDATE jobs j
-            SET status = CASE WHEN lost.why IN ('WorkerLost', 'QueueTimeout') THEN 'failed'
-                              ELSE 'canceled' END,
-                error_code = CASE WHEN lost.why = 'Suspended' THEN 'Canceled' ELSE lost.why END,
-                error_message = CASE lost.why
-                    WHEN 'WorkerLost' THEN 'The workers running this job stopped '
-                         || j.attempts || ' time(s); its Tokens were released'
-                    WHEN 'Canceled' THEN 'Canceled; its worker stopped before it could confirm'
-                    WHEN 'Suspended' THEN 'Canceled: the tenant was suspended; its '
-                         || 'Tokens were released'
-                    ELSE :queue_message END,
-                cancel_requested_at = CASE WHEN lost.why = 'Suspended' THEN now()
-                                           ELSE j.cancel_requested_at END,
-                finished_at = now(), leased_until = NULL, run_after = NULL
-            FROM lost WHERE j.id = lost.id
-            RETURNING {", ".join("j." + c.strip() for c in _JOB_COLUMNS.split(","))}
-            """
-        ),
-        {
-            "limit": limit,
-            "queue_timeout": queue_timeout_s,
-            "queue_message": (
-                f"No worker ran this job within {queue_timeout_s / 3600:g} h of its "
-                "submission; its Tokens were released"
-            ),
-        },
-    )
-    return [JobRecord.from_row(r) for r in rows]
-
-
-async def disagreeing_with_holds(
-    session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
-) -> list[Any]:
-    """Metered jobs (all, or one tenant's) whose Tokens disagree with their hold: no hold,
-    ``tokens_held`` other than the hold's amount, or ended while the hold is still held
-    or with ``tokens_charged`` other than what the hold captured."""
-    of_tenant = "AND j.tenant_id = :tenant_id" if tenant_id is not None else ""
-    rows = await session.execute(
-        text(
-            f"""
-            SELECT j.tenant_id, j.id, j.status, j.tokens_held, j.tokens_charged,
-                   j.hold_reference, h.account_id, a.kind AS account_kind, a.user_id,
-                   h.status AS hold_status, h.amount AS hold_amount,
-                   h.captured AS hold_captured
-            FROM jobs j
-            LEFT JOIN holds h ON h.tenant_id = j.tenant_id AND h.reference = j.hold_reference
-            LEFT JOIN accounts a ON a.id = h.account_id
-            WHERE j.metered AND j.hold_reference IS NOT NULL {of_tenant}
-              AND (h.id IS NULL OR h.amount <> j.tokens_held
-                   OR (j.status IN ('succeeded', 'failed', 'canceled')
-                       AND (h.status = 'held' OR h.captured <> j.tokens_charged)))
-            ORDER BY j.created_at, j.id
-            LIMIT :limit
-            """
-        ),
-        {"tenant_id": tenant_id, "limit": limit},
-    )
-    return list(rows)
-
-
-async def open_counts(session: AsyncSession) -> list[Any]:
-    """(kind, queued, processing, tokens_held, oldest_queued_s) over every open job: one
-    scan of the small open index."""
-    rows = await session.execute(
-        text(
-            """
-            SELECT kind,
-                   count(*) FILTER (WHERE status = 'queued') AS queued,
-                   count(*) FILTER (WHERE status = 'processing') AS processing,
-                   coalesce(sum(tokens_held), 0) AS tokens_held,
-                   -- Waiting for a worker: not a job held back until run_after (its
-                   -- tenant at its cap), which is no sign of missing workers.
-                   coalesce(extract(epoch FROM now() - min(coalesce(run_after, created_at))
-                                    FILTER (WHERE status = 'queued'
-                                            AND (run_after IS NULL OR run_after <= now()))),
-                            0) AS oldest_queued_s
-            FROM jobs WHERE status IN ('queued', 'processing')
-            GROUP BY kind
-            """
-        )
-    )
-    return list(rows)
-
-
-async def stale_open_holds(session: AsyncSession, older_than_s: float) -> int:
-    """Holds still open, older than ``older_than_s``, whose job is no longer queued or
-    running: Tokens reserved that no worker will settle (``end_abandoned_job`` should have
-    released them). Both sides are small partial indexes (open holds, open jobs)."""
-    result = await session.execute(
-        text(
-            """
-            SELECT count(*) FROM holds h
-            WHERE h.status = 'held' AND h.created_at < now() - make_interval(secs => :age)
-              AND NOT EXISTS (
-                  SELECT 1 FROM jobs j
-                  WHERE j.status IN ('queued', 'processing')
-                    AND j.tenant_id = h.tenant_id AND j.hold_reference = h.reference)
-            """
-        ),
-        {"age": older_than_s},
-    )
-    return int(result.scalar_one())
-
-
-# -- workers -----------------------------------------------------------------------------
-
-
-async def heartbeat(
-    session: AsyncSession,
-    worker_id: str,
-    *,
-    hostname: str,
-    pid: int,
-    concurrency: int,
-    running: int,
-) -> None:
-    await session.execute(
-        text(
-            """
-            INSERT INTO workers (id, hostname, pid, concurrency, running)
-            VALUES (:id, :hostname, :pid, :concurrency, :running)
-            ON CONFLICT (id) DO UPDATE
-            SET running = excluded.running, concurrency = excluded.concurrency,
-                last_seen_at = now()
-            """
-        ),
-        {
-            "id": worker_id,
-            "hostname": hostname,
-            "pid": pid,
-            "concurrency": concurrency,
-            "running": running,
-        },
-    )
-
-
-async def remove_worker(session: AsyncSession, worker_id: str) -> None:
-    await session.execute(text("DELETE FROM workers WHERE id = :id"), {"id": worker_id})
-
-
-async def live_workers(session: AsyncSession, within_s: float) -> int:
-    row = (
-        await session.execute(
-            text(
-                "SELECT count(*) FROM workers "
-                "WHERE last_seen_at > now() - make_interval(secs => :within)"
-            ),
-            {"within": within_s},
-        )
-    ).one()
-    return int(row[0])
-
-
-async def forget_dead_workers(session: AsyncSession, older_than_s: float) -> int:
-    row = (
-        await session.execute(
-            text(
-                "WITH gone AS (DELETE FROM workers "
-                "WHERE last_seen_at < now() - make_interval(secs => :older) RETURNING 1) "
-                "SELECT count(*) FROM gone"
-            ),
-            {"older": older_than_s},
-        )
-    ).one()
-    return int(row[0])
-
-
-# -- webhook deliveries ----------------------------------------------------------------------
-
-
-async def insert_delivery(session: AsyncSession, job: JobRecord, url: str, lease_s: float) -> int:
-    row = (
-        await session.execute(
-            text(
-                """
-                INSERT INTO webhook_deliveries (job_id, tenant_id, url, lease_until)
-                VALUES (:job_id, :tenant_id, :url, now() + make_interval(secs => :lease_s))
-                RETURNING id
-                """
-            ),
-            {"job_id": job.id, "tenant_id": job.tenant_id, "url": url, "lease_s": lease_s},
-        )
-    ).one()
-    return int(row.id)
-
-
-async def claim_stale_deliveries(session: AsyncSession, lease_s: float, limit: int) -> list[int]:
-    """Pending deliveries whose sender's lease ran out (it died): taken for ``lease_s``."""
-    rows = await session.execute(
-        text(
-            """
-            UPDATE webhook_deliveries
-            SET lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
-            WHERE id IN (
-                SELECT id FROM webhook_deliveries
-                WHERE status = 'pending' AND lease_until < now()
-                ORDER BY id LIMIT :limit
-                FOR UPDATE SKIP LOCKED
-            )
-            RETURNING id
-            """
-        ),
-        {"lease_s": lease_s, "limit": limit},
-    )
-    return [int(r.id) for r in rows]
-
-
-async def get_delivery(session: AsyncSession, delivery_id: int) -> Any | None:
-    return (
-        await session.execute(
-            text(
-                "SELECT id, job_id, tenant_id, url, status, attempts FROM webhook_deliveries "
-                "WHERE id = :id"
-            ),
-            {"id": delivery_id},
-        )
-    ).first()
-
-
-async def record_delivery(
-    session: AsyncSession,
-    delivery_id: int,
-    *,
-    delivered: bool,
-    attempts: int,
-    last_status_code: int | None,
-    last_error: str | None,
-    webhook_delivery_id: str,
-    log: list[dict[str, Any]],
-) -> None:
-    await session.execute(
-        text(
-            """
-            UPDATE webhook_deliveries
-            SET status = CASE WHEN :delivered THEN 'delivered' ELSE 'failed' END,
-                attempts = attempts + :attempts, last_status_code = :last_status_code,
-                last_error = :last_error, delivery_id = :webhook_delivery_id,
-                log = log || CAST(:log AS jsonb), updated_at = now(),
-                delivered_at = CASE WHEN :delivered THEN now() END
-            WHERE id = :id AND status = 'pending'
-            """
-        ),
-        {
-            "id": delivery_id,
-            "delivered": delivered,
-            "attempts": attempts,
-            "last_status_code": last_status_code,
-            "last_error": last_error,
-            "webhook_delivery_id": webhook_delivery_id,
-            "log": _json(log),
-        },
-    )
-
-
-async def deliveries_of_job(session: AsyncSession, job_id: uuid.UUID) -> list[Any]:
-    rows = await session.execute(
-        text(
-            "SELECT id, url, status, attempts, last_status_code, last_error, delivery_id, "
-            "created_at, updated_at, delivered_at FROM webhook_deliveries "
-            "WHERE job_id = :job_id ORDER BY id"
-        ),
-        {"job_id": job_id},
-    )
-    return list(rows)
-
-
-# -- webhook secrets -------------------------------------------------------------------------
-
-
-async def webhook_secret(session: AsyncSession, tenant_id: uuid.UUID) -> Any | None:
-    return (
-        await session.execute(
-            text(
-                "SELECT secret, created_at, rotated_at FROM tenant_webhook_secrets "
-                "WHERE tenant_id = :tenant_id"
-            ),
-            {"tenant_id": tenant_id},
-        )
-    ).first()
-
-
-async def create_webhook_secret(session: AsyncSession, tenant_id: uuid.UUID, secret: str) -> Any:
-    """Insert the tenant's first secret, or return the one a concurrent call made."""
-    await session.execute(
-        text(
-            "INSERT INTO tenant_webhook_secrets (tenant_id, secret) VALUES (:tenant_id, :secret) "
-            "ON CONFLICT (tenant_id) DO NOTHING"
-        ),
-        {"tenant_id": tenant_id, "secret": secret},
-    )
-    return await webhook_secret(session, tenant_id)
-
-
-async def rotate_webhook_secret(session: AsyncSession, tenant_id: uuid.UUID, secret: str) -> Any:
-    return (
-        await session.execute(
-            text(
-                """
-                INSERT INTO tenant_webhook_secrets (tenant_id, secret) VALUES (:tenant_id, :secret)
-                ON CONFLICT (tenant_id) DO UPDATE SET secret = excluded.secret, rotated_at = now()
-                RETURNING secret, created_at, rotated_at
-                """
-            ),
-            {"tenant_id": tenant_id, "secret": secret},
-        )
-    ).one()

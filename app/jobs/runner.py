@@ -1,19 +1,14 @@
-"""Where billing meets inference: check inputs before a hold, run a claimed job, settle it.
+"""Where billing meets inference: run a claimed job, then settle it (the worker side).
 
-The only module that imports both the engine (``inference``) and, through the jobs
-service, the ledger. Two entry points:
+The only module that imports both the engine (``inference``) and, through
+``app.jobs.settle``, the ledger. ``JobRunner.run``: read the stored inputs, swap in a
+thread (so the worker's event loop keeps renewing the lease), store the result, then
+finish the job and capture or release its hold in one transaction guarded by the lease.
+(The API side checks uploads before the hold in ``app.jobs.media``, which never imports
+this module.)
 
-- ``prepare_inputs`` (API side, before anything is held): what the target is (image or
-  video), that the source is an image, the image headers (size limits) and, for a video,
-  its duration from ``inference.video.probe`` — the number the price is computed from.
-  Cheap checks only: a file that is truncated past its header fails later, in the job,
-  and its hold is released.
-- ``JobRunner.run`` (worker side): read the stored inputs, swap in a thread (so the
-  worker's event loop keeps renewing the lease), store the result, then finish the job
-  and capture or release its hold in one transaction guarded by the lease.
-
-Inference modules are imported inside functions: the API process loads OpenCV and ONNX
-Runtime only when it first checks an upload or runs a job.
+The engine's modules are imported inside functions: a process loads OpenCV and ONNX
+Runtime only when it first runs a job.
 """
 
 from __future__ import annotations
@@ -23,22 +18,22 @@ import contextlib
 import contextvars
 import dataclasses
 import hashlib
-import io
 import logging
 import shutil
 import threading
 import time
-import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.db import Database, connection_trouble
-from app.errors import SETUP_CODES, BadRequest, NotFound, public_message
-from app.jobs import metrics, service
+from app.errors import SETUP_CODES, NotFound, public_message
+from app.jobs import metrics, settle
 from app.jobs import repository as repo
+from app.jobs.media import image_ext, scratch_root
 from app.jobs.repository import JobRecord
+from app.jobs.results import delete_stored
 from app.settings import Settings
 from app.storage import ResultStore, StoredObject, signed_link
 from inference.errors import Cancelled, InferenceError, InvalidFaceMapping, NoFaceDetected
@@ -47,8 +42,6 @@ log = logging.getLogger(__name__)
 # Pauses before finishing a job again when the database could not be reached (a restart,
 # a failover, a killed backend): about 9 s in all, inside the lease (30 s by default).
 FINISH_RETRY_S = (0.2, 1.0, 3.0, 5.0)
-
-IMAGE_FORMATS = ("jpg", "png", "webp")
 
 
 # -- one engine per process ------------------------------------------------------------------
@@ -68,205 +61,6 @@ def process_engine(settings: Settings) -> Any:
         if engine is None:
             engine = _ENGINES_PROCESS_CACHE[key] = Engine(config)
         return engine
-
-
-# -- before the hold -------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedInputs:
-    """Checked inputs. A video target is on disk (``target_file``), already probed."""
-
-    kind: str  # image | video
-    source: bytes
-    source_ext: str
-    target: bytes | None
-    target_file: Path | None
-    target_ext: str
-    output_format: str
-    width: int
-    height: int
-    seconds: float | None = None
-    fps: float | None = None
-    has_audio: bool | None = None
-
-    def discard(self) -> None:
-        if self.target_file is not None:
-            self.target_file.unlink(missing_ok=True)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "width": self.width,
-            "height": self.height,
-            "seconds": self.seconds,
-            "fps": self.fps,
-            "has_audio": self.has_audio,
-        }
-
-
-_EXTENSIONS = {
-    b"\xff\xd8\xff": "jpg",
-    b"\x89PNG": "png",
-    b"GIF8": "gif",
-    b"BM": "bmp",
-}
-
-
-def _image_ext(data: bytes) -> str:
-    for magic, ext in _EXTENSIONS.items():
-        if data.startswith(magic):
-            return ext
-    return "webp" if data[8:12] == b"WEBP" else "img"
-
-
-def _image_size(data: bytes, config: Any, role: str) -> tuple[int, int]:
-    """Width and height from the header alone, within the engine's pixel limits.
-
-    An animated target (GIF, WebP, APNG) is UnsupportedMediaType: the swap would keep
-    its first frame only, a still where the customer expects the animation. (A source
-    is only looked at for its face: its first frame serves.)
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
-    from inference.media import PIL_FORMATS
-
-    try:
-        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
-            width, height = image.size
-            # Not an MPO photo's second picture (a camera's preview or stereo view).
-            animated = (
-                role == "target"
-                and image.format in ("GIF", "WEBP", "PNG")
-                and getattr(image, "is_animated", False)
-            )
-    except Image.DecompressionBombError as exc:
-        raise ImagePixelExceed(f"the {role} image is too large") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeFailed(f"the {role} image could not be read") from exc
-    if animated:
-        raise UnsupportedMediaType(
-            "the target is an animated image; send an animation as a video (MP4, WebM, "
-            "MOV or MKV) to have every frame swapped"
-        )
-    if max(width, height) > config.max_image_side or width * height > config.max_image_pixels:
-        raise ImagePixelExceed(
-            f"the {role} image is {width}x{height}; the limit is {config.max_image_side} pixels "
-            f"per side and {config.max_image_pixels} pixels in all"
-        )
-    return width, height
-
-
-def _prepare_sync(
-    source: bytes,
-    target: bytes,
-    faces: Any,
-    output_format: str | None,
-    config: Any,
-    scratch_dir: Path,
-) -> PreparedInputs:
-    from inference.errors import ImageDecodeFailed, UnsupportedMediaType
-    from inference.faces import parse_face_spec
-    from inference.media import sniff
-
-    parse_face_spec(faces)  # InvalidFaceMapping (400) before anything else
-    if not source:
-        raise ImageDecodeFailed("the source file is empty")
-    if sniff(source) != "image":
-        raise UnsupportedMediaType("the source must be a JPEG, PNG, WebP, BMP or GIF image")
-    _image_size(source, config, "source")
-    if not target:
-        raise ImageDecodeFailed("the target file is empty")
-    kind = sniff(target)
-    fmt = (output_format or "").lower().replace("jpeg", "jpg")
-    if kind == "image":
-        if fmt not in ("", *IMAGE_FORMATS):
-            raise BadRequest(
-                f"output_format {output_format!r} is for videos; an image target gives "
-                "jpg, png or webp",
-                code="InvalidOutputFormat",
-            )
-        width, height = _image_size(target, config, "target")
-        return PreparedInputs(
-            kind="image",
-            source=source,
-            source_ext=_image_ext(source),
-            target=target,
-            target_file=None,
-            target_ext=_image_ext(target),
-            output_format=fmt or "jpg",
-            width=width,
-            height=height,
-        )
-    if kind == "video":
-        if fmt not in ("", "mp4"):
-            raise BadRequest(
-                f"output_format {output_format!r} is for images; a video target gives mp4",
-                code="InvalidOutputFormat",
-            )
-        from inference.video import probe
-
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-        path = scratch_dir / f"upload-{uuid.uuid4().hex}.video"
-        path.write_bytes(target)
-        try:
-            info = probe(path, config)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return PreparedInputs(
-            kind="video",
-            source=source,
-            source_ext=_image_ext(source),
-            target=None,
-            target_file=path,
-            target_ext="video",
-            output_format="mp4",
-            width=info.width,
-            height=info.height,
-            seconds=info.duration,
-            fps=info.fps,
-            has_audio=info.has_audio,
-        )
-    raise UnsupportedMediaType(
-        "the target is neither a supported image (JPEG, PNG, WebP, BMP, GIF) nor a supported "
-        "video (MP4, MOV, M4V, 3GP, WebM, MKV, AVI)"
-    )
-
-
-async def prepare_inputs(
-    source: bytes,
-    target: bytes,
-    *,
-    faces: Any,
-    output_format: str | None,
-    settings: Settings,
-) -> PreparedInputs:
-    """Check the inputs and measure the target (a video in a thread: probing runs ffmpeg).
-
-    Raises the engine's typed errors (ImageDecodeFailed, UnsupportedMediaType,
-    ImagePixelExceed, VideoDecodeFailed, VideoTooLong, InvalidFaceMapping) and
-    BadRequest(InvalidOutputFormat); nothing has been held or stored yet.
-    """
-    from inference.media import sniff
-
-    args = (
-        source,
-        target,
-        faces,
-        output_format,
-        settings.engine_config(),
-        scratch_root(settings) / "uploads",
-    )
-    if sniff(target) == "video":
-        return await asyncio.to_thread(_prepare_sync, *args)
-    # Image headers only, a fraction of a millisecond: less than a thread hop costs.
-    return _prepare_sync(*args)
-
-
-def scratch_root(settings: Settings) -> Path:
-    """Temporary files of jobs (probe copies, video outputs); swept by the cleanup loop."""
-    return settings.data_dir / "tmp" / "jobs"
 
 
 # -- running a claimed job -------------------------------------------------------------------
@@ -338,7 +132,7 @@ class JobRunner:
                 await self._discard(outcome)
                 return RunReport(None)
             final, delivery = finished
-            await service.delete_stored(self.store, job.source_key, job.target_key)
+            await delete_stored(self.store, job.source_key, job.target_key)
             run_s = time.monotonic() - started
             metrics.job_finished(job.kind, final.status, final.error_code, run_s)
             log.info(
@@ -354,7 +148,7 @@ class JobRunner:
                 await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _finish(
-        self, job: JobRecord, worker_id: str, outcome: service.Outcome
+        self, job: JobRecord, worker_id: str, outcome: settle.Outcome
     ) -> tuple[JobRecord, int | None] | None:
         """Finish the job (``_finish_once``), again after a lost database connection: a
         blip must not leave a done job to wait out its lease and spend an attempt. When
@@ -386,7 +180,7 @@ class JobRunner:
         raise AssertionError("unreachable")
 
     async def _finished_by(
-        self, job: JobRecord, worker_id: str, outcome: service.Outcome
+        self, job: JobRecord, worker_id: str, outcome: settle.Outcome
     ) -> JobRecord | None:
         """The job as this attempt finished it, when that commit landed; else None (also
         when someone else ended it meanwhile, e.g. the sweep of a lapsed lease, which
@@ -399,13 +193,13 @@ class JobRunner:
             and (now.worker_id, now.attempts) == (worker_id, job.attempts)
             and (now.status, now.error_code, now.result_key)
             == (outcome.status, outcome.error_code, outcome.result_key)
-            and now.tokens_charged == service.charge_for(job, outcome)
+            and now.tokens_charged == settle.charge_for(job, outcome)
         ):
             return now
         return None
 
     async def _finish_once(
-        self, job: JobRecord, worker_id: str, outcome: service.Outcome
+        self, job: JobRecord, worker_id: str, outcome: settle.Outcome
     ) -> tuple[JobRecord, int | None] | None:
         """One transaction: the outcome, the hold settled and, once the result's write
         (which ran meanwhile) succeeded, the commit."""
@@ -415,7 +209,7 @@ class JobRunner:
                 # fsync then overlaps that transaction from the start.
                 await asyncio.sleep(0)
             async with self.db.session() as session:
-                return await service.finish_job(
+                return await settle.finish_job(
                     session,
                     job,
                     worker_id,
@@ -426,14 +220,14 @@ class JobRunner:
             if outcome.storing is not None:  # never left running behind a failure
                 await asyncio.wait([outcome.storing])
 
-    async def _discard(self, outcome: service.Outcome) -> None:
+    async def _discard(self, outcome: settle.Outcome) -> None:
         if outcome.storing is not None:  # let the write end, then delete what it wrote
             with contextlib.suppress(Exception):
                 await outcome.storing
         if outcome.result_key:
-            await service.delete_stored(self.store, outcome.result_key)
+            await delete_stored(self.store, outcome.result_key)
 
-    async def _execute(self, job: JobRecord, state: RunState, workdir: Path) -> service.Outcome:
+    async def _execute(self, job: JobRecord, state: RunState, workdir: Path) -> settle.Outcome:
         loop = asyncio.get_running_loop()
         try:
             if state.cancel.is_set():
@@ -472,7 +266,7 @@ class JobRunner:
             return await self._store_video(job, video, output)
         except Cancelled as exc:
             seconds = _seconds_done(exc) or 0.0
-            return service.Outcome(
+            return settle.Outcome(
                 "canceled",
                 seconds_done=seconds if job.kind == "video" else None,
                 error_code="Canceled",
@@ -485,7 +279,7 @@ class JobRunner:
         except InferenceError as exc:
             if exc.code in SETUP_CODES:
                 log.error("job %s failed with %s: %s", job.id, exc.code, exc.message)
-            return service.Outcome(
+            return settle.Outcome(
                 "failed",
                 seconds_done=_seconds_done(exc),
                 error_code=exc.code,
@@ -573,7 +367,7 @@ class JobRunner:
             "sha256": stored.sha256,
         }
 
-    def _store_image(self, job: JobRecord, image: Any, sha256: str) -> service.Outcome:
+    def _store_image(self, job: JobRecord, image: Any, sha256: str) -> settle.Outcome:
         """Start writing the result; the job is finished meanwhile and commits once it is
         stored (``Outcome.storing``): the fsync overlaps the database round trips."""
         metrics.stage_timings(image.timings)
@@ -590,9 +384,9 @@ class JobRunner:
             "faces_swapped": image.faces_swapped,
             "enhance_applied": image.enhance_applied,
         }
-        return service.Outcome("succeeded", result=result, result_key=key, storing=storing)
+        return settle.Outcome("succeeded", result=result, result_key=key, storing=storing)
 
-    async def _store_video(self, job: JobRecord, video: Any, output: Path) -> service.Outcome:
+    async def _store_video(self, job: JobRecord, video: Any, output: Path) -> settle.Outcome:
         metrics.stage_timings({k: v for k, v in video.timings.items() if k in ("probe", "process")})
         key = self._result_key(job, "mp4")
         stored = await self.store.put(key, output, "video/mp4")
@@ -606,7 +400,7 @@ class JobRunner:
             "fps": video.fps,
             "has_audio": video.has_audio,
         }
-        return service.Outcome(
+        return settle.Outcome(
             "succeeded",
             seconds_done=video.seconds_done,
             short=not video.complete,
@@ -628,8 +422,8 @@ def _nothing_swapped(faces: Any) -> InferenceError:
     return NoFaceDetected("No face was found in any frame of the video")
 
 
-def _internal_error() -> service.Outcome:
-    return service.Outcome(
+def _internal_error() -> settle.Outcome:
+    return settle.Outcome(
         "failed",
         seconds_done=None,
         error_code="InternalError",
@@ -671,7 +465,7 @@ class _NoopImage:
 
 def _noop_image(target: bytes, params: dict[str, Any]) -> _NoopImage:
     """The target unchanged: benchmarks measure the API and metering, not the engine."""
-    ext = _image_ext(target)
+    ext = image_ext(target)
     mime = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}.get(ext, "image/jpeg")
     target_info = params.get("target") or {}
     return _NoopImage(

@@ -124,22 +124,3 @@ class SwapSucceeded(BaseModel):
     job_id: uuid.UUID
     tokens_charged: int
     result: SwapResult
-
-
-class WebhookSecretOut(BaseModel):
-    tenant_id: uuid.UUID
-    secret: str = Field(description="HMAC-SHA256 key of X-SwapMeter-Signature")
-    created_at: datetime
-    rotated_at: datetime | None
-
-
-class WebhookDeliveryOut(BaseModel):
-    id: int
-    url: str
-    status: Literal["pending", "delivered", "failed"]
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    delivery_id: uuid.UUID | None
-    created_at: datetime
-    delivered_at: datetime | None

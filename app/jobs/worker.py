@@ -3,7 +3,7 @@
 Any number of these run, in ``swapmeter worker`` processes on any host or inside the API
 process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
 
-- Claiming: the oldest claimable job, ``FOR UPDATE SKIP LOCKED`` (repository), then one
+- Claiming: the oldest claimable job, ``FOR UPDATE SKIP LOCKED`` (``app.jobs.queue``), then one
   of its tenant's concurrent-job slots in Redis. A tenant at its cap
   (``SWAPMETER_MAX_CONCURRENT_JOBS_PER_TENANT``) keeps its jobs queued (held back a
   second) while other tenants' jobs run; with Redis down the cap is not enforced.
@@ -18,7 +18,8 @@ process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
   run that part too), sending webhooks whose sender died, and, when it is this worker's
   turn, the whole-ledger verification (``app.ledger_verify``).
 - Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
-  files, expired Idempotency-Keys, expired grant Tokens, forgotten workers.
+  files, expired Idempotency-Keys, expired grant Tokens, forgotten workers (both in
+  ``app.jobs.upkeep``).
 
 A job runs on a thread of its own executor, so the event loop stays free for leases.
 """
@@ -30,12 +31,9 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -43,33 +41,20 @@ from redis.asyncio import Redis
 from app import ledger_verify, logs, ratelimit, storage
 from app import metrics as app_metrics
 from app.db import Database
-from app.idempotency.service import purge_expired_keys
-from app.jobs import deliveries, metrics, runner, service
+from app.jobs import metrics, queue
 from app.jobs import repository as repo
 from app.jobs.events import PgListener
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunState
+from app.jobs.upkeep import end_abandoned_jobs, run_cleanup
 from app.settings import Settings
 from app.storage import ResultStore
-from billing.maintenance import expire_due_grants
+from app.webhooks import sweep
 
 log = logging.getLogger(__name__)
 
 DEFER_S = 1.0  # how long a job of a tenant at its cap is held back
 STOP_WAIT_S = 30.0  # at shutdown, how long jobs told to stop get before they are given back
-ABANDONED_PER_ROUND = 100  # jobs nobody will run again, ended per housekeeping round
-STALE_WORKER_S = 24 * 3600  # heartbeat rows older than this are deleted
-SCRATCH_MAX_AGE_S = 24 * 3600  # temporary job files older than this are strays
-
-
-def _slot(job: JobRecord) -> str:
-    """The tenant slot of this attempt at the job (``ratelimit.slot_holder``)."""
-    return ratelimit.slot_holder(job.id, job.attempts)
-
-
-def _previous_slot(job: JobRecord) -> str | None:
-    """The slot of the attempt whose lease ran out before this claim, if there was one."""
-    return ratelimit.slot_holder(job.id, job.attempts - 1) if job.attempts > 1 else None
 
 
 def new_worker_id() -> str:
@@ -212,7 +197,7 @@ class Worker:
         """
         while True:
             async with self.db.session() as session:
-                claimed = await repo.claim_next(session, self.id, self.lease_s, skip)
+                claimed = await queue.claim_next(session, self.id, self.lease_s, skip)
                 if claimed is None:
                     return None
                 job = claimed[0]
@@ -220,16 +205,16 @@ class Worker:
                 slot = await ratelimit.acquire_slot(
                     self.redis,
                     job.tenant_id,
-                    _slot(job),
+                    queue.slot(job),
                     self.settings.max_concurrent_jobs_per_tenant,
                     self.lease_s * 2,
-                    replaces=_previous_slot(job),
+                    replaces=queue.previous_slot(job),
                     fail_open=True,
                     timeout_s=self.settings.rate_limit_redis_timeout_seconds,
                 )
                 if slot:
                     return claimed
-                await repo.give_back(session, job.id, self.id, job.attempts, delay_s=DEFER_S)
+                await queue.give_back(session, job.id, self.id, job.attempts, delay_s=DEFER_S)
             skip.append(job.tenant_id)
 
     async def _run_job(self, job: JobRecord, state: RunState) -> None:
@@ -240,7 +225,7 @@ class Worker:
         try:
             report = await self.runner.run(job, self.id, state)
             if report.delivery_id is not None:
-                self._spawn(deliveries.send_logged(self.db, self.settings, report.delivery_id))
+                self._spawn(sweep.send_logged(self.db, self.settings, report.delivery_id))
         except Exception:  # noqa: BLE001 - the lease runs out; another worker retries
             log.exception("job %s: the worker could not finish it", job.id)
         finally:
@@ -249,7 +234,7 @@ class Worker:
             await ratelimit.release_slot(
                 self.redis,
                 job.tenant_id,
-                _slot(job),
+                queue.slot(job),
                 timeout_s=self.settings.rate_limit_redis_timeout_seconds,
             )
             # This worker may have claimed the job again after this attempt's lease ran
@@ -269,7 +254,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 async with self.db.session() as session:
-                    cancel = await repo.renew_lease(
+                    cancel = await queue.renew_lease(
                         session, job.id, self.id, job.attempts, self.lease_s, state.progress
                     )
             except Exception:  # noqa: BLE001 - a hiccup; the finish guard keeps money safe
@@ -287,7 +272,7 @@ class Worker:
             await ratelimit.renew_slot(
                 self.redis,
                 job.tenant_id,
-                _slot(job),
+                queue.slot(job),
                 self.lease_s * 2,
                 timeout_s=self.settings.rate_limit_redis_timeout_seconds,
             )
@@ -318,7 +303,10 @@ class Worker:
             # (the give-back does not count one) while this attempt still writes its files.
             async with self.db.session() as session:
                 for job, task in leftover:
-                    if task.done() and await repo.give_back(session, job.id, self.id, job.attempts):
+                    given = task.done() and await queue.give_back(
+                        session, job.id, self.id, job.attempts
+                    )
+                    if given:
                         await repo.notify(session, repo.JOBS_CHANNEL, job.kind)
                         log.info("job %s: given back to the queue (worker stopping)", job.id)
                     else:
@@ -335,7 +323,7 @@ class Worker:
         await listener.stop()
         with contextlib.suppress(Exception):
             async with self.db.session() as session:
-                await repo.remove_worker(session, self.id)
+                await queue.remove_worker(session, self.id)
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._own_redis:
             with contextlib.suppress(Exception):
@@ -360,7 +348,7 @@ class Worker:
         interval = self.settings.jobs_housekeeping_seconds
         try:
             async with self.db.session() as session:
-                await repo.heartbeat(
+                await queue.heartbeat(
                     session,
                     self.id,
                     hostname=socket.gethostname()[:255],
@@ -368,7 +356,7 @@ class Worker:
                     concurrency=self.concurrency,
                     running=len(self.running),
                 )
-                await service.refresh_cluster_gauges(session, interval, self.lease_s)
+                await queue.refresh_cluster_gauges(session, interval, self.lease_s)
         except Exception:
             app_metrics.DATABASE_UP.set(0)
             raise
@@ -382,14 +370,9 @@ class Worker:
                 self._spawn(self._verify_ledger())
 
         for delivery in await end_abandoned_jobs(self.settings, self.db, self.store, self.redis):
-            self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
-
-        async with self.db.session() as session:
-            orphans = await repo.claim_stale_deliveries(
-                session, self.settings.jobs_webhook_lease_seconds, limit=20
-            )
-        for delivery in orphans:
-            self._spawn(deliveries.send_logged(self.db, self.settings, delivery))
+            self._spawn(sweep.send_logged(self.db, self.settings, delivery))
+        for delivery in await sweep.claim_stale(self.db, self.settings):
+            self._spawn(sweep.send_logged(self.db, self.settings, delivery))
 
     async def _verify_ledger(self) -> None:
         try:
@@ -410,98 +393,6 @@ class Worker:
             except Exception:  # noqa: BLE001 - the next round retries
                 log.exception("cleanup failed")
             await asyncio.sleep(self.settings.results_cleanup_interval_seconds)
-
-
-async def end_abandoned_jobs(
-    settings: Settings, db: Database, store: ResultStore, redis: Redis
-) -> list[int]:
-    """End the jobs nobody will run (``service.end_abandoned_job``: WorkerLost,
-    QueueTimeout, a pending cancel), up to ABANDONED_PER_ROUND, one per transaction: their
-    holds released, inputs deleted, tenant slots freed. Returns their webhook deliveries,
-    for the caller to send."""
-    sends: list[int] = []
-    for _ in range(ABANDONED_PER_ROUND):
-        async with db.session() as session:
-            ended = await service.end_abandoned_job(
-                session,
-                webhook_lease_s=settings.jobs_webhook_lease_seconds,
-                queue_timeout_s=settings.jobs_queue_timeout_seconds,
-            )
-        if ended is None:
-            break
-        job, delivery = ended
-        log.warning("job %s ended as %s (%s)", job.id, job.status, job.error_code)
-        metrics.job_finished(job.kind, job.status, job.error_code, None)
-        await service.delete_stored(store, job.source_key, job.target_key)
-        await ratelimit.release_slot(
-            redis,
-            job.tenant_id,
-            _slot(job),
-            timeout_s=settings.rate_limit_redis_timeout_seconds,
-        )
-        if delivery is not None:
-            sends.append(delivery)
-    return sends
-
-
-async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> None:
-    """One round of the periodic cleanup (safe to run in several processes at once). Each
-    step runs even when another failed: a result that cannot be deleted must not stop
-    grant Tokens from expiring."""
-
-    async def results() -> None:
-        await storage.cleanup(store, timedelta(seconds=settings.results_retention_seconds))
-
-    async def scratch() -> None:
-        await asyncio.to_thread(sweep_scratch, runner.scratch_root(settings), SCRATCH_MAX_AGE_S)
-
-    async def keys_and_workers() -> None:
-        async with db.session() as session:
-            purged = await purge_expired_keys(session, ttl_hours=settings.idempotency_ttl_hours)
-            forgotten = await repo.forget_dead_workers(session, STALE_WORKER_S)
-        if purged or forgotten:
-            log.info("cleanup: %d idempotency keys, %d dead workers removed", purged, forgotten)
-
-    async def grants() -> None:
-        expired = await expire_due_grants(db)
-        if expired.grants:
-            log.info("cleanup: %d grant lots expired (%d Tokens)", expired.grants, expired.tokens)
-
-    for step in (results, scratch, keys_and_workers, grants):
-        try:
-            await step()
-        except Exception:  # noqa: BLE001 - the next round retries this step
-            log.exception("cleanup step %s failed", step.__name__)
-
-
-def sweep_scratch(root: Path, max_age_s: float) -> int:
-    """Remove job scratch files and folders left by crashed processes.
-
-    Ages are read before anything is deleted: removing a file refreshes its folder's
-    mtime, which would otherwise make every emptied folder look young.
-    """
-    if not root.is_dir():
-        return 0
-    cutoff = time.time() - max_age_s
-    entries = []
-    for path in root.rglob("*"):
-        try:
-            entries.append((path, path.stat().st_mtime))
-        except OSError:
-            continue
-    removed = 0
-    for path, mtime in sorted(entries, key=lambda e: len(e[0].parts), reverse=True):
-        if mtime >= cutoff or path.parent == root and path.name == "uploads":
-            continue
-        try:
-            if path.is_dir():
-                path.rmdir()  # only once empty: younger files inside keep it
-            else:
-                path.unlink()
-            removed += 1
-        except OSError:
-            continue
-    return removed
 
 
 async def run_worker_process(

@@ -17,11 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.auth import api_keys
 from app.db import Database
 from app.errors import (
-    BadRequest,
     Conflict,
+    DuplicateEntry,
     Forbidden,
     InvalidApiKey,
+    InvalidDisplayName,
+    InvalidEmail,
+    InvalidExternalId,
+    InvalidSlug,
     NotFound,
+    UserNotFound,
     storable_form,
     storable_text,
 )
@@ -58,10 +63,9 @@ def slugify(name: str) -> str:
 async def create_tenant(session: AsyncSession, *, name: str, slug: str | None) -> TenantRow:
     slug = slug if slug is not None else slugify(name)
     if not valid_slug(slug):
-        raise BadRequest(
+        raise InvalidSlug(
             "slug must be 1-64 characters of a-z, 0-9 and '-', starting and ending with a "
-            "letter or digit",
-            code="InvalidSlug",
+            "letter or digit"
         )
     tenant = await repository.insert_tenant(session, name=name.strip(), slug=slug)
     if tenant is None:
@@ -105,37 +109,38 @@ class ImportResult:
 def _entry_problem(entry: ImportEntry) -> tuple[str, str] | None:
     external_id = entry.external_id
     if not external_id or not external_id.strip():
-        return "InvalidExternalId", "external_id must not be empty"
+        return InvalidExternalId.code, "external_id must not be empty"
     if len(external_id) > MAX_EXTERNAL_ID:
-        return "InvalidExternalId", f"external_id must be at most {MAX_EXTERNAL_ID} characters"
+        return InvalidExternalId.code, f"external_id must be at most {MAX_EXTERNAL_ID} characters"
     if (
         _CONTROL_RE.search(external_id)
         or external_id != external_id.strip()
         or not storable_text(external_id)
     ):
         return (
-            "InvalidExternalId",
+            InvalidExternalId.code,
             "external_id must not contain control characters, unpaired surrogates or "
             "surrounding spaces",
         )
     if "/" in external_id or external_id in (".", ".."):
         # It is a segment of the admin URLs (/users/{external_id}/...): a slash would split
         # it, and clients resolve "." and ".." before sending.
-        return "InvalidExternalId", "external_id must not contain '/' nor be '.' or '..'"
+        return InvalidExternalId.code, "external_id must not contain '/' nor be '.' or '..'"
     if entry.email is not None and (
         len(entry.email) > MAX_EMAIL
         or not _EMAIL_RE.match(entry.email)
         or not storable_text(entry.email)
     ):
-        return "InvalidEmail", "email is not a valid address"
+        return InvalidEmail.code, "email is not a valid address"
     if entry.display_name is not None:
         if len(entry.display_name) > MAX_DISPLAY_NAME:
             return (
-                "InvalidDisplayName",
+                InvalidDisplayName.code,
                 f"display_name must be at most {MAX_DISPLAY_NAME} characters",
             )
         if not storable_text(entry.display_name):
-            return "InvalidDisplayName", "display_name must not contain NUL or unpaired surrogates"
+            problem = "display_name must not contain NUL or unpaired surrogates"
+            return InvalidDisplayName.code, problem
     return None
 
 
@@ -151,7 +156,7 @@ async def import_users(
     for index, entry in enumerate(entries):
         problem = _entry_problem(entry)
         if problem is None and entry.external_id in seen:
-            problem = ("DuplicateEntry", "external_id appears earlier in this batch")
+            problem = (DuplicateEntry.code, "external_id appears earlier in this batch")
         if problem is not None:
             code, message = problem
             shown = storable_form(str(entry.external_id)[:300])
@@ -173,7 +178,7 @@ async def import_users(
 async def get_user(session: AsyncSession, tenant_id: uuid.UUID, external_id: str) -> UserRow:
     user = await repository.get_user(session, tenant_id, external_id)
     if user is None:
-        raise NotFound(f"User '{external_id}' not found", code="UserNotFound")
+        raise UserNotFound(f"User '{external_id}' not found")
     return user
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app.db import Database
 from app.idempotency.service import purge_expired_keys
-from billing import service
+from billing import holds
 from tests.admin.helpers import (
     bearer,
     create_admin,
@@ -653,9 +653,9 @@ async def test_end_users_read_their_balance_ledger_pages_and_price_book(client, 
                 {"t": tenant["id"]},
             )
         ).scalar_one()
-        await service.hold(s, uuid.UUID(tenant["id"]), user_id, "job-1", 10)
+        await holds.hold(s, uuid.UUID(tenant["id"]), user_id, "job-1", 10)
     async with db.session() as s:
-        await service.capture(s, uuid.UUID(tenant["id"]), "job-1", 4)
+        await holds.capture(s, uuid.UUID(tenant["id"]), "job-1", 4)
 
     balance = await client.get("/api/v1/balance", headers=headers)
     assert balance.json() == {"balance": 26, "held": 0, "available": 26}

@@ -19,7 +19,7 @@ from app.errors import (
     InvalidAmount,
     NotFound,
 )
-from billing import maintenance, service
+from billing import holds, maintenance, service
 from billing.verify import check_ledger
 from tests.billing.conftest import World, account_state, add_users, make_tenant
 
@@ -101,7 +101,7 @@ async def test_recharge_of_a_user_without_account_is_not_found(db, world) -> Non
 async def test_hold_reserves_tokens_without_changing_the_balance(db, world) -> None:
     await _recharge(db, world, "alice", 10)
     async with db.session() as s:
-        h = await service.hold(s, world.tenant_id, world.users["alice"], "job-1", 4)
+        h = await holds.hold(s, world.tenant_id, world.users["alice"], "job-1", 4)
     assert (h.status, h.amount, h.balance, h.held) == ("held", 4, 10, 4)
     async with db.session() as s:
         view = await service.account_view(s, world.users["alice"])
@@ -112,10 +112,10 @@ async def test_hold_reserves_tokens_without_changing_the_balance(db, world) -> N
 async def test_hold_beyond_the_available_tokens_is_refused_and_changes_nothing(db, world) -> None:
     await _recharge(db, world, "alice", 10)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job-1", 8)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job-1", 8)
     async with db.session() as s:
         with pytest.raises(InsufficientBalance) as refused:
-            await service.hold(s, world.tenant_id, world.users["alice"], "job-2", 3)
+            await holds.hold(s, world.tenant_id, world.users["alice"], "job-2", 3)
     assert refused.value.status == 402 and refused.value.details == {"available": 2, "needed": 3}
     assert await account_state(db, world.users["alice"]) == (10, 8)
 
@@ -123,22 +123,22 @@ async def test_hold_beyond_the_available_tokens_is_refused_and_changes_nothing(d
 async def test_holding_a_reference_again_returns_the_existing_hold(db, world) -> None:
     await _recharge(db, world, "alice", 10)
     async with db.session() as s:
-        first = await service.hold(s, world.tenant_id, world.users["alice"], "job-1", 6)
+        first = await holds.hold(s, world.tenant_id, world.users["alice"], "job-1", 6)
     async with db.session() as s:
-        again = await service.hold(s, world.tenant_id, world.users["alice"], "job-1", 6)
+        again = await holds.hold(s, world.tenant_id, world.users["alice"], "job-1", 6)
     assert again.replayed and again.id == first.id
     assert await account_state(db, world.users["alice"]) == (10, 6)
     async with db.session() as s:
         with pytest.raises(IdempotencyKeyReused):
-            await service.hold(s, world.tenant_id, world.users["alice"], "job-1", 5)
+            await holds.hold(s, world.tenant_id, world.users["alice"], "job-1", 5)
 
 
 async def test_partial_capture_charges_the_amount_and_releases_the_rest(db, world) -> None:
     await _recharge(db, world, "alice", 100)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "video-1", 60)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "video-1", 60)
     async with db.session() as s:
-        h = await service.capture(s, world.tenant_id, "video-1", 25)
+        h = await holds.capture(s, world.tenant_id, "video-1", 25)
     assert (h.status, h.captured, h.released, h.balance, h.held) == ("captured", 25, 35, 75, 0)
     async with db.session() as s:
         revenue = (
@@ -154,37 +154,37 @@ async def test_partial_capture_charges_the_amount_and_releases_the_rest(db, worl
 async def test_capture_replays_with_the_same_amount_and_refuses_a_different_one(db, world) -> None:
     await _recharge(db, world, "alice", 100)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job", 10)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job", 10)
     async with db.session() as s:
-        first = await service.capture(s, world.tenant_id, "job", 10)
+        first = await holds.capture(s, world.tenant_id, "job", 10)
     async with db.session() as s:
-        again = await service.capture(s, world.tenant_id, "job", 10)
+        again = await holds.capture(s, world.tenant_id, "job", 10)
     assert again.replayed and (again.captured, again.balance) == (first.captured, 90)
     async with db.session() as s:
         with pytest.raises(Conflict):
-            await service.capture(s, world.tenant_id, "job", 5)
+            await holds.capture(s, world.tenant_id, "job", 5)
     async with db.session() as s:
         with pytest.raises(Conflict):
-            await service.release(s, world.tenant_id, "job")
+            await holds.release(s, world.tenant_id, "job")
     assert await account_state(db, world.users["alice"]) == (90, 0)
 
 
 async def test_capture_of_more_than_the_hold_is_refused(db, world) -> None:
     await _recharge(db, world, "alice", 100)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job", 10)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job", 10)
     async with db.session() as s:
         with pytest.raises(InvalidAmount):
-            await service.capture(s, world.tenant_id, "job", 11)
+            await holds.capture(s, world.tenant_id, "job", 11)
     assert await account_state(db, world.users["alice"]) == (100, 10)
 
 
 async def test_capture_of_zero_releases_the_whole_hold(db, world) -> None:
     await _recharge(db, world, "alice", 5)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job", 5)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job", 5)
     async with db.session() as s:
-        h = await service.capture(s, world.tenant_id, "job", 0)
+        h = await holds.capture(s, world.tenant_id, "job", 0)
     assert (h.status, h.captured, h.released) == ("released", 0, 5)
     assert await account_state(db, world.users["alice"]) == (5, 0)
     await _assert_ledger_ok(db, world)
@@ -193,39 +193,39 @@ async def test_capture_of_zero_releases_the_whole_hold(db, world) -> None:
 async def test_release_gives_the_whole_hold_back_once(db, world) -> None:
     await _recharge(db, world, "alice", 5)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job", 3)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job", 3)
     async with db.session() as s:
-        h = await service.release(s, world.tenant_id, "job")
+        h = await holds.release(s, world.tenant_id, "job")
     assert (h.status, h.released, h.balance, h.held) == ("released", 3, 5, 0)
     async with db.session() as s:
-        again = await service.release(s, world.tenant_id, "job")
+        again = await holds.release(s, world.tenant_id, "job")
     assert again.replayed
     assert await account_state(db, world.users["alice"]) == (5, 0)
     async with db.session() as s:
         with pytest.raises(NotFound):
-            await service.release(s, world.tenant_id, "no-such-job")
+            await holds.release(s, world.tenant_id, "no-such-job")
     await _assert_ledger_ok(db, world)
 
 
 async def test_refund_gives_back_up_to_the_captured_amount_and_replays_by_key(db, world) -> None:
     await _recharge(db, world, "alice", 50)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job", 20)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job", 20)
     async with db.session() as s:
-        await service.capture(s, world.tenant_id, "job", 12)
+        await holds.capture(s, world.tenant_id, "job", 12)
     async with db.session() as s:
-        r1 = await service.refund(
+        r1 = await holds.refund(
             s, world.tenant_id, "job", 5, idempotency_key="rf1", reason="bad result"
         )
     assert (r1.amount, r1.balance_after) == (5, 43)
     async with db.session() as s:
-        again = await service.refund(s, world.tenant_id, "job", 5, idempotency_key="rf1")
+        again = await holds.refund(s, world.tenant_id, "job", 5, idempotency_key="rf1")
     assert again.replayed and again.entry_id == r1.entry_id
     async with db.session() as s:
         with pytest.raises(InvalidAmount):
-            await service.refund(s, world.tenant_id, "job", 8, idempotency_key="rf2")
+            await holds.refund(s, world.tenant_id, "job", 8, idempotency_key="rf2")
     async with db.session() as s:
-        await service.refund(s, world.tenant_id, "job", 7, idempotency_key="rf3")
+        await holds.refund(s, world.tenant_id, "job", 7, idempotency_key="rf3")
     assert await account_state(db, world.users["alice"]) == (50, 0)
     await _assert_ledger_ok(db, world)
 
@@ -233,12 +233,12 @@ async def test_refund_gives_back_up_to_the_captured_amount_and_replays_by_key(db
 async def test_refund_of_a_released_hold_is_a_conflict(db, world) -> None:
     await _recharge(db, world, "alice", 5)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["alice"], "job", 5)
+        await holds.hold(s, world.tenant_id, world.users["alice"], "job", 5)
     async with db.session() as s:
-        await service.release(s, world.tenant_id, "job")
+        await holds.release(s, world.tenant_id, "job")
     async with db.session() as s:
         with pytest.raises(Conflict):
-            await service.refund(s, world.tenant_id, "job", 1)
+            await holds.refund(s, world.tenant_id, "job", 1)
 
 
 async def test_adjustments_move_tokens_both_ways_and_never_overdraw(db, world) -> None:
@@ -293,10 +293,10 @@ async def test_a_frozen_account_refuses_holds_recharges_and_adjustments_until_un
     alice = world.users["alice"]
     await _recharge(db, world, "alice", 10)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, alice, "running-job", 4)
+        await holds.hold(s, world.tenant_id, alice, "running-job", 4)
         await service.freeze_account(s, world.tenant_id, alice, "chargeback investigation")
     for attempt in (
-        lambda s: service.hold(s, world.tenant_id, alice, "new-job", 1),
+        lambda s: holds.hold(s, world.tenant_id, alice, "new-job", 1),
         lambda s: service.recharge(s, world.tenant_id, alice, 1),
         lambda s: service.grant(s, world.tenant_id, alice, 1),
         lambda s: service.adjust(s, world.tenant_id, alice, 1, reason="r", operator="o"),
@@ -307,13 +307,13 @@ async def test_a_frozen_account_refuses_holds_recharges_and_adjustments_until_un
                 await attempt(s)
     # The job that was already running still settles.
     async with db.session() as s:
-        await service.capture(s, world.tenant_id, "running-job", 4)
+        await holds.capture(s, world.tenant_id, "running-job", 4)
         assert (await service.account_view(s, alice)).status == "frozen"
     assert await account_state(db, alice) == (6, 0)
     async with db.session() as s:
         await service.unfreeze_account(s, world.tenant_id, alice, "cleared")
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, alice, "new-job", 1)
+        await holds.hold(s, world.tenant_id, alice, "new-job", 1)
     await _assert_ledger_ok(db, world)
 
 
@@ -331,8 +331,8 @@ async def test_grant_expiry_takes_back_only_the_unspent_part(db, world) -> None:
             idempotency_key="welcome",
         )
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, alice, "job", 4)
-        await service.capture(s, world.tenant_id, "job", 4)  # spent from the grant first
+        await holds.hold(s, world.tenant_id, alice, "job", 4)
+        await holds.capture(s, world.tenant_id, "job", 4)  # spent from the grant first
     async with db.session() as s:
         result = await service.expire_grants(s, now + timedelta(days=2))
     assert result.grants >= 1
@@ -361,8 +361,8 @@ async def test_spending_uses_the_soonest_expiring_grant_first(db, world) -> None
         await service.grant(s, world.tenant_id, alice, 10, expires_at=now + timedelta(days=30))
         await service.grant(s, world.tenant_id, alice, 10, expires_at=now + timedelta(days=1))
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, alice, "job", 13)
-        await service.capture(s, world.tenant_id, "job", 13)
+        await holds.hold(s, world.tenant_id, alice, "job", 13)
+        await holds.capture(s, world.tenant_id, "job", 13)
     async with db.session() as s:
         lots = (
             (
@@ -393,12 +393,12 @@ async def test_expiry_leaves_tokens_under_a_hold_alone(db, world) -> None:
     now = datetime.now(UTC)
     async with db.session() as s:
         await service.grant(s, world.tenant_id, alice, 10, expires_at=now + timedelta(hours=1))
-        await service.hold(s, world.tenant_id, alice, "job", 7)
+        await holds.hold(s, world.tenant_id, alice, "job", 7)
     async with db.session() as s:
         await service.expire_grants(s, now + timedelta(hours=2))
     assert await account_state(db, alice) == (7, 7)
     async with db.session() as s:
-        h = await service.capture(s, world.tenant_id, "job", 7)
+        h = await holds.capture(s, world.tenant_id, "job", 7)
     assert (h.balance, h.held) == (0, 0)
     await _assert_ledger_ok(db, world)
 
@@ -410,11 +410,11 @@ async def test_granted_tokens_held_at_expiry_expire_once_the_hold_is_released(db
     now = datetime.now(UTC)
     async with db.session() as s:
         await service.grant(s, world.tenant_id, alice, 10, expires_at=now + timedelta(hours=1))
-        await service.hold(s, world.tenant_id, alice, "job", 7)
+        await holds.hold(s, world.tenant_id, alice, "job", 7)
     first = await maintenance.expire_due_grants(db, now=now + timedelta(hours=2))
     assert first.tokens == 3 and await account_state(db, alice) == (7, 7)
     async with db.session() as s:
-        await service.release(s, world.tenant_id, "job")
+        await holds.release(s, world.tenant_id, "job")
     assert await account_state(db, alice) == (7, 0)
     second = await maintenance.expire_due_grants(db, now=now + timedelta(hours=3))
     assert second.tokens == 7 and await account_state(db, alice) == (0, 0)
@@ -435,7 +435,7 @@ async def test_a_job_holding_granted_tokens_at_their_expiry_costs_the_same_eithe
     await _recharge(db, world, "alice", 100)
     async with db.session() as s:
         await service.grant(s, world.tenant_id, alice, 50, expires_at=now + timedelta(hours=1))
-        await service.hold(s, world.tenant_id, alice, "job", 100)
+        await holds.hold(s, world.tenant_id, alice, "job", 100)
 
     async def expiry_pass() -> None:
         await maintenance.expire_due_grants(db, now=now + timedelta(hours=2))
@@ -443,7 +443,7 @@ async def test_a_job_holding_granted_tokens_at_their_expiry_costs_the_same_eithe
     if expiry_first:
         await expiry_pass()
     async with db.session() as s:
-        await service.capture(s, world.tenant_id, "job", 100)
+        await holds.capture(s, world.tenant_id, "job", 100)
     await expiry_pass()
     assert await account_state(db, alice) == (50, 0)
     await _assert_ledger_ok(db, world)
@@ -481,7 +481,7 @@ async def test_200_concurrent_one_token_holds_against_100_available_exactly_100_
     async def one(i: int) -> bool:
         try:
             async with db.session() as s:
-                h = await service.hold(s, world.tenant_id, user, f"job-{i}", 1)
+                h = await holds.hold(s, world.tenant_id, user, f"job-{i}", 1)
                 lowest["balance"] = min(lowest["balance"], h.balance)
                 lowest["available"] = min(lowest["available"], h.balance - h.held)
             return True
@@ -526,9 +526,9 @@ async def test_verify_reports_a_settled_hold_edited_away_from_its_entries(db) ->
     await add_users(db, world, ["payer"])
     await _recharge(db, world, "payer", 40)
     async with db.session() as s:
-        await service.hold(s, world.tenant_id, world.users["payer"], "job-9", 10)
+        await holds.hold(s, world.tenant_id, world.users["payer"], "job-9", 10)
     async with db.session() as s:
-        await service.capture(s, world.tenant_id, "job-9", 4)
+        await holds.capture(s, world.tenant_id, "job-9", 4)
     await _assert_ledger_ok(db, world)
     flip = (
         "UPDATE holds SET status = :status, captured = :captured, released = amount - :captured"

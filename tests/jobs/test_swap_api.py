@@ -23,7 +23,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from app.idempotency import repository as idempotency
-from app.webhooks import SIGNATURE_HEADER, verify
+from app.webhooks.signing import SIGNATURE_HEADER, verify
 from tests.admin.helpers import root_headers
 from tests.jobs.conftest import (
     Customer,
@@ -722,6 +722,7 @@ async def test_a_webhook_whose_sender_died_is_sent_by_another_workers_sweep(
     import uuid
 
     from app.jobs import repository as repo
+    from app.webhooks import repository as webhooks
 
     customer = await make_customer(api, db, tokens=10)
     response = await post_swap(api, customer, swap_body())
@@ -731,14 +732,14 @@ async def test_a_webhook_whose_sender_died_is_sent_by_another_workers_sweep(
     async with db.session() as session:
         job = await repo.get_job(session, job_id)
         assert job is not None
-        delivery_id = await repo.insert_delivery(session, job, local_server.url(path), -1.0)
+        delivery_id = await webhooks.insert_delivery(session, job, local_server.url(path), -1.0)
 
     received = await local_server.posted(path)  # housekeeping runs every 0.5 s here
     assert len(received) == 1
     assert orjson.loads(received[0][2])["id"] == str(job_id)
     for _ in range(50):
         async with db.session() as session:
-            row = await repo.get_delivery(session, delivery_id)
+            row = await webhooks.get_delivery(session, delivery_id)
         if row.status != "pending":
             break
         await asyncio.sleep(0.1)

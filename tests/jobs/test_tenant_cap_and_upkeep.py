@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from app.jobs.runner import scratch_root
-from app.jobs.worker import run_cleanup
+from app.jobs.media import scratch_root
+from app.jobs.upkeep import run_cleanup
 from tests.jobs.conftest import (
     balance,
     client_for,

@@ -27,14 +27,14 @@ from sqlalchemy import text
 from app import ratelimit
 from app.db import Database
 from app.errors import Conflict
+from app.jobs import queue, settle
 from app.jobs import repository as repo
-from app.jobs import service
 from app.jobs import worker as worker_module
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunReport, RunState
 from app.jobs.worker import Worker
 from app.settings import Settings
-from billing import service as billing
+from billing import holds
 from tests.admin.helpers import root_headers
 from tests.conftest import REPO
 from tests.jobs.conftest import (
@@ -239,12 +239,12 @@ async def test_a_worker_cannot_finish_a_job_whose_hold_someone_else_settled(
         job = await repo.get_job(s, job_id)
     assert job is not None
     async with db.session() as s:  # e.g. an operator released the hold by hand meanwhile
-        await billing.release(s, job.tenant_id, str(job.hold_reference), reason="manual")
+        await holds.release(s, job.tenant_id, str(job.hold_reference), reason="manual")
 
     with pytest.raises(Conflict):
         async with db.session() as s:
-            await service.finish_job(
-                s, job, "w1", service.Outcome("succeeded", result={}), webhook_lease_s=60.0
+            await settle.finish_job(
+                s, job, "w1", settle.Outcome("succeeded", result={}), webhook_lease_s=60.0
             )
     after = (await api.get(f"/api/v1/jobs/{job.id}", headers=customer.headers)).json()
     assert (after["status"], after["tokens_charged"]) == ("processing", 0)
@@ -411,7 +411,7 @@ async def test_a_database_blip_while_finishing_costs_the_job_neither_its_lease_n
     """The worker's connection dies as it finishes a done swap (a failover, a killed
     backend): it finishes again at once, on attempt 1, instead of leaving the customer to
     wait out the lease for a second run."""
-    real_finish = service.finish_job
+    real_finish = settle.finish_job
     blips: list[str] = []
 
     async def finish_after_a_blip(session: Any, *args: Any, **kwargs: Any) -> Any:
@@ -420,7 +420,7 @@ async def test_a_database_blip_while_finishing_costs_the_job_neither_its_lease_n
             await session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
         return await real_finish(session, *args, **kwargs)
 
-    monkeypatch.setattr(service, "finish_job", finish_after_a_blip)
+    monkeypatch.setattr(settle, "finish_job", finish_after_a_blip)
     customer = await make_customer(api, db, tokens=10)
     response = await swap_with_a_worker(api, api_app, db, customer)
     assert blips == ["killed"]
@@ -499,7 +499,7 @@ async def test_a_job_given_back_at_shutdown_after_a_cancel_request_is_canceled_n
     assert cancel.status_code == 200 and cancel.json()["cancel_requested"] is True
 
     async with db.session() as s:  # w1 shuts down before it saw the request
-        assert await repo.give_back(s, job_id, "w1", 1) is False
+        assert await queue.give_back(s, job_id, "w1", 1) is False
     await lease(db, job_id, "w1", attempts=1, seconds=-1)
     await Worker(api_app.state.settings, db, cleanup=False).housekeeping()
 
@@ -572,7 +572,7 @@ async def test_an_api_process_scraped_shows_the_clusters_queue_and_live_workers(
             {"id": held_back},
         )
     async with db.session() as s:
-        await repo.heartbeat(
+        await queue.heartbeat(
             s, "elsewhere:1", hostname="elsewhere", pid=1, concurrency=1, running=0
         )
     try:
@@ -630,7 +630,7 @@ async def test_a_cancel_that_races_a_shutdown_give_back_still_cancels(
     customer = await make_customer(api, db, tokens=10)
     job_id = await queued_image_job(api, customer)
     await lease(db, job_id, "w1", attempts=1, seconds=60)
-    real_request_cancel = repo.request_cancel
+    real_request_cancel = settle.request_cancel
     given_back = False
 
     async def request_cancel(session: Any, job: uuid.UUID, user_id: int) -> Any:
@@ -638,10 +638,10 @@ async def test_a_cancel_that_races_a_shutdown_give_back_still_cancels(
         if not given_back:  # w1 shuts down right now and commits its give-back
             given_back = True
             async with db.session() as s:
-                assert await repo.give_back(s, job_id, "w1", 1)
+                assert await queue.give_back(s, job_id, "w1", 1)
         return await real_request_cancel(session, job, user_id)
 
-    monkeypatch.setattr(repo, "request_cancel", request_cancel)
+    monkeypatch.setattr(settle, "request_cancel", request_cancel)
     canceled = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=customer.headers)
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
@@ -730,7 +730,7 @@ async def test_only_jobs_still_queued_past_the_queue_timeout_are_ended(api, db) 
         ended = []
         while True:
             async with db.session() as s:
-                one = await service.end_abandoned_job(
+                one = await settle.end_abandoned_job(
                     s, webhook_lease_s=60.0, queue_timeout_s=queue_timeout_s
                 )
             if one is None:
@@ -769,7 +769,7 @@ async def test_suspending_a_tenant_cancels_its_queued_jobs_and_gives_their_token
             {"t": customer.tenant_id},
         )
         # Suspended: no worker starts its jobs any more.
-        assert await repo.claim_next(s, "w1", 30.0, list(others)) is None
+        assert await queue.claim_next(s, "w1", 30.0, list(others)) is None
 
     for _ in range(100):  # the API process's own housekeeping ends it
         async with db.session() as s:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from app import ledger_verify, logs
 from app.gpu_metrics import GpuCollector
-from app.jobs import service as jobs_service
+from app.jobs import queue as jobs_queue
 from billing import service as billing
 from tests.billing.conftest import add_users, make_tenant
 
@@ -67,7 +67,7 @@ async def test_a_hold_whose_job_is_gone_counts_as_left_open(db) -> None:
 
     async def stale_holds() -> float:
         async with db.session() as session:
-            await jobs_service.refresh_cluster_gauges(session, 0.5, lease_s=30)
+            await jobs_queue.refresh_cluster_gauges(session, 0.5, lease_s=30)
         value = sample("swapmeter_holds_open_stale")
         assert value is not None
         return value

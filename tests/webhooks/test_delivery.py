@@ -18,7 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from app.webhooks import SIGNATURE_HEADER, deliver, sign, verify
+from app.webhooks.delivery import deliver
+from app.webhooks.signing import SIGNATURE_HEADER, sign, verify
 
 SECRET = b"whsec_test_0123456789"
 JOB = {"id": "job_1", "status": "succeeded", "tokens_charged": 1, "result": {"faces": 1}}

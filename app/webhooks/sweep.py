@@ -2,9 +2,9 @@
 
 The finishing transaction writes a ``webhook_deliveries`` row (an outbox) with a lease for
 the worker that finished the job; that worker sends it right after the commit. If it dies
-first, the row's lease runs out and another worker's sweep sends it. ``app.webhooks``
-signs (``X-SwapMeter-Signature``, the tenant's secret), vets the address and retries with
-backoff; every attempt ends up in the row.
+first, the row's lease runs out and another worker's sweep sends it (``claim_stale``).
+``app.webhooks.delivery`` signs (``X-SwapMeter-Signature``, the tenant's secret), vets
+the address and retries with backoff; every attempt ends up in the row.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from app import webhooks
 from app.db import Database
-from app.jobs import metrics, service
-from app.jobs import repository as repo
+from app.jobs import metrics
+from app.jobs import repository as jobs_repo
+from app.jobs import service as jobs
 from app.settings import Settings
+from app.webhooks import delivery as webhooks
+from app.webhooks import repository as repo
+from app.webhooks import service
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +39,13 @@ async def send(db: Database, settings: Settings, delivery_id: int) -> bool | Non
         delivery = await repo.get_delivery(session, delivery_id)
         if delivery is None or delivery.status != "pending":
             return None
-        job = await repo.get_job(session, delivery.job_id)
+        job = await jobs_repo.get_job(session, delivery.job_id)
         if job is None:
             return None
         secret = await service.webhook_secret(session, delivery.tenant_id)
     result = await webhooks.deliver(
         delivery.url,
-        service.job_json(job),
+        jobs.job_json(job),
         secret.secret,
         attempts=settings.webhook_attempts,
         backoff_base_s=settings.webhook_backoff_base_seconds,
@@ -69,6 +72,15 @@ async def send(db: Database, settings: Settings, delivery_id: int) -> bool | Non
     if not result.delivered:
         log.info("webhook of job %s not delivered after %d tries", job.id, len(result.attempts))
     return result.delivered
+
+
+async def claim_stale(db: Database, settings: Settings, limit: int = 20) -> list[int]:
+    """Pending deliveries whose sender died (their lease ran out), taken over by this
+    process for ``jobs_webhook_lease_seconds``: the caller sends them."""
+    async with db.session() as session:
+        return await repo.claim_stale_deliveries(
+            session, settings.jobs_webhook_lease_seconds, limit=limit
+        )
 
 
 async def send_logged(db: Database, settings: Settings, delivery_id: int) -> None:

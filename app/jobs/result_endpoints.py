@@ -1,0 +1,71 @@
+"""Routes of results: a job's output file (its owner) and the signed, expiring URLs that
+serve it without an API key, each with HEAD.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from app.auth.dependencies import CurrentApiUser
+from app.deps import DBSession
+from app.errors import Conflict, Forbidden, NotFound, ResultExpired
+from app.jobs import results, service
+from app.storage import RESULTS_URL_PATH, LocalResultStore
+
+router = APIRouter(prefix="/api/v1", tags=["swap"])
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "video/mp4": {}}}},
+)
+async def job_result(
+    job_id: uuid.UUID, request: Request, session: DBSession, user: CurrentApiUser
+) -> Response:
+    """The output file of one of your succeeded jobs."""
+    job = await service.get_job(session, user.user_id, job_id)
+    if job.status in ("queued", "processing"):
+        raise Conflict("The job has not finished yet", code="ResultNotReady")
+    details = {"job_id": str(job.id), "error_code": job.error_code}
+    if job.status == "canceled":
+        raise Conflict("The job was canceled: it has no result", code="Canceled", details=details)
+    if job.status != "succeeded" or not job.result_key:
+        raise Conflict(
+            f"The job failed ({job.error_code or 'InternalError'}): it has no result",
+            code="JobFailed",
+            details=details,
+        )
+    ext = job.result_key.rsplit(".", 1)[-1]
+    store = results.store_of(request)
+    with results.gone_when_missing(request, job):
+        return await results.serve(request, store, job.result_key, f"{job.id}.{ext}")
+
+
+@router.get(RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", include_in_schema=True)
+async def signed_result(request: Request, key: str, expires: str = "", sig: str = "") -> Response:
+    """A result by its signed, expiring URL (no API key: the signature is the permission).
+    Only the local results store serves these; S3 URLs point at the bucket."""
+    store = results.store_of(request)
+    if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
+        raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
+    try:
+        return await results.serve(request, store, key, key.rsplit("/", 1)[-1])
+    except NotFound:
+        # A live signature names a result we made: gone, not unknown.
+        raise ResultExpired(
+            "This result is no longer stored: results are kept "
+            f"{request.app.state.settings.results_retention_seconds / 3600:g} h after the "
+            "job ends"
+        ) from None
+
+
+# HEAD on both result routes (link checkers, players probing the size): the GET's headers,
+# no body. Outside the OpenAPI document, where a second operation would repeat the GET's id.
+for _path, _endpoint in (
+    ("/jobs/{job_id}/result", job_result),
+    (RESULTS_URL_PATH.removeprefix("/api/v1") + "{key:path}", signed_result),
+):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
