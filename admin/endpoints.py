@@ -8,14 +8,44 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from admin import schemas, service
-from app.auth.dependencies import CurrentAdmin, admin_ip_allowed, ensure_tenant_access
+from app.auth.dependencies import (
+    ADMIN_AUTH_ERRORS,
+    CurrentAdmin,
+    admin_ip_allowed,
+    ensure_tenant_access,
+)
 from app.deps import ClientTime, DBSession, IdCursor, SettingsDep
+from app.errors import (
+    Conflict,
+    DocumentedRouter,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvalidEmail,
+    InvalidIdempotencyKey,
+    InvalidRole,
+    InvalidSlug,
+    InvalidText,
+    NotFound,
+    TooManyEntries,
+    UserNotFound,
+    WeakPassword,
+    error_responses,
+)
 from app.idempotency.service import run_idempotent
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)])
+router = DocumentedRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(admin_ip_allowed)],
+    responses=ADMIN_AUTH_ERRORS,
+)
+
+# A new admin's credentials and role (admin.service.create_admin); a NUL in the email
+# reaches the database (InvalidText).
+_NEW_ADMIN_ERRORS = (InvalidRole, InvalidEmail, WeakPassword, InvalidText, Conflict)
 
 
 def _tenant_out(row) -> schemas.TenantOut:  # type: ignore[no-untyped-def]
@@ -33,7 +63,12 @@ def _key_out(row) -> schemas.ApiKeyOut:  # type: ignore[no-untyped-def]
 # -- tenants -------------------------------------------------------------------------------
 
 
-@router.post("/tenants", status_code=201, response_model=schemas.TenantOut)
+@router.post(
+    "/tenants",
+    status_code=201,
+    response_model=schemas.TenantOut,
+    responses=error_responses(InvalidSlug, InvalidText, Conflict),
+)
 async def create_tenant(
     body: schemas.TenantCreate, request: Request, session: DBSession, admin: CurrentAdmin
 ) -> schemas.TenantOut:
@@ -42,7 +77,7 @@ async def create_tenant(
     return _tenant_out(tenant)
 
 
-@router.get("/tenants", response_model=schemas.TenantPage)
+@router.get("/tenants", response_model=schemas.TenantPage, responses=error_responses(InvalidCursor))
 async def list_tenants(
     session: DBSession,
     admin: CurrentAdmin,
@@ -55,14 +90,22 @@ async def list_tenants(
     return schemas.TenantPage(items=[_tenant_out(r) for r in rows[:limit]], next_cursor=next_cursor)
 
 
-@router.get("/tenants/{tenant_id}", response_model=schemas.TenantOut)
+@router.get(
+    "/tenants/{tenant_id}",
+    response_model=schemas.TenantOut,
+    responses=error_responses(NotFound),
+)
 async def get_tenant(
     tenant_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
 ) -> schemas.TenantOut:
     return _tenant_out(await service.get_tenant(session, admin, tenant_id))
 
 
-@router.patch("/tenants/{tenant_id}", response_model=schemas.TenantOut)
+@router.patch(
+    "/tenants/{tenant_id}",
+    response_model=schemas.TenantOut,
+    responses=error_responses(NotFound, InvalidText),
+)
 async def update_tenant(
     tenant_id: uuid.UUID,
     body: schemas.TenantUpdate,
@@ -79,7 +122,12 @@ async def update_tenant(
 # -- admins --------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant_id}/admins", status_code=201, response_model=schemas.AdminOut)
+@router.post(
+    "/tenants/{tenant_id}/admins",
+    status_code=201,
+    response_model=schemas.AdminOut,
+    responses=error_responses(NotFound, *_NEW_ADMIN_ERRORS),
+)
 async def create_tenant_admin(
     tenant_id: uuid.UUID,
     body: schemas.TenantAdminCreate,
@@ -100,14 +148,23 @@ async def create_tenant_admin(
     return _admin_out(row)
 
 
-@router.get("/tenants/{tenant_id}/admins", response_model=list[schemas.AdminOut])
+@router.get(
+    "/tenants/{tenant_id}/admins",
+    response_model=list[schemas.AdminOut],
+    responses=error_responses(NotFound),
+)
 async def list_tenant_admins(
     tenant_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
 ) -> list[schemas.AdminOut]:
     return [_admin_out(r) for r in await service.list_admins(session, admin, tenant_id)]
 
 
-@router.post("/admins", status_code=201, response_model=schemas.AdminOut)
+@router.post(
+    "/admins",
+    status_code=201,
+    response_model=schemas.AdminOut,
+    responses=error_responses(*_NEW_ADMIN_ERRORS),
+)
 async def create_platform_admin(
     body: schemas.PlatformAdminCreate, request: Request, session: DBSession, admin: CurrentAdmin
 ) -> schemas.AdminOut:
@@ -124,7 +181,11 @@ async def create_platform_admin(
     return _admin_out(row)
 
 
-@router.patch("/admins/{admin_id}", response_model=schemas.AdminOut)
+@router.patch(
+    "/admins/{admin_id}",
+    response_model=schemas.AdminOut,
+    responses=error_responses(NotFound, Conflict),
+)
 async def update_admin(
     admin_id: uuid.UUID,
     body: schemas.AdminUpdate,
@@ -141,7 +202,13 @@ async def update_admin(
 # -- users ---------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant_id}/users/import", response_model=schemas.UserImportResponse)
+@router.post(
+    "/tenants/{tenant_id}/users/import",
+    response_model=schemas.UserImportResponse,
+    responses=error_responses(
+        NotFound, TooManyEntries, InvalidIdempotencyKey, IdempotencyKeyReused, Conflict
+    ),
+)
 async def import_users(
     tenant_id: uuid.UUID,
     body: schemas.UserImportRequest,
@@ -168,7 +235,11 @@ async def import_users(
     return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
 
 
-@router.get("/tenants/{tenant_id}/users/{external_id}", response_model=schemas.UserOut)
+@router.get(
+    "/tenants/{tenant_id}/users/{external_id}",
+    response_model=schemas.UserOut,
+    responses=error_responses(NotFound, UserNotFound, InvalidText),
+)
 async def get_user(
     tenant_id: uuid.UUID, external_id: str, session: DBSession, admin: CurrentAdmin
 ) -> schemas.UserOut:
@@ -176,7 +247,11 @@ async def get_user(
     return schemas.UserOut(**vars(view))
 
 
-@router.post("/tenants/{tenant_id}/users/{external_id}/freeze", response_model=schemas.UserOut)
+@router.post(
+    "/tenants/{tenant_id}/users/{external_id}/freeze",
+    response_model=schemas.UserOut,
+    responses=error_responses(NotFound, UserNotFound, InvalidText),
+)
 async def freeze_user(
     tenant_id: uuid.UUID,
     external_id: str,
@@ -192,7 +267,11 @@ async def freeze_user(
     return schemas.UserOut(**vars(view))
 
 
-@router.post("/tenants/{tenant_id}/users/{external_id}/unfreeze", response_model=schemas.UserOut)
+@router.post(
+    "/tenants/{tenant_id}/users/{external_id}/unfreeze",
+    response_model=schemas.UserOut,
+    responses=error_responses(NotFound, UserNotFound, InvalidText),
+)
 async def unfreeze_user(
     tenant_id: uuid.UUID,
     external_id: str,
@@ -214,6 +293,8 @@ async def unfreeze_user(
     "/tenants/{tenant_id}/users/{external_id}/api-keys",
     status_code=201,
     response_model=schemas.ApiKeyCreated,
+    # Conflict: no unused key prefix found in five tries (not seen in practice).
+    responses=error_responses(NotFound, UserNotFound, InvalidText, Conflict),
 )
 async def create_api_key(
     tenant_id: uuid.UUID,
@@ -244,7 +325,9 @@ async def create_api_key(
 
 
 @router.get(
-    "/tenants/{tenant_id}/users/{external_id}/api-keys", response_model=list[schemas.ApiKeyOut]
+    "/tenants/{tenant_id}/users/{external_id}/api-keys",
+    response_model=list[schemas.ApiKeyOut],
+    responses=error_responses(NotFound, UserNotFound, InvalidText),
 )
 async def list_api_keys(
     tenant_id: uuid.UUID, external_id: str, session: DBSession, admin: CurrentAdmin
@@ -253,7 +336,11 @@ async def list_api_keys(
     return [_key_out(r) for r in rows]
 
 
-@router.delete("/tenants/{tenant_id}/api-keys/{key_id}", status_code=204)
+@router.delete(
+    "/tenants/{tenant_id}/api-keys/{key_id}",
+    status_code=204,
+    responses=error_responses(NotFound),
+)
 async def revoke_api_key(
     tenant_id: uuid.UUID,
     key_id: uuid.UUID,
@@ -269,7 +356,11 @@ async def revoke_api_key(
 # -- audit log -----------------------------------------------------------------------------
 
 
-@router.get("/audit-log", response_model=schemas.AuditPage)
+@router.get(
+    "/audit-log",
+    response_model=schemas.AuditPage,
+    responses=error_responses(NotFound, InvalidCursor, InvalidText),
+)
 async def audit_log(
     session: DBSession,
     admin: CurrentAdmin,

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AppError
+from app.errors import AccountFrozen, AppError, UserNotFound
 from billing import metrics
 from billing import repository as repo
 from billing.bulk_entries import failure
@@ -66,11 +66,13 @@ async def check_accounts(
         found = rows.get(user)
         if found is None:
             checked.failures.append(
-                failure(index, user, "UserNotFound", "No user with this external id in the tenant")
+                failure(
+                    index, user, UserNotFound.code, "No user with this external id in the tenant"
+                )
             )
         elif found[1] != "active":
             checked.failures.append(
-                failure(index, user, "AccountFrozen", "This user's Token account is frozen")
+                failure(index, user, AccountFrozen.code, "This user's Token account is frozen")
             )
         else:
             good.append((found[0], amount, user))

@@ -19,19 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import AppError, BadRequest, InvalidAmount, storable_form, storable_text
+from app.errors import (
+    DuplicateEntry,
+    InvalidAmount,
+    InvalidEntry,
+    TooManyEntries,
+    ValidationError,
+    storable_form,
+    storable_text,
+)
 
 MODES = ("soft", "atomic")
 MAX_REASON = 1000
 MAX_OPERATOR = 320
-
-
-class TooManyEntries(BadRequest):
-    code = "TooManyEntries"
-
-
-class RequestInvalid(AppError):
-    code, status = "ValidationError", 422
 
 
 @dataclass(frozen=True)
@@ -52,28 +52,28 @@ def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> Bu
     shared ``amount`` of the users shape, 400 InvalidAmount); entry problems do not.
     """
     if not isinstance(payload, dict):
-        raise RequestInvalid("The body must be a JSON object")
+        raise ValidationError("The body must be a JSON object")
     has_users, has_entries = "users" in payload, "entries" in payload
     if has_users == has_entries:
-        raise RequestInvalid("Send either 'users' with 'amount', or 'entries'")
+        raise ValidationError("Send either 'users' with 'amount', or 'entries'")
     items = payload["users"] if has_users else payload["entries"]
     where = "users" if has_users else "entries"
     if not isinstance(items, list):
-        raise RequestInvalid(f"'{where}' must be a list")
+        raise ValidationError(f"'{where}' must be a list")
     if not items:
-        raise RequestInvalid(f"'{where}' is empty")
+        raise ValidationError(f"'{where}' is empty")
     if len(items) > max_entries:
         raise TooManyEntries(f"At most {max_entries} entries per batch, got {len(items)}")
 
     mode = payload.get("mode", "soft")
     if mode not in MODES:
-        raise RequestInvalid("'mode' is 'soft' or 'atomic'")
+        raise ValidationError("'mode' is 'soft' or 'atomic'")
     reason = _optional_text(payload, "reason", MAX_REASON)
     operator = _optional_text(payload, "operator", MAX_OPERATOR)
 
     if has_users:
         if "amount" not in payload:
-            raise RequestInvalid("'amount' is required with 'users'")
+            raise ValidationError("'amount' is required with 'users'")
         amount = payload["amount"]
         if amount_problem(amount, max_amount):
             raise InvalidAmount(f"'amount' must be an integer from 1 to {max_amount}")
@@ -96,7 +96,7 @@ def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None
     if value is None:
         return None
     if not is_text(value, limit):
-        raise RequestInvalid(
+        raise ValidationError(
             f"'{name}' must be a string of at most {limit} characters, without NUL "
             "or unpaired surrogates"
         )
@@ -123,12 +123,17 @@ def check_entries(
     for index, (user, amount) in enumerate(zip(bulk.users, bulk.amounts, strict=True)):
         if not is_text(user, 255):
             failures.append(
-                failure(index, user, "InvalidEntry", "An entry is an object with a 'user' string")
+                failure(
+                    index, user, InvalidEntry.code, "An entry is an object with a 'user' string"
+                )
             )
         elif user in seen:
             failures.append(
                 failure(
-                    index, user, "DuplicateEntry", "This user already appears earlier in the batch"
+                    index,
+                    user,
+                    DuplicateEntry.code,
+                    "This user already appears earlier in the batch",
                 )
             )
         elif amount_problem(amount, max_amount):
@@ -137,7 +142,7 @@ def check_entries(
                 failure(
                     index,
                     user,
-                    "InvalidAmount",
+                    InvalidAmount.code,
                     f"The amount must be an integer from 1 to {max_amount}",
                 )
             )

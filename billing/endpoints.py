@@ -11,25 +11,56 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import audit
 from app import ledger_verify
 from app.auth.dependencies import (
+    ADMIN_AUTH_ERRORS,
+    API_KEY_AUTH_ERRORS,
     AdminPrincipal,
     CurrentAdmin,
     CurrentApiUser,
     ensure_tenant_access,
 )
 from app.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
-from app.errors import BadRequest
+from app.errors import (
+    Conflict,
+    DocumentedRouter,
+    ErrorClass,
+    IdempotencyKeyReused,
+    InvalidAmount,
+    InvalidCursor,
+    InvalidIdempotencyKey,
+    MalformedJSON,
+    NotFound,
+    TooManyEntries,
+    ValidationError,
+    error_responses,
+    merge_responses,
+)
+from app.errors.openapi import Responses
 from app.idempotency.service import run_idempotent
 from billing import bulk_entries, bulk_recharge, schemas, service
 from billing import repository as repo
 
-router = APIRouter(prefix="/api/v1", tags=["billing"])
+# Admin and end-user routes side by side: each route declares its authentication's errors.
+router = DocumentedRouter(prefix="/api/v1", tags=["billing"])
+
+
+def _admin_errors(*errors: ErrorClass) -> Responses:
+    return merge_responses(ADMIN_AUTH_ERRORS, error_responses(*errors))
+
+
+def _user_errors(*errors: ErrorClass) -> Responses:
+    return merge_responses(API_KEY_AUTH_ERRORS, error_responses(*errors))
+
+
+# What a keyed write answers (app.idempotency.service): a bad or reused key, or the same
+# key still in use by another request (409 Conflict).
+_KEYED_WRITE_ERRORS = (InvalidIdempotencyKey, IdempotencyKeyReused, Conflict)
 
 _BULK_BODY = {
     "requestBody": {
@@ -51,7 +82,7 @@ def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}", code="MalformedJSON") from None
+        raise MalformedJSON(f"The body is not valid JSON: {exc}") from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -66,6 +97,15 @@ def _refuse_constant(name: str) -> Any:
     response_model=schemas.BatchReportOut,
     openapi_extra=_BULK_BODY,
     tags=["admin"],
+    # InvalidAmount: the shared amount, or a credit past the largest storable balance.
+    responses=_admin_errors(
+        NotFound,
+        MalformedJSON,
+        ValidationError,
+        TooManyEntries,
+        InvalidAmount,
+        *_KEYED_WRITE_ERRORS,
+    ),
 )
 async def bulk_recharge_endpoint(
     tenant_id: uuid.UUID,
@@ -132,6 +172,9 @@ async def bulk_recharge_preview_endpoint(
     "/admin/tenants/{tenant_id}/recharges/{batch_id}/approve",
     response_model=schemas.BatchReportOut,
     tags=["admin"],
+    # Forbidden (approving one's own batch) is among the authentication's 403s; Conflict:
+    # a rejected batch; InvalidAmount: a credit past the largest storable balance.
+    responses=_admin_errors(NotFound, InvalidAmount, *_KEYED_WRITE_ERRORS),
 )
 async def approve_batch_endpoint(
     tenant_id: uuid.UUID,
@@ -160,6 +203,7 @@ async def approve_batch_endpoint(
     "/admin/tenants/{tenant_id}/recharges/{batch_id}",
     response_model=schemas.BatchReportOut,
     tags=["admin"],
+    responses=_admin_errors(NotFound),
 )
 async def get_batch_endpoint(
     tenant_id: uuid.UUID, batch_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
@@ -207,7 +251,12 @@ def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
 # -- verification (admins) -----------------------------------------------------------------
 
 
-@router.get("/admin/ledger/verify", response_model=schemas.LedgerVerifyOut, tags=["admin"])
+@router.get(
+    "/admin/ledger/verify",
+    response_model=schemas.LedgerVerifyOut,
+    tags=["admin"],
+    responses=_admin_errors(NotFound),  # a tenant_id outside the admin's reach
+)
 async def verify_ledger_endpoint(
     request: Request, session: DBSession, admin: CurrentAdmin, tenant_id: uuid.UUID | None = None
 ) -> schemas.LedgerVerifyOut:
@@ -235,14 +284,18 @@ async def verify_ledger_endpoint(
 # -- end users (API key) -------------------------------------------------------------------
 
 
-@router.get("/balance", response_model=schemas.BalanceOut)
+@router.get(
+    "/balance",
+    response_model=schemas.BalanceOut,
+    responses=_user_errors(NotFound),  # a user without a Token account
+)
 async def balance_endpoint(session: DBSession, user: CurrentApiUser) -> schemas.BalanceOut:
     """Your Tokens: ``available = balance - held`` (held: reserved by running jobs)."""
     view = await service.account_view(session, user.user_id)
     return schemas.BalanceOut(balance=view.balance, held=view.held, available=view.available)
 
 
-@router.get("/ledger", response_model=schemas.LedgerPage)
+@router.get("/ledger", response_model=schemas.LedgerPage, responses=_user_errors(InvalidCursor))
 async def ledger_endpoint(
     session: DBSession,
     user: CurrentApiUser,

@@ -8,24 +8,39 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from admin import audit
 from app.auth.dependencies import (
+    ADMIN_AUTH_ERRORS,
+    API_KEY_AUTH_ERRORS,
     CurrentAdmin,
     CurrentApiUser,
     admin_ip_allowed,
     ensure_tenant_access,
 )
 from app.deps import DBSession
+from app.errors import (
+    Conflict,
+    DocumentedRouter,
+    IdempotencyKeyReused,
+    InvalidAmount,
+    InvalidIdempotencyKey,
+    InvalidText,
+    NotFound,
+    error_responses,
+)
 from app.idempotency.service import run_idempotent
 from app.tenancy import service as tenancy
 from billing import pricing
 
-router = APIRouter(prefix="/api/v1", tags=["billing"])
-admin_router = APIRouter(
-    prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)]
+router = DocumentedRouter(prefix="/api/v1", tags=["billing"], responses=API_KEY_AUTH_ERRORS)
+admin_router = DocumentedRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(admin_ip_allowed)],
+    responses=ADMIN_AUTH_ERRORS,
 )
 
 
@@ -77,7 +92,11 @@ async def pricing_endpoint(session: DBSession, user: CurrentApiUser) -> dict[str
     return (await pricing.current_book(session, user.tenant_id)).as_dict()
 
 
-@admin_router.get("/tenants/{tenant_id}/pricing", response_model=TenantPricingOut)
+@admin_router.get(
+    "/tenants/{tenant_id}/pricing",
+    response_model=TenantPricingOut,
+    responses=error_responses(NotFound),
+)
 async def tenant_pricing_endpoint(
     tenant_id: uuid.UUID, session: DBSession, admin: CurrentAdmin
 ) -> dict[str, Any]:
@@ -91,7 +110,19 @@ async def tenant_pricing_endpoint(
     }
 
 
-@admin_router.put("/tenants/{tenant_id}/pricing", response_model=PriceBookOut)
+@admin_router.put(
+    "/tenants/{tenant_id}/pricing",
+    response_model=PriceBookOut,
+    # InvalidText: a NUL in the reason; Conflict: the Idempotency-Key still in use.
+    responses=error_responses(
+        NotFound,
+        InvalidAmount,
+        InvalidText,
+        InvalidIdempotencyKey,
+        IdempotencyKeyReused,
+        Conflict,
+    ),
+)
 async def set_tenant_pricing_endpoint(
     tenant_id: uuid.UUID,
     body: PriceBookUpdate,

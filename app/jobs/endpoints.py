@@ -26,7 +26,7 @@ from app.auth.dependencies import (
 from app.deps import DBSession, SettingsDep
 from app.errors import (
     INFERENCE_STATUS,
-    BadRequest,
+    InvalidCursor,
     NotFound,
     error_response,
 )
@@ -368,7 +368,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("no time zone")
         return created_at.astimezone(UTC), uuid.UUID(job_id)
     except (ValueError, OverflowError, UnicodeDecodeError):
-        raise BadRequest("cursor is not one this API returned", code="InvalidCursor") from None
+        raise InvalidCursor("cursor is not one this API returned") from None
 
 
 @router.get("/jobs", response_model=schemas.JobPage)

@@ -22,7 +22,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from app.errors import AppError, BadRequest, PayloadTooLarge
+from app.errors import (
+    BadRequest,
+    InvalidBase64,
+    InvalidFaceMapping,
+    MalformedJSON,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from app.fetch import fetch_url, vet_url
 from app.jobs.schemas import MAX_FACE_INDEX, MAX_FACE_PAIRS, MediaRef, SwapFaceRequest
 from app.settings import Settings
@@ -98,15 +105,11 @@ async def parse_swap_request(request: Request, body: bytes, max_bytes: int) -> S
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"The body is not valid JSON: {exc}", code="MalformedJSON") from None
+            raise MalformedJSON(f"The body is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
-            raise BadRequest("The body must be a JSON object", code="MalformedJSON")
+            raise MalformedJSON("The body must be a JSON object")
     else:
-        raise AppError(
-            "Send application/json or multipart/form-data",
-            code="UnsupportedMediaType",
-            status=415,
-        )
+        raise UnsupportedMediaType("Send application/json or multipart/form-data")
     return _validate(raw)
 
 
@@ -130,19 +133,17 @@ async def _multipart_fields(request: Request, max_bytes: int) -> dict[str, Any]:
             except BadRequest:
                 # Most often a file sent without a filename (curl -F "source=<face.jpg"),
                 # which multipart makes a text field.
-                raise BadRequest(
+                raise InvalidBase64(
                     f"{name} came as a text field and is not base64: send the file as a "
                     f'file part with a filename (curl -F "{name}=@face.jpg"), or send '
-                    "its base64 or URL",
-                    code="InvalidBase64",
+                    "its base64 or URL"
                 ) from None
         elif name == "faces" and value.strip().startswith("["):
             try:
                 raw[name] = orjson.loads(value)
             except orjson.JSONDecodeError:
-                raise BadRequest(
-                    "faces must be largest, all or a JSON list of pairs",
-                    code="InvalidFaceMapping",
+                raise InvalidFaceMapping(
+                    "faces must be largest, all or a JSON list of pairs"
                 ) from None
         elif value != "" or name == "webhook_url":
             raw[name] = value or None
@@ -153,9 +154,8 @@ def _validate(raw: dict[str, Any]) -> SwapSpec:
     files = {k: raw.pop(k) for k in ("source", "target") if isinstance(raw.get(k), MediaInput)}
     faces = raw.get("faces")
     if isinstance(faces, list) and len(faces) > MAX_FACE_PAIRS:
-        raise BadRequest(
-            f"at most {MAX_FACE_PAIRS} face pairs are allowed, got {len(faces)}",
-            code="InvalidFaceMapping",
+        raise InvalidFaceMapping(
+            f"at most {MAX_FACE_PAIRS} face pairs are allowed, got {len(faces)}"
         )
     placeholder = {k: "" for k in files}  # file parts are bytes already: validate the rest
     try:
@@ -163,11 +163,10 @@ def _validate(raw: dict[str, Any]) -> SwapSpec:
     except ValidationError as exc:
         if any(e.get("loc", ())[:1] == ("faces",) for e in exc.errors()):
             # One clear answer, not pydantic's first guess at which shape was meant.
-            raise BadRequest(
+            raise InvalidFaceMapping(
                 'faces must be "largest", "all" or a list of up to '
                 f'{MAX_FACE_PAIRS} {{"target_face": i, "source_face": j}} pairs, face '
-                f"indices being whole numbers from 0 to {MAX_FACE_INDEX}",
-                code="InvalidFaceMapping",
+                f"indices being whole numbers from 0 to {MAX_FACE_INDEX}"
             ) from None
         raise RequestValidationError(
             [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
@@ -207,7 +206,7 @@ def decode_base64(text: str, field: str) -> bytes:
     try:
         return pybase64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"{field} is not valid base64", code="InvalidBase64") from None
+        raise InvalidBase64(f"{field} is not valid base64") from None
 
 
 async def resolve_media(spec: SwapSpec, settings: Settings) -> tuple[bytes, bytes]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import BadRequest
+from app.errors import InvalidOutputFormat
 from app.settings import Settings
 
 IMAGE_FORMATS = ("jpg", "png", "webp")
@@ -132,10 +132,9 @@ def _prepare_sync(
     fmt = (output_format or "").lower().replace("jpeg", "jpg")
     if kind == "image":
         if fmt not in ("", *IMAGE_FORMATS):
-            raise BadRequest(
+            raise InvalidOutputFormat(
                 f"output_format {output_format!r} is for videos; an image target gives "
-                "jpg, png or webp",
-                code="InvalidOutputFormat",
+                "jpg, png or webp"
             )
         width, height = _image_size(target, config, "target")
         return PreparedInputs(
@@ -151,9 +150,8 @@ def _prepare_sync(
         )
     if kind == "video":
         if fmt not in ("", "mp4"):
-            raise BadRequest(
-                f"output_format {output_format!r} is for images; a video target gives mp4",
-                code="InvalidOutputFormat",
+            raise InvalidOutputFormat(
+                f"output_format {output_format!r} is for images; a video target gives mp4"
             )
         from inference.video import probe
 

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Request, Response
 
 from app.auth.dependencies import CurrentApiUser
 from app.deps import DBSession
-from app.errors import Conflict, Forbidden, NotFound, ResultExpired
+from app.errors import (
+    Canceled,
+    InvalidSignature,
+    JobFailed,
+    NotFound,
+    ResultExpired,
+    ResultNotReady,
+)
 from app.jobs import results, service
 from app.storage import RESULTS_URL_PATH, LocalResultStore
 
@@ -28,14 +35,13 @@ async def job_result(
     """The output file of one of your succeeded jobs."""
     job = await service.get_job(session, user.user_id, job_id)
     if job.status in ("queued", "processing"):
-        raise Conflict("The job has not finished yet", code="ResultNotReady")
+        raise ResultNotReady("The job has not finished yet")
     details = {"job_id": str(job.id), "error_code": job.error_code}
     if job.status == "canceled":
-        raise Conflict("The job was canceled: it has no result", code="Canceled", details=details)
+        raise Canceled("The job was canceled: it has no result", details=details)
     if job.status != "succeeded" or not job.result_key:
-        raise Conflict(
+        raise JobFailed(
             f"The job failed ({job.error_code or 'InternalError'}): it has no result",
-            code="JobFailed",
             details=details,
         )
     ext = job.result_key.rsplit(".", 1)[-1]
@@ -50,7 +56,7 @@ async def signed_result(request: Request, key: str, expires: str = "", sig: str 
     Only the local results store serves these; S3 URLs point at the bucket."""
     store = results.store_of(request)
     if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
-        raise Forbidden("This result link is invalid or has expired", code="InvalidSignature")
+        raise InvalidSignature("This result link is invalid or has expired")
     try:
         return await results.serve(request, store, key, key.rsplit("/", 1)[-1])
     except NotFound:

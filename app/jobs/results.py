@@ -16,7 +16,7 @@ from fastapi import Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from app.errors import AppError, NotFound, ResultExpired
+from app.errors import NotFound, RangeNotSatisfiable, ResultExpired
 from app.jobs import service
 from app.jobs.repository import JobRecord
 from app.storage import ResultStore, content_type_for, signed_link
@@ -142,10 +142,8 @@ def vet_range(request: Request, size: int) -> None:
         ]
         return
     if any(_outside(m, size) for m in matches if m):
-        raise AppError(
+        raise RangeNotSatisfiable(
             f"A requested range lies outside this {size}-byte file",
-            code="RangeNotSatisfiable",
-            status=416,
             headers={"Content-Range": f"bytes */{size}"},
         )
 

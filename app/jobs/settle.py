@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
+from app.errors import Conflict, JobFinished
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.models import FINAL_STATUSES
@@ -126,9 +126,7 @@ async def cancel_job(
         if job.status == "canceled":
             return job
         if job.status in FINAL_STATUSES:
-            raise Conflict(
-                f"The job already {job.status}; it can no longer be canceled", code="JobFinished"
-            )
+            raise JobFinished(f"The job already {job.status}; it can no longer be canceled")
     raise Conflict("The job kept changing state; retry the cancel")
 
 

@@ -12,31 +12,10 @@ from app.errors import AppError, InferenceError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Files that still pass codes as strings (``BadRequest(..., code="InvalidBase64")``):
-# other engineers were restructuring them while the classes landed. The integrator
-# converts them after the merge and empties this set.
-STRING_CODES_ALLOWED_IN = {
-    "app/jobs/endpoints.py",
-    "app/jobs/inputs.py",
-    "app/jobs/runner.py",
-    "app/jobs/service.py",
-    "billing/endpoints.py",
-}
-
 # One code, two classes: the engine's ``Cancelled`` is how a job's processing stops (never
-# an answer), ours the 409 of a canceled job's result. The other pair is billing's own
-# copies of two classes (billing/bulk_entries.py, from the idem branch): the integrator
-# replaces them with app.errors.TooManyEntries and ValidationError, and removes them here.
+# an answer), ours the 409 of a canceled job's result.
 SHARED_CODES = {
     "Canceled": {"inference.errors.Cancelled", "app.errors.codes.Canceled"},
-    "TooManyEntries": {
-        "app.errors.codes.TooManyEntries",
-        "billing.bulk_entries.TooManyEntries",
-    },
-    "ValidationError": {
-        "app.errors.codes.ValidationError",
-        "billing.bulk_entries.RequestInvalid",
-    },
 }
 
 
@@ -95,8 +74,6 @@ def _string_code_sites() -> set[str]:
 
 
 def test_no_error_code_is_passed_as_a_string() -> None:
-    sites = _string_code_sites()
-    outside = {site for site in sites if site.split(":")[0] not in STRING_CODES_ALLOWED_IN}
-    assert outside == set()
-    # Each allowed file still has some; once converted, it leaves the set.
-    assert {site.split(":")[0] for site in sites} == STRING_CODES_ALLOWED_IN
+    """A code is raised as its class (``raise InvalidBase64(...)``), never as a string
+    passed to another class, so that each route's declared errors name real classes."""
+    assert _string_code_sites() == set()

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app import ledger_verify, logs
 from app.gpu_metrics import GpuCollector
 from app.jobs import queue as jobs_queue
+from billing import holds
 from billing import service as billing
 from tests.billing.conftest import add_users, make_tenant
 
@@ -75,7 +76,7 @@ async def test_a_hold_whose_job_is_gone_counts_as_left_open(db) -> None:
     reference = f"job-{uuid.uuid4()}"
     async with db.session() as session:
         await billing.recharge(session, world.tenant_id, world.users["u"], 5)
-        await billing.hold(session, world.tenant_id, world.users["u"], reference, 2)
+        await holds.hold(session, world.tenant_id, world.users["u"], reference, 2)
     before = await stale_holds()  # a young hold: its job may still be being created
     async with db.session() as session:
         await session.execute(
