@@ -147,6 +147,10 @@ async def bulk_recharge_endpoint(
     response_model=schemas.BatchPreviewOut,
     openapi_extra=_BULK_BODY,
     tags=["admin"],
+    # The envelope's errors, as for a real batch (InvalidAmount: the shared amount).
+    responses=_admin_errors(
+        NotFound, MalformedJSON, ValidationError, TooManyEntries, InvalidAmount
+    ),
 )
 async def bulk_recharge_preview_endpoint(
     tenant_id: uuid.UUID,
