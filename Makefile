@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test tools lint format bench-recharge bench-inference bench-api clean-data
+.PHONY: dev test tools lint format bench-recharge bench-cli-recharge bench-inference bench-api clean-data
 
 # (Re)install when pyproject.toml changes; creates the virtualenv when missing.
 $(STAMP): pyproject.toml
@@ -37,6 +37,11 @@ format: $(STAMP)
 
 bench-recharge: $(STAMP)
 	$(BIN)/python bench/bulk_recharge.py
+
+## `swapmeter admin recharge` of 1,000,000 rows, then killed at half and resumed
+## (BENCH_ARGS="--rows 100000" for a quicker run).
+bench-cli-recharge: $(STAMP)
+	$(BIN)/python bench/cli_recharge.py $(BENCH_ARGS)
 
 bench-inference: $(STAMP)
 	$(BIN)/python bench/inference.py

@@ -1,4 +1,4 @@
-"""The ``swapmeter`` command: dev, api, migrate, worker, models, bench.
+"""The ``swapmeter`` command: dev, api, migrate, worker, models, bench, admin.
 
 ``swapmeter dev`` is the one-machine mode: with no SWAPMETER_DATABASE_URL / _REDIS_URL it
 starts real PostgreSQL and Redis from PyPI wheels under SWAPMETER_DATA_DIR, migrates,
@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     from app.core import logs
 
     logs.configure()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:  # the operator CLI has its own parser (Typer): admin/cli
+        from admin.cli import main as admin_main
+
+        return admin_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -106,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     add_models_commands(sub, lambda: get_settings().engine_config())
+
+    # Listed for --help only: main() hands `swapmeter admin ...` to admin.cli.
+    sub.add_parser("admin", help="operate a running service over HTTP (login, recharge, ...)")
 
     bench = sub.add_parser("bench", help="run a benchmark script from bench/")
     scripts = (REPO_ROOT / "bench").glob("*.py")

@@ -33,24 +33,33 @@ class Checked:
 
 
 async def check_accounts(
-    session: AsyncSession, tenant_id: uuid.UUID, wanted: Mapping[str, tuple[int | None, int]]
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    wanted: Mapping[str, tuple[int | None, int]],
+    *,
+    apply: bool = True,
 ) -> Checked:
-    """Lock the accounts of ``wanted`` users (id order) and split them into good and failed."""
+    """Split the ``wanted`` users into good and failed; when ``apply``, their accounts are
+    locked (id order) for the credit that follows. ``apply=False`` is a preview: the same
+    rules, no lock and nothing written (a user without an account yet counts as good: the
+    real batch opens the account)."""
     checked = Checked()
     if not wanted:
         return checked
     names = list(wanted)
-    rows = await _resolve_and_lock(session, tenant_id, names)
+    rows = await _resolve(session, tenant_id, names, lock=apply)
     if len(rows) < len(names):
         # Usually unknown users; but a user without an account gets one, then we look again.
         missing = [n for n in names if n not in rows]
         result = await session.execute(
             repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
         )
-        accountless = list(result.scalars())
-        if accountless:
-            await repo.open_user_accounts(session, tenant_id, accountless)
-            rows = await _resolve_and_lock(session, tenant_id, names)
+        accountless = result.all()
+        if accountless and apply:
+            await repo.open_user_accounts(session, tenant_id, [r.id for r in accountless])
+            rows = await _resolve(session, tenant_id, names, lock=True)
+        elif accountless:
+            rows.update({r.external_id: (0, "active") for r in accountless})
 
     good: list[tuple[int, int, str]] = []
     for user, (index, amount) in wanted.items():
@@ -74,11 +83,11 @@ async def check_accounts(
     return checked
 
 
-async def _resolve_and_lock(
-    session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str]
+async def _resolve(
+    session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str], *, lock: bool
 ) -> dict[str, tuple[int, str]]:
-    """external id -> (account id, status), the accounts locked in id order."""
-    rows = await repo.resolve_and_lock(session, tenant_id, list(names))
+    """external id -> (account id, status), the accounts locked in id order when ``lock``."""
+    rows = await repo.resolve_accounts(session, tenant_id, list(names), lock=lock)
     return {r[0]: (r[1], r[2]) for r in rows}
 
 

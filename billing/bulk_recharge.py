@@ -2,7 +2,8 @@
 
 A batch is read and checked entry by entry (billing.bulk_entries, whose docstring lists
 the entry rules and their codes), then applied with three statements whatever its size
-(billing.bulk_apply). This module holds the use cases: submit, approve, read.
+(billing.bulk_apply). This module holds the use cases: submit, approve, read, and
+preview (submit's checks without applying anything, for a dry run).
 
 Modes: ``soft`` (default) applies every good entry and reports the rest; ``atomic``
 applies nothing when any entry is bad and stores the batch as ``rejected``. A batch whose
@@ -156,6 +157,35 @@ async def submit(
     )
     metrics.bulk_batch(session, status, _count_codes(failures))
     return _report(row, failed_users=failures)
+
+
+async def preview(
+    session: AsyncSession, tenant_id: uuid.UUID, bulk: BulkRequest, *, max_amount: int
+) -> dict[str, Any]:
+    """What ``submit`` in soft mode would report for this batch, applying nothing: the
+    same entry and account checks, no lock, and no batch, ledger or audit row. ``status``
+    is ``preview``; ``succeeded`` and ``total_amount`` count the entries that would be
+    credited; ``approval_required`` says whether the batch would wait for approval."""
+    tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
+    if tenant is None:
+        raise NotFound("Tenant not found")
+    first, failures = bulk_entries.check_entries(bulk, max_amount)
+    checked = await bulk_apply.check_accounts(session, tenant_id, first, apply=False)
+    failures.extend(checked.failures)
+    failures.sort(key=lambda f: f["index"])
+    total = sum(checked.amounts)
+    return {
+        "batch_id": None,
+        "status": "preview",
+        "mode": bulk.mode,
+        "requested": len(bulk.users),
+        "succeeded": len(checked.accounts),
+        "failed": len(failures),
+        "total_amount": total,
+        "failed_users": failures,
+        "approval_required": tenant.approval_threshold is not None
+        and total > tenant.approval_threshold,
+    }
 
 
 async def approve(

@@ -135,6 +135,36 @@ async def bulk_recharge_endpoint(
 
 
 @router.post(
+    "/admin/tenants/{tenant_id}/recharges/bulk/preview",
+    response_model=schemas.BatchPreviewOut,
+    openapi_extra=_BULK_BODY,
+    tags=["admin"],
+    # The envelope's errors, as for a real batch (InvalidAmount: the shared amount).
+    responses=_admin_errors(
+        NotFound, MalformedJSON, ValidationError, TooManyEntries, InvalidAmount
+    ),
+)
+async def bulk_recharge_preview_endpoint(
+    tenant_id: uuid.UUID,
+    request: Request,
+    session: DBSession,
+    settings: SettingsDep,
+    admin: CurrentAdmin,
+) -> Response:
+    """Check a bulk recharge body as a soft batch would (entry rules, unknown and frozen
+    users) and report what it would apply, applying and storing nothing. Read-only, so
+    auditors may call it too; no Idempotency-Key needed."""
+    ensure_tenant_access(admin, tenant_id, write=False)
+    bulk = bulk_entries.parse_bulk_request(
+        _parse_json(await request.body()),
+        max_entries=settings.bulk_max_entries,
+        max_amount=settings.max_amount,
+    )
+    report = await bulk_recharge.preview(session, tenant_id, bulk, max_amount=settings.max_amount)
+    return JSONResponse(report)
+
+
+@router.post(
     "/admin/tenants/{tenant_id}/recharges/{batch_id}/approve",
     response_model=schemas.BatchReportOut,
     tags=["admin"],

@@ -318,19 +318,19 @@ SYSTEM_ACCOUNT = text("SELECT id FROM accounts WHERE tenant_id = :tenant_id AND 
 # SQLAlchemy's result layer, which showed in the bulk-recharge profile.
 
 # Resolve external ids to accounts and lock those accounts in id order, in one round trip.
-RESOLVE_AND_LOCK = """
+RESOLVE_ACCOUNTS = """
     SELECT x.external_id, a.id AS account_id, a.status
     FROM unnest($1::text[]) AS x(external_id)
     JOIN users u ON u.tenant_id = $2 AND u.external_id = x.external_id
     JOIN accounts a ON a.user_id = u.id
     ORDER BY a.id
-    FOR UPDATE OF a
 """
+RESOLVE_AND_LOCK = RESOLVE_ACCOUNTS + "    FOR UPDATE OF a\n"
 
 # Users of the tenant that exist but have no account yet (imported before billing existed).
 USERS_WITHOUT_ACCOUNT = text(
     """
-    SELECT u.id FROM users u
+    SELECT u.id, u.external_id FROM users u
     WHERE u.tenant_id = :tenant_id AND u.external_id = ANY(CAST(:external_ids AS text[]))
       AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id)
     """
@@ -375,11 +375,14 @@ async def driver_connection(session: AsyncSession) -> Any:
     return driver
 
 
-async def resolve_and_lock(
-    session: AsyncSession, tenant_id: uuid.UUID, external_ids: list[str]
+async def resolve_accounts(
+    session: AsyncSession, tenant_id: uuid.UUID, external_ids: list[str], *, lock: bool
 ) -> list[Any]:
+    """(external id, account id, status) of the users found; their accounts locked in id
+    order when ``lock`` (a preview reads without locking)."""
     driver = await driver_connection(session)
-    return list(await driver.fetch(RESOLVE_AND_LOCK, external_ids, tenant_id))
+    statement = RESOLVE_AND_LOCK if lock else RESOLVE_ACCOUNTS
+    return list(await driver.fetch(statement, external_ids, tenant_id))
 
 
 async def bulk_credit(

@@ -61,6 +61,23 @@ class BatchReportOut(BaseModel):
     applied_at: datetime | None = None
 
 
+class BatchPreviewOut(BaseModel):
+    """What a soft bulk recharge of this body would do now; nothing is applied or stored."""
+
+    batch_id: None = None
+    status: Literal["preview"]
+    mode: Literal["soft", "atomic"]
+    requested: int
+    succeeded: int = Field(description="Entries that would be credited")
+    failed: int
+    total_amount: int = Field(description="Tokens that would be credited")
+    failed_users: list[FailedEntryOut]
+    approval_required: bool = Field(
+        description="The total exceeds the tenant's approval threshold: the batch would wait "
+        "for a second admin's approval"
+    )
+
+
 class MismatchOut(BaseModel):
     tenant_id: uuid.UUID
     account_id: int | None

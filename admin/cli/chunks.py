@@ -1,0 +1,74 @@
+"""Sending a file's rows in chunks: one after another, or a few at a time (``--parallel``),
+each under its own Idempotency-Key, with the progress bar advanced as each one lands.
+
+Keys are ``<base>-<chunk number>``, ``base`` being the sha256 of the file's content (or of
+it and ``--run-name``, which makes the same file a new recharge). Run again after an
+interruption, the same chunks carry the same keys: the service answers those it already
+applied with their first report (``Idempotent-Replayed: true``) and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from admin.cli.client import Client, Response
+
+MAX_CHUNK = 10_000  # the service's limit per call
+
+
+@dataclass(frozen=True)
+class Chunk:
+    number: int  # 1-based
+    start: int  # index of its first row in the good rows
+    end: int
+
+
+def split(count: int, size: int) -> list[Chunk]:
+    return [
+        Chunk(n + 1, start, min(start + size, count))
+        for n, start in enumerate(range(0, count, size))
+    ]
+
+
+def key_base(sha256: str, *options: object) -> str:
+    """The file's digest, or a digest of it and ``options`` when any is set."""
+    if not any(o is not None for o in options):
+        return sha256
+    mixed = ":".join([sha256, *(repr(o) for o in options)])
+    return hashlib.sha256(mixed.encode()).hexdigest()
+
+
+def send(
+    client: Client,
+    chunks: list[Chunk],
+    request: Callable[[Client, Chunk], Response],
+    *,
+    parallel: int,
+) -> Iterator[tuple[Chunk, Response]]:
+    """Yield (chunk, response) as each chunk lands; at most ``parallel`` in flight. A
+    CliError or Ctrl-C stops sending at once (chunks in flight may still land)."""
+    if parallel <= 1:
+        for chunk in chunks:
+            yield chunk, request(client, chunk)
+        return
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="chunk")
+    pending: dict[Future[Response], Chunk] = {}
+    todo = iter(chunks)
+    try:
+        for chunk in todo:
+            pending[pool.submit(request, client, chunk)] = chunk
+            if len(pending) >= parallel:
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                chunk = pending.pop(future)
+                yield chunk, future.result()
+                following = next(todo, None)
+                if following is not None:
+                    pending[pool.submit(request, client, following)] = following
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

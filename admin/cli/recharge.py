@@ -1,0 +1,266 @@
+"""``swapmeter admin recharge``: credit Tokens to the users of a CSV file.
+
+Every row is checked here first (csvfile.check_recharge); the good ones go to the bulk
+recharge endpoint in chunks (chunks.send) whose keys make a rerun after Ctrl-C apply
+nothing twice. ``--dry-run`` sends the chunks to the preview endpoint instead, which runs
+the service's own checks (unknown and frozen users) and applies nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from admin.cli import chunks, csvfile, output
+from admin.cli.client import Client, Response
+from admin.cli.common import JsonOption, TenantOption, UrlOption, run, tenant_id
+from admin.cli.config import resolve
+from admin.cli.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, CliError
+
+
+class Mode(StrEnum):
+    soft = "soft"
+    atomic = "atomic"
+
+
+GRANTS_UNSUPPORTED = (
+    "this file has expires_at/label columns, but grants (Tokens that expire) are not "
+    "supported by this server yet; remove those columns to credit plain Tokens"
+)
+
+
+def recharge(
+    tenant: TenantOption,
+    csv_file: Annotated[
+        Path,
+        typer.Option("--csv", help="user,amount rows (header required); with --amount: user ids"),
+    ],
+    amount: Annotated[
+        int | None,
+        typer.Option(help="the same amount for every user of the file (a list of user ids)"),
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="recorded on every ledger entry")] = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="soft: bad rows reported, the rest applied; atomic: per chunk, all or nothing"
+        ),
+    ] = Mode.soft,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, max=chunks.MAX_CHUNK, help="rows per request")
+    ] = chunks.MAX_CHUNK,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="check every row (here and on the server), apply nothing"),
+    ] = False,
+    parallel: Annotated[int, typer.Option(min=1, max=4, help="chunks in flight at once")] = 1,
+    run_name: Annotated[
+        str | None,
+        typer.Option(help="send the same file again as a new recharge (a new set of keys)"),
+    ] = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Credit Tokens to the users of a CSV file, in chunks of at most 10,000 rows.
+
+    Interrupted (Ctrl-C, a lost connection), run the same command again: chunks already
+    applied are answered from the service's record and applied nothing twice.
+    """
+    run(
+        lambda: _recharge(
+            tenant_id(tenant),
+            csv_file,
+            amount,
+            reason,
+            mode.value,
+            chunk_size,
+            dry_run,
+            parallel,
+            run_name,
+            url,
+            json_out,
+            quiet,
+        )  # fmt: skip
+    )
+
+
+def _recharge(
+    tenant: str,
+    path: Path,
+    amount: int | None,
+    reason: str | None,
+    mode: str,
+    chunk_size: int,
+    dry_run: bool,
+    parallel: int,
+    run_name: str | None,
+    url: str | None,
+    json_out: bool,
+    quiet: bool,
+) -> int:
+    started = time.monotonic()
+    if amount is not None and amount < 1:
+        raise CliError("--amount must be at least 1", EXIT_USAGE)
+    target = resolve(url)
+    source = csvfile.read(path)
+    rows = csvfile.check_recharge(source, amount)
+    header = source.header or []
+    grants = any(c in header for c in csvfile.GRANT_COLUMNS)
+    if grants and not dry_run:
+        raise CliError(GRANTS_UNSUPPORTED, EXIT_USAGE)
+    rejected = list(rows.rejected)
+    if mode == "atomic" and rejected and not dry_run:
+        written = csvfile.write_failed(path, header, rejected)
+        if not json_out:
+            output.show_failures(rejected, header.index("user"), str(written))
+        raise CliError(
+            f"atomic mode: {len(rejected)} rows failed the checks, nothing was sent",
+            EXIT_INCOMPLETE,
+        )
+
+    # Not the amount: a rerun with another --amount must hit 409, not credit the landed
+    # chunks again under new keys.
+    base = chunks.key_base(source.sha256, run_name)
+    plan = chunks.split(len(rows.users), chunk_size)
+    path_api = f"/admin/tenants/{tenant}/recharges/bulk" + ("/preview" if dry_run else "")
+
+    def request(client: Client, chunk: chunks.Chunk) -> Response:
+        users = rows.users[chunk.start : chunk.end]
+        body: dict[str, Any]
+        if amount is not None:
+            body = {"users": users, "amount": amount}
+        else:
+            body = {
+                "entries": [
+                    {"user": u, "amount": a}
+                    for u, a in zip(users, rows.amounts[chunk.start : chunk.end], strict=True)
+                ]
+            }
+        body["mode"] = mode
+        if reason is not None:
+            body["reason"] = reason
+        key = None if dry_run else f"{base}-{chunk.number}"
+        return client.call("POST", path_api, body=body, key=key)
+
+    totals = {"applied": 0, "tokens": 0, "pending": 0, "replayed": 0, "sent": 0}
+    pending_batches: list[str] = []
+    rejected_batches: list[str] = []
+    interrupted = False
+    stopped: CliError | None = None
+    with Client(target.url, target.token) as client, output.progress(quiet) as bar:
+        task = bar.add_task("dry run" if dry_run else "recharge", total=len(rows.users))
+        try:
+            for chunk, response in chunks.send(client, plan, request, parallel=parallel):
+                report = response.data
+                totals["sent"] += 1
+                totals["replayed"] += response.replayed
+                for failure in report.get("failed_users") or []:
+                    index = failure.get("index")
+                    at = chunk.start + index if isinstance(index, int) else None
+                    rejected.append(_server_failure(rows, header, at, failure))
+                status = report.get("status")
+                if status in ("applied", "preview"):
+                    totals["applied"] += int(report.get("succeeded", 0))
+                    totals["tokens"] += int(report.get("total_amount", 0))
+                elif status == "pending_approval":
+                    totals["pending"] += int(report.get("succeeded", 0))
+                    pending_batches.append(str(report.get("batch_id")))
+                elif status == "rejected":
+                    rejected_batches.append(str(report.get("batch_id")))
+                bar.advance(task, chunk.end - chunk.start)
+        except KeyboardInterrupt:
+            interrupted = True
+        except CliError as exc:  # the summary of what landed first, then the error
+            stopped = exc
+
+    seconds = time.monotonic() - started
+    failed_csv = csvfile.write_failed(path, header, rejected) if rejected else None
+    summary: dict[str, Any] = {
+        "file": str(path),
+        "tenant": tenant,
+        "dry_run": dry_run,
+        "mode": mode,
+        "rows": rows.data_rows,
+        "applied": 0 if dry_run else totals["applied"],
+        "would_apply": totals["applied"] if dry_run else None,
+        "failed": len(rejected),
+        "pending_approval": totals["pending"],
+        "tokens": totals["tokens"],
+        "chunks": len(plan),
+        "chunks_sent": totals["sent"],
+        "chunks_replayed": totals["replayed"],
+        "pending_batches": pending_batches,
+        "rejected_batches": rejected_batches,
+        "interrupted": interrupted,
+        "grants_unsupported": grants,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows.data_rows / seconds) if seconds > 0 else None,
+        "failed_csv": str(failed_csv) if failed_csv else None,
+        "failures": output.failures_json(rejected, header),
+    }
+    if json_out:
+        output.emit_json(summary)
+    else:
+        output.show_failures(rejected, header.index("user"), summary["failed_csv"])
+        _print_summary(summary)
+    if interrupted:
+        raise KeyboardInterrupt
+    if stopped is not None:
+        raise stopped
+    if grants:  # a dry run of a grants file: the real run would refuse it
+        raise CliError(GRANTS_UNSUPPORTED, EXIT_USAGE)
+    if rejected or pending_batches or rejected_batches:
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _server_failure(
+    rows: csvfile.Checked, header: list[str], at: int | None, failure: dict[str, Any]
+) -> csvfile.Rejected:
+    """A row the service refused, with its line and the columns it was read from."""
+    if at is None or not 0 <= at < len(rows.users):
+        user = str(failure.get("user"))
+        return csvfile.Rejected(0, [user], str(failure.get("code")), str(failure.get("message")))
+    values = {"user": rows.users[at], "amount": str(rows.amounts[at])}
+    if rows.extra:
+        values.update(rows.extra[at])
+    return csvfile.Rejected(
+        rows.lines[at],
+        [values.get(column, "") for column in header],
+        str(failure.get("code")),
+        str(failure.get("message")),
+    )
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    verb = "would apply" if s["dry_run"] else "applied"
+    count = s["would_apply"] if s["dry_run"] else s["applied"]
+    parts = [
+        f"{s['rows']:,} rows",
+        f"{count:,} {verb}",
+        f"{s['failed']:,} failed",
+    ]
+    if s["pending_approval"]:
+        parts.append(
+            f"{s['pending_approval']:,} pending approval ({', '.join(s['pending_batches'])})"
+        )
+    if s["rejected_batches"]:
+        parts.append(f"{len(s['rejected_batches'])} chunks rejected (atomic)")
+    if s["chunks_replayed"]:
+        parts.append(f"{s['chunks_replayed']} of {s['chunks']} chunks already applied earlier")
+    parts += [
+        f"{s['tokens']:,} Tokens",
+        f"{s['seconds']:.1f} s",
+        f"{s['rows_per_second'] or 0:,} rows/s",
+    ]
+    output.line(("dry run: " if s["dry_run"] else "recharge: ") + ", ".join(parts))
+    if s["interrupted"] or s["chunks_sent"] < s["chunks"]:
+        output.line(
+            f"stopped after {s['chunks_sent']} of {s['chunks']} chunks: run the same command "
+            "again to finish (chunks already applied are not applied twice)"
+        )
