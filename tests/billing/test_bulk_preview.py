@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from app.db import Database
+from app.core.db import Database
 from tests.admin.helpers import bearer, create_admin, create_tenant, import_users, root_headers
 
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from admin.cli import build_app
-from app.settings import REPO_ROOT, Settings
+from app.core.settings import REPO_ROOT, Settings
 from tests.admin.helpers import ROOT_EMAIL, ROOT_PASSWORD
 from tests.conftest import TEST_JWT_SECRET
 

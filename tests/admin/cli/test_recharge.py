@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from app.db import Database
-from app.settings import REPO_ROOT
+from app.core.db import Database
+from app.core.settings import REPO_ROOT
 from tests.admin.helpers import create_tenant, import_users, root_headers
 
 USERS = [f"u{i:03d}" for i in range(300)]
