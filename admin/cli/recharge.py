@@ -170,27 +170,19 @@ def _recharge(
         except CliError as exc:  # the summary of what landed first, then the error
             tally.stopped = exc
 
-    seconds = time.monotonic() - started
-    failed_csv = csvfile.write_failed(path, header, rejected) if rejected else None
-    summary: dict[str, Any] = {
-        "file": str(path),
-        "tenant": tenant,
-        "dry_run": dry_run,
-        "mode": mode,
-        "rows": rows.data_rows,
+    summary = output.file_run_summary(
+        path,
+        tenant,
+        rows.data_rows,
+        header,
+        rejected,
+        time.monotonic() - started,
+        dry_run=dry_run,
+        mode=mode,
         **_tally_json(tally, dry_run, len(plan)),
-        "failed": len(rejected),
-        "grants_unsupported": grants,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(rows.data_rows / seconds) if seconds > 0 else None,
-        "failed_csv": str(failed_csv) if failed_csv else None,
-        "failures": output.failures_json(rejected, header),
-    }
-    if json_out:
-        output.emit_json(summary)
-    else:
-        output.show_failures(rejected, header.index("user"), summary["failed_csv"])
-        _print_summary(summary)
+        grants_unsupported=grants,
+    )
+    output.report(summary, rejected, header.index("user"), json_out, _print_summary)
     return _exit_code(tally, grants, bool(rejected))
 
 
