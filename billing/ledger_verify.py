@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.db import Database
-from billing import metrics
+from billing import metrics, usage
 from billing.verify import MAX_MISMATCHES, check_ledger, hold_mismatches
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ async def verify(session: AsyncSession, tenant_id: uuid.UUID | None) -> Verifica
     """Check the ledger of one tenant, or of all (``tenant_id`` None)."""
     ledger = await check_ledger(session, tenant_id)
     mismatches = ledger.mismatches + await hold_mismatches(session, tenant_id, MAX_MISMATCHES)
+    mismatches += await usage.rollup_mismatches(session, tenant_id, MAX_MISMATCHES)
     chain_ok = await audit.verify_chain(session)
     return Verification(ledger.accounts_checked, mismatches, chain_ok)
 

@@ -103,6 +103,13 @@ class InvalidCursor(BadRequest):
     code = "InvalidCursor"
 
 
+class InvalidDateRange(BadRequest):
+    """A report's ``to`` is before its ``from``, or the range is longer than a report
+    covers."""
+
+    code = "InvalidDateRange"
+
+
 class InvalidText(BadRequest):
     """A text value holds a character the database cannot store (NUL, or an unpaired
     surrogate)."""
