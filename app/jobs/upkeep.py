@@ -21,7 +21,7 @@ from app.core.storage import ResultStore
 from app.jobs import metrics, queue, settle
 from app.jobs.media import scratch_root
 from app.jobs.results import delete_stored
-from billing.maintenance import expire_due_grants, fold_usage
+from billing.maintenance import expire_due_grants
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,7 @@ async def run_cleanup(settings: Settings, db: Database, store: ResultStore) -> N
         if expired.grants:
             log.info("cleanup: %d grant lots expired (%d Tokens)", expired.grants, expired.tokens)
 
-    async def usage_rollups() -> None:
-        await fold_usage(db)
-
-    for step in (results, scratch, keys_and_workers, grants, usage_rollups):
+    for step in (results, scratch, keys_and_workers, grants):
         try:
             await step()
         except Exception:  # noqa: BLE001 - the next round retries this step

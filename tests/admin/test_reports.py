@@ -348,3 +348,26 @@ async def test_auditors_read_reports_and_other_tenants_get_404(api, db) -> None:
         assert hidden.json()["error"]["code"] == "NotFound"
         anonymous = await api.get(url, params=_range())
         assert anonymous.status_code == 401
+
+
+async def test_the_workers_housekeeping_folds_the_deltas_into_the_daily_rollups(api, db) -> None:
+    customer = await make_customer(api, db, tokens=11)
+    count = text("SELECT count(*) FROM usage_deltas WHERE tenant_id = :t")
+    for _ in range(100):  # housekeeping runs every 0.5 s here
+        async with db.session() as s:
+            left = (await s.execute(count, {"t": customer.tenant_id})).scalar_one()
+        if not left:
+            break
+        await asyncio.sleep(0.1)
+    assert left == 0
+    async with db.session() as s:
+        folded = (
+            await s.execute(
+                text(
+                    "SELECT count, tokens FROM usage_daily "
+                    "WHERE tenant_id = :t AND metric = 'ledger:recharge'"
+                ),
+                {"t": customer.tenant_id},
+            )
+        ).one()
+    assert tuple(folded) == (1, 11)
