@@ -18,7 +18,8 @@ uvicorn on a real socket, signs in and creates a tenant through HTTP. Then, in S
 Timed over HTTP, after one warm-up each: p50 and p95 of ``--runs`` usage reports of 30
 days (JSON) and of the same as CSV, of a users prefix search page (``q=user-0042``, 50 per
 page) and of a page sorted by balance; then one ledger export of the 30 days, streamed and
-counted, in rows/s. It prints the figures and the number of CPUs, and drops the database.
+counted, in rows/s; last, the write path with and without the rollup trigger
+(``_write_path``). It prints the figures and the number of CPUs, and drops the database.
 """
 
 from __future__ import annotations
@@ -141,6 +142,45 @@ async def _live_tail(database_url: str, tenant_id: str, users: int) -> None:
         await conn.close()
 
 
+HOLD_SQL = """
+INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind, hold_id,
+                            reference, balance_after, held_after)
+VALUES ($1, $2, $2, 1, 'hold', $3, 'job:bench', 100, 1)
+"""
+
+
+async def _write_path(database_url: str, tenant_id: str, per_connection: int) -> dict[str, float]:
+    """Single-entry inserts (a swap's hold is one such statement) per second, from 8
+    connections at once, each its own transaction, each connection on its own users, with
+    the rollup trigger on and off. The trigger is switched off for the "off" run only."""
+    connections = [await asyncpg.connect(database_url) for _ in range(8)]
+    first, _, _ = await _accounts(connections[0], tenant_id)
+    tenant = uuid.UUID(tenant_id)
+
+    async def insert(n: int, conn: asyncpg.Connection) -> None:
+        for i in range(per_connection):
+            await conn.execute(HOLD_SQL, tenant, first + n * per_connection + i, i)
+
+    rates = {}
+    try:
+        for trigger in ("on", "off", "on"):
+            action = "ENABLE" if trigger == "on" else "DISABLE"
+            await connections[0].execute(
+                f"ALTER TABLE ledger_entries {action} TRIGGER usage_ledger_rollup"
+            )
+            started = time.perf_counter()
+            await asyncio.gather(*(insert(n, c) for n, c in enumerate(connections)))
+            rate = 8 * per_connection / (time.perf_counter() - started)
+            rates[trigger] = max(rates.get(trigger, 0.0), rate)
+    finally:
+        await connections[0].execute(
+            "ALTER TABLE ledger_entries ENABLE TRIGGER usage_ledger_rollup"
+        )
+        for c in connections:
+            await c.close()
+    return rates
+
+
 async def _timed(client: httpx.AsyncClient, runs: int, path: str, **kwargs: object) -> list[float]:
     response = await client.get(path, **kwargs)  # type: ignore[arg-type]
     response.raise_for_status()
@@ -215,6 +255,12 @@ async def main(users: int, entries: int, runs: int) -> None:
                 print(
                     f"ledger export, 30 days: {rows:,} rows in {seconds:.1f} s, "
                     f"{rows / seconds:,.0f} rows/s"
+                )
+                rates = await _write_path(database_url, tenant_id, 500)
+                print(
+                    "write path, single-entry inserts from 8 connections: "
+                    f"{rates['on']:,.0f}/s with the rollup trigger, {rates['off']:,.0f}/s "
+                    "without (best of runs)"
                 )
         finally:
             harness.stop(server)
