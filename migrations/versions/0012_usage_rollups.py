@@ -97,7 +97,7 @@ def upgrade() -> None:
         CREATE FUNCTION usage_job_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             INSERT INTO usage_deltas (tenant_id, day, metric, count, seconds)
-            VALUES (NEW.tenant_id, {_DAY.format(col="coalesce(NEW.finished_at, now())")},
+            VALUES (NEW.tenant_id, {_DAY.format(col="coalesce(NEW.finished_at, NEW.created_at)")},
                     'job:' || NEW.kind || ':' || NEW.status, 1,
                     CASE WHEN NEW.kind = 'video'
                          THEN coalesce(NEW.seconds_done, 0)::numeric ELSE 0 END);
