@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from app.core import metrics, ratelimit
+from app.core.audit_anchor import AnchorPlaces
+from app.core.audit_anchor import refresh_gauges as refresh_anchor_gauges
 from app.core.db import Database
 from app.core.errors import install_error_handlers
 from app.core.settings import Settings, get_settings
@@ -117,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # swapmeter_redis_up, then the latest ledger verification (kept in Redis)
         if await ratelimit.ping(request.app.state.redis, timeout_s=1.0) is None:
             await ledger_verify.refresh_gauges(request.app.state.redis)
+            # The anchored audit head, as the workers keep it in Redis.
+            await refresh_anchor_gauges(AnchorPlaces.of(settings, request.app.state.redis, None))
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
