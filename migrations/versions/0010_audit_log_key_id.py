@@ -28,9 +28,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    keyed = op.get_bind().execute(
-        sa.text("SELECT count(*) FROM audit_log WHERE key_id IS NOT NULL")
-    ).scalar_one()
+    keyed = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM audit_log WHERE key_id IS NOT NULL"))
+        .scalar_one()
+    )
     if keyed:
         raise RuntimeError(
             f"{keyed} audit rows are signed with an audit key: the code before revision 0010 "

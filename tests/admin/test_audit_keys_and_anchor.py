@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
