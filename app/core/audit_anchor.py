@@ -33,12 +33,16 @@ from app.core.storage import ANCHORS_PREFIX, ResultStore
 log = logging.getLogger(__name__)
 
 HEAD_ID = Gauge(
-    "swapmeter_audit_head_id", "The id of the audit chain's newest anchored row (0: none yet)."
+    "swapmeter_audit_head_id",
+    "The id of the audit chain's newest anchored row (0: none yet; cluster-wide, aggregate "
+    "with max).",
+    multiprocess_mode="mostrecent",
 )
 HEAD_HASH52 = Gauge(
     "swapmeter_audit_head_hash52",
     "The first 52 bits of the anchored row's hash (its first 13 hex digits, as a number): "
     "compare with the log's 'audit head anchored' lines.",
+    multiprocess_mode="mostrecent",
 )
 
 # Sets the anchor only when it moves forward: two workers anchoring at once never move it
