@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from app.core import audit
@@ -243,3 +244,22 @@ def test_the_audit_key_is_refused_in_production_when_default_or_short() -> None:
     for bad in ("k0", "k0:", "k1:again", "bad id:x"):
         with pytest.raises(ValueError, match="audit key|AUDIT_OLD_KEYS"):
             Settings(_env_file=None, audit_old_keys=bad)
+
+
+async def test_workers_anchor_the_head_and_verify_checks_the_chain_against_it(
+    app, db, redis, client
+) -> None:
+    from app.jobs.worker import Worker
+    from tests.admin.helpers import root_headers
+
+    settings = app.state.settings
+    (entry,) = await _append(db, 1, None)
+    await Worker(settings, db, redis=redis, cleanup=False).housekeeping()
+    anchor = await AnchorPlaces.of(settings, redis, None).newest()
+    assert anchor is not None and anchor.id >= entry.id
+    assert REGISTRY.get_sample_value("swapmeter_audit_head_id") == anchor.id
+    assert REGISTRY.get_sample_value("swapmeter_audit_head_hash52") == int(anchor.hash[:13], 16)
+    verify = await client.get("/api/v1/admin/ledger/verify", headers=await root_headers(client))
+    assert verify.status_code == 200
+    assert (verify.json()["audit_chain_ok"], verify.json()["audit_chain_problem"]) == (True, None)
+    assert f"swapmeter_audit_head_id {float(anchor.id)}" in (await client.get("/metrics")).text
