@@ -235,7 +235,10 @@ class Anchor:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Anchor:
         data = json.loads(raw)
-        return cls(int(data["id"]), str(data["hash"]), data.get("key_id"), float(data["at"]))
+        anchor = cls(int(data["id"]), str(data["hash"]), data.get("key_id"), float(data["at"]))
+        if len(anchor.hash) != 64 or not set(anchor.hash) <= set("0123456789abcdef"):
+            raise ValueError(f"an audit anchor with a malformed hash: {anchor.hash!r}")
+        return anchor
 
     def when(self) -> str:
         return datetime.fromtimestamp(self.at, UTC).isoformat(timespec="seconds")

@@ -104,7 +104,7 @@ class AnchorPlaces:
             raw = await self.redis.get(self.redis_key)
             if raw:
                 found.append(Anchor.from_json(raw))
-        except (RedisError, OSError, ValueError, KeyError) as exc:
+        except (RedisError, OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("the audit anchor could not be read from Redis: %s", exc)
         if self.store is not None:
             try:

@@ -263,3 +263,19 @@ async def test_workers_anchor_the_head_and_verify_checks_the_chain_against_it(
     assert verify.status_code == 200
     assert (verify.json()["audit_chain_ok"], verify.json()["audit_chain_problem"]) == (True, None)
     assert f"swapmeter_audit_head_id {float(anchor.id)}" in (await client.get("/metrics")).text
+
+
+@pytest.mark.parametrize(
+    "kept", [b"not json", b"[1, 2]", b'{"id": 3, "hash": "zz", "key_id": null, "at": 0}']
+)
+async def test_an_unreadable_anchor_is_set_aside_with_a_warning(
+    redis, kept, caplog: pytest.LogCaptureFixture
+) -> None:
+    places = AnchorPlaces(redis, None, f"test-{uuid.uuid4().hex}")
+    await redis.set(places.redis_key, kept)
+    try:
+        with caplog.at_level(logging.WARNING, "app.core.audit_anchor"):
+            assert await places.newest() is None
+        assert "could not be read from Redis" in caplog.text
+    finally:
+        await redis.delete(places.redis_key)
