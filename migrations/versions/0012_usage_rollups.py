@@ -12,14 +12,14 @@ held Tokens for a swap on each day, so that the day's count is added once per us
 Existing entries and jobs are folded into ``usage_daily`` here, in one pass.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -13,17 +13,21 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from app.migrate import alembic_config
+from app.migrate import alembic_config, migration_scripts
 from tests.conftest import server_sql
+
+# The revision 0012 follows (re-chained as other branches' migrations land before it).
+BEFORE = migration_scripts().get_revision("0012").down_revision
+assert isinstance(BEFORE, str)
 
 
 @pytest.fixture
-def database_at_0009(servers: tuple[str, str]) -> Iterator[str]:
+def database_before_0012(servers: tuple[str, str]) -> Iterator[str]:
     server_url, _ = servers
     name = f"swapmeter_0012_{uuid.uuid4().hex[:12]}"
     server_sql(server_url, f'CREATE DATABASE "{name}"')
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "0009")
+    command.upgrade(alembic_config(url), BEFORE)
     yield url
     server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -58,9 +62,9 @@ def _rollups(url: str) -> list[tuple[Any, ...]]:
 
 
 def test_0012_folds_the_existing_ledger_and_counts_new_entries_then_downgrades(
-    database_at_0009: str,
+    database_before_0012: str,
 ) -> None:
-    url = database_at_0009
+    url = database_before_0012
     tenant = (_sql(url, "INSERT INTO tenants (name, slug) VALUES ('t', 't') RETURNING id"))[0]["id"]
     user = (
         _sql(
@@ -98,7 +102,7 @@ def test_0012_folds_the_existing_ledger_and_counts_new_entries_then_downgrades(
         before[0], before[1], ("2026-11-30", "ledger:hold", 2, 7), before[3]
     ]  # fmt: skip
 
-    command.downgrade(alembic_config(url), "0009")
+    command.downgrade(alembic_config(url), BEFORE)
     tables = _sql(url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'usage_%'")
     assert tables == []
     _sql(url, ENTRY, tenant, issuance, account, 1, "recharge", None)  # no trigger left
