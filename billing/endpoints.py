@@ -30,6 +30,7 @@ from app.core.errors import (
     ErrorClass,
     InvalidAmount,
     InvalidCursor,
+    InvalidText,
     MalformedJSON,
     NotFound,
     TooManyEntries,
@@ -96,6 +97,7 @@ def _refuse_constant(name: str) -> Any:
         ValidationError,
         TooManyEntries,
         InvalidAmount,
+        InvalidText,
         *KEYED_WRITE_ERRORS,
     ),
 )
@@ -141,7 +143,7 @@ async def bulk_recharge_endpoint(
     tags=["admin"],
     # The envelope's errors, as for a real batch (InvalidAmount: the shared amount).
     responses=_admin_errors(
-        NotFound, MalformedJSON, ValidationError, TooManyEntries, InvalidAmount
+        NotFound, MalformedJSON, ValidationError, TooManyEntries, InvalidAmount, InvalidText
     ),
 )
 async def bulk_recharge_preview_endpoint(
