@@ -102,7 +102,7 @@ class Settings(BaseSettings):
 
     # --- Metered swap API building blocks (issue #4): URL inputs, rate limits, webhooks and
     # result storage (app/core/fetch.py, app/core/ratelimit.py, app/webhooks/delivery.py,
-    # app/core/storage.py).
+    # app/core/storage/).
     # Comma list of "host" or "host:port" exempt from the private-address refusal of URL
     # inputs and webhooks; meant for tests and on-premise setups, keep empty in production.
     url_fetch_allow_hosts: str = ""
