@@ -535,7 +535,9 @@ async def test_result_downloads_take_byte_ranges_and_ignore_ranges_that_are_not_
 # -- inputs: multipart, URLs ---------------------------------------------------------------------
 
 
-async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(api, db) -> None:
+async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(
+    api, db, swap_app
+) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
         "/api/v1/swap-face",
@@ -554,6 +556,16 @@ async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(
     assert decode(served.content).shape == decode(BIDEN).shape
     tampered = await api.get(result["image_url"].replace("sig=", "sig=0"))
     assert tampered.status_code == 403
+    # The path names the result once (not /api/v1/results/results/...); a link in the
+    # old form (the whole key in its path), made before that change, still serves.
+    assert not result["image_url"].startswith("/api/v1/results/results/")
+    key = "results/" + result["image_url"].split("?")[0].removeprefix("/api/v1/results/")
+    old_link = swap_app.state.result_store.signed_url(key, 60).replace(
+        "/api/v1/results/", "/api/v1/results/results/"
+    )
+    assert (await api.get(old_link)).content == served.content
+    forged = old_link.replace("/api/v1/results/results/", "/api/v1/results/inputs/")
+    assert (await api.get(forged)).status_code == 403
     for url, headers in (
         (result["image_url"], {}),
         (f"/api/v1/jobs/{response.json()['job_id']}/result", customer.headers),

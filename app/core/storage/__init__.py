@@ -25,7 +25,12 @@ from app.core.storage.cleanup import (
     cleanup,
     run_cleanup_loop,
 )
-from app.core.storage.links import RESULTS_URL_PATH, results_signing_secret, signed_link
+from app.core.storage.links import (
+    RESULTS_FOLDER,
+    RESULTS_URL_PATH,
+    results_signing_secret,
+    signed_link,
+)
 from app.core.storage.local import INLINE_IO_MAX_BYTES, TEMP_SUFFIX, LocalResultStore
 from app.core.storage.s3 import S3ResultStore
 
@@ -33,6 +38,7 @@ __all__ = [
     "DEFAULT_TEMP_MAX_AGE",
     "INLINE_IO_MAX_BYTES",
     "RESULTS_CLEANED",
+    "RESULTS_FOLDER",
     "RESULTS_URL_PATH",
     "TEMP_SUFFIX",
     "CleanupReport",

@@ -11,6 +11,27 @@ from app.core.settings import Settings
 from app.core.storage.base import ResultStore
 
 RESULTS_URL_PATH = "/api/v1/results/"
+# The store's folder of job results (inputs live in "inputs/"). A link leaves it out of
+# its path, which already says "results": ``/api/v1/results/<tenant>/<job>.jpg``. Links
+# made before (``/api/v1/results/results/...``) name the whole key; both verify.
+RESULTS_FOLDER = "results/"
+
+
+def link_path(key: str) -> str:
+    """The part of a result link's path after ``RESULTS_URL_PATH`` for ``key``."""
+    return key.removeprefix(RESULTS_FOLDER)
+
+
+def keys_of_link(path: str) -> tuple[str, ...]:
+    """The keys a link's path may name, most likely first: its signature says which.
+
+    ``t/j.jpg`` is the result ``results/t/j.jpg`` (a link of today) or a key outside the
+    results folder; ``results/t/j.jpg`` is that key (a link made before the folder was
+    left out of paths, still valid until it expires).
+    """
+    if path.startswith(RESULTS_FOLDER):
+        return (path,)
+    return (RESULTS_FOLDER + path, path)
 
 
 def signed_link(store: ResultStore, key: str, ttl_s: int) -> dict[str, str]:

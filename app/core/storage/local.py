@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from app.core.errors import NotFound
 from app.core.storage.base import InvalidResultKey, StoredObject, check_key
-from app.core.storage.links import RESULTS_URL_PATH, _sign
+from app.core.storage.links import RESULTS_URL_PATH, _sign, keys_of_link, link_path
 
 TEMP_SUFFIX = ".tmp"
 COPY_CHUNK = 1 << 20
@@ -124,8 +124,18 @@ class LocalResultStore:
         expires = int(time.time() if now is None else now) + int(expires_in_s)
         sig = _sign(self._secret, check_key(key), expires)
         return (
-            f"{self.base_url}{RESULTS_URL_PATH}{quote(key, safe='/')}?expires={expires}&sig={sig}"
+            f"{self.base_url}{RESULTS_URL_PATH}{quote(link_path(key), safe='/')}"
+            f"?expires={expires}&sig={sig}"
         )
+
+    def key_of_signed(
+        self, path: str, expires: int | str, sig: str, now: float | None = None
+    ) -> str | None:
+        """The key a signed link's path names when its signature holds; None otherwise."""
+        for key in keys_of_link(path):
+            if self.verify_signed(key, expires, sig, now):
+                return key
+        return None
 
     def verify_signed(
         self, key: str, expires: int | str, sig: str, now: float | None = None
