@@ -221,6 +221,30 @@ async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held
     assert jobs["items"] == []
 
 
+async def test_an_image_cut_short_is_refused_before_anything_is_held(api, db) -> None:
+    """The first 4 KB of a photo (its headers whole, its pixels missing) is 400
+    ImageDecodeFailed with no job, no hold and no release: nothing in the ledger."""
+    customer = await make_customer(api, db, tokens=10)
+    photo = Image.open(io.BytesIO(BIDEN)).convert("RGB")
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        whole = io.BytesIO()
+        photo.save(whole, format=fmt)
+        for role in ("target", "source"):
+            body = swap_body(**{role: b64(whole.getvalue()[:4096])})
+            response = await post_swap(api, customer, body)
+            assert response.status_code == 400, (fmt, role, response.text)
+            assert response.json()["error"]["code"] == "ImageDecodeFailed", (fmt, role)
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    async with db.session() as session:
+        holds = await session.scalar(
+            text("SELECT count(*) FROM holds WHERE tenant_id = :t"), {"t": customer.tenant_id}
+        )
+    assert holds == 0
+    jobs = (await api.get("/api/v1/jobs", headers=customer.headers)).json()
+    assert jobs["items"] == []
+
+
 async def test_more_than_six_face_pairs_is_a_400_and_nothing_is_held(api, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     pairs = [{"target_face": i, "source_face": 0} for i in range(7)]
