@@ -284,6 +284,26 @@ def test_a_16_bit_grey_png_decodes_to_its_own_tones(config: EngineConfig) -> Non
     assert np.abs(decoded.bgr[..., 0].astype(int) - grey).max() <= 1
 
 
+def test_a_16_bit_grey_png_is_narrowed_to_8_bits_without_wider_copies(
+    config: EngineConfig,
+) -> None:
+    """Its samples' high bytes are taken as they are: no 32-bit working copies (which
+    made a 40 MP scan cost a worker over half a gigabyte). Python-side allocations,
+    Pillow's own 2 bytes a pixel aside: its samples, the 8-bit grey, the BGR frame."""
+    import tracemalloc
+
+    noise = np.random.default_rng(0).integers(0, 0xFFFF, (1000, 1000), dtype=np.uint16)
+    png16 = cv2.imencode(".png", noise)[1].tobytes()
+    tracemalloc.start()
+    try:
+        decoded = decode_image(png16, config)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(decoded.bgr[..., 2], (noise >> 8).astype(np.uint8))
+    assert peak <= 6 * noise.size, f"{peak / noise.size:.1f} bytes a pixel"
+
+
 def test_an_os2_bitmap_is_measured_by_its_own_header(config: EngineConfig) -> None:
     """OS/2 v1 BMPs keep width and height in 16 bits: a 100x80 one is 100x80, not a bomb."""
     row = bytes(3 * 100)  # 24-bit rows, 300 bytes each: already a multiple of 4
