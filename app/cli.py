@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve /metrics here (default SWAPMETER_JOBS_WORKER_METRICS_PORT; 0: off)",
     )
+    worker.add_argument(
+        "--metrics-host",
+        default=None,
+        help="address /metrics listens on (default SWAPMETER_JOBS_WORKER_METRICS_HOST, "
+        "127.0.0.1; 0.0.0.0: all interfaces)",
+    )
     worker.set_defaults(func=cmd_worker)
 
     add_models_commands(sub, lambda: get_settings().engine_config())
@@ -153,7 +159,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import uvloop
 
     uvloop.run(
-        run_worker_process(settings, concurrency=args.concurrency, metrics_port=args.metrics_port)
+        run_worker_process(
+            settings,
+            concurrency=args.concurrency,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     )
     return 0
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from app.core import metrics, ratelimit
 from app.core.db import Database
-from app.core.errors import install_error_handlers
+from app.core.errors import Unauthorized, install_error_handlers
 from app.core.settings import Settings, get_settings
 from app.jobs.queue import refresh_cluster_gauges
 from app.middleware import RequestContextMiddleware, hide_signatures_in_access_log
@@ -105,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
+        if not metrics.bearer_ok(request.headers.get("authorization"), settings.metrics_token):
+            raise Unauthorized("/metrics needs Authorization: Bearer <SWAPMETER_METRICS_TOKEN>")
         try:
             async with request.app.state.db.session() as session:
                 await refresh_cluster_gauges(
