@@ -43,7 +43,8 @@ def signed_link(store: ResultStore, key: str, ttl_s: int) -> dict[str, str]:
     }
 
 
-def _sign(secret: bytes, key: str, expires: int) -> str:
+def sign_key(secret: bytes, key: str, expires: int) -> str:
+    """The signature of a local result link: HMAC-SHA256 of the key and its expiry."""
     return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
 

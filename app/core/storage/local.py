@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from app.core.errors import NotFound
 from app.core.storage.base import InvalidResultKey, StoredObject, check_key
-from app.core.storage.links import RESULTS_URL_PATH, _sign, keys_of_link, link_path
+from app.core.storage.links import RESULTS_URL_PATH, keys_of_link, link_path, sign_key
 
 TEMP_SUFFIX = ".tmp"
 COPY_CHUNK = 1 << 20
@@ -122,7 +122,7 @@ class LocalResultStore:
 
     def signed_url(self, key: str, expires_in_s: int, *, now: float | None = None) -> str:
         expires = int(time.time() if now is None else now) + int(expires_in_s)
-        sig = _sign(self._secret, check_key(key), expires)
+        sig = sign_key(self._secret, check_key(key), expires)
         return (
             f"{self.base_url}{RESULTS_URL_PATH}{quote(link_path(key), safe='/')}"
             f"?expires={expires}&sig={sig}"
@@ -148,7 +148,7 @@ class LocalResultStore:
             return False
         if expires_at <= (time.time() if now is None else now):
             return False
-        return hmac.compare_digest(_sign(self._secret, key, expires_at).encode(), sig.encode())
+        return hmac.compare_digest(sign_key(self._secret, key, expires_at).encode(), sig.encode())
 
     async def list_expired(self, before: datetime) -> list[str]:
         return await asyncio.to_thread(self._list_sync, before.timestamp(), False)
