@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from app.core.settings import Settings
 from app.core.storage.base import (
+    ANCHORS_PREFIX,
     InvalidResultKey,
     ResultStore,
     StoredObject,
@@ -35,6 +36,7 @@ from app.core.storage.local import INLINE_IO_MAX_BYTES, TEMP_SUFFIX, LocalResult
 from app.core.storage.s3 import S3ResultStore
 
 __all__ = [
+    "ANCHORS_PREFIX",
     "DEFAULT_TEMP_MAX_AGE",
     "INLINE_IO_MAX_BYTES",
     "RESULTS_CLEANED",

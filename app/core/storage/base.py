@@ -9,6 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+# Small objects kept for good beside the results (the audit chain's anchor): never expired.
+ANCHORS_PREFIX = "anchors/"
+
 # Keys are made by the job runner (e.g. "<tenant>/<job>.jpg"), but they also come back in
 # signed URLs, so anything that could climb out of the results directory is refused.
 # Segments start with a letter or digit, which keeps temporary ".name.tmp" files apart.

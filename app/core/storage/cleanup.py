@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
 
-from app.core.storage.base import ResultStore, valid_key
+from app.core.storage.base import ANCHORS_PREFIX, ResultStore, valid_key
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ async def cleanup(
     deleted = 0
     strangers: list[str] = []
     for key in await store.list_expired(current - older_than):
+        if key.startswith(ANCHORS_PREFIX):
+            continue
         if not valid_key(key):
             strangers.append(key)  # not a name SwapMeter writes (a folder marker, a copy)
             continue
