@@ -10,10 +10,12 @@ import gc
 from fastapi import FastAPI
 
 from admin.endpoints import router as admin_router
+from app import operations
 from app.auth.endpoints import router as auth_router
 from app.auth.service import bootstrap_first_admin
 from app.jobs import lifecycle as jobs_lifecycle
-from app.jobs.endpoints import router as jobs_router
+from app.jobs.endpoints import router as swap_router
+from app.jobs.job_endpoints import router as jobs_router
 from app.jobs.result_endpoints import router as results_router
 from app.webhooks.endpoints import admin_router as webhooks_admin_router
 from billing.endpoints import router as billing_router
@@ -28,9 +30,11 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(billing_router)
     app.include_router(pricing_router)
     app.include_router(pricing_admin_router)
+    app.include_router(swap_router)
     app.include_router(jobs_router)
     app.include_router(results_router)
     app.include_router(webhooks_admin_router)
+    app.include_router(operations.router)  # /healthz, /readyz, /metrics
     # The swap API's per-process runtime (waiters, rate-limit client, in-process worker)
     # lives as long as the app's lifespan.
     jobs_lifecycle.install(app)

@@ -99,92 +99,94 @@ def check_recharge(source: Source, amount: int | None) -> Checked:
     line, or a ``user`` column). Rules in the service's order: a user (non-empty, at most
     255 characters), not seen earlier in the file, then the amount (an integer >= 1), the
     date (RFC 3339 with a time zone) and the label (at most 100 characters)."""
-    if amount is not None:
-        first = [f.strip().lower() for f in source.rows[0][1]] if source.rows else []
-        if "user" in first:
-            columns = header_of(source, ("user",), ("user",))
-            rows = source.rows[1:]
-        else:  # a bare list of ids: every line is a user
-            columns, rows = ["user"], source.rows
-            source.header = columns
-    else:
-        columns = header_of(source, RECHARGE_COLUMNS, ("user", "amount"))
-        rows = source.rows[1:]
+    columns, rows = _recharge_columns(source, amount)
     checked = Checked(data_rows=len(rows))
-    width = len(columns)
-    at_user = columns.index("user")
-    at_amount = columns.index("amount") if amount is None else -1
-    at_date = columns.index("expires_at") if "expires_at" in columns else -1
-    at_label = columns.index("label") if "label" in columns else -1
+    rules = _RowRules(columns, amount)
     seen: dict[str, int] = {}
-    reject = checked.rejected.append
     for line, fields in rows:
-        if len(fields) != width:
-            reject(
-                Rejected(
-                    line, fields, "InvalidRow", f"{len(fields)} fields, the header has {width}"
-                )
-            )
+        try:
+            user, value, extra = rules.parse(line, fields, seen)
+        except _Refused as refused:
+            checked.rejected.append(Rejected(line, fields, *refused.args))
             continue
-        user = fields[at_user].strip()
-        if not user or len(user) > MAX_USER:
-            reject(
-                Rejected(
-                    line, fields, "InvalidEntry", f"the user must be 1 to {MAX_USER} characters"
-                )
-            )
-            continue
-        earlier = seen.get(user)
-        if earlier is not None:
-            reject(
-                Rejected(line, fields, "DuplicateEntry", f"user {user} already on line {earlier}")
-            )
-            continue
-        seen[user] = line
-        if amount is None:
-            text = fields[at_amount].strip()
-            if not text.isdecimal() or not text.isascii():
-                what = "not an integer" if not text.lstrip("-").isdecimal() else "not positive"
-                reject(Rejected(line, fields, "InvalidAmount", f"amount '{text}' is {what}"))
-                continue
-            value = int(text)
-            if value < 1:
-                reject(Rejected(line, fields, "InvalidAmount", f"amount '{text}' is not positive"))
-                continue
-        else:
-            value = amount
-        extra: dict[str, str] = {}
-        if at_date >= 0:
-            stamp = fields[at_date].strip()
-            if stamp and not _is_rfc3339(stamp):
-                reject(
-                    Rejected(
-                        line,
-                        fields,
-                        "InvalidDate",
-                        f"expires_at '{stamp}' is not an RFC 3339 date-time with a time zone",
-                    )
-                )
-                continue
-            if stamp:
-                extra["expires_at"] = stamp
-        if at_label >= 0:
-            label = fields[at_label].strip()
-            if len(label) > MAX_LABEL:
-                reject(
-                    Rejected(
-                        line, fields, "InvalidLabel", f"the label is over {MAX_LABEL} characters"
-                    )
-                )
-                continue
-            if label:
-                extra["label"] = label
         checked.users.append(user)
         checked.amounts.append(value)
         checked.lines.append(line)
-        if at_date >= 0 or at_label >= 0:
+        if rules.has_grant_columns:
             checked.extra.append(extra)
     return checked
+
+
+def _recharge_columns(
+    source: Source, amount: int | None
+) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The columns and data rows: with ``amount`` the file may be a bare list of ids."""
+    if amount is None:
+        return header_of(source, RECHARGE_COLUMNS, ("user", "amount")), source.rows[1:]
+    first = [f.strip().lower() for f in source.rows[0][1]] if source.rows else []
+    if "user" in first:
+        return header_of(source, ("user",), ("user",)), source.rows[1:]
+    source.header = ["user"]  # a bare list of ids: every line is a user
+    return ["user"], source.rows
+
+
+class _Refused(Exception):
+    """A row that fails a check: args (code, message)."""
+
+
+class _RowRules:
+    """The checks of one recharge row, in the service's order (see check_recharge)."""
+
+    def __init__(self, columns: list[str], amount: int | None) -> None:
+        self.width = len(columns)
+        self.amount = amount
+        self.at_user = columns.index("user")
+        self.at_amount = columns.index("amount") if amount is None else -1
+        self.at_date = columns.index("expires_at") if "expires_at" in columns else -1
+        self.at_label = columns.index("label") if "label" in columns else -1
+        self.has_grant_columns = self.at_date >= 0 or self.at_label >= 0
+
+    def parse(
+        self, line: int, fields: list[str], seen: dict[str, int]
+    ) -> tuple[str, int, dict[str, str]]:
+        """(user, amount, grant fields) of a good row; _Refused(code, message) otherwise.
+        A user's first row counts, good or not: a later one is a DuplicateEntry."""
+        if len(fields) != self.width:
+            raise _Refused("InvalidRow", f"{len(fields)} fields, the header has {self.width}")
+        user = fields[self.at_user].strip()
+        if not user or len(user) > MAX_USER:
+            raise _Refused("InvalidEntry", f"the user must be 1 to {MAX_USER} characters")
+        earlier = seen.get(user)
+        if earlier is not None:
+            raise _Refused("DuplicateEntry", f"user {user} already on line {earlier}")
+        seen[user] = line
+        return user, self._amount(fields), self._grant(fields)
+
+    def _amount(self, fields: list[str]) -> int:
+        if self.amount is None:
+            text = fields[self.at_amount].strip()
+            if not text.isdecimal() or not text.isascii():
+                what = "not an integer" if not text.lstrip("-").isdecimal() else "not positive"
+                raise _Refused("InvalidAmount", f"amount '{text}' is {what}")
+            if int(text) < 1:
+                raise _Refused("InvalidAmount", f"amount '{text}' is not positive")
+            return int(text)
+        return self.amount
+
+    def _grant(self, fields: list[str]) -> dict[str, str]:
+        extra: dict[str, str] = {}
+        if self.at_date >= 0 and (stamp := fields[self.at_date].strip()):
+            if not _is_rfc3339(stamp):
+                raise _Refused(
+                    "InvalidDate",
+                    f"expires_at '{stamp}' is not an RFC 3339 date-time with a time zone",
+                )
+            extra["expires_at"] = stamp
+        if self.at_label >= 0 and (label := fields[self.at_label].strip()):
+            if len(label) > MAX_LABEL:
+                raise _Refused("InvalidLabel", f"the label is over {MAX_LABEL} characters")
+            extra["label"] = label
+        return extra
 
 
 def _is_rfc3339(stamp: str) -> bool:

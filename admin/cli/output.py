@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from admin.cli.csvfile import Rejected
+from admin.cli.csvfile import Rejected, write_failed
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line
 SHOWN_FAILURES = 20
@@ -80,3 +82,43 @@ def failures_json(rejected: list[Rejected], header: list[str]) -> list[dict[str,
         }
         for r in sorted(rejected, key=lambda r: r.line)
     ]
+
+
+def file_run_summary(
+    path: Path,
+    tenant: str,
+    data_rows: int,
+    header: list[str],
+    rejected: list[Rejected],
+    seconds: float,
+    **counts: Any,
+) -> dict[str, Any]:
+    """The summary of a file sent in chunks (recharge, users import): the file, the
+    command's own ``counts``, the failed rows (also written beside the file) and the pace."""
+    failed_csv = write_failed(path, header, rejected) if rejected else None
+    return {
+        "file": str(path),
+        "tenant": tenant,
+        "rows": data_rows,
+        **counts,
+        "failed": len(rejected),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(data_rows / seconds) if seconds > 0 else None,
+        "failed_csv": str(failed_csv) if failed_csv else None,
+        "failures": failures_json(rejected, header),
+    }
+
+
+def report(
+    summary: dict[str, Any],
+    rejected: list[Rejected],
+    id_column: int,
+    json_out: bool,
+    say: Callable[[dict[str, Any]], None],
+) -> None:
+    """The summary as JSON, or the failed rows and ``say``'s line for a person."""
+    if json_out:
+        emit_json(summary)
+    else:
+        show_failures(rejected, id_column, summary["failed_csv"])
+        say(summary)

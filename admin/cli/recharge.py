@@ -9,6 +9,7 @@ the service's own checks (unknown and frozen users) and applies nothing.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -89,6 +90,34 @@ def recharge(
     )
 
 
+@dataclass
+class _Tally:
+    """What the chunks' reports said, added up as they come back."""
+
+    applied: int = 0
+    tokens: int = 0
+    pending: int = 0
+    replayed: int = 0
+    sent: int = 0
+    pending_batches: list[str] = field(default_factory=list)
+    rejected_batches: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    stopped: CliError | None = None
+
+    def add(self, report: dict[str, Any], replayed: bool) -> None:
+        self.sent += 1
+        self.replayed += replayed
+        status = report.get("status")
+        if status in ("applied", "preview"):
+            self.applied += int(report.get("succeeded", 0))
+            self.tokens += int(report.get("total_amount", 0))
+        elif status == "pending_approval":
+            self.pending += int(report.get("succeeded", 0))
+            self.pending_batches.append(str(report.get("batch_id")))
+        elif status == "rejected":
+            self.rejected_batches.append(str(report.get("batch_id")))
+
+
 def _recharge(
     tenant: str,
     path: Path,
@@ -111,9 +140,65 @@ def _recharge(
     rows = csvfile.check_recharge(source, amount)
     header = source.header or []
     grants = any(c in header for c in csvfile.GRANT_COLUMNS)
+    rejected = list(rows.rejected)
+    _refuse_before_sending(path, header, rejected, grants, mode, dry_run, json_out)
+
+    # Not the amount: a rerun with another --amount must hit 409, not credit the landed
+    # chunks again under new keys.
+    base = chunks.key_base(source.sha256, run_name)
+    plan = chunks.split(len(rows.users), chunk_size)
+    path_api = f"/admin/tenants/{tenant}/recharges/bulk" + ("/preview" if dry_run else "")
+
+    def request(client: Client, chunk: chunks.Chunk) -> Response:
+        body = _chunk_body(rows, chunk, amount, mode, reason)
+        key = None if dry_run else f"{base}-{chunk.number}"
+        return client.call("POST", path_api, body=body, key=key)
+
+    tally = _Tally()
+    with Client(target.url, target.token) as client, output.progress(quiet) as bar:
+        task = bar.add_task("dry run" if dry_run else "recharge", total=len(rows.users))
+        try:
+            for chunk, response in chunks.send(client, plan, request, parallel=parallel):
+                tally.add(response.data, response.replayed)
+                for failure in response.data.get("failed_users") or []:
+                    index = failure.get("index")
+                    at = chunk.start + index if isinstance(index, int) else None
+                    rejected.append(_server_failure(rows, header, at, failure))
+                bar.advance(task, chunk.end - chunk.start)
+        except KeyboardInterrupt:
+            tally.interrupted = True
+        except CliError as exc:  # the summary of what landed first, then the error
+            tally.stopped = exc
+
+    summary = output.file_run_summary(
+        path,
+        tenant,
+        rows.data_rows,
+        header,
+        rejected,
+        time.monotonic() - started,
+        dry_run=dry_run,
+        mode=mode,
+        **_tally_json(tally, dry_run, len(plan)),
+        grants_unsupported=grants,
+    )
+    output.report(summary, rejected, header.index("user"), json_out, _print_summary)
+    return _exit_code(tally, grants, bool(rejected))
+
+
+def _refuse_before_sending(
+    path: Path,
+    header: list[str],
+    rejected: list[csvfile.Rejected],
+    grants: bool,
+    mode: str,
+    dry_run: bool,
+    json_out: bool,
+) -> None:
+    """What stops a real run before any chunk is sent: a grants file (the service takes no
+    grants yet), or rows that failed the checks in atomic mode."""
     if grants and not dry_run:
         raise CliError(GRANTS_UNSUPPORTED, EXIT_USAGE)
-    rejected = list(rows.rejected)
     if mode == "atomic" and rejected and not dry_run:
         written = csvfile.write_failed(path, header, rejected)
         if not json_out:
@@ -123,100 +208,51 @@ def _recharge(
             EXIT_INCOMPLETE,
         )
 
-    # Not the amount: a rerun with another --amount must hit 409, not credit the landed
-    # chunks again under new keys.
-    base = chunks.key_base(source.sha256, run_name)
-    plan = chunks.split(len(rows.users), chunk_size)
-    path_api = f"/admin/tenants/{tenant}/recharges/bulk" + ("/preview" if dry_run else "")
 
-    def request(client: Client, chunk: chunks.Chunk) -> Response:
-        users = rows.users[chunk.start : chunk.end]
-        body: dict[str, Any]
-        if amount is not None:
-            body = {"users": users, "amount": amount}
-        else:
-            body = {
-                "entries": [
-                    {"user": u, "amount": a}
-                    for u, a in zip(users, rows.amounts[chunk.start : chunk.end], strict=True)
-                ]
-            }
-        body["mode"] = mode
-        if reason is not None:
-            body["reason"] = reason
-        key = None if dry_run else f"{base}-{chunk.number}"
-        return client.call("POST", path_api, body=body, key=key)
-
-    totals = {"applied": 0, "tokens": 0, "pending": 0, "replayed": 0, "sent": 0}
-    pending_batches: list[str] = []
-    rejected_batches: list[str] = []
-    interrupted = False
-    stopped: CliError | None = None
-    with Client(target.url, target.token) as client, output.progress(quiet) as bar:
-        task = bar.add_task("dry run" if dry_run else "recharge", total=len(rows.users))
-        try:
-            for chunk, response in chunks.send(client, plan, request, parallel=parallel):
-                report = response.data
-                totals["sent"] += 1
-                totals["replayed"] += response.replayed
-                for failure in report.get("failed_users") or []:
-                    index = failure.get("index")
-                    at = chunk.start + index if isinstance(index, int) else None
-                    rejected.append(_server_failure(rows, header, at, failure))
-                status = report.get("status")
-                if status in ("applied", "preview"):
-                    totals["applied"] += int(report.get("succeeded", 0))
-                    totals["tokens"] += int(report.get("total_amount", 0))
-                elif status == "pending_approval":
-                    totals["pending"] += int(report.get("succeeded", 0))
-                    pending_batches.append(str(report.get("batch_id")))
-                elif status == "rejected":
-                    rejected_batches.append(str(report.get("batch_id")))
-                bar.advance(task, chunk.end - chunk.start)
-        except KeyboardInterrupt:
-            interrupted = True
-        except CliError as exc:  # the summary of what landed first, then the error
-            stopped = exc
-
-    seconds = time.monotonic() - started
-    failed_csv = csvfile.write_failed(path, header, rejected) if rejected else None
-    summary: dict[str, Any] = {
-        "file": str(path),
-        "tenant": tenant,
-        "dry_run": dry_run,
-        "mode": mode,
-        "rows": rows.data_rows,
-        "applied": 0 if dry_run else totals["applied"],
-        "would_apply": totals["applied"] if dry_run else None,
-        "failed": len(rejected),
-        "pending_approval": totals["pending"],
-        "tokens": totals["tokens"],
-        "chunks": len(plan),
-        "chunks_sent": totals["sent"],
-        "chunks_replayed": totals["replayed"],
-        "pending_batches": pending_batches,
-        "rejected_batches": rejected_batches,
-        "interrupted": interrupted,
-        "grants_unsupported": grants,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(rows.data_rows / seconds) if seconds > 0 else None,
-        "failed_csv": str(failed_csv) if failed_csv else None,
-        "failures": output.failures_json(rejected, header),
-    }
-    if json_out:
-        output.emit_json(summary)
-    else:
-        output.show_failures(rejected, header.index("user"), summary["failed_csv"])
-        _print_summary(summary)
-    if interrupted:
+def _exit_code(tally: _Tally, grants: bool, rows_failed: bool) -> int:
+    """Once the summary is out: an interruption or error goes on up; otherwise 0 when all
+    applied, EXIT_INCOMPLETE when rows failed or chunks wait for approval or were refused."""
+    if tally.interrupted:
         raise KeyboardInterrupt
-    if stopped is not None:
-        raise stopped
+    if tally.stopped is not None:
+        raise tally.stopped
     if grants:  # a dry run of a grants file: the real run would refuse it
         raise CliError(GRANTS_UNSUPPORTED, EXIT_USAGE)
-    if rejected or pending_batches or rejected_batches:
+    if rows_failed or tally.pending_batches or tally.rejected_batches:
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _chunk_body(
+    rows: csvfile.Checked, chunk: chunks.Chunk, amount: int | None, mode: str, reason: str | None
+) -> dict[str, Any]:
+    """One chunk as a bulk recharge body: one amount for all, or each row's own."""
+    users = rows.users[chunk.start : chunk.end]
+    body: dict[str, Any]
+    if amount is not None:
+        body = {"users": users, "amount": amount}
+    else:
+        amounts = rows.amounts[chunk.start : chunk.end]
+        body = {"entries": [{"user": u, "amount": a} for u, a in zip(users, amounts, strict=True)]}
+    body["mode"] = mode
+    if reason is not None:
+        body["reason"] = reason
+    return body
+
+
+def _tally_json(tally: _Tally, dry_run: bool, chunk_count: int) -> dict[str, Any]:
+    return {
+        "applied": 0 if dry_run else tally.applied,
+        "would_apply": tally.applied if dry_run else None,
+        "pending_approval": tally.pending,
+        "tokens": tally.tokens,
+        "chunks": chunk_count,
+        "chunks_sent": tally.sent,
+        "chunks_replayed": tally.replayed,
+        "pending_batches": tally.pending_batches,
+        "rejected_batches": tally.rejected_batches,
+        "interrupted": tally.interrupted,
+    }
 
 
 def _server_failure(

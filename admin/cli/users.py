@@ -65,30 +65,19 @@ def _import(
         except (KeyboardInterrupt, CliError) as exc:
             stopped = exc
 
-    seconds = time.monotonic() - started
-    failed_csv = csvfile.write_failed(path, header, rejected) if rejected else None
-    summary: dict[str, Any] = {
-        "file": str(path),
-        "tenant": tenant,
-        "rows": rows.data_rows,
-        "created": created,
-        "existing": existing,
-        "failed": len(rejected),
-        "chunks": len(plan),
-        "chunks_sent": sent,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(rows.data_rows / seconds) if seconds > 0 else None,
-        "failed_csv": str(failed_csv) if failed_csv else None,
-        "failures": output.failures_json(rejected, header),
-    }
-    if json_out:
-        output.emit_json(summary)
-    else:
-        output.show_failures(rejected, header.index("external_id"), summary["failed_csv"])
-        output.line(
-            f"users import: {rows.data_rows:,} rows, {created:,} created, {existing:,} existing, "
-            f"{len(rejected):,} failed, {seconds:.1f} s, {summary['rows_per_second'] or 0:,} rows/s"
-        )
+    summary = output.file_run_summary(
+        path,
+        tenant,
+        rows.data_rows,
+        header,
+        rejected,
+        time.monotonic() - started,
+        created=created,
+        existing=existing,
+        chunks=len(plan),
+        chunks_sent=sent,
+    )
+    output.report(summary, rejected, header.index("external_id"), json_out, _print_summary)
     if stopped is not None:
         raise stopped
     return EXIT_INCOMPLETE if rejected else EXIT_OK
@@ -104,4 +93,12 @@ def _server_failure(
     record = rows.users[start + index]
     return csvfile.Rejected(
         rows.lines[start + index], [record.get(c, "") for c in header], code, message
+    )
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    output.line(
+        f"users import: {s['rows']:,} rows, {s['created']:,} created, {s['existing']:,} "
+        f"existing, {s['failed']:,} failed, {s['seconds']:.1f} s, "
+        f"{s['rows_per_second'] or 0:,} rows/s"
     )

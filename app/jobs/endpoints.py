@@ -1,5 +1,6 @@
-"""Routes of the swap API: swap-face and jobs (get, list, cancel). Routes parse, call the
-services, shape answers. (Results: ``result_endpoints``; webhooks: ``app.webhooks``.)
+"""The swap route: POST /swap-face. It parses, checks and holds before answering, then waits
+for an image (or a video with ``Prefer: wait``). (Jobs: ``job_endpoints``; results:
+``result_endpoints``.)
 
 The API side only: nothing imported here reaches the worker or the engine's runner.
 """
@@ -7,16 +8,13 @@ The API side only: nothing imported here reaches the worker or the engine's runn
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import re
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 import pybase64
-from fastapi import Header, Query, Request, Response
+from fastapi import Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import (
@@ -25,7 +23,7 @@ from app.auth.dependencies import (
     CurrentApiUser,
 )
 from app.core import ratelimit
-from app.core.deps import DBSession, SettingsDep
+from app.core.deps import SettingsDep
 from app.core.errors import (
     INFERENCE_STATUS,
     AccountFrozen,
@@ -39,10 +37,8 @@ from app.core.errors import (
     InsufficientBalance,
     InternalError,
     InvalidBase64,
-    InvalidCursor,
     InvalidFaceMapping,
     InvalidOutputFormat,
-    JobFinished,
     MalformedJSON,
     ModelHashMismatch,
     ModelInvalid,
@@ -70,15 +66,12 @@ from app.core.idempotency.service import (
     KeyClaim,
     Replay,
     replay_headers,
-    run_idempotent,
 )
 from app.core.settings import Settings
-from app.jobs import events, inputs, intake, media, results, schemas, service, settle
+from app.jobs import events, inputs, intake, media, results, schemas, service
 from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
-from app.webhooks import repository as webhooks
-from app.webhooks import schemas as webhook_schemas
 from billing.schemas import inline_schema
 
 log = logging.getLogger(__name__)
@@ -134,7 +127,6 @@ _JOB_FAILURE_ERRORS = (
     InternalError,
     Canceled,
 )
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
 
 _SWAP_BODY = {
     "requestBody": {
@@ -188,16 +180,6 @@ async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) 
     )
     ratelimit.raise_if_limited(decision)
     return ratelimit.rate_limit_headers(decision)
-
-
-def _prefer_wait(prefer: str | None, settings: Settings) -> int | None:
-    """N of ``Prefer: wait=N`` (RFC 7240), capped at jobs_max_wait_seconds; None if absent."""
-    if not prefer:
-        return None
-    match = _PREFER_WAIT.search(prefer)
-    if match is None:
-        return None
-    return min(int(match.group(1)), settings.jobs_max_wait_seconds)
 
 
 def _idempotency_claim(
@@ -333,7 +315,7 @@ async def swap_face(
     headers = await _rate_limit(request, user, settings)
     body = await inputs.read_body(request, settings.jobs_max_body_bytes)
     spec = await inputs.parse_swap_request(request, body, settings.jobs_max_body_bytes)
-    wait_pref = _prefer_wait(prefer, settings)
+    wait_pref = inputs.prefer_wait(prefer, settings)
     if wait_pref is not None:
         headers["Preference-Applied"] = f"wait={wait_pref}"
     response_mode = spec.options["response"]
@@ -452,120 +434,3 @@ async def _replay(
         response_mode=spec.options["response"],
         headers=headers,
     )
-
-
-# -- jobs ------------------------------------------------------------------------------------
-
-
-def _encode_cursor(job: JobRecord) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """A cursor ``_encode_cursor`` made; anything else (a forged time, one without a time
-    zone or outside what the database stores) is InvalidCursor, never a database error."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, _, job_id = raw.partition("|")
-        created_at = datetime.fromisoformat(at)
-        if created_at.tzinfo is None:
-            raise ValueError("no time zone")
-        return created_at.astimezone(UTC), uuid.UUID(job_id)
-    except (ValueError, OverflowError, UnicodeDecodeError):
-        raise InvalidCursor("cursor is not one this API returned") from None
-
-
-@router.get("/jobs", response_model=schemas.JobPage, responses=error_responses(InvalidCursor))
-async def list_jobs(
-    request: Request,
-    session: DBSession,
-    user: CurrentApiUser,
-    status: Literal["queued", "processing", "succeeded", "failed", "canceled"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
-) -> dict[str, Any]:
-    """Your jobs, newest first; pass ``next_cursor`` back for the next page."""
-    before = _decode_cursor(cursor) if cursor else None
-    jobs = await service.list_jobs(
-        session, user.user_id, status=status, before=before, limit=limit + 1
-    )
-    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    items = [results.job_json(request, j) for j in jobs[:limit]]
-    return {"items": items, "next_cursor": next_cursor}
-
-
-@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=error_responses(NotFound))
-async def get_job(
-    job_id: uuid.UUID,
-    request: Request,
-    session: DBSession,
-    user: CurrentApiUser,
-    settings: SettingsDep,
-    prefer: Annotated[str | None, Header(description="wait=N: wait up to N s to finish")] = None,
-) -> Response:
-    """One of your jobs (another user's is 404). With ``Prefer: wait=N`` the answer waits
-    up to N seconds for the job to finish."""
-    job = await service.get_job(session, user.user_id, job_id)
-    wait_s = _prefer_wait(prefer, settings)
-    headers = {"Preference-Applied": f"wait={wait_s}"} if wait_s is not None else {}
-    if wait_s and job.status not in FINAL_STATUSES:
-        await session.commit()
-        job = (
-            await events.wait_for_final(
-                request.app.state.db, request.app.state.job_waiters, job_id, wait_s
-            )
-            or job
-        )
-    return JSONResponse(results.job_json(request, job), headers=headers)
-
-
-@router.post(
-    "/jobs/{job_id}/cancel",
-    response_model=schemas.JobOut,
-    # Conflict, besides the key's: the job kept changing state while being canceled.
-    responses=error_responses(NotFound, JobFinished, *KEYED_WRITE_ERRORS),
-)
-async def cancel_job(
-    job_id: uuid.UUID,
-    request: Request,
-    session: DBSession,
-    user: CurrentApiUser,
-    settings: SettingsDep,
-) -> Response:
-    """Queued: canceled at once, every held Token back. Processing: stopped at the next
-    batch of frames, and only the video seconds processed until then are charged (an
-    image swap, under a second, is not interrupted). Already canceled: returned
-    unchanged. Succeeded or failed: 409 JobFinished, nothing changes. Honours
-    Idempotency-Key: a replay answers the first answer again."""
-    released: list[JobRecord] = []
-
-    async def operation() -> tuple[int, Any]:
-        was = await service.get_job(session, user.user_id, job_id)
-        job = await settle.cancel_job(
-            session, user.user_id, job_id, webhook_lease_s=settings.jobs_webhook_lease_seconds
-        )
-        if was.status == "queued" and job.status == "canceled":
-            released.append(job)
-        return 200, results.job_json(request, job)
-
-    response = await run_idempotent(
-        session, request, scope=f"user:{user.user_id}", operation=operation
-    )
-    for job in released:
-        await session.commit()  # the inputs go only once the cancel is durable
-        await results.delete_stored(results.store_of(request), job.source_key, job.target_key)
-    return response
-
-
-@router.get(
-    "/jobs/{job_id}/webhook-deliveries",
-    response_model=list[webhook_schemas.WebhookDeliveryOut],
-    responses=error_responses(NotFound),
-)
-async def job_webhook_deliveries(
-    job_id: uuid.UUID, session: DBSession, user: CurrentApiUser
-) -> list[dict[str, Any]]:
-    """Webhook deliveries of one of your jobs: status, attempts, last error."""
-    await service.get_job(session, user.user_id, job_id)
-    return [dict(r._mapping) for r in await webhooks.deliveries_of_job(session, job_id)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,3 +239,16 @@ async def check_webhook_url(url: str | None, settings: Settings) -> None:
     now, rather than after the job ran."""
     if url:
         await vet_url(url, settings.url_fetch_allow_hosts_set)
+
+
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
+
+
+def prefer_wait(prefer: str | None, settings: Settings) -> int | None:
+    """N of ``Prefer: wait=N`` (RFC 7240), capped at jobs_max_wait_seconds; None if absent."""
+    if not prefer:
+        return None
+    match = PREFER_WAIT.search(prefer)
+    if match is None:
+        return None
+    return min(int(match.group(1)), settings.jobs_max_wait_seconds)

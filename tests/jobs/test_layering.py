@@ -12,6 +12,7 @@ FIRST_PARTY = ("app", "billing", "admin", "inference")
 WORKER_SIDE = {"app.jobs.runner", "app.jobs.worker"}
 API_SIDE = (
     "app.jobs.endpoints",
+    "app.jobs.job_endpoints",
     "app.jobs.result_endpoints",
     "app.jobs.intake",
     "app.jobs.media",
