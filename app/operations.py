@@ -13,6 +13,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.core import metrics, ratelimit
+from app.core.audit_anchor import AnchorPlaces
+from app.core.audit_anchor import refresh_gauges as refresh_anchor_gauges
+from app.core.errors import Unauthorized
 from app.jobs.queue import refresh_cluster_gauges
 from billing import ledger_verify
 
@@ -69,6 +72,8 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(request: Request) -> Response:
     settings = request.app.state.settings
+    if not metrics.bearer_ok(request.headers.get("authorization"), settings.metrics_token):
+        raise Unauthorized("/metrics needs Authorization: Bearer <SWAPMETER_METRICS_TOKEN>")
     try:
         async with request.app.state.db.session() as session:
             await refresh_cluster_gauges(
@@ -81,5 +86,7 @@ async def prometheus_metrics(request: Request) -> Response:
     # swapmeter_redis_up, then the latest ledger verification (kept in Redis)
     if await ratelimit.ping(request.app.state.redis, timeout_s=1.0) is None:
         await ledger_verify.refresh_gauges(request.app.state.redis)
+        # The anchored audit head, as the workers keep it in Redis.
+        await refresh_anchor_gauges(AnchorPlaces.of(settings, request.app.state.redis, None))
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

@@ -40,6 +40,8 @@ from redis.asyncio import Redis
 
 from app.core import logs, ratelimit, storage
 from app.core import metrics as app_metrics
+from app.core.audit import Anchor
+from app.core.audit_anchor import AnchorPlaces
 from app.core.db import Database
 from app.core.settings import Settings
 from app.core.storage import ResultStore
@@ -103,6 +105,8 @@ class Worker:
         self._announced = 1
         self._stopping = False
         self._verifying = False
+        self.anchors = AnchorPlaces.of(settings, self.redis, self.store)
+        self._audit_head: Anchor | None = None  # as the last housekeeping round saw it
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -343,8 +347,8 @@ class Worker:
             await asyncio.sleep(self.settings.jobs_housekeeping_seconds)
 
     async def housekeeping(self) -> None:
-        """Heartbeat, queue gauges, abandoned jobs and orphaned webhooks (one round), and
-        the ledger verification when it is this worker's turn."""
+        """Heartbeat, queue gauges, the audit chain's anchor, abandoned jobs and orphaned
+        webhooks (one round), and the ledger verification when it is this worker's turn."""
         interval = self.settings.jobs_housekeeping_seconds
         try:
             async with self.db.session() as session:
@@ -365,6 +369,8 @@ class Worker:
         timeout_s = self.settings.rate_limit_redis_timeout_seconds
         if await ratelimit.ping(self.redis, timeout_s=timeout_s) is None:
             await ledger_verify.refresh_gauges(self.redis)
+            async with self.db.session() as session:
+                self._audit_head = await self.anchors.publish(session, self._audit_head)
             if not self._verifying:  # a long check must not hold up the heartbeat
                 self._verifying = True
                 self._spawn(self._verify_ledger())
@@ -377,7 +383,11 @@ class Worker:
     async def _verify_ledger(self) -> None:
         try:
             await ledger_verify.verify_if_due(
-                self.db, self.redis, self.settings.ledger_verify_interval_seconds, self.id
+                self.db,
+                self.redis,
+                self.settings.ledger_verify_interval_seconds,
+                self.id,
+                anchors=self.anchors,
             )
         except Exception:  # noqa: BLE001 - the next turn retries
             log.exception("ledger verification failed to run")
@@ -396,25 +406,29 @@ class Worker:
 
 
 async def run_worker_process(
-    settings: Settings, *, concurrency: int | None = None, metrics_port: int | None = None
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
 ) -> None:
     """``swapmeter worker``: run until SIGTERM or Ctrl-C, then stop claiming, let running
     jobs finish (30 s at most) and give the rest back to the queue. Serves its metrics
-    (queue, run times, inference stages, Tokens it captured, GPUs) on ``metrics_port`` for
-    Prometheus: one port per worker process (a second one on a host needs its own)."""
+    (queue, run times, inference stages, Tokens it captured, GPUs) on ``metrics_host``:
+    ``metrics_port`` for Prometheus (behind ``SWAPMETER_METRICS_TOKEN`` when set): one
+    port per worker process (a second one on a host needs its own)."""
     import signal
 
-    from prometheus_client import start_http_server
-
     port = settings.jobs_worker_metrics_port if metrics_port is None else metrics_port
+    host = metrics_host or settings.jobs_worker_metrics_host
     if port:
         from app.core import gpu_metrics
 
         gpu_metrics.register()
         try:
-            start_http_server(port)
+            app_metrics.serve_metrics(host, port, settings.metrics_token)
         except OSError as exc:  # another worker on this host has it: run without
-            log.warning("worker metrics not served on port %d: %s", port, exc)
+            log.warning("worker metrics not served on %s:%d: %s", host, port, exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
