@@ -288,6 +288,65 @@ def verdict(samples: list[Sample], warmup_s: float, slack_holds: int) -> bool:
     return flat
 
 
+def swap_bodies(tmp: Path) -> tuple[bytes, bytes]:
+    """The image swap's JSON body and the 1 s video's."""
+    source = base64.b64encode((FACES / "obama.jpg").read_bytes()).decode()
+    image = base64.b64encode((FACES / "biden.jpg").read_bytes()).decode()
+    clip = base64.b64encode(make_clip(tmp / "clip.mp4")).decode()
+    return (
+        orjson.dumps({"source": source, "target": image}),
+        orjson.dumps({"source": source, "target": clip}),
+    )
+
+
+async def sample_until(
+    probe: Probe, soak: Soak, processes: list, args: argparse.Namespace
+) -> list[Sample]:
+    """Run the clients for ``--minutes``, sampling every ``--interval`` seconds."""
+    print(
+        f"soak: {args.minutes:g} min, {args.clients} clients, worker concurrency "
+        f"{args.worker_concurrency}, swapper {args.swapper}, mix {MIX}; "
+        f"load average {harness.load_average()}"
+    )
+    print(
+        "   t(s) " + " ".join(f"{label:>{len(fmt.format(0))}}" for _, label, fmt in COLUMNS)
+        + "  answers"
+    )  # fmt: skip
+    start = time.monotonic()
+    until = start + args.minutes * 60
+    clients = [asyncio.create_task(client_loop(soak, i, until)) for i in range(args.clients)]
+    samples: list[Sample] = []
+    while time.monotonic() < until:
+        for process in processes:
+            if process.poll() is not None:
+                raise SystemExit(f"{process.args[:4]} exited with {process.returncode}")
+        sample = Sample(time.monotonic() - start, await probe.sample())
+        samples.append(sample)
+        print_row(sample, soak)
+        await asyncio.sleep(min(args.interval, max(0.0, until - time.monotonic())))
+    await asyncio.gather(*clients)
+    return samples
+
+
+async def drained(probe: Probe, soak: Soak) -> bool:
+    """Once the traffic stopped: no job left (within 2 minutes), no hold open."""
+    deadline = time.monotonic() + 120
+    after = await probe.sample()
+    while after["unfinished_jobs"] and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        after = await probe.sample()
+    print(f"\nanswers: {dict(sorted(soak.answers.items()))}")
+    for line in soak.unexpected:
+        print(f"  unexpected: {line}")
+    print(
+        f"after the traffic, drained: unfinished jobs {after['unfinished_jobs']:.0f}, "
+        f"open holds {after['open_holds']:.0f} ({after['held_tokens']:.0f} Tokens), "
+        f"temporary files {after['tmp_files']:.0f}, results kept {after['results']:.0f}; "
+        f"load average {harness.load_average()}"
+    )
+    return after["open_holds"] == 0 and after["unfinished_jobs"] == 0
+
+
 async def run(args: argparse.Namespace, database_url: str, tmp: Path) -> bool:
     proc_tmp = tmp / "proc-tmp"
     proc_tmp.mkdir(parents=True)
@@ -304,20 +363,8 @@ async def run(args: argparse.Namespace, database_url: str, tmp: Path) -> bool:
     port = harness.free_port()
     server = harness.start_server(env, port)
     worker = harness.start_worker(env, concurrency=args.worker_concurrency)
-    image_body = orjson.dumps(
-        {
-            "source": base64.b64encode((FACES / "obama.jpg").read_bytes()).decode(),
-            "target": base64.b64encode((FACES / "biden.jpg").read_bytes()).decode(),
-        }
-    )
-    clip = make_clip(tmp / "clip.mp4")
-    video_body = orjson.dumps(
-        {
-            "source": base64.b64encode((FACES / "obama.jpg").read_bytes()).decode(),
-            "target": base64.b64encode(clip).decode(),
-        }
-    )
     try:
+        image_body, video_body = swap_bodies(tmp)
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base) as client:
             await harness.wait_ready(client, server)
@@ -326,55 +373,16 @@ async def run(args: argparse.Namespace, database_url: str, tmp: Path) -> bool:
             {"api": server.pid, "worker": worker.pid}, database_url, [data_dir / "tmp", proc_tmp]
         )
         probe.results = data_dir / "results"
-        seconds = args.minutes * 60
-        print(
-            f"soak: {args.minutes:g} min, {args.clients} clients, worker concurrency "
-            f"{args.worker_concurrency}, swapper {args.swapper}, mix {MIX}; "
-            f"load average {harness.load_average()}"
-        )
-        print(
-            "   t(s) " + " ".join(f"{label:>{len(fmt.format(0))}}" for _, label, fmt in COLUMNS)
-            + "  answers"
-        )  # fmt: skip
-        start = time.monotonic()
-        until = start + seconds
-        clients = [asyncio.create_task(client_loop(soak, i, until)) for i in range(args.clients)]
-        samples: list[Sample] = []
-        while time.monotonic() < until:
-            for process in (server, worker):
-                if process.poll() is not None:
-                    raise SystemExit(f"{process.args[:4]} exited with {process.returncode}")
-            sample = Sample(time.monotonic() - start, await probe.sample())
-            samples.append(sample)
-            print_row(sample, soak)
-            await asyncio.sleep(min(args.interval, max(0.0, until - time.monotonic())))
-        await asyncio.gather(*clients)
-
-        # Drained: no job left, no hold open, no temporary file behind.
-        deadline = time.monotonic() + 120
-        after = await probe.sample()
-        while after["unfinished_jobs"] and time.monotonic() < deadline:
-            await asyncio.sleep(1)
-            after = await probe.sample()
-        print(f"\nanswers: {dict(sorted(soak.answers.items()))}")
-        for line in soak.unexpected:
-            print(f"  unexpected: {line}")
-        print(
-            f"after the traffic, drained: unfinished jobs {after['unfinished_jobs']:.0f}, "
-            f"open holds {after['open_holds']:.0f} ({after['held_tokens']:.0f} Tokens), "
-            f"temporary files {after['tmp_files']:.0f}, results kept {after['results']:.0f}; "
-            f"load average {harness.load_average()}"
-        )
-        drained = after["open_holds"] == 0 and after["unfinished_jobs"] == 0
-        warmup = min(args.warmup, seconds / 6)
+        samples = await sample_until(probe, soak, [server, worker], args)
+        empty = await drained(probe, soak)
+        warmup = min(args.warmup, args.minutes * 60 / 6)
         flat = verdict(samples, warmup, slack_holds=args.clients + args.worker_concurrency)
-        ok = flat and drained and not soak.unexpected
         print(
             f"\nverdict: {'FLAT' if flat else 'NOT FLAT'}; "
-            f"{'drained' if drained else 'NOT DRAINED'}; "
+            f"{'drained' if empty else 'NOT DRAINED'}; "
             f"{'no unexpected answer' if not soak.unexpected else 'UNEXPECTED ANSWERS'}"
         )
-        return ok
+        return flat and empty and not soak.unexpected
     finally:
         harness.stop(worker)
         harness.stop(server)
