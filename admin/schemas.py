@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.fields import Email, Text, token_amount
+from app.tenancy.service import SLUG_PATTERN
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -17,18 +20,20 @@ class _In(BaseModel):
 
 
 class TenantCreate(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
+    # The pattern is documented, checked by the service (400 InvalidSlug, not 422).
     slug: str | None = Field(
-        default=None, max_length=64, description="a-z, 0-9 and '-'; derived from name if absent"
+        default=None,
+        max_length=64,
+        description="a-z, 0-9 and '-'; derived from name if absent",
+        json_schema_extra={"pattern": SLUG_PATTERN},
     )
 
 
 class TenantUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    approval_threshold: int | None = Field(
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    approval_threshold: token_amount(1, 10**12) | None = Field(  # type: ignore[valid-type]
         default=None,
-        ge=1,
-        le=10**12,
         description="Bulk recharges above this total wait for a second admin; null turns it off",
     )
     status: Literal["active", "suspended"] | None = Field(
@@ -60,14 +65,20 @@ PLATFORM_ROLES = ("platform_admin", "auditor")
 
 
 class TenantAdminCreate(_In):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024, description="at least 10 characters")
+    email: Email = Field(max_length=320)
+    # At least 10 characters: documented, checked by the service (400 WeakPassword).
+    password: str = Field(
+        max_length=1024, description="at least 10 characters", json_schema_extra={"minLength": 10}
+    )
     role: str = Field(max_length=64, json_schema_extra={"enum": list(TENANT_ROLES)})
 
 
 class PlatformAdminCreate(_In):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024, description="at least 10 characters")
+    email: Email = Field(max_length=320)
+    # At least 10 characters: documented, checked by the service (400 WeakPassword).
+    password: str = Field(
+        max_length=1024, description="at least 10 characters", json_schema_extra={"minLength": 10}
+    )
     role: str = Field(max_length=64, json_schema_extra={"enum": list(PLATFORM_ROLES)})
 
 
@@ -127,14 +138,14 @@ class UserOut(BaseModel):
 
 
 class FreezeRequest(_In):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 # -- API keys ------------------------------------------------------------------------------
 
 
 class ApiKeyCreate(_In):
-    name: str = Field(min_length=1, max_length=255)
+    name: Text = Field(min_length=1, max_length=255)
     rate_limit_per_second: int | None = Field(default=None, ge=1, le=100_000)
 
 

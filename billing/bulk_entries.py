@@ -23,11 +23,13 @@ from app.core.errors import (
     DuplicateEntry,
     InvalidAmount,
     InvalidEntry,
+    InvalidText,
     TooManyEntries,
     ValidationError,
     storable_form,
     storable_text,
 )
+from app.core.fields import clean_text
 
 MODES = ("soft", "atomic")
 MAX_REASON = 1000
@@ -95,6 +97,8 @@ def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None
     value = payload.get(name)
     if value is None:
         return None
+    if isinstance(value, str) and not clean_text(value):
+        raise InvalidText(f"'{name}' holds a control character or an unpaired surrogate")
     if not is_text(value, limit):
         raise ValidationError(
             f"'{name}' must be a string of at most {limit} characters, without NUL "
