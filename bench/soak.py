@@ -258,12 +258,13 @@ def print_row(sample: Sample, soak: Soak) -> None:
     print(f"{sample.t:7.0f} {cells}  {done:7d}", flush=True)
 
 
-def verdict(samples: list[Sample], warmup_s: float, slack_holds: int) -> bool:
-    """Each series: its last third's mean against its first third's, after the warm-up."""
+def verdict(samples: list[Sample], warmup_s: float, slack_holds: int) -> bool | None:
+    """Each series: its last third's mean against its first third's, after the warm-up
+    (None: too few samples to judge)."""
     kept = [s for s in samples if s.t >= warmup_s]
     if len(kept) < 6:
         print(f"\ntoo few samples after the {warmup_s:.0f} s warm-up to judge ({len(kept)})")
-        return False
+        return None
     third = len(kept) // 3
     first, last = kept[:third], kept[-third:]
     print(f"\nfirst third vs last third (after {warmup_s:.0f} s warm-up, {third} samples each):")
@@ -378,11 +379,11 @@ async def run(args: argparse.Namespace, database_url: str, tmp: Path) -> bool:
         warmup = min(args.warmup, args.minutes * 60 / 6)
         flat = verdict(samples, warmup, slack_holds=args.clients + args.worker_concurrency)
         print(
-            f"\nverdict: {'FLAT' if flat else 'NOT FLAT'}; "
+            f"\nverdict: {({True: 'FLAT', False: 'NOT FLAT'}).get(flat, 'TOO SHORT TO JUDGE')}; "
             f"{'drained' if empty else 'NOT DRAINED'}; "
             f"{'no unexpected answer' if not soak.unexpected else 'UNEXPECTED ANSWERS'}"
         )
-        return flat and empty and not soak.unexpected
+        return bool(flat) and empty and not soak.unexpected
     finally:
         harness.stop(worker)
         harness.stop(server)
