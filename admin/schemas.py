@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -189,3 +189,32 @@ class AuditItem(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditItem]
     next_cursor: str | None
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class UsageDayOut(BaseModel):
+    day: date
+    recharged: int
+    granted: int
+    consumed: int
+    released: int
+    refunded: int
+    expired: int
+    adjusted: int
+    images_succeeded: int
+    images_failed: int
+    videos_succeeded: int
+    videos_failed: int
+    video_seconds: float
+    active_users: int
+
+
+class UsageReport(BaseModel):
+    items: list[UsageDayOut]
