@@ -22,6 +22,7 @@ from app.core.errors import (
     NotFound,
     error_responses,
 )
+from app.core.fields import Text
 
 router = DocumentedRouter(
     prefix="/api/v1/admin",
@@ -44,7 +45,7 @@ async def list_users(
     tenant_id: uuid.UUID,
     session: DBSession,
     admin: CurrentAdmin,
-    q: Annotated[str | None, Query(max_length=255, description="external id prefix")] = None,
+    q: Annotated[Text | None, Query(max_length=255, description="external id prefix")] = None,
     status: Literal["active", "frozen"] | None = None,
     sort: UserSort = "external_id",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
