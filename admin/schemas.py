@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.schemas import ExpiringOut
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -124,6 +126,9 @@ class UserOut(BaseModel):
     created_at: datetime
     email: str | None = None
     display_name: str | None = None
+    expiring: list[ExpiringOut] = Field(
+        default_factory=list, description="What expires when, as GET /balance shows it"
+    )
 
 
 class FreezeRequest(_In):

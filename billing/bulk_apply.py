@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -99,9 +100,13 @@ async def credit(
     *,
     reason: str | None,
     operator: str | None,
+    expires_at: datetime | None = None,
+    label: str | None = None,
 ) -> tuple[int, int]:
     """Credit the checked accounts and debit the tenant's issuance account, in one
-    statement; returns (accounts credited, Tokens credited)."""
+    statement; returns (accounts credited, Tokens credited). With ``expires_at`` the
+    credits are grants: each records its lot (``label`` its campaign), as a single
+    ``service.grant`` does, for the expiry pass to take back what is left then."""
     if not checked.accounts:
         return 0, 0
     issuance = await repo.run(
@@ -122,9 +127,12 @@ async def credit(
         amounts=checked.amounts,
         reason=reason,
         operator=operator,
+        expires_at=expires_at,
+        label=label,
     )
     # The accounts are locked and were checked active under the lock: all must be credited.
     if row["credited"] != len(checked.accounts):
         raise AppError("Bulk recharge credited fewer accounts than it locked")
-    metrics.tokens_moved(session, tenant_id, "recharge", int(row["total"]))
+    kind = "recharge" if expires_at is None else "grant"
+    metrics.tokens_moved(session, tenant_id, kind, int(row["total"]))
     return int(row["credited"]), int(row["total"])

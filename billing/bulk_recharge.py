@@ -52,8 +52,16 @@ class BatchReport:
     created_at: datetime | None = None
     approved_at: datetime | None = None
     applied_at: datetime | None = None
+    expires_at: datetime | None = None
+    label: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        # A batch of grants says when they expire; a recharge's report keeps its shape.
+        grants = (
+            {"expires_at": _iso(self.expires_at), "label": self.label}
+            if self.expires_at is not None
+            else {}
+        )
         return {
             "batch_id": str(self.batch_id),
             "status": self.status,
@@ -70,6 +78,7 @@ class BatchReport:
             "created_at": _iso(self.created_at),
             "approved_at": _iso(self.approved_at),
             "applied_at": _iso(self.applied_at),
+            **grants,
         }
 
 
@@ -114,6 +123,8 @@ async def submit(
             "operator": operator,
             "created_by": created_by,
             "created_by_email": created_by_email,
+            "expires_at": bulk.expires_at,
+            "label": bulk.label,
         },
     )
     assert batch is not None  # an INSERT ... RETURNING
@@ -139,7 +150,14 @@ async def submit(
     else:
         status = "applied"
         succeeded, total = await bulk_apply.credit(
-            session, tenant_id, batch.id, checked, reason=bulk.reason, operator=operator
+            session,
+            tenant_id,
+            batch.id,
+            checked,
+            reason=bulk.reason,
+            operator=operator,
+            expires_at=bulk.expires_at,
+            label=bulk.label,
         )
     row = await repo.run(
         session,
@@ -234,7 +252,14 @@ async def approve(
     else:
         status = "applied"
         succeeded, total = await bulk_apply.credit(
-            session, tenant_id, batch_id, checked, reason=row.reason, operator=row.operator
+            session,
+            tenant_id,
+            batch_id,
+            checked,
+            reason=row.reason,
+            operator=row.operator,
+            expires_at=row.expires_at,
+            label=row.label,
         )
     updated = await repo.run(
         session,
@@ -300,4 +325,6 @@ def _report(row: Any, failed_users: list[dict[str, Any]] | None = None) -> Batch
         created_at=row.created_at,
         approved_at=row.approved_at,
         applied_at=row.applied_at,
+        expires_at=row.expires_at,
+        label=row.label,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -69,6 +70,17 @@ _ACCOUNT_VIEW = text(
 )
 
 
+# What is left of each grant lot, grouped by when it expires and its campaign, soonest first.
+_EXPIRING = text(
+    """
+    SELECT sum(remaining) AS amount, expires_at, label FROM token_grants
+    WHERE account_id = :account_id AND status = 'active' AND remaining > 0
+    GROUP BY expires_at, label
+    ORDER BY expires_at, label NULLS FIRST
+    """
+)
+
+
 async def open_tenant_accounts(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     await session.execute(_OPEN_TENANT_ACCOUNTS, {"tenant_id": tenant_id})
 
@@ -93,6 +105,10 @@ async def set_account_status(
 
 async def account_of_user(session: AsyncSession, user_id: int) -> Row[Any] | None:
     return (await session.execute(_ACCOUNT_VIEW, {"user_id": user_id})).first()
+
+
+async def expiring_lots(session: AsyncSession, account_id: int) -> list[Row[Any]]:
+    return list((await session.execute(_EXPIRING, {"account_id": account_id})).all())
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,9 +159,10 @@ GRANT_WITH_EXPIRY = text(
         "{extra}",
         """
     lot AS (
-        INSERT INTO token_grants (tenant_id, account_id, entry_id, amount, remaining, expires_at)
+        INSERT INTO token_grants (tenant_id, account_id, entry_id, amount, remaining,
+                                  expires_at, label)
         SELECT :tenant_id, e.to_account_id, e.id, e.amount, e.amount,
-               CAST(:expires_at AS timestamptz)
+               CAST(:expires_at AS timestamptz), CAST(:label AS varchar)
         FROM entry e
         RETURNING id
     ),
@@ -280,7 +297,7 @@ EXPIRE_GRANTS = text(
         INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind,
                                     reference, operator, reason, idempotency_key,
                                     balance_after, held_after)
-        SELECT s.tenant_id, s.account_id, sys.id, s.share, 'expiry', 'grant:' || s.grant_id,
+        SELECT s.tenant_id, s.account_id, sys.id, s.share, 'expire', 'grant:' || s.grant_id,
                'system', 'granted tokens expired',
                -- a lot may expire in parts (see take): keyed by its expired total so far
                'grant:' || s.grant_id || ':' || (s.expired_amount + s.share),
@@ -336,7 +353,8 @@ USERS_WITHOUT_ACCOUNT = text(
     """
 )
 
-# Credit every (already locked) account, one ledger entry each, one issuance debit.
+# Credit every (already locked) account, one ledger entry each, one issuance debit. With
+# an expiry ($8), the entries are grants and each one records its lot, as ``grant`` does.
 BULK_CREDIT = """
     WITH credited AS (
         UPDATE accounts a SET balance = a.balance + d.amount, updated_at = now()
@@ -347,9 +365,19 @@ BULK_CREDIT = """
     entries AS (
         INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind,
                                     reason, operator, batch_id, balance_after, held_after)
-        SELECT $3, $4, c.id, c.amount, 'recharge', $5, $6, $7, c.balance, c.held
+        SELECT $3, $4, c.id, c.amount,
+               CASE WHEN $8::timestamptz IS NULL THEN 'recharge' ELSE 'grant' END,
+               $5, $6, $7, c.balance, c.held
         FROM credited c ORDER BY c.id
-        RETURNING amount
+        RETURNING id, to_account_id, amount
+    ),
+    lots AS (
+        INSERT INTO token_grants (tenant_id, account_id, entry_id, amount, remaining,
+                                  expires_at, label)
+        SELECT $3, e.to_account_id, e.id, e.amount, e.amount, $8::timestamptz, $9::varchar
+        FROM entries e WHERE $8::timestamptz IS NOT NULL
+        ORDER BY e.to_account_id
+        RETURNING id
     ),
     issued AS (
         UPDATE accounts a
@@ -359,7 +387,8 @@ BULK_CREDIT = """
     )
     SELECT (SELECT count(*) FROM entries) AS credited,
            (SELECT coalesce(sum(amount), 0) FROM entries) AS total,
-           (SELECT count(*) FROM issued) AS issued
+           (SELECT count(*) FROM issued) AS issued,
+           (SELECT count(*) FROM lots) AS lots
 """
 
 
@@ -395,19 +424,30 @@ async def bulk_credit(
     amounts: list[int],
     reason: str | None,
     operator: str | None,
+    expires_at: datetime | None = None,
+    label: str | None = None,
 ) -> Any:
     driver = await driver_connection(session)
     return await driver.fetchrow(
-        BULK_CREDIT, account_ids, amounts, tenant_id, issuance_id, reason, operator, batch_id
+        BULK_CREDIT,
+        account_ids,
+        amounts,
+        tenant_id,
+        issuance_id,
+        reason,
+        operator,
+        batch_id,
+        expires_at,
+        label,
     )
 
 
 INSERT_BATCH = text(
     """
     INSERT INTO recharge_batches (tenant_id, status, mode, requested, reason, operator,
-                                  created_by, created_by_email)
+                                  created_by, created_by_email, expires_at, label)
     VALUES (:tenant_id, 'processing', :mode, :requested, :reason, :operator,
-            :created_by, :created_by_email)
+            :created_by, :created_by_email, :expires_at, :label)
     RETURNING id, created_at
     """
 )
@@ -415,7 +455,7 @@ INSERT_BATCH = text(
 _BATCH_COLUMNS = """
     id, tenant_id, status, mode, requested, succeeded, failed, total_amount, failed_users,
     reason, operator, created_by, created_by_email, approved_by, approved_by_email,
-    created_at, approved_at, applied_at
+    created_at, approved_at, applied_at, expires_at, label
 """
 FINISH_BATCH = text(
     f"""

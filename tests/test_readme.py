@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 PACKAGES = ("app", "billing", "admin", "inference")
 
+
 def _anchor(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
