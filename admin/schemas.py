@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from billing.schemas import ExpiringOut
 
@@ -183,3 +183,37 @@ class AuditItem(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditItem]
     next_cursor: str | None
+
+
+# -- corrections ---------------------------------------------------------------------------
+
+
+class AdjustmentRequest(_In):
+    amount: StrictInt = Field(
+        description="Signed Tokens: positive credits the user, negative debits them (not 0)"
+    )
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class RefundRequest(_In):
+    reason: str = Field(min_length=1, max_length=1000)
+    amount: StrictInt | None = Field(
+        default=None,
+        description="Tokens to give back; default: all the job was charged and is not refunded yet",
+    )
+
+
+class EntryOut(BaseModel):
+    """One ledger entry, signed from the user's side."""
+
+    id: int
+    at: datetime
+    user: str | None = Field(description="The user's external id")
+    kind: Literal["adjustment", "refund"]
+    amount: int = Field(description="+ Tokens to the user, - Tokens taken from them")
+    balance_after: int
+    held_after: int
+    reference: str | None = Field(description="A refund's hold (job:<job id>)")
+    reason: str
+    operator: str = Field(description="The admin who made it")
+    job_id: uuid.UUID | None = None

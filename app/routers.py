@@ -9,6 +9,7 @@ import gc
 
 from fastapi import FastAPI
 
+from admin.correction_endpoints import router as corrections_router
 from admin.endpoints import router as admin_router
 from app import operations
 from app.auth.endpoints import router as auth_router
@@ -27,6 +28,7 @@ def include_routers(app: FastAPI) -> None:
     # Domains add their routers here as they land.
     app.include_router(auth_router)
     app.include_router(admin_router)
+    app.include_router(corrections_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)
     app.include_router(pricing_admin_router)
