@@ -4,6 +4,9 @@ expiring, holds that draw from the soonest-expiring grant, and the ``expire`` en
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +15,7 @@ import httpx
 from sqlalchemy import text
 
 from app.core.db import Database
+from app.core.settings import REPO_ROOT, Settings
 from billing import holds, maintenance
 from tests.admin.helpers import (
     bearer,
@@ -231,6 +235,58 @@ async def test_a_partial_capture_spends_the_grant_and_releases_the_rest_to_where
         await holds.capture(s, uuid.UUID(tid), "job-c", 4)
     await _expire_when_due(db, 2.2)
     assert await _entries(db, tid, "expire") == [1]
+    async with db.session() as s:
+        row = (
+            await s.execute(
+                text("SELECT balance, held FROM accounts WHERE user_id = :u"), {"u": user_id}
+            )
+        ).one()
+    assert (row.balance, row.held) == (10, 0)
+    assert await _verified(client, tid)
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """``swapmeter worker`` on the test database, its cleanup (and expiry pass) every second."""
+    env = {
+        **os.environ,
+        "SWAPMETER_ENVIRONMENT": "test",
+        "SWAPMETER_DATABASE_URL": settings.database_url,
+        "SWAPMETER_REDIS_URL": settings.redis_url,
+        "SWAPMETER_JWT_SECRET": settings.jwt_secret,
+        "SWAPMETER_DATA_DIR": str(settings.data_dir),
+        "SWAPMETER_RESULTS_CLEANUP_INTERVAL_SECONDS": "1",
+        "SWAPMETER_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1", "--metrics-port", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def test_a_swapmeter_worker_process_expires_the_grant_on_its_own(
+    client, db, settings: Settings
+) -> None:
+    """Acceptance, with a real ``swapmeter worker`` (its periodic cleanup, every second
+    here): a grant of 5 expiring in 2 s plus 10 paid; a 3-Token hold draws from the grant
+    and its job is charged; the balance ends at 10 with one ``expire`` of 2, verify ok."""
+    tid, user_id = await _grant_and_pay(client, db, 2)
+    async with db.session() as s:
+        await holds.hold(s, uuid.UUID(tid), user_id, "job-w", 3)
+    async with db.session() as s:
+        await holds.capture(s, uuid.UUID(tid), "job-w", 3)
+    worker = _start_worker(settings)
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await _entries(db, tid, "expire"):
+            assert worker.poll() is None, f"the worker exited with {worker.returncode}"
+            assert asyncio.get_running_loop().time() < deadline, "nothing expired"
+            await asyncio.sleep(0.2)
+    finally:
+        worker.kill()
+        worker.wait(10)
+    assert await _entries(db, tid, "expire") == [2]
     async with db.session() as s:
         row = (
             await s.execute(
