@@ -2,8 +2,8 @@
 
 The envelope (``{users, amount}`` or ``{entries: [{user, amount}]}``, ``mode``, ``reason``,
 ``operator``, and for a batch of grants ``expires_at`` and ``label``) fails the whole call
-when wrong; an entry's problem fails that entry only,
-with its code in the report's ``failed_users``. Entry rules, checked in this order:
+when wrong; an entry's problem fails that entry only, with its code in the report's
+``failed_users``. Entry rules, checked in this order:
 
 - ``InvalidEntry``: the entry is not an object with a non-empty string ``user``;
 - ``DuplicateEntry``: the user already appeared earlier in the batch. The first occurrence

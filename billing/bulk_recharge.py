@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -224,6 +224,7 @@ async def approve(
       must not fail, and nothing is credited twice.
     - ``rejected`` (atomic at submit, or at an earlier approval): 409 Conflict. Nothing can
       apply it any more; send a new batch.
+    - a batch of grants whose ``expires_at`` has passed: 409 Conflict, left pending.
 
     Failures found now carry the index the entry had in the request, like those found at
     submit.
@@ -239,6 +240,12 @@ async def approve(
         return _report(row), False
     if row.created_by is not None and row.created_by == approved_by:
         raise Forbidden("A batch must be approved by a different admin than the one who sent it")
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        # Grants credited now would only be taken back by the next expiry pass.
+        raise Conflict(
+            f"This batch's grants expired at {row.expires_at.isoformat()}, before it was "
+            "approved; send a new batch with a later expires_at"
+        )
 
     users, amounts = row.pending_users or [], row.pending_amounts or []
     wanted = {

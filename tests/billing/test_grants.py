@@ -161,6 +161,37 @@ async def test_a_grant_batch_waiting_for_approval_is_applied_as_grants(client, d
     assert await _entries(db, tid, "grant") == [6]
 
 
+async def test_a_grant_batch_whose_expiry_passed_before_approval_is_not_applied(client, db) -> None:
+    tid = (await create_tenant(client))["id"]
+    patched = await client.patch(
+        f"/api/v1/admin/tenants/{tid}",
+        json={"approval_threshold": 5},
+        headers=await root_headers(client),
+    )
+    assert patched.status_code == 200, patched.text
+    await import_users(client, tid, ["ann"])
+    alice, bob = await create_admin(client, tid), await create_admin(client, tid)
+    body = {"users": ["ann"], "amount": 6, "expires_at": _at(timedelta(hours=1))}
+    sent = await _bulk(client, tid, body, **bearer(alice["token"]))
+    batch_id = sent.json()["batch_id"]
+    async with db.session() as s:  # an approval that came too late
+        await s.execute(
+            text(
+                "UPDATE recharge_batches SET expires_at = now() - interval '1 minute' WHERE id = :b"
+            ),
+            {"b": batch_id},
+        )
+    late = await client.post(
+        f"/api/v1/admin/tenants/{tid}/recharges/{batch_id}/approve", headers=bearer(bob["token"])
+    )
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "Conflict")
+    batch = await client.get(
+        f"/api/v1/admin/tenants/{tid}/recharges/{batch_id}", headers=bearer(bob["token"])
+    )
+    assert batch.json()["status"] == "pending_approval"
+    assert await _entries(db, tid, "grant") == []
+
+
 async def _grant_and_pay(client: httpx.AsyncClient, db: Database, seconds: float) -> Any:
     """A tenant whose user 'g' has a grant of 5 expiring in ``seconds`` and 10 paid."""
     tenant = await create_tenant(client)
