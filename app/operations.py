@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.core import metrics, ratelimit
+from app.core.audit_anchor import AnchorPlaces
+from app.core.audit_anchor import refresh_gauges as refresh_anchor_gauges
 from app.jobs.queue import refresh_cluster_gauges
 from billing import ledger_verify
 
@@ -81,5 +83,7 @@ async def prometheus_metrics(request: Request) -> Response:
     # swapmeter_redis_up, then the latest ledger verification (kept in Redis)
     if await ratelimit.ping(request.app.state.redis, timeout_s=1.0) is None:
         await ledger_verify.refresh_gauges(request.app.state.redis)
+        # The anchored audit head, as the workers keep it in Redis.
+        await refresh_anchor_gauges(AnchorPlaces.of(settings, request.app.state.redis, None))
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

@@ -24,6 +24,7 @@ from app.auth.dependencies import (
     ensure_tenant_access,
 )
 from app.core import audit
+from app.core.audit_anchor import AnchorPlaces
 from app.core.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.core.errors import (
     DocumentedRouter,
@@ -265,7 +266,9 @@ async def verify_ledger_endpoint(
     elif admin.tenant_id is not None:
         tenant_id = admin.tenant_id
     started = time.monotonic()
-    result = await ledger_verify.verify(session, tenant_id)
+    state = request.app.state
+    anchors = AnchorPlaces.of(state.settings, state.redis, getattr(state, "result_store", None))
+    result = await ledger_verify.verify(session, tenant_id, anchors)
     if tenant_id is None:  # the whole ledger: the latest result operators see
         await ledger_verify.record(request.app.state.redis, result, time.monotonic() - started)
     return schemas.LedgerVerifyOut(
@@ -273,6 +276,7 @@ async def verify_ledger_endpoint(
         accounts_checked=result.accounts_checked,
         mismatches=[schemas.MismatchOut(**m) for m in result.mismatches],
         audit_chain_ok=result.audit_chain_ok,
+        audit_chain_problem=result.audit_chain_problem,
         tenant_id=tenant_id,
     )
 

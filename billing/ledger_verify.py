@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
+from app.core.audit_anchor import AnchorPlaces
 from app.core.db import Database
 from billing import metrics
 from billing.verify import MAX_MISMATCHES, check_ledger, hold_mismatches
@@ -40,18 +41,24 @@ class Verification:
     accounts_checked: int
     mismatches: list[dict[str, Any]]
     audit_chain_ok: bool
+    audit_chain_problem: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.mismatches and self.audit_chain_ok
 
 
-async def verify(session: AsyncSession, tenant_id: uuid.UUID | None) -> Verification:
-    """Check the ledger of one tenant, or of all (``tenant_id`` None)."""
+async def verify(
+    session: AsyncSession, tenant_id: uuid.UUID | None, anchors: AnchorPlaces | None = None
+) -> Verification:
+    """Check the ledger of one tenant, or of all (``tenant_id`` None), and the audit chain
+    against the newest anchor of its head that ``anchors`` holds."""
     ledger = await check_ledger(session, tenant_id)
     mismatches = ledger.mismatches + await hold_mismatches(session, tenant_id, MAX_MISMATCHES)
-    chain_ok = await audit.verify_chain(session)
-    return Verification(ledger.accounts_checked, mismatches, chain_ok)
+    anchor = await anchors.newest() if anchors is not None else None
+    chain = await audit.check_chain(session, anchor=anchor)
+    problem = None if chain.ok else f"audit row {chain.first_bad_id}: {chain.problem}"
+    return Verification(ledger.accounts_checked, mismatches, chain.ok, problem)
 
 
 async def record(
@@ -90,6 +97,7 @@ async def verify_if_due(
     *,
     turn_key: str = TURN_KEY,
     last_key: str = LAST_KEY,
+    anchors: AnchorPlaces | None = None,
 ) -> bool:
     """Check the whole ledger when no process has within ``interval_s`` (the turn is a
     Redis key that expires then). Returns whether this call ran it. (The keys are
@@ -105,7 +113,7 @@ async def verify_if_due(
     started = time.monotonic()
     try:
         async with db.session() as session:
-            result = await verify(session, None)
+            result = await verify(session, None, anchors)
     except BaseException:
         with contextlib.suppress(RedisError, OSError):  # another worker tries next round
             await redis.delete(turn_key)
@@ -116,6 +124,6 @@ async def verify_if_due(
             "ledger verification failed: %d mismatches%s (GET /api/v1/admin/ledger/verify "
             "lists them)",
             len(result.mismatches),
-            "" if result.audit_chain_ok else ", audit chain broken",
+            "" if result.audit_chain_ok else f", audit chain broken ({result.audit_chain_problem})",
         )
     return True

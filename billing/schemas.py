@@ -106,6 +106,11 @@ class LedgerVerifyOut(BaseModel):
     accounts_checked: int
     mismatches: list[MismatchOut]
     audit_chain_ok: bool
+    audit_chain_problem: str | None = Field(
+        None,
+        description="Why the audit chain is not ok: the first bad row and what is wrong "
+        "with it (edited, unknown key, rows removed after the anchored head...); null: ok",
+    )
     tenant_id: uuid.UUID | None = Field(None, description="The tenant checked; null: all")
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from app.core.audit_anchor import redis_key
 from app.core.db import Database
 from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres, EmbeddedRedis, port_is_open
@@ -67,10 +69,13 @@ def servers() -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def database_url(servers: tuple[str, str]) -> Iterator[str]:
     """A fresh database for this test run (one per xdist worker), migrated to head."""
-    server_url, _ = servers
+    server_url, redis_url = servers
     name = _database_name()
     server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     server_sql(server_url, f'CREATE DATABASE "{name}"')
+    # An earlier run with this name (a reused pid) may have left its audit anchor behind.
+    with SyncRedis.from_url(redis_url) as r:
+        r.delete(redis_key(name))
     url = server_url.rsplit("/", 1)[0] + "/" + name
     upgrade_to_head(url)
     yield url

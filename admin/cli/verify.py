@@ -42,6 +42,9 @@ def _verify(tenant: str | None, url: str | None, json_out: bool) -> int:
         )
         for m in mismatches:
             output.line("  " + ", ".join(f"{k}={v}" for k, v in m.items() if v is not None))
-        output.line("audit chain: " + ("ok" if result.get("audit_chain_ok") else "BROKEN"))
+        chain = "ok" if result.get("audit_chain_ok") else "BROKEN"
+        if result.get("audit_chain_problem"):
+            chain += f" ({result['audit_chain_problem']})"
+        output.line("audit chain: " + chain)
         output.line("verify: " + ("ok" if result.get("ok") else "NOT OK"))
     return EXIT_OK if result.get("ok") else EXIT_ERROR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from inference.config import EngineConfig
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"
+DEV_AUDIT_KEY = "dev-only-insecure-audit-key-change-me"
+MIN_SECRET_CHARS = 32
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,6 +35,15 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "swapmeter"
     jwt_ttl_seconds: int = 3600
+    # The audit chain's HMAC key (docs/security.md): a secret outside the database, and its
+    # id, stored in each row it signs. To rotate, give a new key and id, and move the old
+    # pair into audit_old_keys ("id:secret,id:secret"), which still verify older rows.
+    audit_key: str = DEV_AUDIT_KEY
+    audit_key_id: str = "k1"
+    audit_old_keys: str = ""
+    # Also keep the anchor of the audit chain's head as anchors/audit-head.json in the
+    # result store (it is always kept in Redis, the log and the metrics).
+    audit_anchor_store: bool = False
     bootstrap_admin_email: str = ""
     bootstrap_admin_password: str = ""
     # Comma-separated CIDRs allowed to call /api/v1/admin and /api/v1/auth; empty: anyone.
@@ -76,7 +89,31 @@ class Settings(BaseSettings):
             raise ValueError("SWAPMETER_JWT_SECRET must be set to a real secret in production")
         if self.environment == "production" and len(self.jwt_secret) < 32:
             raise ValueError("SWAPMETER_JWT_SECRET must be at least 32 characters in production")
+        if self.environment == "production" and self.audit_key == DEV_AUDIT_KEY:
+            raise ValueError("SWAPMETER_AUDIT_KEY must be set to a real secret in production")
+        if self.environment == "production" and len(self.audit_key) < MIN_SECRET_CHARS:
+            raise ValueError("SWAPMETER_AUDIT_KEY must be at least 32 characters in production")
+        self.audit_keys()  # a malformed key list is refused at start, in every environment
         return self
+
+    def audit_keys(self) -> dict[str, bytes]:
+        """The audit keys by id, the signing one (``audit_key``) first."""
+        keys = {self.audit_key_id: self.audit_key}
+        for entry in filter(None, (e.strip() for e in self.audit_old_keys.split(","))):
+            key_id, sep, secret = entry.partition(":")
+            if not sep or not secret:
+                raise ValueError("SWAPMETER_AUDIT_OLD_KEYS takes id:secret pairs, comma-separated")
+            if key_id in keys:
+                raise ValueError(f"audit key id {key_id!r} is given twice")
+            keys[key_id] = secret
+        for key_id, secret in keys.items():
+            if not _KEY_ID_RE.fullmatch(key_id):
+                raise ValueError(
+                    f"audit key id {key_id!r}: 1 to 32 letters, digits, '.', '_' or '-'"
+                )
+            if not secret:
+                raise ValueError(f"audit key {key_id!r} is empty")
+        return {key_id: secret.encode() for key_id, secret in keys.items()}
 
     @property
     def async_database_url(self) -> str:

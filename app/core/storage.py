@@ -32,6 +32,8 @@ from app.core.settings import Settings
 log = logging.getLogger(__name__)
 
 RESULTS_URL_PATH = "/api/v1/results/"
+# Small objects kept for good beside the results (the audit chain's anchor): never expired.
+ANCHORS_PREFIX = "anchors/"
 TEMP_SUFFIX = ".tmp"
 DEFAULT_TEMP_MAX_AGE = timedelta(hours=1)
 _COPY_CHUNK = 1 << 20
@@ -495,6 +497,8 @@ async def cleanup(
     deleted = 0
     strangers: list[str] = []
     for key in await store.list_expired(current - older_than):
+        if key.startswith(ANCHORS_PREFIX):
+            continue
         if not valid_key(key):
             strangers.append(key)  # not a name SwapMeter writes (a folder marker, a copy)
             continue

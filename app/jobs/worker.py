@@ -40,6 +40,8 @@ from redis.asyncio import Redis
 
 from app.core import logs, ratelimit, storage
 from app.core import metrics as app_metrics
+from app.core.audit import Anchor
+from app.core.audit_anchor import AnchorPlaces
 from app.core.db import Database
 from app.core.settings import Settings
 from app.core.storage import ResultStore
@@ -103,6 +105,8 @@ class Worker:
         self._announced = 1
         self._stopping = False
         self._verifying = False
+        self.anchors = AnchorPlaces.of(settings, self.redis, self.store)
+        self._audit_head: Anchor | None = None  # as the last housekeeping round saw it
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -343,8 +347,8 @@ class Worker:
             await asyncio.sleep(self.settings.jobs_housekeeping_seconds)
 
     async def housekeeping(self) -> None:
-        """Heartbeat, queue gauges, abandoned jobs and orphaned webhooks (one round), and
-        the ledger verification when it is this worker's turn."""
+        """Heartbeat, queue gauges, the audit chain's anchor, abandoned jobs and orphaned
+        webhooks (one round), and the ledger verification when it is this worker's turn."""
         interval = self.settings.jobs_housekeeping_seconds
         try:
             async with self.db.session() as session:
@@ -365,6 +369,8 @@ class Worker:
         timeout_s = self.settings.rate_limit_redis_timeout_seconds
         if await ratelimit.ping(self.redis, timeout_s=timeout_s) is None:
             await ledger_verify.refresh_gauges(self.redis)
+            async with self.db.session() as session:
+                self._audit_head = await self.anchors.publish(session, self._audit_head)
             if not self._verifying:  # a long check must not hold up the heartbeat
                 self._verifying = True
                 self._spawn(self._verify_ledger())
@@ -377,7 +383,11 @@ class Worker:
     async def _verify_ledger(self) -> None:
         try:
             await ledger_verify.verify_if_due(
-                self.db, self.redis, self.settings.ledger_verify_interval_seconds, self.id
+                self.db,
+                self.redis,
+                self.settings.ledger_verify_interval_seconds,
+                self.id,
+                anchors=self.anchors,
             )
         except Exception:  # noqa: BLE001 - the next turn retries
             log.exception("ledger verification failed to run")

@@ -148,14 +148,15 @@ async def test_a_forged_row_breaks_the_chain_and_verify_reports_it(db, client) -
                 assert report.ok is False
                 assert report.first_bad_id == entry.id
                 assert await audit.verify_chain(s) is False
-            # A forger who also recomputes this row's hash breaks the link to the next one.
+            # A forger who also recomputes this row's hash (holding the key, even) breaks the
+            # link to the next one.
             async with db.session() as s:
                 forged = (
                     await s.execute(
                         text(
                             "SELECT id, at, actor_id, actor, actor_ip, request_id, action, "
                             "tenant_id, "
-                            "target, details, prev_hash FROM audit_log WHERE id = :i"
+                            "target, details, prev_hash, key_id FROM audit_log WHERE id = :i"
                         ),
                         {"i": entry.id},
                     )
@@ -174,7 +175,10 @@ async def test_a_forged_row_breaks_the_chain_and_verify_reports_it(db, client) -
             )
             await conn.execute(
                 text("UPDATE audit_log SET hash = :h WHERE id = :i"),
-                {"h": audit.chain_hash(forged.prev_hash, fields), "i": entry.id},
+                {
+                    "h": audit.default_keyring().row_hash(forged.prev_hash, forged.key_id, fields),
+                    "i": entry.id,
+                },
             )
             await conn.commit()
             async with db.session() as s:

@@ -18,12 +18,12 @@ from tests.conftest import server_sql
 
 
 @pytest.fixture
-def database_at_0009(servers: tuple[str, str]) -> Iterator[str]:
+def database_at_0010(servers: tuple[str, str]) -> Iterator[str]:
     server_url, _ = servers
     name = f"swapmeter_0011_{uuid.uuid4().hex[:12]}"
     server_sql(server_url, f'CREATE DATABASE "{name}"')
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "0009")
+    command.upgrade(alembic_config(url), "0010")
     yield url
     server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -61,8 +61,8 @@ async def _kinds(url: str) -> list[str]:
     return [r["kind"] for r in await _sql(url, "SELECT kind FROM ledger_entries ORDER BY id")]
 
 
-def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_0009: str) -> None:
-    url = database_at_0009
+def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_0010: str) -> None:
+    url = database_at_0010
     asyncio.run(_expiry_entry_before_0011(url))
     command.upgrade(alembic_config(url), "0011")
     assert asyncio.run(_kinds(url)) == ["expire"]
@@ -87,7 +87,7 @@ def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_000
             )
         )
 
-    command.downgrade(alembic_config(url), "0009")
+    command.downgrade(alembic_config(url), "0010")
     assert asyncio.run(_kinds(url)) == ["expiry"]
     gone = asyncio.run(
         _sql(

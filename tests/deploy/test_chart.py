@@ -141,7 +141,7 @@ def test_the_rendered_environment_is_settings_swapmeter_accepts(rendered, value_
         secret = r.get("Secret", RELEASE)["data"]
         secrets = {k: base64.b64decode(v).decode() for k, v in secret.items()}
     else:  # what the operator's existing Secret holds
-        secrets = {"SWAPMETER_JWT_SECRET": "x" * 40}
+        secrets = {"SWAPMETER_JWT_SECRET": "x" * 40, "SWAPMETER_AUDIT_KEY": "a" * 40}
     secrets |= {
         "SWAPMETER_DATABASE_URL": "postgresql://u:p@db:5432/swapmeter",
         "SWAPMETER_REDIS_URL": "redis://redis:6379/0",
@@ -261,6 +261,54 @@ def test_existing_secret_renders_no_secret_and_every_pod_reads_the_given_one(ren
         d.get("Job", MIGRATIONS)["metadata"]["annotations"]["helm.sh/hook-weight"]
     )
     assert len(base64.b64decode(hook["data"]["SWAPMETER_JWT_SECRET"])) >= 32
+    assert len(base64.b64decode(hook["data"]["SWAPMETER_AUDIT_KEY"])) >= 32
+
+
+def test_the_migrations_can_connect_as_the_owner_and_the_pods_as_the_service_role():
+    owner = "postgresql://swapmeter_owner:o@db:5432/swapmeter"
+    service = "postgresql://swapmeter_app:s@db:5432/swapmeter"
+    r = render({"secrets": {"databaseUrl": service, "migrationDatabaseUrl": owner}})
+    url = base64.b64decode(r.get("Secret", RELEASE)["data"]["SWAPMETER_DATABASE_URL"]).decode()
+    hook = base64.b64decode(r.get("Secret", MIGRATIONS)["data"]["SWAPMETER_DATABASE_URL"])
+    assert (url, hook.decode()) == (service, owner)
+    # Everything else of the hook's Secret is the release's.
+    main_data = r.get("Secret", RELEASE)["data"]
+    hook_data = r.get("Secret", MIGRATIONS)["data"]
+    assert {k: v for k, v in hook_data.items() if k != "SWAPMETER_DATABASE_URL"} == {
+        k: v for k, v in main_data.items() if k != "SWAPMETER_DATABASE_URL"
+    }
+
+    # An existing Secret: the migrations read the owner's URL from the key named.
+    r = render(
+        {
+            "secrets": {"existingSecret": "swapmeter-env"},
+            "migrations": {"existingSecretDatabaseUrlKey": "SWAPMETER_OWNER_DATABASE_URL"},
+        }
+    )
+    job = pod_spec(r.get("Job", MIGRATIONS))["containers"][0]
+    (url_var,) = [e for e in job["env"] if e["name"] == "SWAPMETER_DATABASE_URL"]
+    assert url_var["valueFrom"]["secretKeyRef"] == {
+        "name": "swapmeter-env",
+        "key": "SWAPMETER_OWNER_DATABASE_URL",
+    }
+    api = pod_spec(r.get("Deployment", API))["containers"][0]
+    assert "SWAPMETER_DATABASE_URL" not in env_of(api)
+
+
+def test_the_audit_keys_given_reach_the_pods():
+    r = render(
+        {
+            "secrets": {
+                "auditKey": "n" * 40,
+                "auditKeyId": "2027-01",
+                "auditOldKeys": "k1:" + "o" * 40,
+            }
+        }
+    )
+    data = {k: base64.b64decode(v).decode() for k, v in r.get("Secret", RELEASE)["data"].items()}
+    assert data["SWAPMETER_AUDIT_KEY"] == "n" * 40
+    assert data["SWAPMETER_AUDIT_KEY_ID"] == "2027-01"
+    assert data["SWAPMETER_AUDIT_OLD_KEYS"] == "k1:" + "o" * 40
 
 
 def test_ingress_routes_the_public_paths_over_tls_and_not_the_metrics(rendered):
@@ -448,6 +496,8 @@ def test_every_container_is_non_root_read_only_and_probed(rendered):
     [
         ({"worker": {"gpu": {"enabeld": True}}}, "additional properties 'enabeld'"),
         ({"secrets": {"jwtSecret": "too-short"}}, "/secrets/jwtSecret"),
+        ({"secrets": {"auditKey": "too-short"}}, "/secrets/auditKey"),
+        ({"secrets": {"auditOldKeys": "no-id-given"}}, "/secrets/auditOldKeys"),
         ({"results": {"backend": "s3"}}, "/results/s3/bucket"),
         ({"results": {"backend": "nfs"}}, "/results/backend"),
         ({"api": {"workers": 0}}, "/api/workers"),

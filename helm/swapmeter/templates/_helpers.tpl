@@ -80,18 +80,52 @@ hook's copy, the pods' checksum) sees the same one.
 {{- .Values.secrets.jwtSecret }}
 {{- end }}
 
-{{/* The data of the chart's Secret (also copied into the migration hook's own Secret). */}}
+{{/*
+The audit chain's HMAC key, like the JWT secret: the value given, else the release's
+Secret's (a new key at each upgrade would leave the rows signed before unverifiable),
+else a new random one.
+*/}}
+{{- define "swapmeter.auditKey" -}}
+{{- if not .Values.secrets.auditKey }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "swapmeter.fullname" .) }}
+{{- $secret := randAlphaNum 48 }}
+{{- if and $existing $existing.data (hasKey $existing.data "SWAPMETER_AUDIT_KEY") }}
+{{- $secret = index $existing.data "SWAPMETER_AUDIT_KEY" | b64dec }}
+{{- end }}
+{{- $_ := set .Values.secrets "auditKey" $secret }}
+{{- end }}
+{{- .Values.secrets.auditKey }}
+{{- end }}
+
+{{/* The data of the chart's Secret. */}}
 {{- define "swapmeter.secretData" -}}
-SWAPMETER_JWT_SECRET: {{ include "swapmeter.jwtSecret" . | b64enc | quote }}
-SWAPMETER_DATABASE_URL: {{ .Values.secrets.databaseUrl | b64enc | quote }}
-SWAPMETER_REDIS_URL: {{ .Values.secrets.redisUrl | b64enc | quote }}
-{{- with .Values.secrets.bootstrapAdminEmail }}
+{{- include "swapmeter.secretDataWith" (dict "root" . "databaseUrl" .Values.secrets.databaseUrl) }}
+{{- end }}
+
+{{/* The data of the migration hook's own Secret: the same, with the URL of the owner. */}}
+{{- define "swapmeter.migrationSecretData" -}}
+{{- $url := .Values.secrets.migrationDatabaseUrl | default .Values.secrets.databaseUrl }}
+{{- include "swapmeter.secretDataWith" (dict "root" . "databaseUrl" $url) }}
+{{- end }}
+
+{{- define "swapmeter.secretDataWith" -}}
+{{- $root := .root }}
+{{- $secrets := $root.Values.secrets }}
+SWAPMETER_JWT_SECRET: {{ include "swapmeter.jwtSecret" $root | b64enc | quote }}
+SWAPMETER_AUDIT_KEY: {{ include "swapmeter.auditKey" $root | b64enc | quote }}
+SWAPMETER_AUDIT_KEY_ID: {{ $secrets.auditKeyId | b64enc | quote }}
+{{- with $secrets.auditOldKeys }}
+SWAPMETER_AUDIT_OLD_KEYS: {{ . | b64enc | quote }}
+{{- end }}
+SWAPMETER_DATABASE_URL: {{ .databaseUrl | b64enc | quote }}
+SWAPMETER_REDIS_URL: {{ $secrets.redisUrl | b64enc | quote }}
+{{- with $secrets.bootstrapAdminEmail }}
 SWAPMETER_BOOTSTRAP_ADMIN_EMAIL: {{ . | b64enc | quote }}
 {{- end }}
-{{- with .Values.secrets.bootstrapAdminPassword }}
+{{- with $secrets.bootstrapAdminPassword }}
 SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD: {{ . | b64enc | quote }}
 {{- end }}
-{{- with .Values.secrets.resultsSigningSecret }}
+{{- with $secrets.resultsSigningSecret }}
 SWAPMETER_RESULTS_SIGNING_SECRET: {{ . | b64enc | quote }}
 {{- end }}
 {{- end }}
