@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve /metrics here (default SWAPMETER_JOBS_WORKER_METRICS_PORT; 0: off)",
     )
+    worker.add_argument(
+        "--metrics-host",
+        default=None,
+        help="address /metrics listens on (default SWAPMETER_JOBS_WORKER_METRICS_HOST, "
+        "127.0.0.1; 0.0.0.0: all interfaces)",
+    )
     worker.set_defaults(func=cmd_worker)
 
     add_models_commands(sub, lambda: get_settings().engine_config())
@@ -153,7 +159,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import uvloop
 
     uvloop.run(
-        run_worker_process(settings, concurrency=args.concurrency, metrics_port=args.metrics_port)
+        run_worker_process(
+            settings,
+            concurrency=args.concurrency,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     )
     return 0
 
@@ -243,7 +254,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             rd.start(adopt=True)
             started.append(rd)
             os.environ["SWAPMETER_REDIS_URL"] = rd.url
-        _dev_admin_defaults(data_dir)
+        new_password = _dev_admin_defaults(data_dir)
         # One process does it all: the API runs the swap jobs too (no `swapmeter worker`).
         os.environ.setdefault("SWAPMETER_JOBS_INPROCESS_WORKER", "true")
         get_settings.cache_clear()
@@ -253,7 +264,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         check_database(settings.database_url, for_migrate=True)
         upgrade_to_head(settings.database_url)
         demo = asyncio.run(_seed_demo(settings))
-        _print_banner(settings, args, demo)
+        _print_banner(settings, args, demo, new_password=new_password)
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -279,14 +290,24 @@ def _terminate_on_hangup(signum: int, frame: object) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _dev_admin_defaults(data_dir: Path) -> None:
-    """A first platform admin for the dev instance; the password is kept in the data dir."""
+DEV_ADMIN_PASSWORD_FILE = "dev-admin-password"
+
+
+def _dev_admin_defaults(data_dir: Path) -> bool:
+    """A first platform admin for the dev instance; the password is kept in the data dir.
+    True when the password was made just now (and is the one the admin gets): the banner
+    then shows it, this once."""
     os.environ.setdefault("SWAPMETER_BOOTSTRAP_ADMIN_EMAIL", "admin@swapmeter.local")
-    password_file = data_dir / "dev-admin-password"
-    if not password_file.exists():
-        password_file.write_text(secrets.token_urlsafe(12))
-        password_file.chmod(0o600)
+    password_file = data_dir / DEV_ADMIN_PASSWORD_FILE
+    created = not password_file.exists()
+    if created:
+        # Readable by its owner only, from the first byte written.
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(12))
+    given = os.environ.get("SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD")
     os.environ.setdefault("SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD", password_file.read_text().strip())
+    return created and not given
 
 
 async def _seed_demo(settings: Settings) -> DemoInfo | None:
@@ -301,7 +322,27 @@ async def _seed_demo(settings: Settings) -> DemoInfo | None:
         await db.dispose()
 
 
-def _print_banner(settings: Settings, args: argparse.Namespace, demo: DemoInfo | None) -> None:
+def _admin_password_line(settings: Settings, new_password: bool) -> str:
+    """The password itself once, when it was just made; after that, where it is kept (a
+    terminal's scrollback and shared screens are not a place for it on every start)."""
+    password_file = settings.data_dir.resolve() / DEV_ADMIN_PASSWORD_FILE
+    kept = password_file.is_file() and (
+        password_file.read_text().strip() == settings.bootstrap_admin_password
+    )
+    if new_password:
+        return f"{settings.bootstrap_admin_password} (shown once; kept in {password_file})"
+    if kept:
+        return f"password in {password_file}"
+    return "the password of SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD"
+
+
+def _print_banner(
+    settings: Settings,
+    args: argparse.Namespace,
+    demo: DemoInfo | None,
+    *,
+    new_password: bool = False,
+) -> None:
     base = f"http://{args.host}:{args.port}"
     lines = [
         "",
@@ -311,7 +352,7 @@ def _print_banner(settings: Settings, args: argparse.Namespace, demo: DemoInfo |
         f"  Redis:           {settings.redis_url}",
         f"  Data dir:        {settings.data_dir.resolve()}",
         "  Platform admin:  "
-        f"{settings.bootstrap_admin_email} / {settings.bootstrap_admin_password}",
+        f"{settings.bootstrap_admin_email} / {_admin_password_line(settings, new_password)}",
     ]
     if demo is not None:
         lines += [

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app.core import metrics, ratelimit
 from app.core.audit_anchor import AnchorPlaces
 from app.core.audit_anchor import refresh_gauges as refresh_anchor_gauges
+from app.core.errors import Unauthorized
 from app.jobs.queue import refresh_cluster_gauges
 from billing import ledger_verify
 
@@ -71,6 +72,8 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(request: Request) -> Response:
     settings = request.app.state.settings
+    if not metrics.bearer_ok(request.headers.get("authorization"), settings.metrics_token):
+        raise Unauthorized("/metrics needs Authorization: Bearer <SWAPMETER_METRICS_TOKEN>")
     try:
         async with request.app.state.db.session() as session:
             await refresh_cluster_gauges(

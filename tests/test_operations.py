@@ -40,3 +40,23 @@ async def test_every_openapi_operation_has_its_own_id(client) -> None:
     spec = (await client.get("/openapi.json")).json()
     ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
     assert len(ids) == len(set(ids))
+
+
+async def test_with_a_metrics_token_the_apis_metrics_need_it(settings) -> None:
+    """SWAPMETER_METRICS_TOKEN set: /metrics without the bearer token (or with another)
+    is 401 in the contract's error shape; with it, the metrics."""
+    import httpx
+
+    from app.main import create_app
+
+    application = create_app(settings.model_copy(update={"metrics_token": "scrape-me-123"}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}):
+                refused = await c.get("/metrics", headers=headers)
+                assert refused.status_code == 401, headers
+                assert refused.json()["error"]["code"] == "Unauthorized"
+                assert "swapmeter_" not in refused.text
+            allowed = await c.get("/metrics", headers={"Authorization": "Bearer scrape-me-123"})
+            assert allowed.status_code == 200 and "swapmeter_http_requests_total" in allowed.text

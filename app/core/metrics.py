@@ -15,7 +15,12 @@ once per process.
 
 from __future__ import annotations
 
+import hmac
 import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -91,3 +96,55 @@ def process_exiting() -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid(), folder)
+
+
+def bearer_ok(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``token`` (``SWAPMETER_METRICS_TOKEN``);
+    always true when no token is configured. Compared in constant time."""
+    if not token:
+        return True
+    return hmac.compare_digest((authorization or "").encode(), f"Bearer {token}".encode())
+
+
+_UNAUTHORIZED_BODY = (
+    b'{"error":{"code":"Unauthorized","message":"/metrics needs '
+    b'Authorization: Bearer <SWAPMETER_METRICS_TOKEN>"}}'
+)
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _guarded(app: WsgiApp, token: str) -> WsgiApp:
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if bearer_ok(environ.get("HTTP_AUTHORIZATION"), token):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")],
+        )
+        return [_UNAUTHORIZED_BODY]
+
+    return guarded
+
+
+def serve_metrics(host: str, port: int, token: str = "") -> Any:
+    """Serve this process's metrics on ``host:port`` from a daemon thread (a worker's
+    ``/metrics``); with ``token``, only to requests that carry it as a bearer token.
+    Returns the server (``shutdown()`` stops it); raises OSError when the port is taken."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's
+            pass  # one line per scrape on stderr is noise
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    app = make_wsgi_app()
+    server = make_server(
+        host, port, _guarded(app, token) if token else app, server_class, QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
+    return server

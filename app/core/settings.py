@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     admin_ip_allowlist: str = ""
     # Trust X-Forwarded-For from these proxies (comma-separated CIDRs) for client IPs.
     trusted_proxies: str = "127.0.0.1/32,::1/128"
+    # When set, /metrics (the API's and each worker's) answers only requests carrying
+    # "Authorization: Bearer <this>"; 401 otherwise. Empty: open to whoever reaches it.
+    metrics_token: str = ""
 
     # Billing limits. The largest Token amount of one recharge entry (1 to 10^15: every
     # balance, the tenant's issuance account's too, must stay within a bigint).
@@ -139,7 +142,7 @@ class Settings(BaseSettings):
 
     # --- Metered swap API building blocks (issue #4): URL inputs, rate limits, webhooks and
     # result storage (app/core/fetch.py, app/core/ratelimit.py, app/webhooks/delivery.py,
-    # app/core/storage.py).
+    # app/core/storage/).
     # Comma list of "host" or "host:port" exempt from the private-address refusal of URL
     # inputs and webhooks; meant for tests and on-premise setups, keep empty in production.
     url_fetch_allow_hosts: str = ""
@@ -227,8 +230,12 @@ class Settings(BaseSettings):
     # How long a worker may take to deliver a finished job's webhook before another
     # worker's sweep sends it instead.
     jobs_webhook_lease_seconds: int = 900
-    # Where `swapmeter worker` serves /metrics for Prometheus (0: not served).
+    # Where `swapmeter worker` serves /metrics for Prometheus (0: not served), and on which
+    # address: this host only by default (the metrics name tenants and their Token
+    # volumes); 0.0.0.0 (all interfaces) where Prometheus scrapes from elsewhere, as the
+    # Helm chart sets it.
     jobs_worker_metrics_port: int = 9101
+    jobs_worker_metrics_host: str = "127.0.0.1"
     # How often one of the workers verifies the whole ledger (balances, holds, zero sums,
     # the audit chain) for the swapmeter_ledger_verify_* gauges; 0: never (only
     # GET /admin/ledger/verify then updates them). One scan of the ledger entries.

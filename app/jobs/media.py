@@ -2,8 +2,10 @@
 
 What the target is (image or video), that the source is an image, the image headers
 (size limits) and, for a video, its duration from ``inference.video.probe``: the number
-the price is computed from. Cheap checks only: a file that is truncated past its header
-fails later, in the job, and its hold is released.
+the price is computed from. Cheap checks only, no pixel decoded: a JPEG, PNG, WebP or BMP
+cut short is refused here from its structure (``inference.media.check_complete``), before
+any hold; damage inside the compressed data is found by the decode, in the job, and its
+hold is released.
 
 Inference modules are imported inside functions: the API process loads OpenCV and ONNX
 Runtime only when it first checks an upload.
@@ -80,7 +82,7 @@ def _image_size(data: bytes, config: Any, role: str) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
-    from inference.media import PIL_FORMATS
+    from inference.media import PIL_FORMATS, check_complete
 
     try:
         with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
@@ -105,6 +107,10 @@ def _image_size(data: bytes, config: Any, role: str) -> tuple[int, int]:
             f"the {role} image is {width}x{height}; the limit is {config.max_image_side} pixels "
             f"per side and {config.max_image_pixels} pixels in all"
         )
+    try:
+        check_complete(data)
+    except ImageDecodeFailed as exc:
+        raise ImageDecodeFailed(f"the {role} image is incomplete: its file ends early") from exc
     return width, height
 
 

@@ -73,8 +73,10 @@ async def signed_result(request: Request, key: str, expires: str = "", sig: str 
     """A result by its signed, expiring URL (no API key: the signature is the permission).
     Only the local results store serves these; S3 URLs point at the bucket."""
     store = results.store_of(request)
-    if not isinstance(store, LocalResultStore) or not store.verify_signed(key, expires, sig):
+    signed = store.key_of_signed(key, expires, sig) if isinstance(store, LocalResultStore) else None
+    if signed is None:
         raise InvalidSignature("This result link is invalid or has expired")
+    key = signed
     try:
         return await results.serve(request, store, key, key.rsplit("/", 1)[-1])
     except NotFound:

@@ -30,7 +30,7 @@ from typing import Any
 from app.core.db import Database, connection_trouble
 from app.core.errors import SETUP_CODES, NotFound, public_message
 from app.core.settings import Settings
-from app.core.storage import ResultStore, StoredObject, signed_link
+from app.core.storage import RESULTS_FOLDER, ResultStore, StoredObject, signed_link
 from app.jobs import metrics, settle
 from app.jobs import repository as repo
 from app.jobs.media import image_ext, scratch_root
@@ -357,7 +357,7 @@ class JobRunner:
     def _result_key(self, job: JobRecord, ext: str) -> str:
         """Unique per attempt: a stale attempt discards its own output, never the result
         of the attempt that finished the job."""
-        return f"results/{job.tenant_id.hex}/{job.id.hex}-{job.attempts}.{ext}"
+        return f"{RESULTS_FOLDER}{job.tenant_id.hex}/{job.id.hex}-{job.attempts}.{ext}"
 
     def _result_json(self, key: str, stored: Any) -> dict[str, Any]:
         return {

@@ -406,25 +406,29 @@ class Worker:
 
 
 async def run_worker_process(
-    settings: Settings, *, concurrency: int | None = None, metrics_port: int | None = None
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
 ) -> None:
     """``swapmeter worker``: run until SIGTERM or Ctrl-C, then stop claiming, let running
     jobs finish (30 s at most) and give the rest back to the queue. Serves its metrics
-    (queue, run times, inference stages, Tokens it captured, GPUs) on ``metrics_port`` for
-    Prometheus: one port per worker process (a second one on a host needs its own)."""
+    (queue, run times, inference stages, Tokens it captured, GPUs) on ``metrics_host``:
+    ``metrics_port`` for Prometheus (behind ``SWAPMETER_METRICS_TOKEN`` when set): one
+    port per worker process (a second one on a host needs its own)."""
     import signal
 
-    from prometheus_client import start_http_server
-
     port = settings.jobs_worker_metrics_port if metrics_port is None else metrics_port
+    host = metrics_host or settings.jobs_worker_metrics_host
     if port:
         from app.core import gpu_metrics
 
         gpu_metrics.register()
         try:
-            start_http_server(port)
+            app_metrics.serve_metrics(host, port, settings.metrics_token)
         except OSError as exc:  # another worker on this host has it: run without
-            log.warning("worker metrics not served on port %d: %s", port, exc)
+            log.warning("worker metrics not served on %s:%d: %s", host, port, exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -65,3 +65,36 @@ def test_a_second_dev_on_one_data_dir_is_refused_before_it_touches_anything(
     finally:
         get_settings.cache_clear()
     assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
+
+
+def test_the_dev_banner_shows_the_admin_password_once_when_it_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first `swapmeter dev` on a data dir makes the admin's password and shows it;
+    later starts say where it is kept (.swapmeter/dev-admin-password, which the README's
+    tour reads) and never print it again."""
+    import argparse
+
+    from app.cli import _dev_admin_defaults, _print_banner
+
+    monkeypatch.setenv("SWAPMETER_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SWAPMETER_BOOTSTRAP_ADMIN_EMAIL", raising=False)
+    monkeypatch.delenv("SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD", raising=False)
+    args = argparse.Namespace(host="127.0.0.1", port=8000)
+    banners = []
+    get_settings.cache_clear()
+    try:
+        for _start in range(2):
+            new = _dev_admin_defaults(tmp_path)
+            get_settings.cache_clear()
+            _print_banner(get_settings(), args, None, new_password=new)
+            banners.append(capsys.readouterr().out)
+            monkeypatch.delenv("SWAPMETER_BOOTSTRAP_ADMIN_PASSWORD")  # a new process
+    finally:
+        get_settings.cache_clear()
+    password_file = tmp_path / "dev-admin-password"
+    password = password_file.read_text().strip()
+    assert len(password) >= 16 and password_file.stat().st_mode & 0o077 == 0
+    first, second = banners
+    assert f"admin@swapmeter.local / {password} (shown once" in first
+    assert password not in second and f"password in {password_file}" in second

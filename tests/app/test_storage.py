@@ -334,7 +334,7 @@ def test_the_access_log_keeps_no_result_link_signature(
     """A signed link works without an API key: the access log line of its download must
     not hand it to whoever reads the log."""
     create_app(settings)
-    path = "/api/v1/results/results/t/job-1.jpg?expires=1796140005&sig=c7d27b4f9e"
+    path = "/api/v1/results/t/job-1.jpg?expires=1796140005&sig=c7d27b4f9e"
     with caplog.at_level(logging.INFO, logger="uvicorn.access"):
         # As uvicorn logs a request: client, method, path with query, HTTP version, status.
         logging.getLogger("uvicorn.access").info(
@@ -342,3 +342,23 @@ def test_the_access_log_keeps_no_result_link_signature(
         )
     [line] = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
     assert "c7d27b4f9e" not in line and "sig=[hidden]" in line and "expires=1796140005" in line
+
+
+def test_a_result_link_names_the_results_folder_once_and_old_links_still_verify(
+    store: LocalResultStore,
+) -> None:
+    """Links of results read /api/v1/results/<tenant>/<file>; a link made when the path
+    carried the whole key (/api/v1/results/results/...) verifies until it expires."""
+    path, expires, sig = _signed_parts(store.signed_url("results/t/job-1.jpg", 3600, now=NOW))
+    assert path == "/api/v1/results/t/job-1.jpg"
+    assert store.key_of_signed("t/job-1.jpg", expires, sig, now=NOW) == "results/t/job-1.jpg"
+    # The old form: the same key and signature, the folder repeated in the path.
+    assert store.key_of_signed("results/t/job-1.jpg", expires, sig, now=NOW) == (
+        "results/t/job-1.jpg"
+    )
+    assert store.key_of_signed("results/t/job-1.jpg", expires, sig, now=NOW + 3600) is None
+    assert store.key_of_signed("inputs/t/job-1.jpg", expires, sig, now=NOW) is None
+    # A key outside the results folder keeps its whole path.
+    path, expires, sig = _signed_parts(store.signed_url("t/other.jpg", 60, now=NOW))
+    assert path == "/api/v1/results/t/other.jpg"
+    assert store.key_of_signed("t/other.jpg", expires, sig, now=NOW) == "t/other.jpg"

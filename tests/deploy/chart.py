@@ -33,6 +33,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "monitoring": {
         "metrics": {
+            "token": {"existingSecret": "swapmeter-metrics"},
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "prometheusRule": {"enabled": True},
             "dashboards": {"enabled": True, "annotations": {"grafana_folder": "SwapMeter"}},

@@ -130,6 +130,10 @@ def test_every_container_runs_a_real_swapmeter_command(rendered):
     worker = pod_spec(rendered["default"].get("Deployment", WORKER))["containers"][0]
     args = parser.parse_args(worker["args"])
     assert (args.metrics_port, args.concurrency) == (9101, 1)
+    # Prometheus and the probes reach a pod's metrics from outside it: all interfaces,
+    # where `swapmeter worker` alone listens on loopback.
+    assert args.metrics_host == "0.0.0.0"
+    assert env_of(worker)["SWAPMETER_JOBS_WORKER_METRICS_HOST"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize("value_set", ["default", "existing_secret", "gpu"])
@@ -338,6 +342,26 @@ def test_monitoring_scrapes_the_api_and_the_workers(rendered):
         # Each selected Service has a port an endpoint scrapes.
         assert endpoint_ports & {p["name"] for p in service["spec"]["ports"]}
     assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
+
+
+def test_a_metrics_token_guards_every_metrics_endpoint_and_prometheus_sends_it(rendered):
+    """metrics.token.existingSecret: the API and the workers read the token from it, and
+    the ServiceMonitor sends it on both of its endpoints; without it, neither."""
+    r = rendered["monitoring"]
+    ref = {"secretKeyRef": {"name": "swapmeter-metrics", "key": "metrics-token"}}
+    for name in (API, WORKER):
+        container = pod_spec(r.get("Deployment", name))["containers"][0]
+        [token] = [e for e in container["env"] if e["name"] == "SWAPMETER_METRICS_TOKEN"]
+        assert token["valueFrom"] == ref, name
+    endpoints = r.get("ServiceMonitor", RELEASE)["spec"]["endpoints"]
+    assert {e["port"] for e in endpoints} == {"http", "metrics"}
+    for endpoint in endpoints:
+        assert endpoint["bearerTokenSecret"] == ref["secretKeyRef"]
+    d = rendered["default"]
+    for name in (API, WORKER):
+        assert "SWAPMETER_METRICS_TOKEN" not in env_of(
+            pod_spec(d.get("Deployment", name))["containers"][0]
+        )
 
 
 def expected_rule_groups(chart_dir: Path) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from PIL import Image, ImageCms
 
 from inference.config import EngineConfig
 from inference.errors import ImageDecodeFailed, ImagePixelExceed, UnsupportedMediaType
-from inference.media import decode_image, encode_image, sniff
+from inference.media import check_complete, decode_image, encode_image, sniff
 from tests.inference.conftest import face_bytes
 
 
@@ -71,6 +71,43 @@ def test_truncated_jpeg_fails_to_decode(config: EngineConfig) -> None:
     data = face_bytes("obama.jpg")
     with pytest.raises(ImageDecodeFailed):
         decode_image(data[: len(data) // 2], config)
+
+
+def complete_images() -> dict[str, bytes]:
+    """A real photo in each format whose end ``check_complete`` finds."""
+    photo = Image.open(io.BytesIO(face_bytes("obama.jpg"))).convert("RGB")
+    return {
+        "jpg": face_bytes("obama.jpg"),
+        "progressive jpg": encode_with_pillow(photo, "JPEG", progressive=True),
+        "png": encode_with_pillow(photo, "PNG"),
+        "webp": encode_with_pillow(photo, "WEBP"),
+        "bmp": encode_with_pillow(photo, "BMP"),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "progressive jpg", "png", "webp", "bmp"])
+def test_an_image_cut_short_is_refused_from_its_structure(fmt: str) -> None:
+    """The first 4 KB, half, or all but the last byte or two of a file: incomplete, found
+    without decoding a pixel; the whole file, and one with bytes after its end, pass."""
+    data = complete_images()[fmt]
+    check_complete(data)
+    check_complete(data + b"\x00trailing bytes a camera appended")
+    for cut in (4096, len(data) // 2, len(data) - 2, len(data) - 1):
+        with pytest.raises(ImageDecodeFailed, match="incomplete"):
+            check_complete(data[:cut])
+
+
+def test_a_jpeg_thumbnail_ending_before_the_scan_does_not_complete_a_cut_photo() -> None:
+    """EXIF thumbnails carry their own end marker, before the photo's scan: a photo cut
+    inside its scan is still incomplete."""
+    photo = Image.open(io.BytesIO(face_bytes("obama.jpg"))).convert("RGB")
+    thumbnail = encode_with_pillow(photo.resize((64, 80)), "JPEG")
+    data = bytearray(encode_with_pillow(photo, "JPEG"))
+    app1 = b"Exif\x00\x00" + thumbnail  # not a real EXIF block: the marker is what counts
+    data[2:2] = b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1
+    check_complete(bytes(data))
+    with pytest.raises(ImageDecodeFailed):
+        check_complete(bytes(data[: len(data) - 100]))
 
 
 def test_empty_file_fails_to_decode(config: EngineConfig) -> None:
@@ -245,6 +282,26 @@ def test_a_16_bit_grey_png_decodes_to_its_own_tones(config: EngineConfig) -> Non
     png16 = cv2.imencode(".png", grey.astype(np.uint16) * 257)[1].tobytes()
     decoded = decode_image(png16, config)
     assert np.abs(decoded.bgr[..., 0].astype(int) - grey).max() <= 1
+
+
+def test_a_16_bit_grey_png_is_narrowed_to_8_bits_without_wider_copies(
+    config: EngineConfig,
+) -> None:
+    """Its samples' high bytes are taken as they are: no 32-bit working copies (which
+    made a 40 MP scan cost a worker over half a gigabyte). Python-side allocations,
+    Pillow's own 2 bytes a pixel aside: its samples, the 8-bit grey, the BGR frame."""
+    import tracemalloc
+
+    noise = np.random.default_rng(0).integers(0, 0xFFFF, (1000, 1000), dtype=np.uint16)
+    png16 = cv2.imencode(".png", noise)[1].tobytes()
+    tracemalloc.start()
+    try:
+        decoded = decode_image(png16, config)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(decoded.bgr[..., 2], (noise >> 8).astype(np.uint8))
+    assert peak <= 6 * noise.size, f"{peak / noise.size:.1f} bytes a pixel"
 
 
 def test_an_os2_bitmap_is_measured_by_its_own_header(config: EngineConfig) -> None:

@@ -221,6 +221,30 @@ async def test_undecodable_and_foreign_files_are_refused_before_anything_is_held
     assert jobs["items"] == []
 
 
+async def test_an_image_cut_short_is_refused_before_anything_is_held(api, db) -> None:
+    """The first 4 KB of a photo (its headers whole, its pixels missing) is 400
+    ImageDecodeFailed with no job, no hold and no release: nothing in the ledger."""
+    customer = await make_customer(api, db, tokens=10)
+    photo = Image.open(io.BytesIO(BIDEN)).convert("RGB")
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        whole = io.BytesIO()
+        photo.save(whole, format=fmt)
+        for role in ("target", "source"):
+            body = swap_body(**{role: b64(whole.getvalue()[:4096])})
+            response = await post_swap(api, customer, body)
+            assert response.status_code == 400, (fmt, role, response.text)
+            assert response.json()["error"]["code"] == "ImageDecodeFailed", (fmt, role)
+    assert await ledger_kinds(api, customer) == [("recharge", 10)]
+    assert await balance(api, customer) == {"balance": 10, "held": 0, "available": 10}
+    async with db.session() as session:
+        holds = await session.scalar(
+            text("SELECT count(*) FROM holds WHERE tenant_id = :t"), {"t": customer.tenant_id}
+        )
+    assert holds == 0
+    jobs = (await api.get("/api/v1/jobs", headers=customer.headers)).json()
+    assert jobs["items"] == []
+
+
 async def test_more_than_six_face_pairs_is_a_400_and_nothing_is_held(api, db) -> None:
     customer = await make_customer(api, db, tokens=10)
     pairs = [{"target_face": i, "source_face": 0} for i in range(7)]
@@ -535,7 +559,9 @@ async def test_result_downloads_take_byte_ranges_and_ignore_ranges_that_are_not_
 # -- inputs: multipart, URLs ---------------------------------------------------------------------
 
 
-async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(api, db) -> None:
+async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(
+    api, db, swap_app
+) -> None:
     customer = await make_customer(api, db, tokens=10)
     response = await api.post(
         "/api/v1/swap-face",
@@ -554,6 +580,16 @@ async def test_multipart_upload_works_and_the_signed_result_url_serves_the_file(
     assert decode(served.content).shape == decode(BIDEN).shape
     tampered = await api.get(result["image_url"].replace("sig=", "sig=0"))
     assert tampered.status_code == 403
+    # The path names the result once (not /api/v1/results/results/...); a link in the
+    # old form (the whole key in its path), made before that change, still serves.
+    assert not result["image_url"].startswith("/api/v1/results/results/")
+    key = "results/" + result["image_url"].split("?")[0].removeprefix("/api/v1/results/")
+    old_link = swap_app.state.result_store.signed_url(key, 60).replace(
+        "/api/v1/results/", "/api/v1/results/results/"
+    )
+    assert (await api.get(old_link)).content == served.content
+    forged = old_link.replace("/api/v1/results/results/", "/api/v1/results/inputs/")
+    assert (await api.get(forged)).status_code == 403
     for url, headers in (
         (result["image_url"], {}),
         (f"/api/v1/jobs/{response.json()['job_id']}/result", customer.headers),

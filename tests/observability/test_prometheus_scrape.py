@@ -1,6 +1,7 @@
 """A real Prometheus scraping a real SwapMeter: `swapmeter api --workers 2` and a
 `swapmeter worker` on a database of their own, after real swaps, recharges, a failed job
-and a refusal for lack of Tokens.
+and a refusal for lack of Tokens. Their /metrics want a bearer token (SWAPMETER_METRICS_TOKEN),
+which Prometheus sends.
 
 Checks that the counters equal what was done (whichever API process served each
 request), that every metric named by a dashboard panel or an alert rule is one SwapMeter
@@ -42,6 +43,9 @@ OBAMA = base64.b64encode(face("obama.jpg")).decode()
 BIDEN = base64.b64encode(face("biden.jpg")).decode()
 FACELESS = base64.b64encode(gradient_png()).decode()
 BALANCE_READS = 12
+# SWAPMETER_METRICS_TOKEN of the stack: Prometheus scrapes with it, as an operator's would.
+METRICS_TOKEN = "observability-scrape-token"
+SCRAPE_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 # Panels whose expression needs an event this scenario does not make: their metric names
 # are still checked, only an empty answer is accepted.
 NO_DATA_EXPECTED = {
@@ -117,6 +121,7 @@ def stack(
         "SWAPMETER_JOBS_HOUSEKEEPING_SECONDS": "0.5",
         "SWAPMETER_LOG_FORMAT": "json",
         "SWAPMETER_LOG_LEVEL": "INFO",
+        "SWAPMETER_METRICS_TOKEN": METRICS_TOKEN,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     config = {
@@ -126,10 +131,12 @@ def stack(
             {
                 "job_name": "swapmeter-api",
                 "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
+                "authorization": {"type": "Bearer", "credentials": METRICS_TOKEN},
             },
             {
                 "job_name": "swapmeter-worker",
                 "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+                "authorization": {"type": "Bearer", "credentials": METRICS_TOKEN},
             },
         ],
     }
@@ -165,7 +172,11 @@ def stack(
             lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200, "the API", 90, started
         )
         _wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=2).is_success,
+            lambda: (
+                httpx.get(
+                    f"http://127.0.0.1:{worker_port}/metrics", headers=SCRAPE_AUTH, timeout=2
+                ).is_success
+            ),
             "the worker's metrics",
             90,
             started,
@@ -372,8 +383,11 @@ async def test_every_api_process_serves_the_sum_of_all(stack: Stack, settled: Do
         r"(\S+)$",
         re.M,
     )
+    assert (await _get(f"{stack.api}/metrics")).status_code == 401  # no token, no metrics
     for _ in range(6):
-        scraped = (await _get(f"{stack.api}/metrics", headers={"Connection": "close"})).text
+        scraped = (
+            await _get(f"{stack.api}/metrics", headers={"Connection": "close", **SCRAPE_AUTH})
+        ).text
         assert [float(v) for v in line.findall(scraped)] == [BALANCE_READS]
         # Cluster-wide gauges appear once, not once per process.
         assert len(re.findall(r"^swapmeter_workers_live ", scraped, re.M)) == 1

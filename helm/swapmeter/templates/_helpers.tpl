@@ -244,6 +244,15 @@ operator's value wins over the chart's.
   value: {{ .Values.worker.concurrency | quote }}
 - name: SWAPMETER_JOBS_WORKER_METRICS_PORT
   value: {{ .Values.worker.metricsPort | quote }}
+- name: SWAPMETER_JOBS_WORKER_METRICS_HOST
+  value: {{ .Values.worker.metricsHost | quote }}
+{{- with .Values.metrics.token.existingSecret }}
+- name: SWAPMETER_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.metrics.token.key | quote }}
+{{- end }}
 {{- range $name, $value := .Values.config }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
