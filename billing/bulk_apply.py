@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AccountFrozen, AppError, UserNotFound
+from billing import bulk_repository as bulk_repo
 from billing import metrics
 from billing import repository as repo
 from billing.bulk_entries import failure
@@ -53,7 +54,7 @@ async def check_accounts(
         # Usually unknown users; but a user without an account gets one, then we look again.
         missing = [n for n in names if n not in rows]
         result = await session.execute(
-            repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
+            bulk_repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
         )
         accountless = result.all()
         if accountless and apply:
@@ -88,7 +89,7 @@ async def _resolve(
     session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str], *, lock: bool
 ) -> dict[str, tuple[int, str]]:
     """external id -> (account id, status), the accounts locked in id order when ``lock``."""
-    rows = await repo.resolve_accounts(session, tenant_id, list(names), lock=lock)
+    rows = await bulk_repo.resolve_accounts(session, tenant_id, list(names), lock=lock)
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -110,15 +111,15 @@ async def credit(
     if not checked.accounts:
         return 0, 0
     issuance = await repo.run(
-        session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+        session, bulk_repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
     )
     if issuance is None:
         await repo.open_tenant_accounts(session, tenant_id)
         issuance = await repo.run(
-            session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+            session, bulk_repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
         )
         assert issuance is not None
-    row = await repo.bulk_credit(
+    row = await bulk_repo.bulk_credit(
         session,
         tenant_id=tenant_id,
         issuance_id=issuance.id,

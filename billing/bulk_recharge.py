@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, Forbidden, NotFound
 from billing import bulk_apply, bulk_entries, metrics
+from billing import bulk_repository as bulk_repo
 from billing import repository as repo
 from billing.bulk_entries import BulkRequest
 
@@ -108,13 +109,13 @@ async def submit(
     created_by_email: str | None,
 ) -> BatchReport:
     """Validate and apply (or park for approval, or reject) one batch."""
-    tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
+    tenant = await repo.run(session, bulk_repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
     operator = bulk.operator or created_by_email
     batch = await repo.run(
         session,
-        repo.INSERT_BATCH,
+        bulk_repo.INSERT_BATCH,
         {
             "tenant_id": tenant_id,
             "mode": bulk.mode,
@@ -161,7 +162,7 @@ async def submit(
         )
     row = await repo.run(
         session,
-        repo.FINISH_BATCH,
+        bulk_repo.FINISH_BATCH,
         {
             "batch_id": batch.id,
             "status": status,
@@ -184,7 +185,7 @@ async def preview(
     same entry and account checks, no lock, and no batch, ledger or audit row. ``status``
     is ``preview``; ``succeeded`` and ``total_amount`` count the entries that would be
     credited; ``approval_required`` says whether the batch would wait for approval."""
-    tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
+    tenant = await repo.run(session, bulk_repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
     first, failures = bulk_entries.check_entries(bulk, max_amount)
@@ -230,7 +231,7 @@ async def approve(
     submit.
     """
     row = await repo.run(
-        session, repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
+        session, bulk_repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
     )
     if row is None or row.status == "processing":
         raise NotFound("Batch not found")
@@ -270,7 +271,7 @@ async def approve(
         )
     updated = await repo.run(
         session,
-        repo.APPROVE_BATCH,
+        bulk_repo.APPROVE_BATCH,
         {
             "batch_id": batch_id,
             "status": status,
@@ -309,7 +310,9 @@ def _by_index(failure: dict[str, Any]) -> tuple[bool, int]:
 async def get_batch(
     session: AsyncSession, tenant_id: uuid.UUID, batch_id: uuid.UUID
 ) -> BatchReport:
-    row = await repo.run(session, repo.BATCH_BY_ID, {"batch_id": batch_id, "tenant_id": tenant_id})
+    row = await repo.run(
+        session, bulk_repo.BATCH_BY_ID, {"batch_id": batch_id, "tenant_id": tenant_id}
+    )
     if row is None or row.status == "processing":
         raise NotFound("Batch not found")
     return _report(row)
