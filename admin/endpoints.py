@@ -17,22 +17,26 @@ from app.auth.dependencies import (
     admin_ip_allowed,
     ensure_tenant_access,
 )
-from app.core.deps import ClientTime, DBSession, IdCursor, SettingsDep
+from app.core.deps import DBSession, IdCursor, SettingsDep
 from app.core.errors import (
     Conflict,
     DocumentedRouter,
+    InvalidAmount,
     InvalidCursor,
     InvalidEmail,
     InvalidRole,
     InvalidSlug,
     InvalidText,
+    InvalidTime,
     NotFound,
     TooManyEntries,
     UserNotFound,
     WeakPassword,
     error_responses,
 )
+from app.core.fields import ClientTime, Text
 from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
+from app.tenancy.service import SLUG_PATTERN
 
 router = DocumentedRouter(
     prefix="/api/v1/admin",
@@ -40,6 +44,9 @@ router = DocumentedRouter(
     dependencies=[Depends(admin_ip_allowed)],
     responses=ADMIN_AUTH_ERRORS,
 )
+
+# A tenant's slug (what next_cursor holds), or empty for the first page.
+TENANT_CURSOR_PATTERN = "^(?:" + SLUG_PATTERN.strip("^$") + ")?$"
 
 # A new admin's credentials and role (admin.service.create_admin); a NUL in the email
 # reaches the database (InvalidText).
@@ -80,7 +87,13 @@ async def list_tenants(
     session: DBSession,
     admin: CurrentAdmin,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="next_cursor of the previous page (a tenant slug)",
+            json_schema_extra={"pattern": TENANT_CURSOR_PATTERN},
+        ),
+    ] = None,
 ) -> schemas.TenantPage:
     """Tenants the caller can see, by slug."""
     rows = await service.list_tenants(session, admin, after_slug=cursor, limit=limit + 1)
@@ -102,7 +115,7 @@ async def get_tenant(
 @router.patch(
     "/tenants/{tenant_id}",
     response_model=schemas.TenantOut,
-    responses=error_responses(NotFound, InvalidText),
+    responses=error_responses(NotFound, InvalidText, InvalidAmount),
 )
 async def update_tenant(
     tenant_id: uuid.UUID,
@@ -355,13 +368,13 @@ async def revoke_api_key(
 @router.get(
     "/audit-log",
     response_model=schemas.AuditPage,
-    responses=error_responses(NotFound, InvalidCursor, InvalidText),
+    responses=error_responses(NotFound, InvalidCursor, InvalidText, InvalidTime),
 )
 async def audit_log(
     session: DBSession,
     admin: CurrentAdmin,
     tenant_id: uuid.UUID | None = None,
-    action: Annotated[str | None, Query(max_length=64, description="exact, or 'prefix.*'")] = None,
+    action: Annotated[Text | None, Query(max_length=64, description="exact, or 'prefix.*'")] = None,
     since: ClientTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: IdCursor = None,

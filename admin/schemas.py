@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
+from app.core.errors import InvalidAmount
+from app.core.fields import Email, Text, token_amount
+from app.tenancy.service import SLUG_PATTERN
 from billing.schemas import ExpiringOut
 
 
@@ -19,18 +23,20 @@ class _In(BaseModel):
 
 
 class TenantCreate(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
+    # The pattern is documented, checked by the service (400 InvalidSlug, not 422).
     slug: str | None = Field(
-        default=None, max_length=64, description="a-z, 0-9 and '-'; derived from name if absent"
+        default=None,
+        max_length=64,
+        description="a-z, 0-9 and '-'; derived from name if absent",
+        json_schema_extra={"pattern": SLUG_PATTERN},
     )
 
 
 class TenantUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    approval_threshold: int | None = Field(
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    approval_threshold: token_amount(1, 10**12) | None = Field(  # type: ignore[valid-type]
         default=None,
-        ge=1,
-        le=10**12,
         description="Bulk recharges above this total wait for a second admin; null turns it off",
     )
     status: Literal["active", "suspended"] | None = Field(
@@ -62,14 +68,20 @@ PLATFORM_ROLES = ("platform_admin", "auditor")
 
 
 class TenantAdminCreate(_In):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024, description="at least 10 characters")
+    email: Email = Field(max_length=320)
+    # At least 10 characters: documented, checked by the service (400 WeakPassword).
+    password: str = Field(
+        max_length=1024, description="at least 10 characters", json_schema_extra={"minLength": 10}
+    )
     role: str = Field(max_length=64, json_schema_extra={"enum": list(TENANT_ROLES)})
 
 
 class PlatformAdminCreate(_In):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024, description="at least 10 characters")
+    email: Email = Field(max_length=320)
+    # At least 10 characters: documented, checked by the service (400 WeakPassword).
+    password: str = Field(
+        max_length=1024, description="at least 10 characters", json_schema_extra={"minLength": 10}
+    )
     role: str = Field(max_length=64, json_schema_extra={"enum": list(PLATFORM_ROLES)})
 
 
@@ -132,14 +144,14 @@ class UserOut(BaseModel):
 
 
 class FreezeRequest(_In):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 # -- API keys ------------------------------------------------------------------------------
 
 
 class ApiKeyCreate(_In):
-    name: str = Field(min_length=1, max_length=255)
+    name: Text = Field(min_length=1, max_length=255)
     rate_limit_per_second: int | None = Field(default=None, ge=1, le=100_000)
 
 
@@ -187,17 +199,45 @@ class AuditPage(BaseModel):
 
 # -- corrections ---------------------------------------------------------------------------
 
+MAX_ADJUSTMENT = 10**12
+
+
+def _signed_amount(value: Any) -> int:
+    """An adjustment: a JSON integer, not 0, within the largest amount either way."""
+    if type(value) is not int or value == 0 or abs(value) > MAX_ADJUSTMENT:
+        raise PydanticCustomError(
+            InvalidAmount.code,
+            "must be a non-zero integer number of Tokens from -{high} to {high}",
+            {"high": MAX_ADJUSTMENT},
+        )
+    return value
+
+
+SignedAmount = Annotated[
+    int,
+    PlainValidator(_signed_amount),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": -MAX_ADJUSTMENT,
+            "maximum": MAX_ADJUSTMENT,
+            "not": {"const": 0},
+        }
+    ),
+]
+RefundAmount = token_amount(1, MAX_ADJUSTMENT)
+
 
 class AdjustmentRequest(_In):
-    amount: StrictInt = Field(
+    amount: SignedAmount = Field(
         description="Signed Tokens: positive credits the user, negative debits them (not 0)"
     )
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 class RefundRequest(_In):
-    reason: str = Field(min_length=1, max_length=1000)
-    amount: StrictInt | None = Field(
+    reason: Text = Field(min_length=1, max_length=1000)
+    amount: RefundAmount | None = Field(  # type: ignore[valid-type]
         default=None,
         description="Tokens to give back; default: all the job was charged and is not refunded yet",
     )

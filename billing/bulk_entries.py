@@ -25,11 +25,14 @@ from app.core.errors import (
     DuplicateEntry,
     InvalidAmount,
     InvalidEntry,
+    InvalidText,
+    InvalidTime,
     TooManyEntries,
     ValidationError,
     storable_form,
     storable_text,
 )
+from app.core.fields import clean_text
 
 MODES = ("soft", "atomic")
 MAX_REASON = 1000
@@ -108,15 +111,15 @@ def _expires_at(payload: dict[str, Any]) -> datetime | None:
     if value is None:
         return None
     problem = "'expires_at' must be an RFC 3339 date-time with a time zone"
-    # A date-time (RFC 3339 allows a space for the T), not a bare date.
+    # A date-time (RFC 3339 allows a space for the T), not a bare date or a number.
     if not isinstance(value, str) or not 20 <= len(value) <= 64 or value[10] not in "Tt ":
-        raise ValidationError(problem)
+        raise InvalidTime(problem)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValidationError(problem) from None
+        raise InvalidTime(problem) from None
     if parsed.tzinfo is None:
-        raise ValidationError(problem)
+        raise InvalidTime(problem)
     if parsed <= datetime.now(UTC):
         raise ValidationError("'expires_at' is in the past: grants must expire in the future")
     return parsed
@@ -126,6 +129,8 @@ def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None
     value = payload.get(name)
     if value is None:
         return None
+    if isinstance(value, str) and not clean_text(value):
+        raise InvalidText(f"'{name}' holds a control character or an unpaired surrogate")
     if not is_text(value, limit):
         raise ValidationError(
             f"'{name}' must be a string of at most {limit} characters, without NUL "

@@ -31,6 +31,7 @@ from app.core.errors import (
     ErrorClass,
     InvalidAmount,
     InvalidCursor,
+    InvalidText,
     MalformedJSON,
     NotFound,
     TooManyEntries,
@@ -97,6 +98,7 @@ def _refuse_constant(name: str) -> Any:
         ValidationError,
         TooManyEntries,
         InvalidAmount,
+        InvalidText,
         *KEYED_WRITE_ERRORS,
     ),
 )
@@ -142,7 +144,7 @@ async def bulk_recharge_endpoint(
     tags=["admin"],
     # The envelope's errors, as for a real batch (InvalidAmount: the shared amount).
     responses=_admin_errors(
-        NotFound, MalformedJSON, ValidationError, TooManyEntries, InvalidAmount
+        NotFound, MalformedJSON, ValidationError, TooManyEntries, InvalidAmount, InvalidText
     ),
 )
 async def bulk_recharge_preview_endpoint(

@@ -28,6 +28,7 @@ from app.core.errors import (
     NotFound,
     error_responses,
 )
+from app.core.fields import Text
 from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
 from app.tenancy import service as tenancy
 from billing import pricing
@@ -73,7 +74,7 @@ class PriceBookUpdate(BaseModel):
     video_second: Any = _price(1)
     enhance_surcharge: Any = _price(0)
     enhance_video_second_surcharge: Any = _price(0)
-    reason: str | None = Field(None, max_length=1000)
+    reason: Text | None = Field(None, max_length=1000)
 
 
 class TenantPricingOut(BaseModel):

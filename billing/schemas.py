@@ -6,34 +6,51 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.fields import Text
 
 
 class BulkRechargeEntry(BaseModel):
     user: str = Field(description="The user's external id")
-    amount: int = Field(ge=1, description="Tokens to credit, an integer from 1 to 10^12")
+    amount: int = Field(ge=1, le=10**12, description="Tokens to credit, an integer from 1 to 10^12")
+
+
+def _one_shape(schema: dict[str, Any]) -> None:
+    schema.pop("required", None)
+    schema["oneOf"] = [{"required": ["users", "amount"]}, {"required": ["entries"]}]
 
 
 class BulkRechargeRequest(BaseModel):
     """Either ``users`` with one ``amount``, or ``entries`` with an amount each.
 
     Entries are checked one by one: a bad entry is reported in ``failed_users`` (soft mode)
-    or rejects the batch (atomic mode); it never fails the whole call with 422.
+    or rejects the batch (atomic mode); it never fails the whole call with 422. The body
+    is read by billing.bulk_entries; this model is its documentation.
     """
 
-    users: list[str] | None = Field(None, max_length=10_000, description="External ids")
-    amount: int | None = Field(None, ge=1, description="Tokens for each of `users`")
-    entries: list[BulkRechargeEntry] | None = Field(None, max_length=10_000)
+    model_config = ConfigDict(json_schema_extra=_one_shape)
+
+    users: list[str] = Field(min_length=1, max_length=10_000, description="External ids")
+    amount: int = Field(
+        ge=1, le=10**12, description="Tokens for each of `users` (400 InvalidAmount otherwise)"
+    )
+    entries: list[BulkRechargeEntry] = Field(min_length=1, max_length=10_000)
     mode: Literal["soft", "atomic"] = "soft"
-    reason: str | None = Field(None, max_length=1000)
-    operator: str | None = Field(None, max_length=320, description="Free text, e.g. a name")
+    reason: Text | None = Field(None, min_length=1, max_length=1000)
+    operator: Text | None = Field(
+        None, min_length=1, max_length=320, description="Free text, e.g. a name"
+    )
     expires_at: datetime | None = Field(
         None,
         description="RFC 3339 with a time zone, in the future: the entries are then grants "
         "whose unspent part leaves the balance at that time (an `expire` ledger entry)",
     )
-    label: str | None = Field(
-        None, max_length=100, description="The campaign of the grants (needs `expires_at`)"
+    label: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="The campaign of the grants (needs `expires_at`)",
     )
 
 

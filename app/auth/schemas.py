@@ -6,11 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.fields import Text
+
 
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    email: str = Field(max_length=320)
+    email: Text = Field(max_length=320)
     password: str = Field(max_length=1024)
 
 

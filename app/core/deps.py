@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
-from pydantic import AfterValidator
+from fastapi import Depends, Query, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,31 +42,30 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 MAX_ROW_ID = 2**63 - 1  # row ids are positive bigints
 
 
-async def id_cursor(cursor: str | None = None) -> int | None:
+# What next_cursor holds (a row id; ids stay far below 10^18), or empty for the first
+# page: the schema's pattern and the server's test are one.
+ID_CURSOR_PATTERN = r"^(?:[1-9][0-9]{0,17})?$"
+_ID_CURSOR_RE = re.compile(ID_CURSOR_PATTERN)
+
+
+async def id_cursor(
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="next_cursor of the previous page",
+            json_schema_extra={"pattern": ID_CURSOR_PATTERN},
+        ),
+    ] = None,
+) -> int | None:
     """The row id a page's ``next_cursor`` stands for (pages going back from it).
 
-    Anything else is 400 InvalidCursor here, including numbers no bigint id can have,
-    which would otherwise fail in the database as a 500."""
+    Anything else is 400 InvalidCursor here (numbers no bigint id can have included,
+    which would otherwise fail in the database as a 500)."""
     if not cursor:
         return None
-    try:
-        row_id = int(cursor)
-    except ValueError:
-        row_id = 0
-    if not 0 < row_id <= MAX_ROW_ID:
+    if _ID_CURSOR_RE.fullmatch(cursor) is None or int(cursor) > MAX_ROW_ID:
         raise InvalidCursor("cursor is not one this API returned")
-    return row_id
+    return int(cursor)
 
 
 IdCursor = Annotated[int | None, Depends(id_cursor)]
-
-
-def _in_utc(value: datetime) -> datetime:
-    """A time a client sent, in UTC (one without a time zone is taken as UTC)."""
-    try:
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: 422, not a database error
-        raise ValueError("the time is outside the range this API stores") from None
-
-
-ClientTime = Annotated[datetime, AfterValidator(_in_utc)]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
 
 MAX_FACE_PAIRS = 6
 MAX_FACE_INDEX = 255  # far above the faces one picture holds; keeps indices small
@@ -20,14 +20,24 @@ MAX_FACE_INDEX = 255  # far above the faces one picture holds; keeps indices sma
 class MediaRef(BaseModel):
     """A media input as an object: exactly one of ``base64`` or ``url``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Exactly one of the two, as the schema says (``{}`` is not a media input).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["base64"]}, {"required": ["url"]}]},
+    )
 
-    base64: str | None = Field(None, description="The file, base64 (a data: URL prefix is ok)")
-    url: str | None = Field(None, description="http(s) URL to fetch (public hosts only)")
+    # Absent, not null: the schema (and so this model) admits one string field.
+    base64: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
+        None, description="The file, base64 (a data: URL prefix is ok)"
+    )
+    url: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
+        None, description="http(s) URL to fetch (public hosts only)"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> MediaRef:
-        if (self.base64 is None) == (self.url is None):
+        given = [name for name in self.model_fields_set if getattr(self, name) is not None]
+        if len(given) != 1 or len(self.model_fields_set) != 1:
             raise ValueError("give exactly one of base64 or url")
         return self
 

@@ -34,7 +34,8 @@ from app.tenancy.repository import ApiKeyCredentials, ApiKeyRow, TenantRow, User
 
 log = logging.getLogger(__name__)
 
-_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+_SLUG_RE = re.compile(SLUG_PATTERN.strip("^$"))
 
 
 def valid_slug(slug: str) -> bool:
@@ -60,7 +61,9 @@ def slugify(name: str) -> str:
 
 
 async def create_tenant(session: AsyncSession, *, name: str, slug: str | None) -> TenantRow:
-    slug = slug if slug is not None else slugify(name)
+    if slug is None:
+        # A name with no Latin letter or digit (say, in Korean) still makes a tenant.
+        slug = slugify(name) or f"tenant-{uuid.uuid4().hex[:8]}"
     if not valid_slug(slug):
         raise InvalidSlug(
             "slug must be 1-64 characters of a-z, 0-9 and '-', starting and ending with a "

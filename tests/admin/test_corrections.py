@@ -103,9 +103,10 @@ async def test_an_adjustment_takes_strict_non_zero_integers_and_a_reason(client,
     for body, status, code in [
         ({"amount": 0, "reason": "r"}, 400, "InvalidAmount"),
         ({"amount": 10**13, "reason": "r"}, 400, "InvalidAmount"),
-        ({"amount": 1.0, "reason": "r"}, 422, "ValidationError"),
-        ({"amount": "5", "reason": "r"}, 422, "ValidationError"),
-        ({"amount": True, "reason": "r"}, 422, "ValidationError"),
+        ({"amount": 1.0, "reason": "r"}, 400, "InvalidAmount"),
+        ({"amount": "5", "reason": "r"}, 400, "InvalidAmount"),
+        ({"amount": True, "reason": "r"}, 400, "InvalidAmount"),
+        ({"amount": 5, "reason": "bad\u0007bell"}, 400, "InvalidText"),
         ({"amount": 5}, 422, "ValidationError"),
         ({"amount": 5, "reason": ""}, 422, "ValidationError"),
     ]:

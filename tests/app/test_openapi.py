@@ -123,6 +123,7 @@ async def test_sign_in_documents_each_status_it_answers_with_its_codes(client) -
         "400": ["InvalidText", "MalformedJSON"],
         "401": ["InvalidCredentials"],
         "403": ["Forbidden"],
+        "415": ["UnsupportedMediaType"],
         "422": ["ValidationError"],
         "429": ["RateLimited"],
         "500": ["InternalError"],

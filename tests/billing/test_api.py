@@ -168,8 +168,11 @@ async def test_bulk_recharge_with_per_user_amounts_reports_bad_entries_and_appli
         (b'{"users": ["a"], "entries": [], "amount": 1}', 422, "ValidationError"),
         (b'{"users": ["a"], "amount": 1, "mode": "yolo"}', 422, "ValidationError"),
         (b"[1, 2]", 422, "ValidationError"),
-        (b'{"users": ["a"], "amount": 1, "reason": "x\\u0000y"}', 422, "ValidationError"),
-        (b'{"users": ["a"], "amount": 1, "operator": "\\udfff"}', 422, "ValidationError"),
+        # Control characters and unpaired surrogates: InvalidText, as in every text field
+        # (issue 14; they were 422 ValidationError here before).
+        (b'{"users": ["a"], "amount": 1, "reason": "x\\u0000y"}', 400, "InvalidText"),
+        (b'{"users": ["a"], "amount": 1, "operator": "\\udfff"}', 400, "InvalidText"),
+        (b'{"users": ["a"], "amount": 1, "reason": "tab\\t, bell\\u0007"}', 400, "InvalidText"),
     ],
 )
 async def test_a_malformed_bulk_body_fails_with_its_code_and_writes_nothing(

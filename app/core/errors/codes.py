@@ -104,10 +104,17 @@ class InvalidCursor(BadRequest):
 
 
 class InvalidText(BadRequest):
-    """A text value holds a character the database cannot store (NUL, or an unpaired
-    surrogate)."""
+    """A text value holds a control character (tab, CR and LF aside) or one the database
+    cannot store (an unpaired surrogate)."""
 
     code = "InvalidText"
+
+
+class InvalidTime(BadRequest):
+    """A time is not an RFC 3339 date-time (``2026-01-31T09:00:00Z``), or lies outside
+    the range stored."""
+
+    code = "InvalidTime"
 
 
 class InvalidSlug(BadRequest):

@@ -22,6 +22,7 @@ from app.core.errors.codes import (
     InternalError,
     InvalidAmount,
     InvalidText,
+    InvalidTime,
     MalformedJSON,
     MethodNotAllowed,
     NotFound,
@@ -55,6 +56,11 @@ _HTTP_CODES = {
         RateLimited,
     )
 }
+
+
+# Field rules with a code of their own (app.core.fields): their pydantic error type is
+# the code, answered instead of 422 ValidationError.
+_FIELD_CODES = {cls.code: cls for cls in (InvalidAmount, InvalidText, InvalidTime)}
 
 
 def request_id_of(request: Request) -> str:
@@ -111,11 +117,19 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        # A bad amount, text or time is answered with its code, whatever else is wrong.
+        coded = [e for e in errors if e["type"] in _FIELD_CODES]
+        first = (coded or errors or [{"loc": [], "msg": "invalid request"}])[0]
+        # Where the field is, not which validator of a union refused it.
+        where = ".".join(
+            str(p) for p in first["loc"] if p != "body" and not str(p).startswith("function-")
+        )
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
         json_invalid = any(e["type"] == "json_invalid" for e in errors)
-        error_class = MalformedJSON if json_invalid else ValidationError
+        if coded:
+            error_class = _FIELD_CODES[first["type"]]
+        else:
+            error_class = MalformedJSON if json_invalid else ValidationError
         return _render(request, error_class(message, details=errors))
 
     @app.exception_handler(StarletteHTTPException)

@@ -5,8 +5,8 @@ lists the codes it can carry, with their meanings (each class's docstring) and o
 example each. A route declares its own with ``responses=error_responses(NotFound, ...)``;
 the errors every route of a router shares (its authentication's) go once on the router,
 a ``DocumentedRouter``; the errors of the handlers themselves (500 anywhere, 422 and 400
-where FastAPI validates a request) are added to every operation by
-``document_common_errors``.
+where FastAPI validates a request, 415 where a route reads a body) are added to every
+operation by ``document_common_errors``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from app.core.errors.codes import (
     ErrorClass,
     InternalError,
     MalformedJSON,
+    UnsupportedMediaType,
     ValidationError,
     status_of,
 )
+from app.core.routes import CheckedRoute
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -85,6 +87,11 @@ class DocumentedRouter(APIRouter):
     route's 403 AccountFrozen would hide the router's 403 Forbidden.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Every route refuses a body in a media type it does not read (app.core.routes).
+        kwargs.setdefault("route_class", CheckedRoute)
+        super().__init__(*args, **kwargs)
+
     def add_api_route(
         self,
         path: str,
@@ -129,6 +136,8 @@ def _add_common_errors(spec: dict[str, Any]) -> None:
                 common += (ValidationError,)
                 if _JSON in operation.get("requestBody", {}).get("content", {}):
                     common += (MalformedJSON,)
+            if "requestBody" in operation:  # app.core.routes: a body it does not read
+                common += (UnsupportedMediaType,)
             for status, entry in error_responses(*common).items():
                 entry = {k: v for k, v in entry.items() if k != "model"}
                 entry["content"][_JSON]["schema"] = {"$ref": _SCHEMAS + "ErrorBody"}
