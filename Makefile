@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test tools lint format bench-recharge bench-cli-recharge bench-inference bench-api clean-data
+.PHONY: dev test tools lint format bench-recharge bench-cli-recharge bench-inference bench-api bench-soak clean-data
 
 # (Re)install when pyproject.toml changes; creates the virtualenv when missing.
 $(STAMP): pyproject.toml
@@ -48,6 +48,11 @@ bench-inference: $(STAMP)
 
 bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
+
+## 20 minutes of mixed swaps, cancels and recharges: do RSS, open files, temporary files
+## and open holds stay flat? (BENCH_ARGS="--minutes 3" for a quicker run).
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(BENCH_ARGS)
 
 ## Delete the embedded servers' data (stops nothing: stop `make dev` first).
 clean-data:

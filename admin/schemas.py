@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
@@ -129,7 +129,9 @@ class UserImportResponse(BaseModel):
     failed: list[ImportFailureOut]
 
 
-class UserOut(BaseModel):
+class UserSummaryOut(BaseModel):
+    """A user as a list shows it (what expires when is on the user's own view)."""
+
     external_id: str
     balance: int
     held: int
@@ -138,6 +140,9 @@ class UserOut(BaseModel):
     created_at: datetime
     email: str | None = None
     display_name: str | None = None
+
+
+class UserOut(UserSummaryOut):
     expiring: list[ExpiringOut] = Field(
         default_factory=list, description="What expires when, as GET /balance shows it"
     )
@@ -257,3 +262,32 @@ class EntryOut(BaseModel):
     reason: str
     operator: str = Field(description="The admin who made it")
     job_id: uuid.UUID | None = None
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+class UserPage(BaseModel):
+    items: list[UserSummaryOut]
+    next_cursor: str | None
+
+
+class UsageDayOut(BaseModel):
+    day: date
+    recharged: int
+    granted: int
+    consumed: int
+    released: int
+    refunded: int
+    expired: int
+    adjusted: int
+    images_succeeded: int
+    images_failed: int
+    videos_succeeded: int
+    videos_failed: int
+    video_seconds: float
+    active_users: int
+
+
+class UsageReport(BaseModel):
+    items: list[UsageDayOut]

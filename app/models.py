@@ -7,7 +7,16 @@ from app.core.idempotency.models import IdempotencyRecord
 from app.jobs.models import Job, WorkerHeartbeat
 from app.tenancy.models import ApiKey, Tenant, User
 from app.webhooks.models import TenantWebhookSecret, WebhookDelivery
-from billing.models import Account, Hold, LedgerEntry, RechargeBatch, TokenGrant
+from billing.models import (
+    Account,
+    Hold,
+    LedgerEntry,
+    RechargeBatch,
+    TokenGrant,
+    UsageActiveUser,
+    UsageDaily,
+    UsageDelta,
+)
 from billing.pricing import PriceBookRow
 
 __all__ = [
@@ -25,6 +34,9 @@ __all__ = [
     "Tenant",
     "TenantWebhookSecret",
     "TokenGrant",
+    "UsageActiveUser",
+    "UsageDaily",
+    "UsageDelta",
     "User",
     "WebhookDelivery",
     "WorkerHeartbeat",

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import audit
 from app.core.audit_anchor import AnchorPlaces
 from app.core.db import Database
-from billing import metrics
+from billing import metrics, usage
 from billing.verify import MAX_MISMATCHES, check_ledger, hold_mismatches
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ async def verify(
     against the newest anchor of its head that ``anchors`` holds."""
     ledger = await check_ledger(session, tenant_id)
     mismatches = ledger.mismatches + await hold_mismatches(session, tenant_id, MAX_MISMATCHES)
+    mismatches += await usage.rollup_mismatches(session, tenant_id, MAX_MISMATCHES)
     anchor = await anchors.newest() if anchors is not None else None
     chain = await audit.check_chain(session, anchor=anchor)
     problem = None if chain.ok else f"audit row {chain.first_bad_id}: {chain.problem}"

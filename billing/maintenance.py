@@ -1,4 +1,5 @@
-"""Periodic billing work: moving expired grant tokens back to issuance.
+"""Periodic billing work: moving expired grant tokens back to issuance, and folding the
+usage deltas into the daily rollups (``fold_usage``).
 
 ``run_grant_expiry`` is the loop a long-lived process runs (``swapmeter worker`` when it
 exists, or any API process: runners in several processes take turns through the advisory
@@ -13,7 +14,7 @@ import logging
 from datetime import UTC, datetime
 
 from app.core.db import Database
-from billing import service
+from billing import service, usage
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,18 @@ async def expire_due_grants(db: Database, *, now: datetime | None = None) -> ser
         tokens += result.tokens
         if result.grants == 0:
             return service.ExpiryResult(grants, tokens)
+
+
+async def fold_usage(db: Database) -> int:
+    """One pass: fold every committed usage delta, batch after batch (each its own
+    transaction); returns the rollup rows written. Another process folding: nothing."""
+    written = 0
+    while True:
+        async with db.session() as session:
+            rows = await usage.fold(session)
+        if not rows:
+            return written
+        written += rows
 
 
 async def run_grant_expiry(db: Database, *, interval_s: float = 60.0) -> None:

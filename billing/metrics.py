@@ -49,6 +49,7 @@ VERIFY_CHECKS = (
     "account_reference",
     "hold_entries",
     "job_hold",
+    "usage_rollup",
     "audit_chain",
     "other",
 )

@@ -1,4 +1,5 @@
-"""ORM rows for Token accounts, the ledger, holds, expiring grants and bulk-recharge batches.
+"""ORM rows for Token accounts, the ledger, holds, expiring grants, bulk-recharge batches and
+the daily usage rollups.
 
 The SQL that moves money lives in ``billing/repository.py``; these classes describe the
 tables (for Alembic, reads and tests). Ledger rows are never updated: the database refuses it.
@@ -7,16 +8,19 @@ tables (for Alembic, reads and tests). Ledger rows are never updated: the databa
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -88,6 +92,8 @@ class LedgerEntry(Base):
         ),
         Index("ix_ledger_entries_to_account_id_id", "to_account_id", "id"),
         Index("ix_ledger_entries_from_account_id_id", "from_account_id", "id"),
+        # The ledger export's walk (migration 0012).
+        Index("ix_ledger_entries_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         Index(
             "uq_ledger_entries_tenant_kind_idempotency_key",
             "tenant_id",
@@ -225,3 +231,45 @@ class RechargeBatch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- daily usage rollups (migration 0012; written by triggers, read by billing/usage.py) --
+
+
+class UsageDelta(Base):
+    """What one statement added to a tenant's day for one metric, not folded yet."""
+
+    __tablename__ = "usage_deltas"
+    __table_args__ = (Index("ix_usage_deltas_tenant_id_day", "tenant_id", "day"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    day: Mapped[date] = mapped_column(Date)
+    metric: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    seconds: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+
+
+class UsageDaily(Base):
+    """A tenant's day for one metric (``ledger:<kind>``, ``job:<kind>:<status>``,
+    ``active_users``), as folded so far."""
+
+    __tablename__ = "usage_daily"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    seconds: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+
+
+class UsageActiveUser(Base):
+    """A user (by account) who held Tokens for a swap on that UTC day."""
+
+    __tablename__ = "usage_active_users"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

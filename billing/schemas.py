@@ -111,7 +111,14 @@ class MismatchOut(BaseModel):
     account_kind: str | None
     user_id: int | None
     check: Literal[
-        "balance", "held", "open_holds", "zero_sum", "account_reference", "hold_entries", "job_hold"
+        "balance",
+        "held",
+        "open_holds",
+        "zero_sum",
+        "account_reference",
+        "hold_entries",
+        "job_hold",
+        "usage_rollup",
     ]
     stored: int | None
     recomputed: int | None

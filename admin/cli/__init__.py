@@ -1,6 +1,6 @@
 """``swapmeter admin``: the operator CLI, a client of a running service's admin API.
 
-One module per command group (auth, recharge, users, verify), the HTTP client (client),
+One module per command group (auth, recharge, users, verify, reports), the HTTP client (client),
 the token and URL store (config), the input files (csvfile) and what is printed (output).
 A new command is a function registered in ``build_app``.
 """
@@ -11,7 +11,7 @@ import logging
 
 import typer
 
-from admin.cli import auth, recharge, users, verify
+from admin.cli import auth, recharge, reports, users, verify
 
 
 def build_app() -> typer.Typer:
@@ -27,6 +27,8 @@ def build_app() -> typer.Typer:
     app.command()(recharge.recharge)
     app.add_typer(users.app, name="users")
     app.command()(verify.verify)
+    app.command()(reports.usage)
+    app.add_typer(reports.ledger, name="ledger")
     return app
 
 

@@ -7,6 +7,8 @@ service's error code and message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,16 +72,61 @@ class Client:
             )
         except httpx.TransportError as exc:
             raise CliError(unreachable(self.url, exc), EXIT_UNREACHABLE) from None
-        if raw.status_code == 401 and not login:
-            raise CliError(LOGIN_EXPIRED)
-        if raw.status_code >= 400:
-            raise CliError(http_error(raw))
+        _refuse_errors(raw, login=login)
         try:
             return Response(raw)
         except orjson.JSONDecodeError:
             raise CliError(
                 f"{self.url} answered {raw.status_code} with a body that is not JSON"
             ) from None
+
+    def text(self, path: str, *, params: dict[str, Any], accept: str) -> str:
+        """A GET answered in another type than JSON (``accept``), as text."""
+        try:
+            raw = self._http.get(API + path, params=params, headers={"Accept": accept})
+        except httpx.TransportError as exc:
+            raise CliError(unreachable(self.url, exc), EXIT_UNREACHABLE) from None
+        _refuse_errors(raw)
+        return raw.text
+
+    def download(
+        self,
+        path: str,
+        *,
+        params: dict[str, Any],
+        out: Path,
+        progress: Callable[[bytes], None],
+    ) -> int:
+        """Stream a GET's body into ``out`` (written beside it, renamed when complete, so
+        that an interrupted download never looks finished); ``progress`` sees each piece.
+        Returns the bytes written."""
+        partial = out.with_name(out.name + ".part")
+        written = 0
+        try:
+            with self._http.stream("GET", API + path, params=params) as raw:
+                if raw.status_code >= 400:
+                    raw.read()
+                    _refuse_errors(raw)
+                with partial.open("wb") as f:
+                    for piece in raw.iter_bytes():
+                        f.write(piece)
+                        written += len(piece)
+                        progress(piece)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise CliError(unreachable(self.url, exc), EXIT_UNREACHABLE) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(out)
+        return written
+
+
+def _refuse_errors(raw: httpx.Response, *, login: bool = False) -> None:
+    if raw.status_code == 401 and not login:
+        raise CliError(LOGIN_EXPIRED)
+    if raw.status_code >= 400:
+        raise CliError(http_error(raw))
 
 
 def unreachable(url: str, exc: Exception) -> str:

@@ -8,6 +8,7 @@ The API side only: nothing imported here reaches the worker or the engine's runn
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -72,6 +73,8 @@ from app.jobs import repository as repo
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from billing.schemas import inline_schema
+
+log = logging.getLogger(__name__)
 
 router = DocumentedRouter(prefix="/api/v1", tags=["swap"], responses=API_KEY_AUTH_ERRORS)
 
@@ -242,20 +245,32 @@ async def _answer(
     headers: dict[str, str],
     watching: asyncio.Future[JobRecord | None] | None = None,
 ) -> Response:
-    """200 (or the job's error) when it is final within ``wait_s``; else 202 ``accepted``."""
+    """200 (or the job's error) when it is final within ``wait_s``; else 202 ``accepted``.
+
+    The job is committed, its Tokens held: whatever cuts the wait short (the database or
+    the result store failing, a worker lost meanwhile) answers 202 with the job, never an
+    error that would hide a job the client may be charged for. The one error answered is
+    the one that names its job: a replayed result that is gone (410 ResultExpired).
+    """
     if wait_s is None:
         return JSONResponse(accepted, status_code=202, headers=headers)
-    job = await events.wait_for_final(
-        request.app.state.db,
-        request.app.state.job_waiters,
-        job_id,
-        wait_s,
-        watching=watching,
-    )
+    try:
+        job = await events.wait_for_final(
+            request.app.state.db,
+            request.app.state.job_waiters,
+            job_id,
+            wait_s,
+            watching=watching,
+        )
+        if job is not None and job.status in FINAL_STATUSES:
+            return await _final_answer(request, job, response_mode, headers)
+    except ResultExpired:
+        raise
+    except Exception:  # noqa: BLE001 - any failure here: the job still stands, say so
+        log.warning("job %s: its wait was cut short, answering 202", job_id, exc_info=True)
+        return JSONResponse(accepted, status_code=202, headers=headers)
     if job is None:
         raise NotFound("Job not found")
-    if job.status in FINAL_STATUSES:
-        return await _final_answer(request, job, response_mode, headers)
     return JSONResponse(accepted, status_code=202, headers=headers)
 
 

@@ -52,6 +52,7 @@ from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunState
 from app.jobs.upkeep import end_abandoned_jobs, run_cleanup
 from billing import ledger_verify
+from billing.maintenance import fold_usage
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,8 @@ class Worker:
 
     async def housekeeping(self) -> None:
         """Heartbeat, queue gauges, the audit chain's anchor, abandoned jobs and orphaned
-        webhooks (one round), and the ledger verification when it is this worker's turn."""
+        webhooks (one round), the usage rollups, and the ledger verification when it is this
+        worker's turn."""
         interval = self.settings.jobs_housekeeping_seconds
         try:
             async with self.db.session() as session:
@@ -379,6 +381,9 @@ class Worker:
             self._spawn(announce.send_logged(self.db, self.settings, delivery))
         for delivery in await announce.claim_stale(self.db, self.settings):
             self._spawn(announce.send_logged(self.db, self.settings, delivery))
+        # Every round, so that the deltas a usage report reads besides its rollups stay
+        # few (one worker folds at a time; the others skip).
+        await fold_usage(self.db)
 
     async def _verify_ledger(self) -> None:
         try:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,6 +41,11 @@ class User(Base):
     """An end user of a tenant, known to the tenant by ``external_id``."""
 
     __tablename__ = "users"
+    __table_args__ = (
+        # The admin user list: prefix search in byte order, and by creation (migration 0012).
+        Index("ix_users_tenant_id_external_id_c", "tenant_id", text('external_id COLLATE "C"')),
+        Index("ix_users_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)

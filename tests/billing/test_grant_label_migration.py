@@ -1,4 +1,4 @@
-"""Migration 0011: expiry entries written before it read as ``expire``, grant lots and
+"""Migration 0013: expiry entries written before it read as ``expire``, grant lots and
 batches get a label, and a downgrade gives the code before it its ``expiry`` back."""
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from tests.conftest import server_sql
 
 
 @pytest.fixture
-def database_at_0010(servers: tuple[str, str]) -> Iterator[str]:
+def database_at_0012(servers: tuple[str, str]) -> Iterator[str]:
     server_url, _ = servers
-    name = f"swapmeter_0011_{uuid.uuid4().hex[:12]}"
+    name = f"swapmeter_0013_{uuid.uuid4().hex[:12]}"
     server_sql(server_url, f'CREATE DATABASE "{name}"')
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "0010")
+    command.upgrade(alembic_config(url), "0012")
     yield url
     server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -36,7 +36,7 @@ async def _sql(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def _expiry_entry_before_0011(url: str) -> None:
+async def _expiry_entry_before_0013(url: str) -> None:
     tenant = (await _sql(url, "INSERT INTO tenants (name, slug) VALUES ('t', 't') RETURNING id"))[
         0
     ]["id"]
@@ -61,11 +61,15 @@ async def _kinds(url: str) -> list[str]:
     return [r["kind"] for r in await _sql(url, "SELECT kind FROM ledger_entries ORDER BY id")]
 
 
-def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_0010: str) -> None:
-    url = database_at_0010
-    asyncio.run(_expiry_entry_before_0011(url))
-    command.upgrade(alembic_config(url), "0011")
+def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_0012: str) -> None:
+    url = database_at_0012
+    asyncio.run(_expiry_entry_before_0013(url))
+    command.upgrade(alembic_config(url), "0013")
     assert asyncio.run(_kinds(url)) == ["expire"]
+    metrics = asyncio.run(
+        _sql(url, "SELECT DISTINCT metric FROM usage_deltas UNION SELECT metric FROM usage_daily")
+    )
+    assert {r["metric"] for r in metrics} == {"ledger:expire"}  # the rollups follow
     columns = asyncio.run(
         _sql(
             url,
@@ -87,7 +91,7 @@ def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_001
             )
         )
 
-    command.downgrade(alembic_config(url), "0010")
+    command.downgrade(alembic_config(url), "0012")
     assert asyncio.run(_kinds(url)) == ["expiry"]
     gone = asyncio.run(
         _sql(
@@ -96,4 +100,4 @@ def test_expiry_entries_become_expire_and_come_back_on_downgrade(database_at_001
             " AND table_name IN ('token_grants', 'recharge_batches')",
         )
     )
-    assert len(gone) == 1  # token_grants.expires_at, from before 0011
+    assert len(gone) == 1  # token_grants.expires_at, from before 0013

@@ -103,6 +103,13 @@ class InvalidCursor(BadRequest):
     code = "InvalidCursor"
 
 
+class InvalidDateRange(BadRequest):
+    """A report's ``to`` is before its ``from``, or the range is longer than a report
+    covers."""
+
+    code = "InvalidDateRange"
+
+
 class InvalidText(BadRequest):
     """A text value holds a control character (tab, CR and LF aside) or one the database
     cannot store (an unpaired surrogate)."""

@@ -7,22 +7,23 @@
 - The ledger kind of an expiry is ``expire`` (CONTRACT.md, "v1 additions"), no longer
   ``expiry``. The entries written before are renamed in place: only the kind's name
   changes, no amount or balance, so the append-only trigger is lifted for that one
-  statement. The downgrade renames them back.
+  statement, and so are their daily rollups (``ledger:expiry`` to ``ledger:expire`` in
+  ``usage_deltas`` and ``usage_daily``, revision 0012). The downgrade renames them back.
 
 An image from before this revision still writes ``expiry`` in its expiry pass, which the
 new check refuses (that pass fails and its next turn retries it): run an older image on
 this schema no longer than a deploy takes.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
@@ -39,6 +40,21 @@ def _rename_expiry_entries(old: str, new: str) -> None:
         "ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_kind_known"
         f" CHECK (kind IN ({kinds}))"
     )
+    # The rollups name a ledger metric by its kind: they follow, merged into any row of
+    # the new name (usage_daily has one row per tenant, day and metric).
+    op.execute(f"UPDATE usage_deltas SET metric = 'ledger:{new}' WHERE metric = 'ledger:{old}'")
+    op.execute(
+        f"""
+        INSERT INTO usage_daily (tenant_id, day, metric, count, tokens, seconds)
+        SELECT tenant_id, day, 'ledger:{new}', count, tokens, seconds FROM usage_daily
+        WHERE metric = 'ledger:{old}'
+        ON CONFLICT (tenant_id, day, metric) DO UPDATE
+        SET count = usage_daily.count + EXCLUDED.count,
+            tokens = usage_daily.tokens + EXCLUDED.tokens,
+            seconds = usage_daily.seconds + EXCLUDED.seconds
+        """
+    )
+    op.execute(f"DELETE FROM usage_daily WHERE metric = 'ledger:{old}'")
 
 
 def upgrade() -> None:
