@@ -59,7 +59,7 @@ async def list_users(
     )
     return schemas.UserPage(
         items=[
-            schemas.UserOut(
+            schemas.UserSummaryOut(
                 external_id=r.external_id,
                 balance=r.balance,
                 held=r.held,

@@ -1,4 +1,4 @@
-"""The audit-log queries of the admin API (appends live in ``app/core/audit.py``)."""
+"""The queries of the admin API: the audit log (appends live in ``app/core/audit.py``), users."""
 
 from __future__ import annotations
 
@@ -47,3 +47,10 @@ async def list_audit_records(
         },
     )
     return [dict(r._mapping) for r in rows]
+
+
+async def external_id_of_user(session: AsyncSession, user_id: int) -> str | None:
+    row = await session.execute(
+        text("SELECT external_id FROM users WHERE id = :user_id"), {"user_id": user_id}
+    )
+    return row.scalar_one_or_none()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
+from app.core.errors import InvalidAmount
 from app.core.fields import Email, Text, token_amount
 from app.tenancy.service import SLUG_PATTERN
+from billing.schemas import ExpiringOut
 
 
 class _In(BaseModel):
@@ -126,7 +129,9 @@ class UserImportResponse(BaseModel):
     failed: list[ImportFailureOut]
 
 
-class UserOut(BaseModel):
+class UserSummaryOut(BaseModel):
+    """A user as a list shows it (what expires when is on the user's own view)."""
+
     external_id: str
     balance: int
     held: int
@@ -135,6 +140,12 @@ class UserOut(BaseModel):
     created_at: datetime
     email: str | None = None
     display_name: str | None = None
+
+
+class UserOut(UserSummaryOut):
+    expiring: list[ExpiringOut] = Field(
+        default_factory=list, description="What expires when, as GET /balance shows it"
+    )
 
 
 class FreezeRequest(_In):
@@ -191,11 +202,73 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
+# -- corrections ---------------------------------------------------------------------------
+
+MAX_ADJUSTMENT = 10**12
+
+
+def _signed_amount(value: Any) -> int:
+    """An adjustment: a JSON integer, not 0, within the largest amount either way."""
+    if type(value) is not int or value == 0 or abs(value) > MAX_ADJUSTMENT:
+        raise PydanticCustomError(
+            InvalidAmount.code,
+            "must be a non-zero integer number of Tokens from -{high} to {high}",
+            {"high": MAX_ADJUSTMENT},
+        )
+    return value
+
+
+SignedAmount = Annotated[
+    int,
+    PlainValidator(_signed_amount),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": -MAX_ADJUSTMENT,
+            "maximum": MAX_ADJUSTMENT,
+            "not": {"const": 0},
+        }
+    ),
+]
+RefundAmount = token_amount(1, MAX_ADJUSTMENT)
+
+
+class AdjustmentRequest(_In):
+    amount: SignedAmount = Field(
+        description="Signed Tokens: positive credits the user, negative debits them (not 0)"
+    )
+    reason: Text = Field(min_length=1, max_length=1000)
+
+
+class RefundRequest(_In):
+    reason: Text = Field(min_length=1, max_length=1000)
+    amount: RefundAmount | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Tokens to give back; default: all the job was charged and is not refunded yet",
+    )
+
+
+class EntryOut(BaseModel):
+    """One ledger entry, signed from the user's side."""
+
+    id: int
+    at: datetime
+    user: str | None = Field(description="The user's external id")
+    kind: Literal["adjustment", "refund"]
+    amount: int = Field(description="+ Tokens to the user, - Tokens taken from them")
+    balance_after: int
+    held_after: int
+    reference: str | None = Field(description="A refund's hold (job:<job id>)")
+    reason: str
+    operator: str = Field(description="The admin who made it")
+    job_id: uuid.UUID | None = None
+
+
 # -- reports -------------------------------------------------------------------------------
 
 
 class UserPage(BaseModel):
-    items: list[UserOut]
+    items: list[UserSummaryOut]
     next_cursor: str | None
 
 

@@ -11,7 +11,7 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -256,6 +256,7 @@ class UserView:
     created_at: datetime
     email: str | None
     display_name: str | None
+    expiring: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _user_view(session: AsyncSession, user: UserRow) -> UserView:
@@ -269,6 +270,7 @@ async def _user_view(session: AsyncSession, user: UserRow) -> UserView:
         created_at=user.created_at,
         email=user.email,
         display_name=user.display_name,
+        expiring=[lot.as_dict() for lot in account.expiring],
     )
 
 

@@ -9,6 +9,7 @@ import gc
 
 from fastapi import FastAPI
 
+from admin.correction_endpoints import router as corrections_router
 from admin.endpoints import router as admin_router
 from admin.report_endpoints import router as reports_router
 from app import operations
@@ -28,6 +29,7 @@ def include_routers(app: FastAPI) -> None:
     # Domains add their routers here as they land.
     app.include_router(auth_router)
     app.include_router(admin_router)
+    app.include_router(corrections_router)
     app.include_router(reports_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)

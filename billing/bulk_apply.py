@@ -12,11 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AccountFrozen, AppError, UserNotFound
+from billing import bulk_repository as bulk_repo
 from billing import metrics
 from billing import repository as repo
 from billing.bulk_entries import failure
@@ -52,7 +54,7 @@ async def check_accounts(
         # Usually unknown users; but a user without an account gets one, then we look again.
         missing = [n for n in names if n not in rows]
         result = await session.execute(
-            repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
+            bulk_repo.USERS_WITHOUT_ACCOUNT, {"tenant_id": tenant_id, "external_ids": missing}
         )
         accountless = result.all()
         if accountless and apply:
@@ -87,7 +89,7 @@ async def _resolve(
     session: AsyncSession, tenant_id: uuid.UUID, names: Sequence[str], *, lock: bool
 ) -> dict[str, tuple[int, str]]:
     """external id -> (account id, status), the accounts locked in id order when ``lock``."""
-    rows = await repo.resolve_accounts(session, tenant_id, list(names), lock=lock)
+    rows = await bulk_repo.resolve_accounts(session, tenant_id, list(names), lock=lock)
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -99,21 +101,25 @@ async def credit(
     *,
     reason: str | None,
     operator: str | None,
+    expires_at: datetime | None = None,
+    label: str | None = None,
 ) -> tuple[int, int]:
     """Credit the checked accounts and debit the tenant's issuance account, in one
-    statement; returns (accounts credited, Tokens credited)."""
+    statement; returns (accounts credited, Tokens credited). With ``expires_at`` the
+    credits are grants: each records its lot (``label`` its campaign), as a single
+    ``service.grant`` does, for the expiry pass to take back what is left then."""
     if not checked.accounts:
         return 0, 0
     issuance = await repo.run(
-        session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+        session, bulk_repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
     )
     if issuance is None:
         await repo.open_tenant_accounts(session, tenant_id)
         issuance = await repo.run(
-            session, repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
+            session, bulk_repo.SYSTEM_ACCOUNT, {"tenant_id": tenant_id, "kind": "issuance"}
         )
         assert issuance is not None
-    row = await repo.bulk_credit(
+    row = await bulk_repo.bulk_credit(
         session,
         tenant_id=tenant_id,
         issuance_id=issuance.id,
@@ -122,9 +128,12 @@ async def credit(
         amounts=checked.amounts,
         reason=reason,
         operator=operator,
+        expires_at=expires_at,
+        label=label,
     )
     # The accounts are locked and were checked active under the lock: all must be credited.
     if row["credited"] != len(checked.accounts):
         raise AppError("Bulk recharge credited fewer accounts than it locked")
-    metrics.tokens_moved(session, tenant_id, "recharge", int(row["total"]))
+    kind = "recharge" if expires_at is None else "grant"
+    metrics.tokens_moved(session, tenant_id, kind, int(row["total"]))
     return int(row["credited"]), int(row["total"])

@@ -1,8 +1,9 @@
 """Reading a bulk recharge: strict about the envelope, lenient per entry.
 
 The envelope (``{users, amount}`` or ``{entries: [{user, amount}]}``, ``mode``, ``reason``,
-``operator``) fails the whole call when wrong; an entry's problem fails that entry only,
-with its code in the report's ``failed_users``. Entry rules, checked in this order:
+``operator``, and for a batch of grants ``expires_at`` and ``label``) fails the whole call
+when wrong; an entry's problem fails that entry only, with its code in the report's
+``failed_users``. Entry rules, checked in this order:
 
 - ``InvalidEntry``: the entry is not an object with a non-empty string ``user``;
 - ``DuplicateEntry``: the user already appeared earlier in the batch. The first occurrence
@@ -17,6 +18,7 @@ external id in this tenant) and ``AccountFrozen`` (the user's account is frozen)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from app.core.errors import (
@@ -24,6 +26,7 @@ from app.core.errors import (
     InvalidAmount,
     InvalidEntry,
     InvalidText,
+    InvalidTime,
     TooManyEntries,
     ValidationError,
     storable_form,
@@ -34,6 +37,7 @@ from app.core.fields import clean_text
 MODES = ("soft", "atomic")
 MAX_REASON = 1000
 MAX_OPERATOR = 320
+MAX_LABEL = 100
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class BulkRequest:
     mode: str = "soft"
     reason: str | None = None
     operator: str | None = None
+    expires_at: datetime | None = None  # set: the entries are grants that expire then
+    label: str | None = None  # the grants' campaign
 
 
 def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> BulkRequest:
@@ -72,6 +78,12 @@ def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> Bu
         raise ValidationError("'mode' is 'soft' or 'atomic'")
     reason = _optional_text(payload, "reason", MAX_REASON)
     operator = _optional_text(payload, "operator", MAX_OPERATOR)
+    grant = {
+        "expires_at": _expires_at(payload),
+        "label": _optional_text(payload, "label", MAX_LABEL),
+    }
+    if grant["label"] is not None and grant["expires_at"] is None:
+        raise ValidationError("'label' names a campaign of grants: send it with 'expires_at'")
 
     if has_users:
         if "amount" not in payload:
@@ -79,7 +91,7 @@ def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> Bu
         amount = payload["amount"]
         if amount_problem(amount, max_amount):
             raise InvalidAmount(f"'amount' must be an integer from 1 to {max_amount}")
-        return BulkRequest(list(items), [amount] * len(items), mode, reason, operator)
+        return BulkRequest(list(items), [amount] * len(items), mode, reason, operator, **grant)
 
     users: list[Any] = []
     amounts: list[Any] = []
@@ -90,7 +102,27 @@ def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> Bu
         else:
             users.append(None)
             amounts.append(None)
-    return BulkRequest(users, amounts, mode, reason, operator)
+    return BulkRequest(users, amounts, mode, reason, operator, **grant)
+
+
+def _expires_at(payload: dict[str, Any]) -> datetime | None:
+    """``expires_at``: an RFC 3339 date-time with a time zone, in the future."""
+    value = payload.get("expires_at")
+    if value is None:
+        return None
+    problem = "'expires_at' must be an RFC 3339 date-time with a time zone"
+    # A date-time (RFC 3339 allows a space for the T), not a bare date or a number.
+    if not isinstance(value, str) or not 20 <= len(value) <= 64 or value[10] not in "Tt ":
+        raise InvalidTime(problem)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidTime(problem) from None
+    if parsed.tzinfo is None:
+        raise InvalidTime(problem)
+    if parsed <= datetime.now(UTC):
+        raise ValidationError("'expires_at' is in the past: grants must expire in the future")
+    return parsed
 
 
 def _optional_text(payload: dict[str, Any], name: str, limit: int) -> str | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, Forbidden, NotFound
 from billing import bulk_apply, bulk_entries, metrics
+from billing import bulk_repository as bulk_repo
 from billing import repository as repo
 from billing.bulk_entries import BulkRequest
 
@@ -52,8 +53,16 @@ class BatchReport:
     created_at: datetime | None = None
     approved_at: datetime | None = None
     applied_at: datetime | None = None
+    expires_at: datetime | None = None
+    label: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        # A batch of grants says when they expire; a recharge's report keeps its shape.
+        grants = (
+            {"expires_at": _iso(self.expires_at), "label": self.label}
+            if self.expires_at is not None
+            else {}
+        )
         return {
             "batch_id": str(self.batch_id),
             "status": self.status,
@@ -70,6 +79,7 @@ class BatchReport:
             "created_at": _iso(self.created_at),
             "approved_at": _iso(self.approved_at),
             "applied_at": _iso(self.applied_at),
+            **grants,
         }
 
 
@@ -99,13 +109,13 @@ async def submit(
     created_by_email: str | None,
 ) -> BatchReport:
     """Validate and apply (or park for approval, or reject) one batch."""
-    tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
+    tenant = await repo.run(session, bulk_repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
     operator = bulk.operator or created_by_email
     batch = await repo.run(
         session,
-        repo.INSERT_BATCH,
+        bulk_repo.INSERT_BATCH,
         {
             "tenant_id": tenant_id,
             "mode": bulk.mode,
@@ -114,6 +124,8 @@ async def submit(
             "operator": operator,
             "created_by": created_by,
             "created_by_email": created_by_email,
+            "expires_at": bulk.expires_at,
+            "label": bulk.label,
         },
     )
     assert batch is not None  # an INSERT ... RETURNING
@@ -139,11 +151,18 @@ async def submit(
     else:
         status = "applied"
         succeeded, total = await bulk_apply.credit(
-            session, tenant_id, batch.id, checked, reason=bulk.reason, operator=operator
+            session,
+            tenant_id,
+            batch.id,
+            checked,
+            reason=bulk.reason,
+            operator=operator,
+            expires_at=bulk.expires_at,
+            label=bulk.label,
         )
     row = await repo.run(
         session,
-        repo.FINISH_BATCH,
+        bulk_repo.FINISH_BATCH,
         {
             "batch_id": batch.id,
             "status": status,
@@ -166,7 +185,7 @@ async def preview(
     same entry and account checks, no lock, and no batch, ledger or audit row. ``status``
     is ``preview``; ``succeeded`` and ``total_amount`` count the entries that would be
     credited; ``approval_required`` says whether the batch would wait for approval."""
-    tenant = await repo.run(session, repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
+    tenant = await repo.run(session, bulk_repo.TENANT_FOR_BATCH, {"tenant_id": tenant_id})
     if tenant is None:
         raise NotFound("Tenant not found")
     first, failures = bulk_entries.check_entries(bulk, max_amount)
@@ -206,12 +225,13 @@ async def approve(
       must not fail, and nothing is credited twice.
     - ``rejected`` (atomic at submit, or at an earlier approval): 409 Conflict. Nothing can
       apply it any more; send a new batch.
+    - a batch of grants whose ``expires_at`` has passed: 409 Conflict, left pending.
 
     Failures found now carry the index the entry had in the request, like those found at
     submit.
     """
     row = await repo.run(
-        session, repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
+        session, bulk_repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
     )
     if row is None or row.status == "processing":
         raise NotFound("Batch not found")
@@ -221,6 +241,12 @@ async def approve(
         return _report(row), False
     if row.created_by is not None and row.created_by == approved_by:
         raise Forbidden("A batch must be approved by a different admin than the one who sent it")
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        # Grants credited now would only be taken back by the next expiry pass.
+        raise Conflict(
+            f"This batch's grants expired at {row.expires_at.isoformat()}, before it was "
+            "approved; send a new batch with a later expires_at"
+        )
 
     users, amounts = row.pending_users or [], row.pending_amounts or []
     wanted = {
@@ -234,11 +260,18 @@ async def approve(
     else:
         status = "applied"
         succeeded, total = await bulk_apply.credit(
-            session, tenant_id, batch_id, checked, reason=row.reason, operator=row.operator
+            session,
+            tenant_id,
+            batch_id,
+            checked,
+            reason=row.reason,
+            operator=row.operator,
+            expires_at=row.expires_at,
+            label=row.label,
         )
     updated = await repo.run(
         session,
-        repo.APPROVE_BATCH,
+        bulk_repo.APPROVE_BATCH,
         {
             "batch_id": batch_id,
             "status": status,
@@ -277,7 +310,9 @@ def _by_index(failure: dict[str, Any]) -> tuple[bool, int]:
 async def get_batch(
     session: AsyncSession, tenant_id: uuid.UUID, batch_id: uuid.UUID
 ) -> BatchReport:
-    row = await repo.run(session, repo.BATCH_BY_ID, {"batch_id": batch_id, "tenant_id": tenant_id})
+    row = await repo.run(
+        session, bulk_repo.BATCH_BY_ID, {"batch_id": batch_id, "tenant_id": tenant_id}
+    )
     if row is None or row.status == "processing":
         raise NotFound("Batch not found")
     return _report(row)
@@ -300,4 +335,6 @@ def _report(row: Any, failed_users: list[dict[str, Any]] | None = None) -> Batch
         created_at=row.created_at,
         approved_at=row.approved_at,
         applied_at=row.applied_at,
+        expires_at=row.expires_at,
+        label=row.label,
     )

@@ -294,7 +294,12 @@ async def verify_ledger_endpoint(
 async def balance_endpoint(session: DBSession, user: CurrentApiUser) -> schemas.BalanceOut:
     """Your Tokens: ``available = balance - held`` (held: reserved by running jobs)."""
     view = await service.account_view(session, user.user_id)
-    return schemas.BalanceOut(balance=view.balance, held=view.held, available=view.available)
+    return schemas.BalanceOut(
+        balance=view.balance,
+        held=view.held,
+        available=view.available,
+        expiring=[schemas.ExpiringOut(**lot.as_dict()) for lot in view.expiring],
+    )
 
 
 @router.get("/ledger", response_model=schemas.LedgerPage, responses=_user_errors(InvalidCursor))

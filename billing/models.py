@@ -32,7 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
 
-ENTRY_KINDS = ("recharge", "grant", "expiry", "hold", "capture", "release", "refund", "adjustment")
+ENTRY_KINDS = ("recharge", "grant", "expire", "hold", "capture", "release", "refund", "adjustment")
 
 
 class Account(Base):
@@ -184,6 +184,7 @@ class TokenGrant(Base):
     remaining: Mapped[int] = mapped_column(BigInteger)
     expired_amount: Mapped[int] = mapped_column(BigInteger, server_default="0")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str | None] = mapped_column(String(100))  # the campaign (migration 0011)
     status: Mapped[str] = mapped_column(String(16), server_default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -224,6 +225,9 @@ class RechargeBatch(Base):
     approved_by_email: Mapped[str | None] = mapped_column(String(320))
     pending_users: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     pending_amounts: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    # A batch of grants (migration 0011): its entries expire at expires_at.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,7 +1,8 @@
-"""The SQL of the billing domain's accounts, movements, grant expiry and bulk recharge.
+"""The SQL of the billing domain's accounts, movements and grant expiry.
 
 The statements of holds (a swap's Tokens held, captured, released, refunded) are in
-``billing/hold_repository.py``; the ledger check's in ``billing/verify.py``.
+``billing/hold_repository.py``, bulk recharge's in ``billing/bulk_repository.py``, the
+ledger check's in ``billing/verify.py``.
 
 Each money movement is ONE statement: a data-modifying CTE that locks the user account,
 writes the ledger entry (``ON CONFLICT DO NOTHING`` on its idempotency key, so a replay
@@ -69,6 +70,17 @@ _ACCOUNT_VIEW = text(
 )
 
 
+# What is left of each grant lot, grouped by when it expires and its campaign, soonest first.
+_EXPIRING = text(
+    """
+    SELECT sum(remaining) AS amount, expires_at, label FROM token_grants
+    WHERE account_id = :account_id AND status = 'active' AND remaining > 0
+    GROUP BY expires_at, label
+    ORDER BY expires_at, label NULLS FIRST
+    """
+)
+
+
 async def open_tenant_accounts(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     await session.execute(_OPEN_TENANT_ACCOUNTS, {"tenant_id": tenant_id})
 
@@ -93,6 +105,10 @@ async def set_account_status(
 
 async def account_of_user(session: AsyncSession, user_id: int) -> Row[Any] | None:
     return (await session.execute(_ACCOUNT_VIEW, {"user_id": user_id})).first()
+
+
+async def expiring_lots(session: AsyncSession, account_id: int) -> list[Row[Any]]:
+    return list((await session.execute(_EXPIRING, {"account_id": account_id})).all())
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,9 +159,10 @@ GRANT_WITH_EXPIRY = text(
         "{extra}",
         """
     lot AS (
-        INSERT INTO token_grants (tenant_id, account_id, entry_id, amount, remaining, expires_at)
+        INSERT INTO token_grants (tenant_id, account_id, entry_id, amount, remaining,
+                                  expires_at, label)
         SELECT :tenant_id, e.to_account_id, e.id, e.amount, e.amount,
-               CAST(:expires_at AS timestamptz)
+               CAST(:expires_at AS timestamptz), CAST(:label AS varchar)
         FROM entry e
         RETURNING id
     ),
@@ -280,7 +297,7 @@ EXPIRE_GRANTS = text(
         INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind,
                                     reference, operator, reason, idempotency_key,
                                     balance_after, held_after)
-        SELECT s.tenant_id, s.account_id, sys.id, s.share, 'expiry', 'grant:' || s.grant_id,
+        SELECT s.tenant_id, s.account_id, sys.id, s.share, 'expire', 'grant:' || s.grant_id,
                'system', 'granted tokens expired',
                -- a lot may expire in parts (see take): keyed by its expired total so far
                'grant:' || s.grant_id || ':' || (s.expired_amount + s.share),
@@ -302,154 +319,6 @@ EXPIRE_GRANTS = text(
            (SELECT coalesce(json_agg(json_build_array(x.tenant_id, x.amount)), '[]')
               FROM (SELECT tenant_id, sum(amount) AS amount FROM entries GROUP BY tenant_id) x)
                AS moved
-    """
-)
-
-# ---------------------------------------------------------------------------------------
-# Bulk recharge
-# ---------------------------------------------------------------------------------------
-
-TENANT_FOR_BATCH = text("SELECT id, approval_threshold FROM tenants WHERE id = :tenant_id")
-
-SYSTEM_ACCOUNT = text("SELECT id FROM accounts WHERE tenant_id = :tenant_id AND kind = :kind")
-
-# The two statements that touch every entry of a batch run on the asyncpg connection under
-# the session (same transaction): asyncpg hands 10,000 rows back several times faster than
-# SQLAlchemy's result layer, which showed in the bulk-recharge profile.
-
-# Resolve external ids to accounts and lock those accounts in id order, in one round trip.
-RESOLVE_ACCOUNTS = """
-    SELECT x.external_id, a.id AS account_id, a.status
-    FROM unnest($1::text[]) AS x(external_id)
-    JOIN users u ON u.tenant_id = $2 AND u.external_id = x.external_id
-    JOIN accounts a ON a.user_id = u.id
-    ORDER BY a.id
-"""
-RESOLVE_AND_LOCK = RESOLVE_ACCOUNTS + "    FOR UPDATE OF a\n"
-
-# Users of the tenant that exist but have no account yet (imported before billing existed).
-USERS_WITHOUT_ACCOUNT = text(
-    """
-    SELECT u.id, u.external_id FROM users u
-    WHERE u.tenant_id = :tenant_id AND u.external_id = ANY(CAST(:external_ids AS text[]))
-      AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id)
-    """
-)
-
-# Credit every (already locked) account, one ledger entry each, one issuance debit.
-BULK_CREDIT = """
-    WITH credited AS (
-        UPDATE accounts a SET balance = a.balance + d.amount, updated_at = now()
-        FROM unnest($1::bigint[], $2::bigint[]) AS d(account_id, amount)
-        WHERE a.id = d.account_id AND a.status = 'active'
-        RETURNING a.id, a.balance, a.held, d.amount
-    ),
-    entries AS (
-        INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind,
-                                    reason, operator, batch_id, balance_after, held_after)
-        SELECT $3, $4, c.id, c.amount, 'recharge', $5, $6, $7, c.balance, c.held
-        FROM credited c ORDER BY c.id
-        RETURNING amount
-    ),
-    issued AS (
-        UPDATE accounts a
-        SET balance = a.balance - (SELECT sum(amount) FROM entries), updated_at = now()
-        WHERE a.id = $4 AND EXISTS (SELECT 1 FROM entries)
-        RETURNING a.id
-    )
-    SELECT (SELECT count(*) FROM entries) AS credited,
-           (SELECT coalesce(sum(amount), 0) FROM entries) AS total,
-           (SELECT count(*) FROM issued) AS issued
-"""
-
-
-async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under ``session``, inside the session's transaction."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    if not driver.is_in_transaction():
-        await session.execute(text("SELECT 1"))  # SQLAlchemy's adapter begins lazily
-    assert driver.is_in_transaction()
-    return driver
-
-
-async def resolve_accounts(
-    session: AsyncSession, tenant_id: uuid.UUID, external_ids: list[str], *, lock: bool
-) -> list[Any]:
-    """(external id, account id, status) of the users found; their accounts locked in id
-    order when ``lock`` (a preview reads without locking)."""
-    driver = await driver_connection(session)
-    statement = RESOLVE_AND_LOCK if lock else RESOLVE_ACCOUNTS
-    return list(await driver.fetch(statement, external_ids, tenant_id))
-
-
-async def bulk_credit(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    issuance_id: int,
-    batch_id: uuid.UUID,
-    account_ids: list[int],
-    amounts: list[int],
-    reason: str | None,
-    operator: str | None,
-) -> Any:
-    driver = await driver_connection(session)
-    return await driver.fetchrow(
-        BULK_CREDIT, account_ids, amounts, tenant_id, issuance_id, reason, operator, batch_id
-    )
-
-
-INSERT_BATCH = text(
-    """
-    INSERT INTO recharge_batches (tenant_id, status, mode, requested, reason, operator,
-                                  created_by, created_by_email)
-    VALUES (:tenant_id, 'processing', :mode, :requested, :reason, :operator,
-            :created_by, :created_by_email)
-    RETURNING id, created_at
-    """
-)
-
-_BATCH_COLUMNS = """
-    id, tenant_id, status, mode, requested, succeeded, failed, total_amount, failed_users,
-    reason, operator, created_by, created_by_email, approved_by, approved_by_email,
-    created_at, approved_at, applied_at
-"""
-FINISH_BATCH = text(
-    f"""
-    UPDATE recharge_batches
-    SET status = CAST(:status AS varchar), succeeded = :succeeded, failed = :failed,
-        total_amount = :total_amount, failed_users = CAST(:failed_users AS jsonb),
-        pending_users = CAST(:pending_users AS text[]),
-        pending_amounts = CAST(:pending_amounts AS bigint[]),
-        applied_at = CASE WHEN :status = 'applied' THEN now() END
-    WHERE id = :batch_id
-    RETURNING {_BATCH_COLUMNS}
-    """
-)
-
-APPROVE_BATCH = text(
-    f"""
-    UPDATE recharge_batches
-    SET status = CAST(:status AS varchar), succeeded = :succeeded, failed = :failed,
-        total_amount = :total_amount, failed_users = CAST(:failed_users AS jsonb),
-        approved_by = :approved_by, approved_by_email = :approved_by_email, approved_at = now(),
-        applied_at = CASE WHEN :status = 'applied' THEN now() END
-    WHERE id = :batch_id
-    RETURNING {_BATCH_COLUMNS}
-    """
-)
-
-BATCH_BY_ID = text(
-    f"SELECT {_BATCH_COLUMNS} FROM recharge_batches WHERE id = :batch_id AND tenant_id = :tenant_id"
-)
-BATCH_FOR_APPROVAL = text(
-    f"""
-    SELECT {_BATCH_COLUMNS}, pending_users, pending_amounts FROM recharge_batches
-    WHERE id = :batch_id AND tenant_id = :tenant_id
-    FOR UPDATE
     """
 )
 

@@ -41,6 +41,17 @@ class BulkRechargeRequest(BaseModel):
     operator: Text | None = Field(
         None, min_length=1, max_length=320, description="Free text, e.g. a name"
     )
+    expires_at: datetime | None = Field(
+        None,
+        description="RFC 3339 with a time zone, in the future: the entries are then grants "
+        "whose unspent part leaves the balance at that time (an `expire` ledger entry)",
+    )
+    label: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="The campaign of the grants (needs `expires_at`)",
+    )
 
 
 class FailedEntryOut(BaseModel):
@@ -73,6 +84,8 @@ class BatchReportOut(BaseModel):
     created_at: datetime | None = None
     approved_at: datetime | None = None
     applied_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="A batch of grants: when they expire")
+    label: str | None = None
 
 
 class BatchPreviewOut(BaseModel):
@@ -125,10 +138,21 @@ class LedgerVerifyOut(BaseModel):
     tenant_id: uuid.UUID | None = Field(None, description="The tenant checked; null: all")
 
 
+class ExpiringOut(BaseModel):
+    amount: int = Field(description="Granted Tokens not spent yet that expire then")
+    expires_at: datetime
+    label: str | None = Field(description="The campaign they were granted in")
+
+
 class BalanceOut(BaseModel):
     balance: int
     held: int
     available: int
+    expiring: list[ExpiringOut] = Field(
+        default_factory=list,
+        description="What expires when, soonest first: the unspent part of each grant, "
+        "by expiry time and campaign (included in balance)",
+    )
 
 
 class LedgerItemOut(BaseModel):
@@ -137,7 +161,7 @@ class LedgerItemOut(BaseModel):
     kind: str
     amount: int = Field(
         description="Signed, from your side: + Tokens in (recharge, grant, refund, release), "
-        "- Tokens out or reserved (capture, expiry, hold)"
+        "- Tokens out or reserved (capture, expire, hold)"
     )
     balance_after: int
     held_after: int

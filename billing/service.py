@@ -9,7 +9,7 @@ sum to zero and each balance is ``sum(in) - sum(out)`` over the entries.
 Kinds and their direction::
 
     recharge, grant, +adjustment   issuance -> user
-    expiry, -adjustment            user -> issuance
+    expire, -adjustment            user -> issuance
     capture                        user -> revenue
     refund                         revenue -> user
     hold, release                  user -> user   (memo entries)
@@ -39,7 +39,7 @@ Grant expiry. A grant with ``expires_at`` also records a lot in ``token_grants``
 ``remaining``. Spending (capture, negative adjustment) consumes unspent lots soonest-
 expiring first, before any bought Tokens, which is the order most favourable to the user.
 ``expire_grants`` moves each expired lot's ``remaining`` back to issuance through an
-``expiry`` entry, except what the account's holds cover: a job that holds Tokens may still
+``expire`` entry, except what the account's holds cover: a job that holds Tokens may still
 capture them, and its capture would spend the expired lots first, so the holds cover those
 lots before any bought Tokens. (The outcome is the same whether a job's capture comes
 before the expiry pass or after it.) A later pass takes the covered rest once the hold is
@@ -78,11 +78,24 @@ MAX_AMOUNT = 10**12  # settings.max_amount's default; a sanity bound on one move
 
 
 @dataclass(frozen=True)
+class Expiring:
+    """Granted Tokens not spent yet that expire at ``expires_at`` (one campaign's lots)."""
+
+    amount: int
+    expires_at: datetime
+    label: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"amount": self.amount, "expires_at": self.expires_at, "label": self.label}
+
+
+@dataclass(frozen=True)
 class AccountView:
     balance: int
     held: int
     available: int
     status: str
+    expiring: tuple[Expiring, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,8 +156,13 @@ async def account_view(session: AsyncSession, user_id: int) -> AccountView:
     row = await repo.account_of_user(session, user_id)
     if row is None:
         raise NotFound("This user has no Token account")
+    lots = await repo.expiring_lots(session, row.id)
     return AccountView(
-        balance=row.balance, held=row.held, available=row.balance - row.held, status=row.status
+        balance=row.balance,
+        held=row.held,
+        available=row.balance - row.held,
+        status=row.status,
+        expiring=tuple(Expiring(int(x.amount), x.expires_at, x.label) for x in lots),
     )
 
 
@@ -194,11 +212,13 @@ async def grant(
     amount: int,
     *,
     expires_at: datetime | None = None,
+    label: str | None = None,
     idempotency_key: str | None = None,
     operator: str | None = None,
     reason: str | None = None,
 ) -> Movement:
-    """Credit free Tokens; with ``expires_at``, what is unspent then goes back (expiry)."""
+    """Credit free Tokens; with ``expires_at``, what is unspent then goes back (an
+    ``expire`` entry); ``label`` names the campaign on the lot."""
     if expires_at is not None and expires_at.tzinfo is None:
         raise InvalidAmount("expires_at must carry a time zone")
     return await _credit(
@@ -212,6 +232,7 @@ async def grant(
         reason=reason,
         reference=None,
         expires_at=expires_at,
+        label=label,
     )
 
 
@@ -283,6 +304,7 @@ async def _credit(
     reason: str | None,
     reference: str | None,
     expires_at: datetime | None = None,
+    label: str | None = None,
 ) -> Movement:
     params = _params(
         tenant_id,
@@ -297,7 +319,8 @@ async def _credit(
     )
     statement = repo.CREDIT_USER
     if expires_at is not None:
-        statement, params["expires_at"] = repo.GRANT_WITH_EXPIRY, expires_at
+        statement = repo.GRANT_WITH_EXPIRY
+        params.update(expires_at=expires_at, label=label)
     row = await _run_with_system_account(session, statement, params)
     if row.entry_id is not None:
         metrics.tokens_moved(session, tenant_id, kind, amount)
@@ -442,6 +465,6 @@ async def expire_grants(session: AsyncSession, now: datetime, *, limit: int = 50
     moved = row.moved if isinstance(row.moved, list) else orjson.loads(row.moved)
     tokens = 0
     for tenant, amount in moved:
-        metrics.tokens_moved(session, tenant, "expiry", int(amount))
+        metrics.tokens_moved(session, tenant, "expire", int(amount))
         tokens += int(amount)
     return ExpiryResult(grants=row.grants, tokens=tokens)

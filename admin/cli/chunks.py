@@ -10,9 +10,9 @@ applied with their first report (``Idempotent-Replayed: true``) and applies noth
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from admin.cli.client import Client, Response
 
@@ -24,13 +24,21 @@ class Chunk:
     number: int  # 1-based
     start: int  # index of its first row in the good rows
     end: int
+    grant: dict[str, str] = field(default_factory=dict)  # its rows' expires_at and label
 
 
 def split(count: int, size: int) -> list[Chunk]:
-    return [
-        Chunk(n + 1, start, min(start + size, count))
-        for n, start in enumerate(range(0, count, size))
-    ]
+    return split_groups([(0, count, {})], size)
+
+
+def split_groups(groups: Sequence[tuple[int, int, dict[str, str]]], size: int) -> list[Chunk]:
+    """Chunks of at most ``size`` rows that never span two groups (``(start, end, grant)``
+    ranges of the good rows), numbered 1, 2, ... across all of them."""
+    plan: list[Chunk] = []
+    for first, last, grant in groups:
+        for start in range(first, last, size):
+            plan.append(Chunk(len(plan) + 1, start, min(start + size, last), grant))
+    return plan
 
 
 def key_base(sha256: str, *options: object) -> str:

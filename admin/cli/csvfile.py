@@ -13,7 +13,7 @@ import csv
 import hashlib
 import io
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from admin.cli.errors import EXIT_USAGE, CliError
@@ -117,6 +117,27 @@ def check_recharge(source: Source, amount: int | None) -> Checked:
     return checked
 
 
+def group_by_grant(checked: Checked) -> list[tuple[int, int, dict[str, str]]]:
+    """Reorder the good rows so that rows of the same (expires_at, label) follow each other,
+    groups in the order they first appear and rows in file order within a group; returns
+    each group's ``(start, end, grant fields)``. A file without grant columns is one group."""
+    if not checked.extra:
+        return [(0, len(checked.users), {})]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, extra in enumerate(checked.extra):
+        groups.setdefault((extra.get("expires_at", ""), extra.get("label", "")), []).append(i)
+    order = [i for members in groups.values() for i in members]
+    checked.users = [checked.users[i] for i in order]
+    checked.amounts = [checked.amounts[i] for i in order]
+    checked.lines = [checked.lines[i] for i in order]
+    checked.extra = [checked.extra[i] for i in order]
+    bounds, start = [], 0
+    for members in groups.values():
+        bounds.append((start, start + len(members), checked.extra[start]))
+        start += len(members)
+    return bounds
+
+
 def _recharge_columns(
     source: Source, amount: int | None
 ) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -174,29 +195,36 @@ class _RowRules:
         return self.amount
 
     def _grant(self, fields: list[str]) -> dict[str, str]:
+        """The row's expires_at (sent as written, with an upper-case Z) and label; a label
+        alone is refused, as the service refuses a campaign without an expiry."""
         extra: dict[str, str] = {}
         if self.at_date >= 0 and (stamp := fields[self.at_date].strip()):
-            if not _is_rfc3339(stamp):
+            parsed = _rfc3339(stamp)
+            if parsed is None:
                 raise _Refused(
                     "InvalidDate",
                     f"expires_at '{stamp}' is not an RFC 3339 date-time with a time zone",
                 )
-            extra["expires_at"] = stamp
+            if parsed <= datetime.now(UTC):
+                raise _Refused("InvalidDate", f"expires_at '{stamp}' is in the past")
+            extra["expires_at"] = stamp.replace("z", "Z")
         if self.at_label >= 0 and (label := fields[self.at_label].strip()):
             if len(label) > MAX_LABEL:
                 raise _Refused("InvalidLabel", f"the label is over {MAX_LABEL} characters")
+            if "expires_at" not in extra:
+                raise _Refused("InvalidLabel", "a label names grants: the row needs expires_at")
             extra["label"] = label
         return extra
 
 
-def _is_rfc3339(stamp: str) -> bool:
+def _rfc3339(stamp: str) -> datetime | None:
     if len(stamp) < 20 or stamp[10] not in "Tt ":
-        return False
+        return None
     try:
         parsed = datetime.fromisoformat(stamp.replace("z", "Z"))
     except ValueError:
-        return False
-    return parsed.tzinfo is not None
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 @dataclass

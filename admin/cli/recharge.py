@@ -2,8 +2,12 @@
 
 Every row is checked here first (csvfile.check_recharge); the good ones go to the bulk
 recharge endpoint in chunks (chunks.send) whose keys make a rerun after Ctrl-C apply
-nothing twice. ``--dry-run`` sends the chunks to the preview endpoint instead, which runs
-the service's own checks (unknown and frozen users) and applies nothing.
+nothing twice. A file with ``expires_at``/``label`` columns is a file of grants: a bulk
+recharge body carries one expiry and label for all its entries, so the rows are grouped
+by (expires_at, label), in the order each pair first appears, and each group is chunked
+on its own (rows with neither are plain Tokens). ``--dry-run`` sends the chunks to the
+preview endpoint instead, which runs the service's own checks (unknown and frozen users)
+and applies nothing.
 """
 
 from __future__ import annotations
@@ -26,12 +30,6 @@ from admin.cli.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, CliError
 class Mode(StrEnum):
     soft = "soft"
     atomic = "atomic"
-
-
-GRANTS_UNSUPPORTED = (
-    "this file has expires_at/label columns, but grants (Tokens that expire) are not "
-    "supported by this server yet; remove those columns to credit plain Tokens"
-)
 
 
 def recharge(
@@ -139,14 +137,13 @@ def _recharge(
     source = csvfile.read(path)
     rows = csvfile.check_recharge(source, amount)
     header = source.header or []
-    grants = any(c in header for c in csvfile.GRANT_COLUMNS)
     rejected = list(rows.rejected)
-    _refuse_before_sending(path, header, rejected, grants, mode, dry_run, json_out)
+    _refuse_before_sending(path, header, rejected, mode, dry_run, json_out)
 
     # Not the amount: a rerun with another --amount must hit 409, not credit the landed
     # chunks again under new keys.
     base = chunks.key_base(source.sha256, run_name)
-    plan = chunks.split(len(rows.users), chunk_size)
+    plan = chunks.split_groups(csvfile.group_by_grant(rows), chunk_size)
     path_api = f"/admin/tenants/{tenant}/recharges/bulk" + ("/preview" if dry_run else "")
 
     def request(client: Client, chunk: chunks.Chunk) -> Response:
@@ -180,25 +177,21 @@ def _recharge(
         dry_run=dry_run,
         mode=mode,
         **_tally_json(tally, dry_run, len(plan)),
-        grants_unsupported=grants,
     )
     output.report(summary, rejected, header.index("user"), json_out, _print_summary)
-    return _exit_code(tally, grants, bool(rejected))
+    return _exit_code(tally, bool(rejected))
 
 
 def _refuse_before_sending(
     path: Path,
     header: list[str],
     rejected: list[csvfile.Rejected],
-    grants: bool,
     mode: str,
     dry_run: bool,
     json_out: bool,
 ) -> None:
-    """What stops a real run before any chunk is sent: a grants file (the service takes no
-    grants yet), or rows that failed the checks in atomic mode."""
-    if grants and not dry_run:
-        raise CliError(GRANTS_UNSUPPORTED, EXIT_USAGE)
+    """What stops a real run before any chunk is sent: rows that failed the checks in
+    atomic mode."""
     if mode == "atomic" and rejected and not dry_run:
         written = csvfile.write_failed(path, header, rejected)
         if not json_out:
@@ -209,15 +202,13 @@ def _refuse_before_sending(
         )
 
 
-def _exit_code(tally: _Tally, grants: bool, rows_failed: bool) -> int:
+def _exit_code(tally: _Tally, rows_failed: bool) -> int:
     """Once the summary is out: an interruption or error goes on up; otherwise 0 when all
     applied, EXIT_INCOMPLETE when rows failed or chunks wait for approval or were refused."""
     if tally.interrupted:
         raise KeyboardInterrupt
     if tally.stopped is not None:
         raise tally.stopped
-    if grants:  # a dry run of a grants file: the real run would refuse it
-        raise CliError(GRANTS_UNSUPPORTED, EXIT_USAGE)
     if rows_failed or tally.pending_batches or tally.rejected_batches:
         return EXIT_INCOMPLETE
     return EXIT_OK
@@ -226,7 +217,8 @@ def _exit_code(tally: _Tally, grants: bool, rows_failed: bool) -> int:
 def _chunk_body(
     rows: csvfile.Checked, chunk: chunks.Chunk, amount: int | None, mode: str, reason: str | None
 ) -> dict[str, Any]:
-    """One chunk as a bulk recharge body: one amount for all, or each row's own."""
+    """One chunk as a bulk recharge body: one amount for all, or each row's own; a chunk of
+    grants adds their expires_at and label."""
     users = rows.users[chunk.start : chunk.end]
     body: dict[str, Any]
     if amount is not None:
@@ -234,6 +226,7 @@ def _chunk_body(
     else:
         amounts = rows.amounts[chunk.start : chunk.end]
         body = {"entries": [{"user": u, "amount": a} for u, a in zip(users, amounts, strict=True)]}
+    body.update(chunk.grant)
     body["mode"] = mode
     if reason is not None:
         body["reason"] = reason

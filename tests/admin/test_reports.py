@@ -51,7 +51,7 @@ TOKEN_COLUMNS = {
     "consumed": "capture",
     "released": "release",
     "refunded": "refund",
-    "expired": "expiry",
+    "expired": "expire",
 }
 
 
@@ -152,7 +152,7 @@ async def test_usage_and_export_of_a_mixed_day_add_up_to_the_ledger(api, db) -> 
     headers = await root_headers(api)
     base = f"/api/v1/admin/tenants/{customer.tenant_id}"
     ledger = await _ledger_by_kind(db, customer.tenant_id)
-    assert {"recharge", "grant", "capture", "release", "refund", "expiry", "adjustment"} <= set(
+    assert {"recharge", "grant", "capture", "release", "refund", "expire", "adjustment"} <= set(
         ledger
     )
 

@@ -661,7 +661,7 @@ async def test_end_users_read_their_balance_ledger_pages_and_price_book(client, 
         await holds.capture(s, uuid.UUID(tenant["id"]), "job-1", 4)
 
     balance = await client.get("/api/v1/balance", headers=headers)
-    assert balance.json() == {"balance": 26, "held": 0, "available": 26}
+    assert balance.json() == {"balance": 26, "held": 0, "available": 26, "expiring": []}
     also = await client.get("/api/v1/balance", headers={"X-API-Key": key})
     assert also.json() == balance.json()
 

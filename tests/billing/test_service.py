@@ -342,7 +342,7 @@ async def test_grant_expiry_takes_back_only_the_unspent_part(db, world) -> None:
             await s.execute(
                 text(
                     "SELECT amount, balance_after FROM ledger_entries "
-                    "WHERE tenant_id = :t AND kind = 'expiry'"
+                    "WHERE tenant_id = :t AND kind = 'expire'"
                 ),
                 {"t": world.tenant_id},
             )

@@ -282,7 +282,7 @@ async def done(stack: Stack) -> AsyncIterator[Done]:
                 "/api/v1/balance",
                 headers={**keys["payer"], "X-Request-ID": request_id, "Connection": "close"},
             )
-            assert answer.json() == {"balance": 13, "held": 0, "available": 13}
+            assert answer.json() == {"balance": 13, "held": 0, "available": 13, "expiring": []}
         verified = await _admin_json(api, "GET", "/api/v1/admin/ledger/verify", root)
         assert verified["ok"] is True, verified
     yield Done(started_at, tid, succeeded, request_ids)

@@ -312,7 +312,7 @@ def billing_dashboard() -> dict:
             panel(
                 "Tokens moved by kind",
                 "Tokens per hour by ledger entry kind (hold and release count reservations; "
-                "capture is what was charged; expiry: grant Tokens that expired).",
+                "capture is what was charged; expire: grant Tokens that expired).",
                 [(f"sum by (kind) (rate({moved}[{RATE}])) * 3600", "{{kind}}")],
                 unit="short",
             ),
@@ -361,7 +361,7 @@ def billing_dashboard() -> dict:
             panel(
                 "Grant Tokens expired",
                 "Grant Tokens per hour that expired unspent.",
-                [(f'sum(rate({moved}{{kind="expiry"}}[{RATE}])) * 3600', "expired")],
+                [(f'sum(rate({moved}{{kind="expire"}}[{RATE}])) * 3600', "expired")],
             ),
             row("Recharges and refusals"),
             panel(

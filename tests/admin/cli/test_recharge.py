@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,27 +169,55 @@ async def test_dry_run_checks_every_row_on_the_server_and_applies_nothing(
     assert set((await _balances(db, tenant_id)).values()) == {0}
 
 
-async def test_a_file_with_grant_columns_is_checked_but_refused_by_this_server(
+async def test_a_file_with_grant_columns_credits_grants_one_chunk_per_expiry_and_label(
     client: httpx.AsyncClient, db: Database, logged_in: Any, tmp_path: Path
 ) -> None:
-    tenant_id = await _tenant_with_users(client, ["a", "b"])
+    tenant_id = await _tenant_with_users(client, ["a", "b", "c", "d", "e", "f", "g"])
     path = _write_csv(
         tmp_path / "grants.csv",
         [
             ["user", "amount", "expires_at", "label"],
-            ["a", 5, "2027-01-31T00:00:00Z", "winter"],
-            ["b", 5, "31/01/2027", "winter"],
+            ["a", 5, "2099-01-31T00:00:00Z", "winter"],  # line 2
+            ["b", 5, "31/01/2099", "winter"],  # line 3: InvalidDate
+            ["c", 6, "", ""],  # line 4: plain Tokens
+            ["d", 7, "2099-01-31T00:00:00z", "winter"],  # line 5: the same group as a
+            ["e", 8, "2099-06-30T00:00:00+02:00", ""],  # line 6: no campaign
+            ["f", 9, "2020-01-01T00:00:00Z", "old"],  # line 7: InvalidDate (past)
+            ["g", 9, "", "lost"],  # line 8: InvalidLabel (no expiry)
         ],
     )
     dry = logged_in("recharge", "--tenant", tenant_id, "--csv", str(path), "--dry-run", "--json")
-    assert dry.exit_code == 2
-    assert [(f["line"], f["code"]) for f in dry.json["failures"]] == [(3, "InvalidDate")]
-    assert "grants (Tokens that expire) are not supported by this server yet" in dry.stderr
-
-    real = logged_in("recharge", "--tenant", tenant_id, "--csv", str(path))
-    assert real.exit_code == 2
-    assert "not supported by this server yet" in real.stderr
+    assert dry.exit_code == 4, dry.stderr
+    failures = [(f["line"], f["code"]) for f in dry.json["failures"]]
+    assert failures == [(3, "InvalidDate"), (7, "InvalidDate"), (8, "InvalidLabel")]
+    assert (dry.json["would_apply"], dry.json["tokens"]) == (4, 26)
     assert await _written(db, tenant_id) == (0, 0)
+
+    real = logged_in("recharge", "--tenant", tenant_id, "--csv", str(path), "--json")
+    assert real.exit_code == 4, real.stderr
+    assert (real.json["applied"], real.json["tokens"], real.json["chunks"]) == (4, 26, 3)
+    async with db.session() as s:
+        rows = await s.execute(
+            text(
+                "SELECT u.external_id, e.kind, e.amount, g.expires_at, g.label"
+                " FROM ledger_entries e JOIN accounts a ON a.id = e.to_account_id"
+                " JOIN users u ON u.id = a.user_id"
+                " LEFT JOIN token_grants g ON g.entry_id = e.id"
+                " WHERE e.tenant_id = :t ORDER BY u.external_id"
+            ),
+            {"t": tenant_id},
+        )
+        entries = [(r.external_id, r.kind, r.amount, r.expires_at, r.label) for r in rows]
+    winter = datetime(2099, 1, 31, tzinfo=UTC)
+    assert entries == [
+        ("a", "grant", 5, winter, "winter"),
+        ("c", "recharge", 6, None, None),
+        ("d", "grant", 7, winter, "winter"),
+        ("e", "grant", 8, datetime(2099, 6, 29, 22, tzinfo=UTC), None),
+    ]
+    again = logged_in("recharge", "--tenant", tenant_id, "--csv", str(path), "--json")
+    assert again.json["chunks_replayed"] == 3
+    assert (await _written(db, tenant_id))[0] == 4
 
 
 async def test_a_run_interrupted_by_ctrl_c_and_started_again_credits_each_user_once(
