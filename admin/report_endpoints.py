@@ -96,7 +96,7 @@ async def usage(
     days = await reports.usage_report(session, admin, tenant_id, first, last)
     if accept and "text/csv" in accept:
         return Response(reports.usage_csv(days), media_type="text/csv")
-    report = schemas.UsageReport(items=[schemas.UsageDayOut(**vars(d)) for d in days])
+    report = schemas.UsageReport(items=days)
     return Response(report.model_dump_json(), media_type="application/json")
 
 

@@ -12,7 +12,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import report_repository as repo
+from admin.schemas import UsageDayOut
 from app.auth.dependencies import AdminPrincipal, ensure_tenant_access
 from app.core.db import Database
 from app.core.errors import InvalidCursor, InvalidDateRange
@@ -95,38 +96,17 @@ async def list_users(
 # -- usage ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class UsageDay:
-    """One UTC day of a tenant (docs/api.md, "Reports and exports", defines each figure)."""
+USAGE_COLUMNS = tuple(UsageDayOut.model_fields)
 
-    day: date
-    recharged: int
-    granted: int
-    consumed: int
-    released: int
-    refunded: int
-    expired: int
-    adjusted: int
-    images_succeeded: int
-    images_failed: int
-    videos_succeeded: int
-    videos_failed: int
-    video_seconds: float
-    active_users: int
-
-
-USAGE_COLUMNS = tuple(f.name for f in fields(UsageDay))
-
-# report column -> the ledger kinds whose Tokens it sums (other branches may name a kind
-# differently; both spellings count).
+# report column -> the ledger kind whose Tokens it sums.
 _TOKEN_COLUMNS = {
     "recharged": ("recharge",),
     "granted": ("grant",),
     "consumed": ("capture",),
     "released": ("release",),
     "refunded": ("refund",),
-    "expired": ("expiry", "expire"),
-    "adjusted": ("adjustment", "adjust"),
+    "expired": ("expire",),
+    "adjusted": ("adjustment",),
 }
 
 
@@ -137,7 +117,7 @@ def check_range(first: date, last: date) -> None:
         raise InvalidDateRange(f"a report covers at most {MAX_REPORT_DAYS} days")
 
 
-def _usage_day(day: date, metrics: dict[str, usage.Total]) -> UsageDay:
+def _usage_day(day: date, metrics: dict[str, usage.Total]) -> UsageDayOut:
     def tokens(kinds: tuple[str, ...]) -> int:
         return sum(metrics[f"ledger:{k}"].tokens for k in kinds if f"ledger:{k}" in metrics)
 
@@ -148,7 +128,7 @@ def _usage_day(day: date, metrics: dict[str, usage.Total]) -> UsageDay:
     seconds = sum(
         (t.seconds for m, t in metrics.items() if m.startswith("job:video:")), start=usage.ZERO
     )
-    return UsageDay(
+    return UsageDayOut(
         day=day,
         **{column: tokens(kinds) for column, kinds in _TOKEN_COLUMNS.items()},
         images_succeeded=jobs("job:image:succeeded"),
@@ -162,7 +142,7 @@ def _usage_day(day: date, metrics: dict[str, usage.Total]) -> UsageDay:
 
 async def usage_report(
     session: AsyncSession, admin: AdminPrincipal, tenant_id: uuid.UUID, first: date, last: date
-) -> list[UsageDay]:
+) -> list[UsageDayOut]:
     """Every day from ``first`` to ``last`` (UTC), days without activity included."""
     ensure_tenant_access(admin, tenant_id, write=False)
     check_range(first, last)
@@ -175,7 +155,7 @@ async def usage_report(
     ]
 
 
-def usage_csv(days: list[UsageDay]) -> str:
+def usage_csv(days: list[UsageDayOut]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(USAGE_COLUMNS)

@@ -100,11 +100,11 @@ WITH rolled AS (
 ), counted AS (
     SELECT e.tenant_id, (e.created_at AT TIME ZONE 'UTC')::date AS day,
            'ledger:' || e.kind AS metric, count(*) AS count,
-           sum(CASE WHEN e.kind IN ('adjustment', 'adjust') AND a.kind IS DISTINCT FROM 'user'
+           sum(CASE WHEN e.kind = 'adjustment' AND a.kind IS DISTINCT FROM 'user'
                     THEN -e.amount ELSE e.amount END) AS tokens,
            0::numeric AS seconds
     FROM ledger_entries e
-    LEFT JOIN accounts a ON a.id = e.to_account_id AND e.kind IN ('adjustment', 'adjust')
+    LEFT JOIN accounts a ON a.id = e.to_account_id AND e.kind = 'adjustment'
     {where_e}
     GROUP BY 1, 2, 3
     UNION ALL
