@@ -6,13 +6,21 @@ Each test makes its own tenant (random slug), so tests never see each other's ro
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import asyncpg
 import pytest
+from alembic import command
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from app.core.db import Database
+from app.migrate import alembic_config
 from billing import service
+from tests.conftest import server_sql
 
 
 @dataclass
@@ -67,3 +75,26 @@ async def world(db: Database) -> World:
     w = await make_tenant(db)
     await add_users(db, w, ["alice", "bob"])
     return w
+
+
+@contextmanager
+def scratch_database_at(server_url: str, revision: str, label: str) -> Iterator[str]:
+    """A database of its own migrated to ``revision`` (a migration test's starting point),
+    dropped afterwards: what a migration does to data never touches the run's database."""
+    name = f"swapmeter_{label}_{uuid.uuid4().hex[:12]}"
+    server_sql(server_url, f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        command.upgrade(alembic_config(url), revision)
+        yield url
+    finally:
+        server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def fetch(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
+    """One statement on its own connection (a scratch database has no pool)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(statement, *args))
+    finally:
+        await conn.close()

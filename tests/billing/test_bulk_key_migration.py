@@ -4,44 +4,29 @@ one key store, and a downgrade gives the code before it what it looks up."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 from alembic import command
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from app.core.db import Database
 from app.core.errors import IdempotencyKeyReused
 from app.core.idempotency.service import Fingerprint, KeyClaim, purge_expired_keys
 from app.migrate import alembic_config
 from billing import bulk_recharge
-from tests.conftest import server_sql
+from tests.billing.conftest import fetch as _sql
+from tests.billing.conftest import scratch_database_at
 
 HASH_A, HASH_B, HASH_OTHER = "a" * 64, "b" * 64, "f" * 64
 
 
 @pytest.fixture
 def database_at_0008(servers: tuple[str, str]) -> Iterator[str]:
-    server_url, _ = servers
-    name = f"swapmeter_0009_{uuid.uuid4().hex[:12]}"
-    server_sql(server_url, f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "0008")
-    yield url
-    server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _sql(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return list(await conn.fetch(statement, *args))
-    finally:
-        await conn.close()
+    with scratch_database_at(servers[0], "0008", "0009") as url:
+        yield url
 
 
 async def _arrange(url: str) -> dict[str, Any]:

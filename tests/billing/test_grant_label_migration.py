@@ -4,36 +4,21 @@ batches get a label, and a downgrade gives the code before it its ``expiry`` bac
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import asyncpg
 import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from app.migrate import alembic_config
-from tests.conftest import server_sql
+from tests.billing.conftest import fetch as _sql
+from tests.billing.conftest import scratch_database_at
 
 
 @pytest.fixture
 def database_at_0012(servers: tuple[str, str]) -> Iterator[str]:
-    server_url, _ = servers
-    name = f"swapmeter_0013_{uuid.uuid4().hex[:12]}"
-    server_sql(server_url, f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "0012")
-    yield url
-    server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _sql(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return list(await conn.fetch(statement, *args))
-    finally:
-        await conn.close()
+    with scratch_database_at(servers[0], "0012", "0013") as url:
+        yield url
 
 
 async def _expiry_entry_before_0013(url: str) -> None:

@@ -4,17 +4,16 @@ the triggers count what comes after, and a downgrade removes it all."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from app.migrate import alembic_config, migration_scripts
-from tests.conftest import server_sql
+from tests.billing.conftest import fetch as _fetch
+from tests.billing.conftest import scratch_database_at
 
 # The revision 0012 follows (re-chained as other branches' migrations land before it).
 BEFORE = migration_scripts().get_revision("0012").down_revision
@@ -23,21 +22,8 @@ assert isinstance(BEFORE, str)
 
 @pytest.fixture
 def database_before_0012(servers: tuple[str, str]) -> Iterator[str]:
-    server_url, _ = servers
-    name = f"swapmeter_0012_{uuid.uuid4().hex[:12]}"
-    server_sql(server_url, f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), BEFORE)
-    yield url
-    server_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _fetch(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return list(await conn.fetch(statement, *args))
-    finally:
-        await conn.close()
+    with scratch_database_at(servers[0], BEFORE, "0012") as url:
+        yield url
 
 
 def _sql(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
