@@ -130,7 +130,8 @@ def see_other(location: str, flash: str | None = None) -> RedirectResponse:
     shows ``FLASHES[flash]`` (a reload repeats the GET, never the write)."""
     if flash is not None:
         assert flash in FLASHES, flash
-        location += ("&" if "?" in location else "?") + f"flash={flash}"
+        path, hash_sign, fragment = location.partition("#")
+        location = path + ("&" if "?" in path else "?") + f"flash={flash}" + hash_sign + fragment
     response = RedirectResponse(location, status_code=303)
     response.headers.update(SECURITY_HEADERS)
     return response
