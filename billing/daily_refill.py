@@ -86,6 +86,7 @@ class Outcome:
     busy: bool = False
 
     def add(self, other: Outcome) -> None:
+        self.day = other.day or self.day  # a round's: the last plan's
         self.plans += other.plans
         self.users += other.users
         self.granted += other.granted
