@@ -21,7 +21,8 @@ app = typer.Typer(help="End users of a tenant.", no_args_is_help=True)
 def import_(
     tenant: TenantOption,
     csv_file: Annotated[
-        Path, typer.Option("--csv", help="external_id[,email,display_name,plan] rows, header required")
+        Path,
+        typer.Option("--csv", help="external_id[,email,display_name,plan] rows, header required"),
     ],
     chunk_size: Annotated[
         int, typer.Option(min=1, max=chunks.MAX_CHUNK, help="rows per request")
