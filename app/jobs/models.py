@@ -56,8 +56,8 @@ class Job(Base):
             postgresql_where=text("status IN ('queued', 'processing')"),
         ),
         Index("ix_jobs_user_id_created_at", "user_id", "created_at", "id"),
-        # The dashboard's list of a tenant's jobs, and of one status (migration 0018).
-        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at", "id"),  # 0017
+        # The dashboard's list of one status of a tenant's jobs (migration 0018).
         Index("ix_jobs_tenant_id_status_created_at", "tenant_id", "status", "created_at", "id"),
     )
 
