@@ -292,3 +292,35 @@ async def test_the_audit_log_filters_by_actor_action_and_time(
     everything = await root.get("/dashboard/audit?action=tenant.create")
     assert len(set(re.findall(r'href="/dashboard/tenants/([0-9a-f-]{36})"', everything.text))) >= 2
     assert (await tenant_admin.get("/dashboard/audit?cursor=-1")).status_code == 400
+
+
+async def test_a_plan_is_written_whole_from_the_tenant_page(
+    tenant_admin: Browser, auditor: Browser, accounts: Accounts
+) -> None:
+    own = accounts.tenant_admin.tenant_id
+    name = f"gold-{uuid.uuid4().hex[:6]}"
+    plan = {
+        "name": name,
+        "daily_free_tokens": "50",
+        "refill_time": "06:00",
+        "timezone": "Asia/Seoul",
+        "rate_limit_per_second": "5",
+        "max_concurrent_jobs": "2",
+    }
+    assert (await tenant_admin.post(f"/dashboard/tenants/{own}/plans", plan)).status_code == 303
+    page = await tenant_admin.get(f"/dashboard/tenants/{own}?plan={name}")
+    row = re.search(rf'<tr data-plan="{name}">(.*?)</tr>', page.text, re.S).group(1)  # type: ignore[union-attr]
+    assert "50" in row and "06:00 Asia/Seoul" in row and ">5<" in row and ">2<" in row
+    assert 'value="Asia/Seoul"' in page.text  # "Edit" fills the editor with the plan
+    # PUT semantics: the plan is replaced whole; a limit left blank is gone.
+    replaced = {**plan, "daily_free_tokens": "60", "rate_limit_per_second": ""}
+    assert (await tenant_admin.post(f"/dashboard/tenants/{own}/plans", replaced)).status_code == 303
+    page = await tenant_admin.get(f"/dashboard/tenants/{own}")
+    row = re.search(rf'<tr data-plan="{name}">(.*?)</tr>', page.text, re.S).group(1)  # type: ignore[union-attr]
+    assert "60" in row and ">5<" not in row and ">2<" in row
+    bad_zone = await tenant_admin.post(
+        f"/dashboard/tenants/{own}/plans", {**plan, "timezone": "Mars/Olympus"}
+    )
+    assert bad_zone.status_code == 422 and "Mars/Olympus" in bad_zone.text
+    refused = await auditor.post(f"/dashboard/tenants/{own}/plans", plan)
+    assert refused.status_code == 403

@@ -14,6 +14,7 @@ from fastapi import Form, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from admin import plans as admin_plans
 from admin import service as admin_service
 from admin.dashboard.forms import optional_int, text_field
 from admin.dashboard.security import (
@@ -26,6 +27,7 @@ from admin.dashboard.security import (
 from admin.dashboard.web import FLASHES, PREFIX, page_router, render, see_other
 from app.core.deps import DBSession
 from app.core.errors import AppError, Forbidden, NotFound
+from app.tenancy.plan_schedule import ZONES as ALL_ZONES
 from billing import price_changes, pricing
 
 router = page_router()
@@ -168,6 +170,11 @@ async def _tenant_page(
     require_read(operator, tenant_id)
     tenant = await admin_service.get_tenant(session, operator.admin, tenant_id)
     book = await pricing.current_book(session, tenant_id)
+    plans = await admin_plans.list_plans(session, operator.admin, tenant_id)
+    values = dict(values or {})
+    chosen = request.query_params.get("plan")
+    if "plans" not in values and chosen:  # "Edit": the editor filled with that plan
+        values["plans"] = next((p.as_dict() for p in plans if p.name == chosen), {})
     return render(
         request,
         "tenant.html",
@@ -179,10 +186,14 @@ async def _tenant_page(
         price_fields=PRICE_LABELS,
         admins=await admin_service.list_admins(session, operator.admin, tenant_id),
         roles=_roles_for(operator),
+        plans=plans,
+        zones=ZONES,
         errors=errors or {},
-        values=values or {},
+        values=values,
     )
 
+
+ZONES = sorted(ALL_ZONES)
 
 PRICE_LABELS = {
     "image": "Image (Tokens)",
@@ -198,7 +209,7 @@ def _roles_for(operator: Operator) -> tuple[str, ...]:
     return ("tenant_admin", "auditor") if operator.is_platform_admin else ("auditor",)
 
 
-async def _form_failed(
+async def form_failed(
     request: Request,
     operator: Operator,
     session: AsyncSession,
@@ -241,7 +252,7 @@ async def set_threshold(
             )
     except AppError as exc:
         values = {"approval_threshold": approval_threshold}
-        return await _form_failed(request, operator, session, tenant_id, exc, "threshold", values)
+        return await form_failed(request, operator, session, tenant_id, exc, "threshold", values)
     return see_other(tenant_url(tenant_id), "threshold-saved")
 
 
@@ -283,7 +294,7 @@ async def set_prices(
             )
     except AppError as exc:
         values = {**sent, "reason": reason}
-        return await _form_failed(request, operator, session, tenant_id, exc, "prices", values)
+        return await form_failed(request, operator, session, tenant_id, exc, "prices", values)
     flash = "prices-unchanged" if book.version == before.version else "prices-saved"
     return see_other(tenant_url(tenant_id) + "#prices", flash)
 
@@ -315,7 +326,7 @@ async def create_admin(
             )
     except AppError as exc:
         values = {"email": email, "role": role}
-        return await _form_failed(request, operator, session, tenant_id, exc, "admins", values)
+        return await form_failed(request, operator, session, tenant_id, exc, "admins", values)
     return see_other(tenant_url(tenant_id) + "#admins", "admin-created")
 
 
@@ -338,6 +349,6 @@ async def set_admin_status(
         async with session.begin_nested():  # undone alone on error
             await admin_service.set_admin_status(session, request, operator.admin, admin_id, status)
     except AppError as exc:
-        return await _form_failed(request, operator, session, tenant_id, exc, "admins", {})
+        return await form_failed(request, operator, session, tenant_id, exc, "admins", {})
     flash = "admin-disabled" if status == "disabled" else "admin-enabled"
     return see_other(tenant_url(tenant_id) + "#admins", flash)
