@@ -1,0 +1,12 @@
+"""The dashboard's pages, one module each; a new page module adds its router here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from admin.dashboard.pages import overview, signin
+
+ROUTERS: tuple[APIRouter, ...] = (
+    signin.router,
+    overview.router,
+)
