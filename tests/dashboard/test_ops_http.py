@@ -324,3 +324,30 @@ async def test_a_plan_is_written_whole_from_the_tenant_page(
     assert bad_zone.status_code == 422 and "Mars/Olympus" in bad_zone.text
     refused = await auditor.post(f"/dashboard/tenants/{own}/plans", plan)
     assert refused.status_code == 403
+
+
+async def test_an_operator_cancels_a_queued_job_once(
+    root: Browser, client: httpx.AsyncClient, db: Database, accounts: Accounts
+) -> None:
+    tenant = accounts.other_tenant_id
+    user = f"cancel-{uuid.uuid4().hex[:6]}"
+    await import_users(client, tenant, [user])
+    [done] = await _insert_jobs(db, tenant, user, 1)
+    [queued] = await _insert_jobs(db, tenant, user, 1, status="queued", minutes_ago=1)
+    page = await root.get(f"/dashboard/jobs/{queued}?tenant={tenant}")
+    assert page.status_code == 200 and "Cancel job" in page.text
+    for _ in range(2):  # the second is the job as it is: canceled already
+        canceled = await root.post(f"/dashboard/jobs/{queued}/cancel?tenant={tenant}")
+        assert canceled.status_code == 303
+    page = await root.get(canceled.headers["location"])
+    assert 'id="job-status">canceled<' in page.text and "Cancel job" not in page.text
+    async with db.session() as s:
+        audited = (
+            await s.execute(
+                text("SELECT count(*) FROM audit_log WHERE action = 'job.cancel' AND target = :t"),
+                {"t": f"job:{queued}"},
+            )
+        ).scalar_one()
+    assert audited == 1
+    finished = await root.post(f"/dashboard/jobs/{done}/cancel?tenant={tenant}")
+    assert finished.status_code == 409 and "can no longer be canceled" in finished.text
