@@ -100,6 +100,7 @@ def render(
     subject = sessions.csrf_subject(request)
     settings = request.app.state.settings
     base = {
+        "flash": FLASHES.get(request.query_params.get("flash", "")),
         "operator": getattr(request.state, "operator", None),
         "csrf_token": sessions.csrf_token(settings, subject) if subject else "",
         "nav": _nav(request),
@@ -113,6 +114,25 @@ def render(
         )
     finally:
         _page_csrf_token.reset(reset)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+# -- after a write: 303 to a page, with a flash message ------------------------------------
+
+# The messages a page shows after a write (``?flash=<key>``): pages add theirs when
+# imported. Only these texts are shown, so a crafted link cannot put words on a page.
+FLASHES: dict[str, str] = {}
+
+
+def see_other(location: str, flash: str | None = None) -> RedirectResponse:
+    """The answer to a write that succeeded: 303 to the GET page ``location``, which then
+    shows ``FLASHES[flash]`` (a reload repeats the GET, never the write)."""
+    if flash is not None:
+        assert flash in FLASHES, flash
+        path, hash_sign, fragment = location.partition("#")
+        location = path + ("&" if "?" in path else "?") + f"flash={flash}" + hash_sign + fragment
+    response = RedirectResponse(location, status_code=303)
     response.headers.update(SECURITY_HEADERS)
     return response
 

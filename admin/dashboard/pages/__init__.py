@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from admin.dashboard.pages import overview, signin
+from admin.dashboard.pages import audit, jobs, overview, plans, signin, tenants
 
 ROUTERS: tuple[APIRouter, ...] = (
     signin.router,
     overview.router,
+    tenants.router,
+    plans.router,
+    jobs.router,
+    audit.router,
 )
