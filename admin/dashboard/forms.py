@@ -1,22 +1,22 @@
-"""What the dashboard's write forms share: the Idempotency-Key fixed in the form, and the
-checks of a form's fields by the Admin API's own request models.
+"""What the dashboard's forms share: reading their fields, and writes keyed by an
+Idempotency-Key that the form carries.
 
-A form that moves Tokens carries ``idempotency_key`` (``new_key()`` when the form is
-rendered, a hidden field): ``once`` runs its write through the API's one mechanism
-(``app.core.idempotency``, the ``idempotency_keys`` table, scope ``tenant:<id>``), so a
-double click or a reloaded POST gets the first answer back instead of a second write.
-The write runs in a savepoint with its key: when it fails (a refused amount...), the key
-is released with it and the page can show the form again with the error, for a retry.
+A form that moves Tokens carries a hidden ``idempotency_key``, a fresh uuid each time the
+form is rendered (``new_key``); its POST runs through ``keyed_write``, the same
+``KeyClaim`` as the Admin API's keyed routes (``app.core.idempotency``): a double click or
+a reload of the POST applies once, the second answer being the first one's.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import orjson
 import pydantic
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import (
@@ -27,9 +27,93 @@ from app.core.errors import (
     InvalidTime,
     ValidationError,
 )
+from app.core.fields import clean_text
 from app.core.idempotency.service import MAX_KEY_LENGTH, KeyClaim, request_fingerprint
 
-Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+def new_key() -> str:
+    """The Idempotency-Key of one rendering of a form."""
+    return str(uuid.uuid4())
+
+
+def checked_key(value: str) -> str:
+    if not (1 <= len(value) <= MAX_KEY_LENGTH and value.isprintable()):
+        raise InvalidIdempotencyKey(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+    return value
+
+
+async def keyed_write(
+    session: AsyncSession,
+    request: Request,
+    *,
+    scope: str,
+    key: str,
+    fields: dict[str, Any],
+    operation: Callable[[], Awaitable[Any]],
+    permanent: bool = False,
+) -> tuple[Any, bool]:
+    """Run ``operation`` once per ``key`` (in ``scope``, for this path and these form
+    ``fields``): its JSON-ready answer, and whether it is a replay of an earlier one. The
+    same key with other fields is 409 IdempotencyKeyReused. ``permanent``: the key is
+    never purged (a bulk recharge's, as the API's)."""
+    claim = KeyClaim(
+        scope=scope,
+        key=checked_key(key),
+        method_path=f"{request.method} {request.url.path}"[:512],
+        fingerprint=request_fingerprint(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)),
+        permanent=permanent,
+    )
+    replay = await claim.take(session)
+    if replay is not None:
+        return replay.body, True
+    answer = await operation()
+    await claim.store_answer(session, 200, answer)
+    return answer, False
+
+
+def text_field(value: str, name: str, *, max_length: int, required: bool = False) -> str:
+    """Text typed in a form, stripped, as the API's ``Text`` takes it: else 400
+    InvalidText (control characters, too long, or blank when ``required``)."""
+    value = value.strip()
+    if not clean_text(value):
+        raise InvalidText(f"{name} must not hold control characters")
+    if len(value) > max_length or (required and not value):
+        low = 1 if required else 0
+        raise InvalidText(f"{name} must be {low} to {max_length} characters")
+    return value
+
+
+def optional_int(value: str, name: str, *, low: int, high: int) -> int | None:
+    """A whole number typed in a form (blank: None), else 400 InvalidAmount."""
+    value = value.strip().replace(",", "").replace("_", "")
+    if not value:
+        return None
+    if not value.lstrip("-").isdigit() or len(value) > 19:
+        raise InvalidAmount(f"{name} must be a whole number")
+    number = int(value)
+    if not low <= number <= high:
+        raise InvalidAmount(f"{name} must be between {low:,} and {high:,}")
+    return number
+
+
+def utc_time(value: str | None, name: str, *, end_of_day: bool = False) -> datetime | None:
+    """A time typed in a form, UTC: ``YYYY-MM-DD`` (the day's start, or the next day's
+    with ``end_of_day``) or ``YYYY-MM-DDTHH:MM[:SS]`` (datetime-local); blank: None.
+    Anything else is 400 InvalidTime."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value) + timedelta(days=1 if end_of_day else 0)
+            return datetime.combine(day, time(), UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidTime(f"{name} must be a date (YYYY-MM-DD) or a time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
 
 # The codes app.core.fields' validators raise (their error type is the contract's code).
 _FIELD_CODES: dict[str, type[AppError]] = {
@@ -37,21 +121,9 @@ _FIELD_CODES: dict[str, type[AppError]] = {
 }
 
 
-def new_key() -> str:
-    """A fresh Idempotency-Key for a form being rendered."""
-    return str(uuid.uuid4())
-
-
-def form_key(value: str | None) -> str:
-    """The form's key, checked as the API checks the header (400 InvalidIdempotencyKey)."""
-    if not value or len(value) > MAX_KEY_LENGTH or not value.isprintable():
-        raise InvalidIdempotencyKey("This form has no valid idempotency key: reload the page")
-    return value
-
-
-def checked(model: type[Model], data: dict[str, Any]) -> Model:
-    """``data`` read by the API's request model; its first problem as the contract's error
-    (InvalidAmount, InvalidText, InvalidTime, else ValidationError)."""
+def checked(model: type[pydantic.BaseModel], data: dict[str, Any]) -> Any:
+    """Form fields read by the Admin API's own request ``model``; its first problem as the
+    contract's error (InvalidAmount, InvalidText, InvalidTime, else ValidationError)."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -61,33 +133,3 @@ def checked(model: type[Model], data: dict[str, Any]) -> Model:
         where = ".".join(str(p) for p in first["loc"])
         message = f"{where}: {first['msg']}" if where else first["msg"]
         raise _FIELD_CODES.get(first["type"], ValidationError)(message) from None
-
-
-async def once(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    key: str,
-    action: str,
-    request: Any,
-    operation: Callable[[], Awaitable[dict[str, Any]]],
-    permanent: bool = False,
-) -> tuple[dict[str, Any], bool]:
-    """Run ``operation`` once for this form ``key``: (its answer, False) the first time,
-    (the first answer, True) for a replay of the same form. ``request`` is what the form
-    asked (JSON-ready): the same key with another request is 409 IdempotencyKeyReused.
-    ``permanent``: the key is never purged (bulk recharges, as in the API)."""
-    claim = KeyClaim(
-        scope=f"tenant:{tenant_id}",
-        key=form_key(key),
-        method_path=f"POST {action}"[:512],
-        fingerprint=request_fingerprint(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)),
-        permanent=permanent,
-    )
-    async with session.begin_nested():
-        replay = await claim.take(session)
-        if replay is not None:
-            return dict(replay.body or {}), True
-        answer = await operation()
-        await claim.store_answer(session, 200, answer)
-    return answer, False

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -97,17 +96,15 @@ def render(
     request: Request, template: str, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     """The page ``template`` (under admin/dashboard/templates/) with the layout's context:
-    ``operator`` (None before sign-in), ``csrf_token``, ``nav``, ``path``, and ``flash``
-    (the message of the write that redirected here, shown once by the layout)."""
+    ``operator`` (None before sign-in), ``csrf_token``, ``nav``, ``path``."""
     subject = sessions.csrf_subject(request)
     settings = request.app.state.settings
-    flash = request.cookies.get(FLASH_COOKIE)
     base = {
+        "flash": FLASHES.get(request.query_params.get("flash", "")),
         "operator": getattr(request.state, "operator", None),
         "csrf_token": sessions.csrf_token(settings, subject) if subject else "",
         "nav": _nav(request),
         "path": request.url.path,
-        "flash": unquote(flash)[:MAX_FLASH] if flash else None,
     }
     page_context = {**base, **context}
     reset = _page_csrf_token.set(page_context["csrf_token"])
@@ -118,32 +115,25 @@ def render(
     finally:
         _page_csrf_token.reset(reset)
     response.headers.update(SECURITY_HEADERS)
-    if flash:
-        response.delete_cookie(FLASH_COOKIE, path=PREFIX, httponly=True, samesite="strict")
     return response
 
 
-# -- after a write -------------------------------------------------------------------------
+# -- after a write: 303 to a page, with a flash message ------------------------------------
 
-FLASH_COOKIE = "swapmeter_dashboard_flash"
-MAX_FLASH = 300
+# The messages a page shows after a write (``?flash=<key>``): pages add theirs when
+# imported. Only these texts are shown, so a crafted link cannot put words on a page.
+FLASHES: dict[str, str] = {}
 
 
-def redirect(location: str, flash: str | None = None) -> Response:
-    """303 to the GET page ``location`` after a write, so that a reload never repeats it;
-    ``flash``: a short message the next page shows once (a cookie of a minute, text only,
-    escaped when shown)."""
+def see_other(location: str, flash: str | None = None) -> RedirectResponse:
+    """The answer to a write that succeeded: 303 to the GET page ``location``, which then
+    shows ``FLASHES[flash]`` (a reload repeats the GET, never the write)."""
+    if flash is not None:
+        assert flash in FLASHES, flash
+        path, hash_sign, fragment = location.partition("#")
+        location = path + ("&" if "?" in path else "?") + f"flash={flash}" + hash_sign + fragment
     response = RedirectResponse(location, status_code=303)
     response.headers.update(SECURITY_HEADERS)
-    if flash:
-        response.set_cookie(
-            FLASH_COOKIE,
-            quote(flash[:MAX_FLASH], safe=""),
-            max_age=60,
-            path=PREFIX,
-            httponly=True,
-            samesite="strict",
-        )
     return response
 
 
@@ -179,6 +169,8 @@ def _sign_in_redirect(request: Request) -> Response:
 
 
 def _quote(value: str) -> str:
+    from urllib.parse import quote
+
     return quote(value, safe="/")
 
 

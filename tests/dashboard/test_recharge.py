@@ -102,10 +102,14 @@ async def test_a_csv_of_1000_users_with_bad_rows_is_previewed_applied_once_and_r
         await form.get_by_role("button", name="Submit the batch").dblclick()
     await ui.snap()
     assert "/dashboard/bulk-recharge/batches/" in ui.page.url
-    assert (await ui.page.locator("#flash").inner_text()).startswith("Applied: 998 users credited")
+    assert (
+        await ui.page.locator("#flash").inner_text()
+        == "The batch was applied: its report is below."
+    )
+    assert await ui.page.locator("#report [data-metric=succeeded]").inner_text() == "998"
     again = await ui.context.request.post(action, form={**fields, "mode": "soft"})
     assert again.ok and again.url.split("?")[0] == ui.page.url.split("?")[0]
-    assert "sent already; nothing was applied again" in await again.text()
+    assert "This batch was sent already: nothing was applied again." in await again.text()
     balances = await _balances(client_session, tenant_id, "fan-")
     assert balances == {u: 0 if u in ("fan-0500", "fan-0501") else 7 for u in users}
 
@@ -164,7 +168,7 @@ async def test_a_batch_over_the_threshold_is_approved_by_a_second_admin_only(
     await row.get_by_role("button", name="Approve").click()
     await ui.settle()
     assert await ui.page.locator("#batch-status").inner_text() == "applied"
-    assert (await ui.page.locator("#flash").inner_text()).startswith("Applied: 3 users credited")
+    assert (await ui.page.locator("#flash").inner_text()).startswith("The batch was applied")
     assert f"approved by {accounts.root.email}" in await ui.page.locator("main").inner_text()
     assert set((await _balances(client_session, tenant_id, "big-")).values()) == {50}
     await ui.goto(f"/dashboard/bulk-recharge/approvals?tenant={tenant_id}")

@@ -32,7 +32,7 @@ from admin.dashboard.security import (
     require_read,
     require_write,
 )
-from admin.dashboard.web import PREFIX, page_router, redirect, render
+from admin.dashboard.web import FLASHES, PREFIX, page_router, render, see_other
 from app.core.deps import DBSession, RedisDep, SettingsDep
 from app.core.errors import AppError, BadRequest, NotFound
 from billing import bulk_recharge
@@ -45,6 +45,21 @@ RECENT_BATCHES = 20
 QUEUE_SIZE = 100
 SHOWN_FAILURES = 200  # on a page; the CSV download has them all
 Field = Annotated[str, Form()]
+
+FLASHES.update(
+    {
+        "batch-applied": "The batch was applied: its report is below.",
+        "batch-pending": "The batch is over the tenant's approval threshold: it waits for "
+        "another admin's approval.",
+        "batch-rejected": "Nothing was applied: the batch was rejected.",
+        "batch-sent-already": "This batch was sent already: nothing was applied again.",
+    }
+)
+_OUTCOMES = {
+    "applied": "batch-applied",
+    "pending_approval": "batch-pending",
+    "rejected": "batch-rejected",
+}
 
 
 def _url(tenant_id: uuid.UUID, path: str = "") -> str:
@@ -158,7 +173,7 @@ async def preview(
         unknown=[f["user"] for f in failures if f["code"] == "UserNotFound"][:SHOWN_FAILURES],
         unknown_count=sum(1 for f in failures if f["code"] == "UserNotFound"),
         stash=saved,
-        form_key=forms.form_key(idempotency_key or forms.new_key()),
+        form_key=forms.checked_key(idempotency_key or forms.new_key()),
         submit_url=_url(tenant_id, "/submit"),
     )
 
@@ -214,34 +229,17 @@ async def submit(
         )
         return report.as_dict()
 
-    answer, replayed = await forms.once(
+    answer, replayed = await forms.keyed_write(
         session,
-        tenant_id=tenant_id,
+        request,
+        scope=f"tenant:{tenant_id}",
         key=idempotency_key,
-        action=f"{BASE}/submit",
-        request={"digest": digest, "mode": mode},
+        fields={"digest": digest, "mode": mode},
         operation=operation,
         permanent=True,  # as the API's: a batch is never applied twice, however late
     )
-    message = _outcome(answer)
-    if replayed:
-        message = "This batch was sent already; nothing was applied again. " + message
-    return redirect(batch_url(tenant_id, answer["batch_id"]), message)
-
-
-def _outcome(report: dict[str, Any]) -> str:
-    status = report["status"]
-    if status == "pending_approval":
-        return (
-            f"The batch ({report['total_amount']:,} Tokens) is over the approval threshold: "
-            "it waits for another admin's approval."
-        )
-    if status == "rejected":
-        return "Nothing was applied: the batch was rejected."
-    return (
-        f"Applied: {report['succeeded']:,} users credited, {report['total_amount']:,} Tokens; "
-        f"{report['failed']:,} rows failed."
-    )
+    flash = "batch-sent-already" if replayed else _OUTCOMES[answer["status"]]
+    return see_other(batch_url(tenant_id, answer["batch_id"]), flash)
 
 
 # -- a batch, its failed rows, the approval queue -------------------------------------------
@@ -361,13 +359,12 @@ async def _decide(
         report = await decide(session, request, operator.admin, tenant_id, batch_id)
         return report.as_dict()
 
-    answer, _ = await forms.once(
+    answer, _ = await forms.keyed_write(
         session,
-        tenant_id=tenant_id,
+        request,
+        scope=f"tenant:{tenant_id}",
         key=key,
-        action=f"{BASE}/batches/{'approve' if approve else 'reject'}",
-        request={"batch_id": str(batch_id)},
+        fields={"batch_id": str(batch_id)},
         operation=operation,
     )
-    message = _outcome(answer) if approve else "The batch was rejected: nothing was applied."
-    return redirect(batch_url(tenant_id, batch_id), message)
+    return see_other(batch_url(tenant_id, batch_id), _OUTCOMES[answer["status"]])

@@ -27,7 +27,7 @@ from admin import service as admin_service
 from admin.dashboard import forms
 from admin.dashboard.pages.users import render_user, tenant_of_page, user_url
 from admin.dashboard.security import CurrentOperator, Operator, WriteOperator, require_write
-from admin.dashboard.web import PREFIX, page_router, redirect, render
+from admin.dashboard.web import FLASHES, PREFIX, page_router, render, see_other
 from app.core.deps import DBSession, RedisDep
 from app.core.errors import AppError, InvalidAmount, NotFound
 
@@ -37,6 +37,17 @@ NEW_KEY_SECONDS = 300  # how long a created key waits to be shown (once)
 _NEW_KEY_PREFIX = "swapmeter:dashboard:new-api-key:"
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,19}$")
 Field = Annotated[str, Form()]
+
+FLASHES.update(
+    {
+        "user-frozen": "The user is frozen: no holds, recharges or adjustments until unfrozen.",
+        "user-unfrozen": "The user is active again.",
+        "adjusted": "Adjustment applied.",
+        "adjusted-again": "This adjustment was applied already: nothing was applied again.",
+        "key-created": "API key created: copy it now, it is shown only once.",
+        "key-revoked": "API key revoked: it no longer signs in.",
+    }
+)
 
 
 def _path(what: str) -> str:
@@ -52,7 +63,7 @@ async def _write(
     values: dict[str, Any],
     write: Callable[[uuid.UUID], Awaitable[str]],
 ) -> Response:
-    """Run ``write`` (it returns the flash message) for the page's tenant; a refused write
+    """Run ``write`` (it returns the flash's key) for the page's tenant; a refused write
     (a 4xx but NotFound) shows the user's page again with its message at ``form``."""
     tenant_id = tenant_of_page(request, operator)
     require_write(operator, tenant_id)
@@ -71,7 +82,7 @@ async def _write(
             error=(form, exc.message),
             values=values,
         )
-    return redirect(user_url(tenant_id, external_id), message)
+    return see_other(user_url(tenant_id, external_id), message)
 
 
 @router.post(_path("freeze"))
@@ -116,7 +127,7 @@ async def _set_frozen(
             frozen=frozen,
             reason=body.reason,
         )
-        return f"{external_id} is {'frozen' if frozen else 'active again'}."
+        return "user-frozen" if frozen else "user-unfrozen"
 
     form = "freeze" if frozen else "unfreeze"
     return await _write(request, operator, session, external_id, form, {"reason": reason}, write)
@@ -150,16 +161,17 @@ async def adjust(
                 request_key=idempotency_key,
             )
 
-        entry, replayed = await forms.once(
-            session,
-            tenant_id=tenant_id,
-            key=idempotency_key,
-            action=f"{PREFIX}/users/adjust",
-            request={"user": external_id, "amount": body.amount, "reason": body.reason},
-            operation=operation,
-        )
-        done = f"Adjusted by {entry['amount']:+,} Tokens: balance {entry['balance_after']:,}."
-        return ("Already applied: " + done) if replayed else done
+        # A savepoint: a refused adjustment releases its key with it, for a retry.
+        async with session.begin_nested():
+            _, replayed = await forms.keyed_write(
+                session,
+                request,
+                scope=f"tenant:{tenant_id}",
+                key=idempotency_key,
+                fields={"amount": body.amount, "reason": body.reason},
+                operation=operation,
+            )
+        return "adjusted-again" if replayed else "adjusted"
 
     values = {"amount": amount, "reason": reason, "idempotency_key": idempotency_key}
     return await _write(request, operator, session, external_id, "adjust", values, write)
@@ -211,9 +223,8 @@ async def create_key(
     await redis.set(_new_key_slot(token), orjson.dumps(shown), ex=NEW_KEY_SECONDS)
     # The token names the stash (useless without this session); the key itself stays out.
     query = urlencode({"tenant": str(tenant_id), "new_key": token})
-    return redirect(
-        f"{PREFIX}/users/{quote(external_id, safe='')}/api-keys/new?{query}",
-        "API key created: copy it now, it is shown only once.",
+    return see_other(
+        f"{PREFIX}/users/{quote(external_id, safe='')}/api-keys/new?{query}", "key-created"
     )
 
 
@@ -250,6 +261,6 @@ async def revoke_key(
 ) -> Response:
     async def write(tenant_id: uuid.UUID) -> str:
         await admin_service.revoke_api_key(session, request, operator.admin, tenant_id, key_id)
-        return "API key revoked: it no longer signs in."
+        return "key-revoked"
 
     return await _write(request, operator, session, external_id, "api-key", {}, write)
