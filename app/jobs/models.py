@@ -56,6 +56,7 @@ class Job(Base):
             postgresql_where=text("status IN ('queued', 'processing')"),
         ),
         Index("ix_jobs_user_id_created_at", "user_id", "created_at", "id"),
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at", "id"),  # 0017
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

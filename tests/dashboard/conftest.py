@@ -151,6 +151,7 @@ class Ui:
     def __init__(self, context: BrowserContext, page: Page, base_url: str, folder: Path):
         self.context, self.page, self.base_url, self.folder = context, page, base_url, folder
         self.shots = 0
+        self.full_page = True  # False for pages taller than a few screens (/redoc)
 
     async def goto(self, path: str) -> int:
         """Open ``path``; the status of the page finally shown (after redirects)."""
@@ -177,7 +178,7 @@ class Ui:
         path = self.page.url.removeprefix(self.base_url).split("?")[0] or "/"
         name = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
         shot = self.folder / f"{self.shots:02d}-{name}.png"
-        await self.page.screenshot(path=shot, full_page=True)
+        await self.page.screenshot(path=shot, full_page=self.full_page, timeout=30_000)
 
     async def sign_in(self, account: Account, expect_status: int = 200) -> int:
         await self.goto("/dashboard/login")

@@ -23,7 +23,7 @@ from tests.admin.helpers import (
 _TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 
 
-async def _sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
     form_page = await client.get("/dashboard/login")
     token = _TOKEN.search(form_page.text).group(1)  # type: ignore[union-attr]
     return await client.post(
@@ -34,7 +34,7 @@ async def _sign_in(client: httpx.AsyncClient, email: str, password: str) -> http
 async def test_cookies_are_secure_over_https_and_in_production(app: FastAPI) -> None:
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="https://swapmeter.test") as c:
-        signed_in = await _sign_in(c, ROOT_EMAIL, ROOT_PASSWORD)
+        signed_in = await sign_in(c, ROOT_EMAIL, ROOT_PASSWORD)
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard"
     cookie = signed_in.headers["set-cookie"].lower()
     assert "swapmeter_dashboard=" in cookie and "secure" in cookie and "httponly" in cookie
@@ -53,7 +53,7 @@ async def test_a_session_ends_when_its_admin_is_disabled_or_it_expires(
     tenant = await create_tenant(client)
     admin = await create_admin(client, tenant["id"], "tenant_admin")
     async with asgi_client(app) as browser:
-        assert (await _sign_in(browser, admin["email"], admin["password"])).status_code == 303
+        assert (await sign_in(browser, admin["email"], admin["password"])).status_code == 303
         assert (await browser.get("/dashboard")).status_code == 200
         disabled = await client.patch(
             f"/api/v1/admin/admins/{admin['id']}",
@@ -64,7 +64,7 @@ async def test_a_session_ends_when_its_admin_is_disabled_or_it_expires(
         gone = await browser.get("/dashboard")
         assert gone.status_code == 303 and gone.headers["location"].startswith("/dashboard/login")
     async with asgi_client(app) as browser:
-        assert (await _sign_in(browser, ROOT_EMAIL, ROOT_PASSWORD)).status_code == 303
+        assert (await sign_in(browser, ROOT_EMAIL, ROOT_PASSWORD)).status_code == 303
         session_id = browser.cookies["swapmeter_dashboard"]
         assert await redis.ttl(sessions._key(session_id)) > 28000  # the server forgets it
         await redis.delete(sessions._key(session_id))  # as Redis does when its TTL is up

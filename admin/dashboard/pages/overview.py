@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from fastapi import Request
 from fastapi.responses import Response
 
-from admin import reports
+from admin import overview as overview_service
 from admin import service as admin_service
+from admin.dashboard import charts
 from admin.dashboard.security import CurrentOperator, chosen_tenant
 from admin.dashboard.web import PREFIX, page_router, render
-from app.core.deps import DBSession
+from app.core.deps import DBSession, SettingsDep
 from app.core.errors import NotFound
 
 router = page_router()
 
-# Period -> how many UTC days it covers, today included.
-PERIODS = {"today": 1, "7d": 7, "30d": 30}
 PERIOD_LABELS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 TENANT_CHOICES = 500  # platform operators choose among the first tenants by slug
 
 
 @router.get(PREFIX)
 async def overview(
-    request: Request, operator: CurrentOperator, session: DBSession, period: str = "7d"
+    request: Request,
+    operator: CurrentOperator,
+    session: DBSession,
+    settings: SettingsDep,
+    period: str = "7d",
 ) -> Response:
-    if period not in PERIODS:
+    if period not in PERIOD_LABELS:
         raise NotFound("There is no such period")
     tenant_id = chosen_tenant(request, operator)
     tenants = []
@@ -34,22 +35,27 @@ async def overview(
         tenants = await admin_service.list_tenants(
             session, operator.admin, after_slug=None, limit=TENANT_CHOICES
         )
-    tenant = None
-    totals: dict[str, int] = {}
+    context: dict = {}
     if tenant_id is not None:
-        tenant = await admin_service.get_tenant(session, operator.admin, tenant_id)
-        last = datetime.now(UTC).date()
-        first = last - timedelta(days=PERIODS[period] - 1)
-        days = await reports.usage_report(session, operator.admin, tenant_id, first, last)
-        for column in ("recharged", "granted", "consumed", "released", "refunded", "expired"):
-            totals[column] = sum(getattr(day, column) for day in days)
+        view = await overview_service.tenant_overview(
+            session, settings, operator.admin, tenant_id, period
+        )
+        hours = charts.hour_table(view.hours, view.hours_since)
+        context = {
+            "view": view,
+            "hours": hours,
+            "tokens_chart": charts.tokens_per_day(view.days),
+            "jobs_chart": charts.jobs_per_hour(hours),
+            "day_series": charts.DAY_SERIES,
+            "hour_statuses": charts.HOUR_STATUSES,
+        }
     return render(
         request,
         "overview.html",
         title="Overview",
         tenants=tenants,
-        tenant=tenant,
+        tenant=context["view"].tenant if context else None,
         period=period,
         periods=PERIOD_LABELS,
-        totals=totals,
+        **context,
     )
