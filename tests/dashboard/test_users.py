@@ -73,6 +73,7 @@ async def test_the_list_searches_sorts_and_pages(
     await ui.settle()
     assert await ui.page.get_by_role("heading", name="User shop-007").is_visible()
     assert await ui.page.locator("[data-metric=available]").inner_text() == "900"
+    assert await ui.page.locator("[data-metric=plan]").inner_text() == "none"
     ledger = ui.page.locator("#ledger tbody tr")
     assert await ledger.count() == 1
     assert "+900" in await ledger.first.inner_text()

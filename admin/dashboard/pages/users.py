@@ -143,27 +143,28 @@ async def render_user(
 ) -> HTMLResponse:
     """The user's page; after a refused write, with ``error`` = (form, message) shown at
     that form, and the values it was sent with."""
-    user = await admin_service.get_user(session, operator.admin, tenant_id, external_id)
-    tenant = await admin_service.get_tenant(session, operator.admin, tenant_id)
-    entries = await user_history.ledger(
-        session, operator.admin, tenant_id, external_id, cursor=ledger or None, limit=LEDGER_PAGE
+    found = await user_history.user_page(
+        session,
+        operator.admin,
+        tenant_id,
+        external_id,
+        cursor=ledger or None,
+        ledger_limit=LEDGER_PAGE,
+        jobs_limit=RECENT_JOBS,
     )
-    jobs = await user_history.recent_jobs(
-        session, operator.admin, tenant_id, external_id, limit=RECENT_JOBS
-    )
-    keys = await admin_service.list_api_keys(session, operator.admin, tenant_id, external_id)
+    user, entries = found.user, found.ledger
     values = values or {}
     return render(
         request,
         "user.html",
         status_code=status_code,
         title=f"User {external_id}",
-        tenant=tenant,
+        tenant=found.tenant,
         user=user,
-        plan=getattr(user, "plan", None),  # once the plans feature is there
+        has_plan=hasattr(user, "plan"),  # the plans feature
         entries=entries,
-        jobs=jobs,
-        keys=keys,
+        jobs=found.jobs,
+        keys=found.api_keys,
         error=error,
         values=values,
         adjust_key=values.get("idempotency_key") or forms.new_key(),
