@@ -32,10 +32,13 @@ async def test_swagger_ui_and_redoc_render_with_nothing_from_elsewhere(ui: Ui) -
     await ui.context.route("**/*", record)
     ui.full_page = False  # the whole API reference is dozens of screens tall
     await ui.goto("/docs")
-    await ui.page.locator(".opblock").first.wait_for()
+    # Both viewers parse a megabyte of script: slow on a busy machine.
+    await ui.page.locator(".opblock").first.wait_for(timeout=60_000)
     await ui.snap()
     await ui.goto("/redoc")
-    await ui.page.get_by_text("Face-swap API sold on prepaid Tokens.").first.wait_for()
+    await ui.page.get_by_text("Face-swap API sold on prepaid Tokens.").first.wait_for(
+        timeout=60_000
+    )
     await ui.snap()
     same_origin = (ui.base_url, "blob:" + ui.base_url)  # ReDoc's search worker
     elsewhere = [url for url in requested if not url.startswith(same_origin)]
