@@ -15,10 +15,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import orjson
+import pydantic
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import InvalidAmount, InvalidIdempotencyKey, InvalidText, InvalidTime
+from app.core.errors import (
+    AppError,
+    InvalidAmount,
+    InvalidIdempotencyKey,
+    InvalidText,
+    InvalidTime,
+    ValidationError,
+)
 from app.core.fields import clean_text
 from app.core.idempotency.service import MAX_KEY_LENGTH, KeyClaim, request_fingerprint
 
@@ -44,15 +52,18 @@ async def keyed_write(
     key: str,
     fields: dict[str, Any],
     operation: Callable[[], Awaitable[Any]],
+    permanent: bool = False,
 ) -> tuple[Any, bool]:
     """Run ``operation`` once per ``key`` (in ``scope``, for this path and these form
     ``fields``): its JSON-ready answer, and whether it is a replay of an earlier one. The
-    same key with other fields is 409 IdempotencyKeyReused."""
+    same key with other fields is 409 IdempotencyKeyReused. ``permanent``: the key is
+    never purged (a bulk recharge's, as the API's)."""
     claim = KeyClaim(
         scope=scope,
         key=checked_key(key),
         method_path=f"{request.method} {request.url.path}"[:512],
         fingerprint=request_fingerprint(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)),
+        permanent=permanent,
     )
     replay = await claim.take(session)
     if replay is not None:
@@ -102,3 +113,23 @@ def utc_time(value: str | None, name: str, *, end_of_day: bool = False) -> datet
     except ValueError:
         raise InvalidTime(f"{name} must be a date (YYYY-MM-DD) or a time") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+# The codes app.core.fields' validators raise (their error type is the contract's code).
+_FIELD_CODES: dict[str, type[AppError]] = {
+    cls.code: cls for cls in (InvalidAmount, InvalidText, InvalidTime)
+}
+
+
+def checked(model: type[pydantic.BaseModel], data: dict[str, Any]) -> Any:
+    """Form fields read by the Admin API's own request ``model``; its first problem as the
+    contract's error (InvalidAmount, InvalidText, InvalidTime, else ValidationError)."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors = exc.errors()
+        coded = [e for e in errors if e["type"] in _FIELD_CODES]
+        first = (coded or errors)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        raise _FIELD_CODES.get(first["type"], ValidationError)(message) from None

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from admin.dashboard.pages import audit, jobs, overview, plans, signin, tenants
+from admin.dashboard.pages import (
+    audit,
+    jobs,
+    overview,
+    plans,
+    recharge,
+    signin,
+    tenants,
+    user_actions,
+    users,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     signin.router,
@@ -13,4 +23,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     plans.router,
     jobs.router,
     audit.router,
+    users.router,
+    user_actions.router,
+    recharge.router,
 )
