@@ -2,7 +2,7 @@
 
 Every figure comes from a bounded read (docs/dashboard.md, "Overview"): Tokens and jobs
 by day from the usage rollups (``billing.usage``), Tokens held now from the open holds,
-active users from ``usage_active_users``, the queue from the open jobs' index, run times
+active users from ``usage_last_active``, the queue from the open jobs' index, run times
 and jobs per hour from one indexed range of the tenant's recent jobs (``app.jobs.stats``).
 """
 
@@ -121,7 +121,7 @@ async def tenant_overview(
         last=last,
         tokens={name: sum(d.tokens[name] for d in days) for name in TOKEN_LABELS.values()},
         held_now=await figures.held_now(session, tenant_id),
-        active_users=await figures.active_users(session, tenant_id, first, last),
+        active_users=await figures.active_users_since(session, tenant_id, first),
         jobs=jobs,
         run_times=await stats.run_times(
             session, tenant_id, datetime.combine(first, datetime.min.time(), UTC)

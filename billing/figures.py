@@ -2,9 +2,9 @@
 
 - ``held_now``: the Tokens held right now, from the open holds only (``holds`` where
   ``status = 'held'``: a partial index, ``ix_holds_account_id_open``).
-- ``active_users``: the users who started a swap in a range of days, from
-  ``usage_active_users`` (one row per user and day, migration 0012; its primary key
-  (tenant_id, day, account_id) serves the range), never the ledger.
+- ``active_users_since``: the users who started a swap on a day since ``first`` (up to
+  today), from ``usage_last_active`` (one row per user: their last active day, migration
+  0019; index (tenant_id, day)), never the ledger.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ async def held_now(session: AsyncSession, tenant_id: uuid.UUID) -> int:
     return int(result.scalar_one())
 
 
-async def active_users(session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date) -> int:
+async def active_users_since(session: AsyncSession, tenant_id: uuid.UUID, first: date) -> int:
     result = await session.execute(
         text(
-            "SELECT count(DISTINCT account_id) FROM usage_active_users "
-            "WHERE tenant_id = :tenant_id AND day BETWEEN :first AND :last"
+            "SELECT count(*) FROM usage_last_active WHERE tenant_id = :tenant_id AND day >= :first"
         ),
-        {"tenant_id": tenant_id, "first": first, "last": last},
+        {"tenant_id": tenant_id, "first": first},
     )
     return int(result.scalar_one())
