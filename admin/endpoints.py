@@ -30,6 +30,7 @@ from app.core.errors import (
     InvalidTime,
     NotFound,
     TooManyEntries,
+    UrlNotAllowed,
     UserNotFound,
     WeakPassword,
     error_responses,
@@ -115,7 +116,8 @@ async def get_tenant(
 @router.patch(
     "/tenants/{tenant_id}",
     response_model=schemas.TenantOut,
-    responses=error_responses(NotFound, InvalidText, InvalidAmount),
+    # UrlNotAllowed: a webhook_url we would never call (scheme, credentials, address).
+    responses=error_responses(NotFound, InvalidText, InvalidAmount, UrlNotAllowed),
 )
 async def update_tenant(
     tenant_id: uuid.UUID,
@@ -124,7 +126,8 @@ async def update_tenant(
     session: DBSession,
     admin: CurrentAdmin,
 ) -> schemas.TenantOut:
-    """Change a tenant's name, approval threshold (null: off) or status (platform admins)."""
+    """Change a tenant's name, approval threshold (null: off), webhook URL (null: none) or
+    status (platform admins)."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     tenant = await service.update_tenant(session, request, admin, tenant_id, changes)
     return _tenant_out(tenant)

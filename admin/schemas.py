@@ -42,6 +42,12 @@ class TenantUpdate(_In):
     status: Literal["active", "suspended"] | None = Field(
         default=None, description="platform admins only"
     )
+    webhook_url: Text | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where the tenant's account events (an anomaly rule broken) are POSTed, "
+        "signed like job webhooks; null turns them off",
+    )
 
 
 class TenantOut(BaseModel):
@@ -51,6 +57,7 @@ class TenantOut(BaseModel):
     status: str
     approval_threshold: int | None = None
     created_at: datetime | None = None
+    webhook_url: str | None = None
 
 
 class TenantPage(BaseModel):
