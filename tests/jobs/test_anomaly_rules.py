@@ -321,3 +321,50 @@ async def test_a_user_frozen_by_hand_is_refused_without_a_flag(api, db) -> None:
         response = await faceless_swap(api, customer)
         assert response.status_code == 403 and response.json()["error"]["code"] == "AccountFrozen"
     assert await flags(api, customer) == []
+
+
+# -- the cost on the swap path -------------------------------------------------------------------
+
+
+async def test_a_swap_that_breaks_nothing_costs_one_redis_call_and_no_anomaly_query(
+    api, db, anomaly_app
+) -> None:
+    from sqlalchemy import event
+
+    from app.jobs.anomaly import counters
+
+    customer = await make_customer(api, db, tokens=10)
+    await put_rules(
+        api,
+        customer,
+        max_requests_per_minute=100,
+        max_same_source_per_hour=100,
+        max_tokens_per_day=100,
+        action="freeze",
+    )
+    assert (await swap(api, customer)).status_code == 200
+    redis = anomaly_app.state.ratelimit_redis
+    database = anomaly_app.state.db
+    scripts: list[str] = []
+    statements: list[str] = []
+    original = redis.evalsha
+
+    async def counting(sha, *args):  # type: ignore[no-untyped-def]
+        scripts.append(sha)
+        return await original(sha, *args)
+
+    def note(conn, cursor, statement, *rest) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engines = [database.engine.sync_engine, database._autocommit_engine.sync_engine]
+    redis.evalsha = counting
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", note)
+    try:
+        assert (await swap(api, customer, reencoded(OBAMA, 70))).status_code == 200
+    finally:
+        del redis.evalsha
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", note)
+    assert scripts.count(counters._CHECK_SHA) == 1
+    assert statements and not [s for s in statements if "anomaly" in s]

@@ -120,7 +120,7 @@ async def check_swap(
     facts = SwapFacts(prepared.source, prepared.kind, prepared.seconds, enhance)
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     try:
-        verdict = await _run(request, user, facts, f"{request_id}:{uuid.uuid4().hex[:8]}")
+        verdict = await _run(request, user, facts)
     except (RedisError, OSError, TimeoutError):
         metrics.CHECK_ERRORS.inc()
         log.warning("anomaly check unavailable, swap let through", exc_info=True)
@@ -138,9 +138,7 @@ async def check_swap(
         )
 
 
-async def _run(
-    request: Request, user: ApiPrincipal, facts: SwapFacts, member: str
-) -> counters.Verdict:
+async def _run(request: Request, user: ApiPrincipal, facts: SwapFacts) -> counters.Verdict:
     redis = request.app.state.ratelimit_redis
     db: Database = request.app.state.db
     keys = counters.UserKeys(user.tenant_id, user.user_id)
@@ -154,7 +152,6 @@ async def _run(
             keys,
             source_hash=facts.source_hash,
             tokens=facts.tokens,
-            member=member,
             max_distance=SAME_IMAGE_DISTANCE,
             loaded=loaded,
         )

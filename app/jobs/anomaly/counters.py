@@ -9,13 +9,18 @@ Keys (``{t}`` the tenant, ``{u}`` the user's id):
   committed and whenever a swap finds it missing (after a Redis restart: loaded from the
   database and passed in, a second round trip, that once). A newer version always wins, so
   a stale load cannot overwrite a change.
-- ``swapmeter:anomaly:{t}:{u}:rpm``: a sorted set of the last minute's requests (sliding).
+- ``swapmeter:anomaly:{t}:{u}:rpm``: requests per second of Redis' clock, a hash of at
+  most 60 fields: the last 60 seconds, sliding by the second.
 - ``swapmeter:anomaly:{t}:{u}:src``: the last hour's source faces, a hash from a
-  perceptual hash (16 hex digits) to the times (ms) it was seen. A face within
-  ``max_distance`` bits of a stored one counts with it (a re-encode or a resize moves a
-  few bits), across every stored face it is near. At most ``MAX_SOURCES`` faces are kept
-  (the longest unseen goes first) and ``MAX_TIMES`` times each, which bounds the script's
-  work whatever a user sends.
+  perceptual hash (16 hex digits) to how many swaps used it in each minute
+  (``minute:count,...``, at most 60): the last 60 minutes, sliding by the minute. A face
+  within ``max_distance`` bits of a stored one counts with it (a re-encode or a resize
+  moves a few bits), across every stored face it is near; it is stored with the nearest.
+  At most ``MAX_SOURCES`` faces are kept (the longest unseen goes first).
+
+Counts per second and per minute, not per request: what the script reads and writes for
+a user is bounded (60 fields, 256 faces of 60 minutes each) however fast they send, and
+so is the time Redis spends on it (``bench/anomaly_check.py``).
 - ``swapmeter:anomaly:{t}:{u}:tok:{YYYYMMDD}``: Tokens quoted today (UTC).
 - ``swapmeter:anomaly:{t}:{u}:open``: the rules this user broke whose flag is still open:
   not reported again (one review item per user and rule) until the flag is resolved (or
@@ -36,17 +41,15 @@ from redis.exceptions import NoScriptError
 
 PREFIX = "swapmeter:anomaly:"
 MAX_SOURCES = 256
-MAX_TIMES = 1000  # also the largest max_same_source_per_hour (app/jobs/anomaly/schemas.py)
 RULES = ("requests_per_minute", "same_source_per_hour", "tokens_per_day")
 WINDOWS = {"requests_per_minute": 60, "same_source_per_hour": 3600, "tokens_per_day": 86400}
 
 # KEYS: rules, rpm, src, tok, open. ARGV: the source's hash (16 hex digits, '' when the
-# caller did not compute it), Tokens, a unique member, max distance, the two caps;
+# caller did not compute it), Tokens ('' when not quoted), max distance, the cap on faces;
 # then, when the caller loaded the rules from the database: version, rpm, same, tokens,
-# action. Tokens too may be '' (not quoted). Answers {'unknown'} (no rules in Redis: load
-# them), {'off'}, {'need', same on, tokens on} (a rule needs the hash or the Tokens: ask
-# again with them), or {'checked', action, refused, same on, tokens on, then rule,
-# observed, limit for each rule broken}.
+# action. Answers {'unknown'} (no rules in Redis: load them), {'off'}, {'need', same on,
+# tokens on} (a rule needs the hash or the Tokens: ask again with them), or {'checked',
+# action, refused, same on, tokens on, then rule, observed, limit for each rule broken}.
 _CHECK_LUA = """
 local function pop(x)
   x = x - bit.band(bit.rshift(x, 1), 0x55555555)
@@ -57,11 +60,11 @@ local function pop(x)
   return bit.band(x, 0x3F)
 end
 local r = redis.call('HMGET', KEYS[1], 'v', 'rpm', 'same', 'tokens', 'action')
-if ARGV[7] then
-  if not r[1] or tonumber(r[1]) < tonumber(ARGV[7]) then
-    redis.call('HSET', KEYS[1], 'v', ARGV[7], 'rpm', ARGV[8], 'same', ARGV[9],
-      'tokens', ARGV[10], 'action', ARGV[11])
-    r = {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}
+if ARGV[5] then
+  if not r[1] or tonumber(r[1]) < tonumber(ARGV[5]) then
+    redis.call('HSET', KEYS[1], 'v', ARGV[5], 'rpm', ARGV[6], 'same', ARGV[7],
+      'tokens', ARGV[8], 'action', ARGV[9])
+    r = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
   end
 elseif not r[1] then
   return {'unknown'}
@@ -73,7 +76,8 @@ if (same > 0 and ARGV[1] == '') or (tok > 0 and ARGV[2] == '') then
   return {'need', same_on, tok_on}
 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sec = tonumber(t[1])
+local minute = math.floor(sec / 60)
 local out = {}
 local function over(rule, observed, limit)
   if observed > limit and redis.call('HEXISTS', KEYS[5], rule) == 0 then
@@ -81,31 +85,41 @@ local function over(rule, observed, limit)
   end
 end
 if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  over('requests_per_minute', redis.call('ZCARD', KEYS[2]) + 1, rpm)
+  local all, n = redis.call('HGETALL', KEYS[2]), 1
+  for i = 1, #all, 2 do
+    if tonumber(all[i]) <= sec - 60 then
+      redis.call('HDEL', KEYS[2], all[i])
+    else
+      n = n + tonumber(all[i + 1])
+    end
+  end
+  over('requests_per_minute', n, rpm)
 end
-local near, near_times, fields, oldest, oldest_at = nil, nil, 0, nil, nil
+local near, near_m, near_k, fields, oldest, oldest_m = nil, nil, nil, 0, nil, nil
 if same > 0 then
-  local hi, lo = tonumber(string.sub(ARGV[1], 1, 8), 16), tonumber(string.sub(ARGV[1], 9, 16), 16)
-  local maxd, since = tonumber(ARGV[4]), now - 3600000
+  local hi = tonumber(string.sub(ARGV[1], 1, 8), 16)
+  local lo = tonumber(string.sub(ARGV[1], 9, 16), 16)
+  local maxd, since = tonumber(ARGV[3]), minute - 60
   local all, count, best = redis.call('HGETALL', KEYS[3]), 0, 65
   for i = 1, #all, 2 do
     local f, v = all[i], all[i + 1]
-    local last = tonumber(string.match(v, '(%d+)$'))
+    local last = tonumber(string.match(v, '(%d+):%d+$'))
     if last <= since then
       redis.call('HDEL', KEYS[3], f)
     else
       fields = fields + 1
-      if oldest_at == nil or last < oldest_at then oldest, oldest_at = f, last end
+      if oldest_m == nil or last < oldest_m then oldest, oldest_m = f, last end
       local d = pop(bit.bxor(tonumber(string.sub(f, 1, 8), 16), hi))
         + pop(bit.bxor(tonumber(string.sub(f, 9, 16), 16), lo))
       if d <= maxd then
-        local kept = {}
-        for ts in string.gmatch(v, '%d+') do
-          if tonumber(ts) > since then kept[#kept + 1] = ts end
+        local ms, ks = {}, {}
+        for m, k in string.gmatch(v, '(%d+):(%d+)') do
+          if tonumber(m) > since then
+            ms[#ms + 1] = tonumber(m); ks[#ks + 1] = tonumber(k)
+            count = count + tonumber(k)
+          end
         end
-        count = count + #kept
-        if d < best then best, near, near_times = d, f, kept end
+        if d < best then best, near, near_m, near_k = d, f, ms, ks end
       end
     end
   end
@@ -117,23 +131,28 @@ if tok > 0 then
   over('tokens_per_day', spent, tok)
 end
 local refused = (#out > 0 and r[5] == 'freeze') and 1 or 0
-for _, b in ipairs(out) do redis.call('HSET', KEYS[5], b[1], now) end
+for _, b in ipairs(out) do redis.call('HSET', KEYS[5], b[1], sec) end
 if #out > 0 then redis.call('EXPIRE', KEYS[5], 604800) end
 if refused == 0 then
   if rpm > 0 then
-    redis.call('ZADD', KEYS[2], now, ARGV[3])
-    redis.call('PEXPIRE', KEYS[2], 60000)
+    redis.call('HINCRBY', KEYS[2], sec, 1)
+    redis.call('EXPIRE', KEYS[2], 61)
   end
   if same > 0 then
     if near then
-      near_times[#near_times + 1] = tostring(now)
-      local from = math.max(1, #near_times - tonumber(ARGV[6]) + 1)
-      redis.call('HSET', KEYS[3], near, table.concat(near_times, ',', from))
+      if near_m[#near_m] == minute then
+        near_k[#near_k] = near_k[#near_k] + 1
+      else
+        near_m[#near_m + 1] = minute; near_k[#near_k + 1] = 1
+      end
+      local parts = {}
+      for i = 1, #near_m do parts[i] = near_m[i] .. ':' .. near_k[i] end
+      redis.call('HSET', KEYS[3], near, table.concat(parts, ','))
     else
-      if fields >= tonumber(ARGV[5]) then redis.call('HDEL', KEYS[3], oldest) end
-      redis.call('HSET', KEYS[3], ARGV[1], now)
+      if fields >= tonumber(ARGV[4]) then redis.call('HDEL', KEYS[3], oldest) end
+      redis.call('HSET', KEYS[3], ARGV[1], minute .. ':1')
     end
-    redis.call('PEXPIRE', KEYS[3], 3600000)
+    redis.call('EXPIRE', KEYS[3], 3660)
   end
   if tok > 0 then
     redis.call('INCRBY', KEYS[4], ARGV[2])
@@ -240,7 +259,6 @@ async def check(
     *,
     source_hash: int | None,
     tokens: int | None,
-    member: str,
     max_distance: int,
     loaded: Rules | None = None,
 ) -> Verdict:
@@ -248,10 +266,8 @@ async def check(
     args = [
         "" if source_hash is None else f"{source_hash:016x}",
         "" if tokens is None else tokens,
-        member,
         max_distance,
         MAX_SOURCES,
-        MAX_TIMES,
         *(loaded.args() if loaded else []),
     ]
     script_keys = [rules_key(keys.tenant_id), *keys.all()]

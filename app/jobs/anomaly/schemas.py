@@ -9,7 +9,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from app.core.fields import Text, token_amount
-from app.jobs.anomaly.counters import MAX_TIMES
 
 RuleName = Literal["requests_per_minute", "same_source_per_hour", "tokens_per_day"]
 
@@ -25,7 +24,7 @@ class RulesIn(BaseModel):
     max_same_source_per_hour: StrictInt | None = Field(
         default=None,
         ge=1,
-        le=MAX_TIMES,
+        le=100_000,
         description="swaps per user with the same source face in any hour (re-encoded or "
         "resized copies of one picture count as the same)",
     )
