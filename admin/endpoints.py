@@ -30,7 +30,6 @@ from app.core.errors import (
     InvalidTime,
     NotFound,
     TooManyEntries,
-    UrlNotAllowed,
     UserNotFound,
     WeakPassword,
     error_responses,
@@ -116,8 +115,7 @@ async def get_tenant(
 @router.patch(
     "/tenants/{tenant_id}",
     response_model=schemas.TenantOut,
-    # UrlNotAllowed: a webhook_url we would never call (scheme, credentials, address).
-    responses=error_responses(NotFound, InvalidText, InvalidAmount, UrlNotAllowed),
+    responses=error_responses(NotFound, InvalidText, InvalidAmount),
 )
 async def update_tenant(
     tenant_id: uuid.UUID,

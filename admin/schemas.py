@@ -33,6 +33,10 @@ class TenantCreate(_In):
     )
 
 
+# http(s), a host name or address, an optional port and path: no credentials, no spaces.
+WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
 class TenantUpdate(_In):
     name: Text | None = Field(default=None, min_length=1, max_length=200)
     approval_threshold: token_amount(1, 10**12) | None = Field(  # type: ignore[valid-type]
@@ -42,11 +46,13 @@ class TenantUpdate(_In):
     status: Literal["active", "suspended"] | None = Field(
         default=None, description="platform admins only"
     )
-    webhook_url: Text | None = Field(
+    webhook_url: str | None = Field(
         default=None,
         max_length=2048,
+        pattern=WEBHOOK_URL_PATTERN,
         description="Where the tenant's account events (an anomaly rule broken) are POSTed, "
-        "signed like job webhooks; null turns them off",
+        "signed like job webhooks; null turns them off. Its address is vetted as a job "
+        "webhook's is, when it is called (a private address is never called)",
     )
 
 

@@ -195,12 +195,17 @@ async def test_an_admin_of_another_tenant_gets_404_and_an_auditor_only_reads(cli
     assert missing.status_code == 404
 
 
-async def test_a_tenant_webhook_url_is_vetted_and_can_be_cleared(client) -> None:
+async def test_a_tenant_webhook_url_is_an_http_url_and_can_be_cleared(client) -> None:
     tenant = await create_tenant(client)
     headers = await root_headers(client)
     url = f"/api/v1/admin/tenants/{tenant['id']}"
-    private = await client.patch(url, json={"webhook_url": "http://10.0.0.1/hook"}, headers=headers)
-    assert private.status_code == 400 and private.json()["error"]["code"] == "UrlNotAllowed"
+    for bad in ("ftp://example.com/hook", "https://user:pw@example.com/", "not a url"):
+        refused = await client.patch(url, json={"webhook_url": bad}, headers=headers)
+        assert refused.status_code == 422, bad
+        assert refused.json()["error"]["code"] == "ValidationError"
     assert (await client.get(url, headers=headers)).json()["webhook_url"] is None
+    hook = "https://hooks.example.com:8443/swapmeter?tenant=1"
+    set_ = await client.patch(url, json={"webhook_url": hook}, headers=headers)
+    assert set_.status_code == 200 and set_.json()["webhook_url"] == hook
     cleared = await client.patch(url, json={"webhook_url": None}, headers=headers)
     assert cleared.status_code == 200 and cleared.json()["webhook_url"] is None
