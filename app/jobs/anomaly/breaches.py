@@ -75,13 +75,47 @@ async def record(
 
     Raises AccountFrozen when the verdict refused the swap (a ``freeze`` rule), and when
     the user's account was frozen already: then nothing is recorded (the freeze answers
-    first, as it does for a frozen user's swap that breaks nothing).
+    first, as it does for a frozen user's swap that breaks nothing). When nothing could be
+    recorded (the database failing, say), the rules may report these breaches again.
     """
+    action = verdict.action or "flag"
+    try:
+        context, flags, secret = await _write(
+            db,
+            request,
+            user,
+            verdict,
+            {"source_hash": source_hash, "tokens": tokens, "request_id": request_id},
+        )
+    except Exception:
+        await _forget(request, user, verdict)
+        raise
+    for flag in flags:
+        metrics.BREACHES.labels(flag.rule, action).inc()
+        if secret is not None and context.webhook_url:
+            _send_later(settings, context.webhook_url, secret, flag)
+    if verdict.refused:
+        broken = verdict.breaches[0]
+        raise AccountFrozen(
+            f"This Token account is frozen: rule {broken.rule} broken "
+            f"({broken.observed} > {broken.limit})",
+            details={"rule": broken.rule, "flag_ids": [f.id for f in flags]},
+        )
+
+
+async def _write(
+    db: Database,
+    request: Request,
+    user: ApiPrincipal,
+    verdict: counters.Verdict,
+    facts: dict[str, Any],
+) -> tuple[repo.BreachContext, list[repo.FlagRow], str | None]:
+    """The transaction: a flag and an audit entry per breach, the freeze of a freeze rule;
+    and the tenant's webhook secret when there is a webhook to send."""
     action = verdict.action or "flag"
     async with db.session() as session:
         context = await repo.breach_context(session, user.user_id)
         if context.account_status == "frozen":
-            await _forget(request, user, verdict)
             raise AccountFrozen("This Token account is frozen")
         flags = []
         for breach in verdict.breaches:
@@ -93,9 +127,7 @@ async def record(
                 observed=breach.observed,
                 limit=breach.limit,
                 action=action,
-                evidence=evidence_of(
-                    breach, source_hash=source_hash, tokens=tokens, request_id=request_id
-                ),
+                evidence=evidence_of(breach, **facts),
             )
             await audit.record(
                 session,
@@ -123,17 +155,7 @@ async def record(
         secret = None
         if context.webhook_url and flags:
             secret = (await webhooks.webhook_secret(session, user.tenant_id)).secret
-    for flag in flags:
-        metrics.BREACHES.labels(flag.rule, action).inc()
-        if secret is not None and context.webhook_url:
-            _send_later(settings, context.webhook_url, secret, flag)
-    if verdict.refused:
-        broken = verdict.breaches[0]
-        raise AccountFrozen(
-            f"This Token account is frozen: rule {broken.rule} broken "
-            f"({broken.observed} > {broken.limit})",
-            details={"rule": broken.rule, "flag_ids": [f.id for f in flags]},
-        )
+    return context, flags, secret
 
 
 async def _forget(request: Request, user: ApiPrincipal, verdict: counters.Verdict) -> None:
