@@ -15,7 +15,8 @@ process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
   and with every renewal as a fallback.
 - Housekeeping (every ``jobs_housekeeping_seconds``): heartbeat, the queue gauges, ending
   jobs nobody will run (``end_abandoned_jobs``: WorkerLost, QueueTimeout; API processes
-  run that part too), sending webhooks whose sender died, and, when it is this worker's
+  run that part too), sending webhooks whose sender died, the daily refill of the plans
+  whose refill time has come (``billing.daily_refill``) and, when it is this worker's
   turn, the whole-ledger verification (``billing.ledger_verify``).
 - Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
   files, expired Idempotency-Keys, expired grant Tokens, forgotten workers (both in
@@ -51,7 +52,7 @@ from app.jobs.events import PgListener
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunState
 from app.jobs.upkeep import end_abandoned_jobs, run_cleanup
-from billing import ledger_verify
+from billing import daily_refill, ledger_verify
 from billing.maintenance import fold_usage
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Worker:
         self._announced = 1
         self._stopping = False
         self._verifying = False
+        self._refilling = False
         self.anchors = AnchorPlaces.of(settings, self.redis, self.store)
         self._audit_head: Anchor | None = None  # as the last housekeeping round saw it
 
@@ -384,6 +386,18 @@ class Worker:
         # Every round, so that the deltas a usage report reads besides its rollups stay
         # few (one worker folds at a time; the others skip).
         await fold_usage(self.db)
+        if not self._refilling:  # a plan of many users must not hold up the heartbeat
+            self._refilling = True
+            self._spawn(self._refill_plans())
+
+    async def _refill_plans(self) -> None:
+        """The plans whose daily refill time has come (billing.daily_refill)."""
+        try:
+            await daily_refill.refill_due_plans(self.db)
+        except Exception:  # noqa: BLE001 - the next round retries
+            log.exception("daily refill round failed")
+        finally:
+            self._refilling = False
 
     async def _verify_ledger(self) -> None:
         try:
