@@ -6,7 +6,6 @@ the response.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Annotated, Any
 
@@ -24,7 +23,6 @@ from app.auth.dependencies import (
     ensure_tenant_access,
 )
 from app.core import audit
-from app.core.audit_anchor import AnchorPlaces
 from app.core.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
 from app.core.errors import (
     DocumentedRouter,
@@ -263,16 +261,7 @@ async def verify_ledger_endpoint(
     accounts sum to zero, that every hold is what its entries moved and every metered job
     what its hold says, and that the audit chain is intact. Admins bound to a tenant check
     that tenant only."""
-    if tenant_id is not None:
-        ensure_tenant_access(admin, tenant_id, write=False)
-    elif admin.tenant_id is not None:
-        tenant_id = admin.tenant_id
-    started = time.monotonic()
-    state = request.app.state
-    anchors = AnchorPlaces.of(state.settings, state.redis, getattr(state, "result_store", None))
-    result = await ledger_verify.verify(session, tenant_id, anchors)
-    if tenant_id is None:  # the whole ledger: the latest result operators see
-        await ledger_verify.record(request.app.state.redis, result, time.monotonic() - started)
+    result, tenant_id = await ledger_verify.verify_as(session, request, admin, tenant_id)
     return schemas.LedgerVerifyOut(
         ok=result.ok,
         accounts_checked=result.accounts_checked,

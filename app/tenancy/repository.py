@@ -61,9 +61,8 @@ class ApiKeyCredentials:
     revoked_at: datetime | None
     rate_limit_per_second: int | None
     tenant_status: str
-    # The user's plan's limits (null: none, or no plan), read in the same query.
+    # The user's plan's rate (null: none, or no plan), read in the same query.
     plan_rate_limit_per_second: int | None = None
-    plan_max_concurrent_jobs: int | None = None
 
 
 # -- tenants -------------------------------------------------------------------------------
@@ -302,8 +301,7 @@ async def find_api_key_credentials(
         await session.execute(
             text(
                 "SELECT k.id, k.tenant_id, k.user_id, u.external_id, k.secret_hash, k.revoked_at, "
-                "k.rate_limit_per_second, t.status, p.rate_limit_per_second, "
-                "p.max_concurrent_jobs "
+                "k.rate_limit_per_second, t.status, p.rate_limit_per_second "
                 "FROM api_keys k JOIN users u ON u.id = k.user_id "
                 "JOIN tenants t ON t.id = k.tenant_id "
                 "LEFT JOIN plans p ON p.id = u.plan_id WHERE k.prefix = :prefix"
