@@ -118,6 +118,8 @@ async def update_tenant(
         del changes["name"]
     if "status" in changes and changes["status"] is None:
         del changes["status"]
+    if "webhook_url" in changes and not changes["webhook_url"]:
+        changes["webhook_url"] = None
     after = await tenancy_repository.update_tenant(session, tenant_id, changes)
     assert after is not None
     diff = {

@@ -10,6 +10,7 @@ import gc
 from fastapi import FastAPI
 
 from admin import dashboard
+from admin.anomaly_endpoints import router as anomaly_router
 from admin.correction_endpoints import router as corrections_router
 from admin.endpoints import router as admin_router
 from admin.plan_endpoints import router as plans_router
@@ -34,6 +35,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(corrections_router)
     app.include_router(plans_router)
     app.include_router(reports_router)
+    app.include_router(anomaly_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)
     app.include_router(pricing_admin_router)
