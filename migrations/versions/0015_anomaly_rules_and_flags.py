@@ -11,7 +11,7 @@
   with the tenant's webhook secret; null: none.
 
 Revision ID: 0015
-Revises: 0018
+Revises: 0014
 Create Date: 2026-12-08
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 revision = "0015"
-down_revision = "0018"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
