@@ -1,5 +1,6 @@
 """Tenants: /dashboard/tenants (list, create, suspend or reinstate) and a tenant's page
-(its price book with history and editor, approval threshold, admins).
+(its price book with history and editor, approval threshold, plans, anomaly rules,
+admins).
 
 Platform admins see and create every tenant; tenant admins and auditors see their own.
 Writes call the Admin API's services (``admin.service``, ``billing.price_changes``).
@@ -27,6 +28,7 @@ from admin.dashboard.security import (
 from admin.dashboard.web import FLASHES, PREFIX, page_router, render, see_other
 from app.core.deps import DBSession
 from app.core.errors import AppError, Forbidden, NotFound
+from app.jobs.anomaly import service as anomaly
 from app.tenancy.plan_schedule import ZONES as ALL_ZONES
 from billing import price_changes, pricing
 
@@ -188,12 +190,26 @@ async def _tenant_page(
         roles=_roles_for(operator),
         plans=plans,
         zones=ZONES,
+        rules=await anomaly.get_rules(request.app.state.db, operator.admin, tenant_id),
+        rule_fields=RULE_FIELDS,
+        rule_actions=RULE_ACTIONS,
         errors=errors or {},
         values=values,
     )
 
 
 ZONES = sorted(ALL_ZONES)
+
+# The anomaly rules' editor (``pages/rules.py`` writes it): its fields, and the actions.
+RULE_FIELDS = {
+    "max_requests_per_minute": "Swaps per user per minute",
+    "max_same_source_per_hour": "Swaps with the same source face per user per hour",
+    "max_tokens_per_day": "Tokens per user per UTC day",
+}
+RULE_ACTIONS = {
+    "freeze": "Freeze the user and refuse the swap",
+    "flag": "Let the swap through and flag it",
+}
 
 PRICE_LABELS = {
     "image": "Image (Tokens)",
