@@ -139,9 +139,10 @@ async def heavy_user(database_url: str, tenant_id: str, external_id: str, entrie
         await conn.close()
 
 
-# Job n of a statement: a user by n (``$3`` the first user's id, ``$4`` users), a video
-# one in 7, 3 failed and 1 canceled in 25 (the others succeeded), a time in the last 30
-# days (``$5`` now), run for 2 s (videos 20 s).
+# Job n of ``$8``: a user by n (``$3`` the first user's id, ``$4`` users), a video one in
+# 7, 3 failed and 1 canceled in 25 (the others succeeded), created at the n-th of ``$8``
+# even steps over the last 30 days (``$5`` now), so that, as under traffic, the table
+# holds jobs in the order they came; run for 2 s (videos 20 s).
 JOBS_SQL = """
 INSERT INTO jobs (id, tenant_id, user_id, kind, status, progress, source_key, target_key,
                   target_seconds, hold_reference, unit_price, tokens_held, tokens_charged,
@@ -161,7 +162,7 @@ CROSS JOIN LATERAL (SELECT
     CASE WHEN n % 7 = 0 THEN 'video' ELSE 'image' END AS kind,
     CASE WHEN n % 25 < 3 THEN 'failed' WHEN n % 25 = 3 THEN 'canceled' ELSE 'succeeded' END
         AS status,
-    $5::timestamptz - (n % 30) * interval '1 day' - (n % 86000) * interval '1 second' AS at
+    $5::timestamptz - interval '30 days' + n * (interval '30 days' / $8::int) AS at
 ) j
 """
 
@@ -191,7 +192,7 @@ async def jobs(
                 end = min(total, start + STATEMENT_ROWS)
                 await conn.execute(
                     JOBS_SQL, uuid.UUID(tenant_id), f"{tenant_id}:{label}:", user, spread, now,
-                    start, end,
+                    start, end, total,
                 )  # fmt: skip
         await conn.execute("VACUUM ANALYZE jobs")
         return time.perf_counter() - started
