@@ -77,7 +77,7 @@ async def test_a_breach_is_flagged_counted_and_resolved_with_unfreeze(
     user_link = await row.get_by_role("link", name=customer.external_id).get_attribute("href")
     assert user_link == f"/dashboard/users/{customer.external_id}?tenant={tenant}"
     flag_id = await row.get_attribute("data-flag")
-    await ui.sign_out()
+    await ui.context.clear_cookies()  # the same browser, another operator
 
     # An auditor reads the queue, with no resolve form; a resolve it posts is refused.
     await ui.sign_in(auditor)
@@ -92,7 +92,7 @@ async def test_a_breach_is_flagged_counted_and_resolved_with_unfreeze(
     assert refused.status == 403
     await ui.goto(f"/dashboard/flags?tenant={tenant}&status=open")
     assert await ui.page.locator("#flags tbody tr[data-status=open]").count() == 1
-    await ui.sign_out()
+    await ui.context.clear_cookies()
 
     # A platform admin resolves it with "unfreeze": the user is active again.
     await ui.sign_in(accounts.root)
