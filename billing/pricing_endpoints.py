@@ -26,6 +26,7 @@ from app.core.errors import (
     InvalidAmount,
     InvalidText,
     NotFound,
+    ValidationError,
     error_responses,
 )
 from app.core.fields import Text
@@ -42,6 +43,16 @@ admin_router = DocumentedRouter(
 )
 
 
+class PeakOut(BaseModel):
+    queue_depth_at_least: int = Field(
+        description="From this many jobs queued (cluster-wide), the multiplier applies"
+    )
+    multiplier: float = Field(
+        description="Swaps hold ceil(price × multiplier) Tokens: above 1, at most 10, "
+        "two decimal places at most"
+    )
+
+
 class PriceBookOut(BaseModel):
     version: int = Field(description="1, 2, 3... per change; 0 is the platform default")
     currency: str = "token"
@@ -51,6 +62,7 @@ class PriceBookOut(BaseModel):
     enhance_video_second_surcharge: int = Field(
         description="Added per started video second when enhance is on"
     )
+    peak: PeakOut | None = Field(None, description="Load pricing; null: none")
     effective_from: Any = Field(None, description="When this version was set; null: default")
 
 
@@ -74,6 +86,35 @@ class PriceBookUpdate(BaseModel):
     video_second: Any = _price(1)
     enhance_surcharge: Any = _price(0)
     enhance_video_second_surcharge: Any = _price(0)
+    # Typed Any for the same reason as the prices: pricing.check_peak answers what is wrong
+    # (422 ValidationError) rather than pydantic coercing "2" into a multiplier.
+    peak: Any = Field(
+        None,
+        description="Load pricing: null removes it; left out, the current one stays",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["queue_depth_at_least", "multiplier"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "queue_depth_at_least": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": pricing.MAX_PEAK_DEPTH,
+                        },
+                        "multiplier": {
+                            "type": "number",
+                            "exclusiveMinimum": 1,
+                            "maximum": float(pricing.MAX_MULTIPLIER),
+                            "multipleOf": 0.01,
+                        },
+                    },
+                },
+                {"type": "null"},
+            ]
+        },
+    )
     reason: Text | None = Field(None, max_length=1000)
 
 
@@ -112,10 +153,12 @@ async def tenant_pricing_endpoint(
     "/tenants/{tenant_id}/pricing",
     response_model=PriceBookOut,
     # InvalidText: a NUL in the reason; Conflict: the Idempotency-Key still in use.
+    # ValidationError: a peak out of range or of the wrong shape.
     responses=error_responses(
         NotFound,
         InvalidAmount,
         InvalidText,
+        ValidationError,
         *KEYED_WRITE_ERRORS,
     ),
 )
@@ -129,18 +172,24 @@ async def set_tenant_pricing_endpoint(
     """Set a tenant's prices: a new version, effective for jobs submitted from now on
     (running jobs keep the price they were held at). Audited as ``price.update``.
 
+    ``peak: {queue_depth_at_least, multiplier}`` adds load pricing: while at least that
+    many jobs are queued, swaps hold ``ceil(price × multiplier)`` Tokens (``null``
+    removes it; left out, the current peak stays).
+
     Prices are JSON integers (400 InvalidAmount otherwise). A body that changes nothing
     (``{}``, or every price sent equal to the current one) answers 200 with the current
     book: no new version, no audit record, as a PUT repeated should."""
     ensure_tenant_access(admin, tenant_id, write=True)
     await tenancy.get_tenant(session, tenant_id)
-    changes = pricing.check_changes(
+    changes: dict[str, Any] = pricing.check_changes(
         {
             name: getattr(body, name)
             for name in pricing.PRICE_FIELDS
             if name in body.model_fields_set
         }
     )
+    if "peak" in body.model_fields_set:
+        changes["peak"] = pricing.check_peak(body.peak)
 
     async def operation() -> tuple[int, dict[str, Any]]:
         before, book = await pricing.set_prices(
@@ -165,6 +214,8 @@ async def set_tenant_pricing_endpoint(
                 "previous_version": before.version,
                 "prices": {name: getattr(book, name) for name in pricing.PRICE_FIELDS},
                 "previous": {name: getattr(before, name) for name in pricing.PRICE_FIELDS},
+                "peak": book.peak.as_dict() if book.peak else None,
+                "previous_peak": before.peak.as_dict() if before.peak else None,
                 "reason": body.reason,
             },
         )

@@ -160,11 +160,13 @@ _SWAP_BODY = {
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) -> dict[str, str]:
+async def _rate_limit(
+    request: Request, user: ApiPrincipal, settings: Settings, bucket: str = "swap"
+) -> dict[str, str]:
     """429 RateLimited past the key's rate; else the RateLimit headers to send back.
 
     A key's own rate keeps the configured burst-to-rate ratio (by default two seconds'
-    worth of requests at once).
+    worth of requests at once). Quotes count in a ``bucket`` of their own, at that rate.
     """
     rate = float(user.rate_limit_per_second or settings.rate_limit_per_second)
     burst = settings.rate_limit_burst
@@ -172,7 +174,7 @@ async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) 
         burst = max(1, round(settings.rate_limit_burst * rate / settings.rate_limit_per_second))
     decision = await ratelimit.check_rate(
         request.app.state.ratelimit_redis,
-        f"swap:{user.api_key_id}",
+        f"{bucket}:{user.api_key_id}",
         rate,
         burst,
         fail_open=settings.rate_limit_fail_open,
