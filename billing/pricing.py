@@ -79,9 +79,9 @@ class PriceBookRow(Base):
             name="surcharges_not_negative",
         ),
         CheckConstraint(
-            "(peak_queue_depth_at_least IS NULL AND peak_multiplier IS NULL)"
-            " OR (peak_queue_depth_at_least >= 1 AND peak_multiplier > 1"
-            " AND peak_multiplier <= 10)",
+            "(peak_queue_depth_at_least IS NULL) = (peak_multiplier IS NULL)"
+            " AND (peak_multiplier IS NULL OR (peak_queue_depth_at_least >= 1"
+            " AND peak_multiplier > 1 AND peak_multiplier <= 10))",
             name="peak_in_range",
         ),
     )

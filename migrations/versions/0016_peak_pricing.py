@@ -27,8 +27,9 @@ _CHECKS = (
     (
         "price_books",
         "ck_price_books_peak_in_range",
-        "(peak_queue_depth_at_least IS NULL AND peak_multiplier IS NULL)"
-        " OR (peak_queue_depth_at_least >= 1 AND peak_multiplier > 1 AND peak_multiplier <= 10)",
+        "(peak_queue_depth_at_least IS NULL) = (peak_multiplier IS NULL)"
+        " AND (peak_multiplier IS NULL OR (peak_queue_depth_at_least >= 1"
+        " AND peak_multiplier > 1 AND peak_multiplier <= 10))",
     ),
     ("holds", "ck_holds_multiplier_in_range", "multiplier >= 1 AND multiplier <= 10"),
     ("jobs", "ck_jobs_multiplier_in_range", "multiplier >= 1 AND multiplier <= 10"),
