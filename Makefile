@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test tools lint format bench-recharge bench-cli-recharge bench-inference bench-api bench-soak clean-data
+.PHONY: dev test tools lint format bench-recharge bench-refill bench-cli-recharge bench-inference bench-api bench-soak clean-data
 
 # (Re)install when pyproject.toml changes; creates the virtualenv when missing.
 $(STAMP): pyproject.toml
@@ -37,6 +37,10 @@ format: $(STAMP)
 
 bench-recharge: $(STAMP)
 	$(BIN)/python bench/bulk_recharge.py
+
+## The daily refill of a plan of 10,000 users (median of 5 simulated days; target <= 2 s).
+bench-refill: $(STAMP)
+	$(BIN)/python bench/plan_refill.py $(BENCH_ARGS)
 
 ## `swapmeter admin recharge` of 1,000,000 rows, then killed at half and resumed
 ## (BENCH_ARGS="--rows 100000" for a quicker run).

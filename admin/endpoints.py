@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
 
-from admin import schemas, service
+from admin import schemas, service, user_import
 from app.auth.dependencies import (
     ADMIN_AUTH_ERRORS,
     CurrentAdmin,
@@ -226,13 +226,14 @@ async def import_users(
     settings: SettingsDep,
     admin: CurrentAdmin,
 ) -> Response:
-    """Create up to 10,000 end users in one call; existing ones are counted, not changed.
-    A bad row (wrong type, bad external id, email or name, duplicate) is reported in
-    ``failed`` with its index; the other rows are imported."""
+    """Create up to 10,000 end users in one call; existing ones are counted, not changed,
+    except that a row's ``plan`` puts its user, new or existing, on that plan. A bad row
+    (wrong type, bad external id, email or name, a plan the tenant has not, duplicate) is
+    reported in ``failed`` with its index; the other rows are imported."""
     ensure_tenant_access(admin, tenant_id, write=True)  # before a replay is answered
 
     async def operation() -> tuple[int, schemas.UserImportResponse]:
-        result = await service.import_users(
+        result = await user_import.import_users(
             session, request, admin, settings, tenant_id, body.users
         )
         return 200, schemas.UserImportResponse(

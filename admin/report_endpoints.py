@@ -23,6 +23,7 @@ from app.core.errors import (
     error_responses,
 )
 from app.core.fields import Text
+from app.tenancy.plans import PLAN_NAME_PATTERN
 
 router = DocumentedRouter(
     prefix="/api/v1/admin",
@@ -47,15 +48,28 @@ async def list_users(
     admin: CurrentAdmin,
     q: Annotated[Text | None, Query(max_length=255, description="external id prefix")] = None,
     status: Literal["active", "frozen"] | None = None,
+    plan: Annotated[
+        str | None,
+        Query(max_length=64, pattern=PLAN_NAME_PATTERN, description="only the users on this plan"),
+    ] = None,
     sort: UserSort = "external_id",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> schemas.UserPage:
-    """The tenant's users with their balances, a page at a time; ``q`` keeps those whose
-    external id starts with it. ``sort``: ``external_id`` (byte order, the default),
-    ``created_at`` or ``balance``, ``-`` first for largest first."""
+    """The tenant's users with their balances and plans, a page at a time; ``q`` keeps
+    those whose external id starts with it, ``plan`` those on that plan. ``sort``:
+    ``external_id`` (byte order, the default), ``created_at`` or ``balance``, ``-`` first
+    for largest first."""
     page = await reports.list_users(
-        session, admin, tenant_id, prefix=q, status=status, sort=sort, cursor=cursor, limit=limit
+        session,
+        admin,
+        tenant_id,
+        prefix=q,
+        status=status,
+        sort=sort,
+        cursor=cursor,
+        limit=limit,
+        plan=plan,
     )
     return schemas.UserPage(
         items=[
@@ -68,6 +82,7 @@ async def list_users(
                 created_at=r.created_at,
                 email=r.email,
                 display_name=r.display_name,
+                plan=r.plan,
             )
             for r in page.items
         ],

@@ -38,6 +38,7 @@ class UserListRow:
     balance: int
     held: int
     status: str
+    plan: str | None = None
 
 
 async def list_users(
@@ -49,6 +50,7 @@ async def list_users(
     sort: str,
     after: tuple[Any, int] | None,
     limit: int,
+    plan: str | None = None,
 ) -> list[UserListRow]:
     """A page of the tenant's users (with their accounts) in ``sort`` order, after the
     (key, user id) of the previous page's last one. The SQL names only the filters in use,
@@ -67,6 +69,9 @@ async def list_users(
     if status:
         where.append("a.status = :status")
         params["status"] = status
+    if plan:
+        where.append("p.name = :plan")
+        params["plan"] = plan
     if after is not None:
         where.append(f"({key}, u.id) {'<' if descending else '>'} (:after_key, :after_id)")
         params["after_key"], params["after_id"] = after
@@ -74,7 +79,8 @@ async def list_users(
     rows = await session.execute(
         text(
             "SELECT u.id, u.external_id, u.email, u.display_name, u.created_at, a.balance, "
-            "a.held, a.status FROM users u JOIN accounts a ON a.user_id = u.id "
+            "a.held, a.status, p.name FROM users u JOIN accounts a ON a.user_id = u.id "
+            f"{'' if plan else 'LEFT '}JOIN plans p ON p.id = u.plan_id "
             f"WHERE {' AND '.join(where)} "
             f"ORDER BY {key} {direction}, u.id {direction} LIMIT :limit"
         ),

@@ -82,12 +82,20 @@ async def list_users(
     sort: str,
     cursor: str | None,
     limit: int,
+    plan: str | None = None,
 ) -> UserPage:
     ensure_tenant_access(admin, tenant_id, write=False)
     await tenancy.get_tenant(session, tenant_id)
     after = _decode_cursor(sort, cursor) if cursor else None
     rows = await repo.list_users(
-        session, tenant_id, prefix=prefix, status=status, sort=sort, after=after, limit=limit + 1
+        session,
+        tenant_id,
+        prefix=prefix,
+        status=status,
+        sort=sort,
+        after=after,
+        limit=limit + 1,
+        plan=plan,
     )
     next_cursor = _encode_cursor(sort, rows[limit - 1]) if len(rows) > limit else None
     return UserPage(rows[:limit], next_cursor)

@@ -6,11 +6,20 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from app.core.errors import InvalidAmount
 from app.core.fields import Email, Text, token_amount
+from app.tenancy import plan_schedule
+from app.tenancy.plans import PLAN_NAME_PATTERN
 from app.tenancy.service import SLUG_PATTERN
 from billing.schemas import ExpiringOut
 
@@ -108,6 +117,11 @@ class UserImportEntry(_In):
     external_id: str
     email: str | None = None
     display_name: str | None = None
+    plan: str | None = Field(
+        default=None,
+        description="A plan of the tenant: the user (new or existing) is put on it",
+        json_schema_extra={"pattern": PLAN_NAME_PATTERN},
+    )
 
 
 class UserImportRequest(_In):
@@ -140,6 +154,7 @@ class UserSummaryOut(BaseModel):
     created_at: datetime
     email: str | None = None
     display_name: str | None = None
+    plan: str | None = Field(default=None, description="The user's plan (null: none)")
 
 
 class UserOut(UserSummaryOut):
@@ -148,8 +163,91 @@ class UserOut(UserSummaryOut):
     )
 
 
+class UserUpdate(_In):
+    """Fields left out stay as they are; null clears one (``plan``: off every plan)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None = Field(
+        default=None, max_length=64, json_schema_extra={"pattern": PLAN_NAME_PATTERN}
+    )
+    display_name: Text | None = Field(default=None, max_length=255)
+    email: Email | None = Field(default=None, max_length=320)
+
+
 class FreezeRequest(_In):
     reason: Text = Field(min_length=1, max_length=1000)
+
+
+# -- plans ---------------------------------------------------------------------------------
+
+MAX_DAILY_FREE_TOKENS = 10**9
+
+
+class PlanIn(_In):
+    """A plan, written whole: fields left out are null (no limit of the plan's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_free_tokens: token_amount(0, MAX_DAILY_FREE_TOKENS) = Field(  # type: ignore[valid-type]
+        description="What each user's daily grant is topped up to at every refill"
+    )
+    refill_time: str = Field(
+        description="Local time of the daily refill, HH:MM (24 h)",
+        json_schema_extra={"pattern": plan_schedule.REFILL_TIME_PATTERN, "example": "06:00"},
+    )
+    timezone: str = Field(
+        description="IANA time zone of refill_time (Area/City), e.g. Asia/Seoul",
+        json_schema_extra={"enum": sorted(plan_schedule.ZONES)},
+    )
+    rate_limit_per_second: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Swaps per second for the plan's users (an API key's own rate wins)",
+    )
+    max_concurrent_jobs: int | None = Field(
+        default=None, ge=1, le=10_000, description="Swaps each user may have unfinished at once"
+    )
+
+    @field_validator("refill_time")
+    @classmethod
+    def _refill_time(cls, value: str) -> str:
+        plan_schedule.parse_refill_time(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        plan_schedule.zone(value)
+        return value
+
+
+class PlanOut(BaseModel):
+    name: str
+    daily_free_tokens: int
+    refill_time: str = Field(description="HH:MM, local to timezone")
+    timezone: str
+    rate_limit_per_second: int | None
+    max_concurrent_jobs: int | None
+    next_refill_at: datetime = Field(description="When the workers next run its refill")
+    refilled_day: date | None = Field(description="The last local day its refill completed")
+    created_at: datetime
+    updated_at: datetime
+
+
+class PlanList(BaseModel):
+    items: list[PlanOut]
+
+
+class RefillOut(BaseModel):
+    """What an operator's refill did (each user is paid once a day, however often it runs)."""
+
+    plan: str
+    day: date = Field(description="The local day paid: the latest whose refill time has come")
+    users_refilled: int
+    tokens_granted: int
+    tokens_expired: int = Field(description="What was left of earlier daily grants")
 
 
 # -- API keys ------------------------------------------------------------------------------

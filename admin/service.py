@@ -1,4 +1,5 @@
-"""Admin use cases: tenants, admins, user import, API keys, freezes and the audit log.
+"""Admin use cases: tenants, admins, users (the import is admin.user_import), API keys,
+freezes and the audit log.
 
 Each write checks the caller's reach (``ensure_tenant_access``), does its work through the
 tenancy and billing services, and appends one audit record last (the audit lock is held
@@ -10,8 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,17 +27,11 @@ from app.core import audit
 from app.core.errors import (
     Conflict,
     InvalidCursor,
-    InvalidDisplayName,
     InvalidEmail,
-    InvalidEntry,
-    InvalidExternalId,
     InvalidRole,
     NotFound,
-    TooManyEntries,
     WeakPassword,
-    storable_form,
 )
-from app.core.settings import Settings
 from app.tenancy import repository as tenancy_repository
 from app.tenancy import service as tenancy
 from app.tenancy.repository import ApiKeyRow, TenantRow, UserRow
@@ -257,9 +251,10 @@ class UserView:
     email: str | None
     display_name: str | None
     expiring: list[dict[str, Any]] = field(default_factory=list)
+    plan: str | None = None
 
 
-async def _user_view(session: AsyncSession, user: UserRow) -> UserView:
+async def user_view(session: AsyncSession, user: UserRow) -> UserView:
     account = await billing.account_view(session, user.id)
     return UserView(
         external_id=user.external_id,
@@ -271,92 +266,8 @@ async def _user_view(session: AsyncSession, user: UserRow) -> UserView:
         email=user.email,
         display_name=user.display_name,
         expiring=[lot.as_dict() for lot in account.expiring],
+        plan=user.plan,
     )
-
-
-@dataclass(frozen=True)
-class ImportFailure:
-    index: int  # in the request's ``users``
-    external_id: str | None  # None when the row's was not a string
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    created: int
-    existing: int
-    failed: list[ImportFailure]
-
-
-def _row_problem(row: Any) -> ImportFailure | None:
-    """Why an import row has the wrong JSON shape (index 0: the caller sets it), or None.
-    Its values are checked by tenancy.import_users."""
-    if not isinstance(row, dict):
-        return ImportFailure(0, None, InvalidEntry.code, "A row is an object with an 'external_id'")
-    external_id = row.get("external_id")
-    if not isinstance(external_id, str):
-        return ImportFailure(
-            0, None, InvalidExternalId.code, "external_id is required and must be a string"
-        )
-    shown = storable_form(external_id[:300])
-    if not isinstance(row.get("email"), str | None):
-        return ImportFailure(0, shown, InvalidEmail.code, "email must be a string")
-    if not isinstance(row.get("display_name"), str | None):
-        return ImportFailure(0, shown, InvalidDisplayName.code, "display_name must be a string")
-    return None
-
-
-async def import_users(
-    session: AsyncSession,
-    request: Request,
-    admin: AdminPrincipal,
-    settings: Settings,
-    tenant_id: uuid.UUID,
-    rows: Sequence[Any],
-) -> ImportReport:
-    """Import the rows as sent (parsed JSON): each bad one is reported in ``failed`` with
-    its index in ``rows``, whether its JSON types are wrong (checked here) or its values
-    (checked by tenancy.import_users); the others are imported."""
-    await _tenant_for(session, admin, tenant_id, write=True)
-    if len(rows) > settings.bulk_max_entries:
-        raise TooManyEntries(
-            f"At most {settings.bulk_max_entries} users per import, got {len(rows)}"
-        )
-    failed: list[ImportFailure] = []
-    entries: list[tenancy.ImportEntry] = []
-    positions: list[int] = []  # the index in ``rows`` of each of ``entries``
-    for index, row in enumerate(rows):
-        problem = _row_problem(row)
-        if problem is not None:
-            failed.append(replace(problem, index=index))
-            continue
-        entries.append(
-            tenancy.ImportEntry(row["external_id"], row.get("email"), row.get("display_name"))
-        )
-        positions.append(index)
-    result = await tenancy.import_users(session, tenant_id, entries)
-    failed.extend(
-        ImportFailure(positions[f.index], f.external_id, f.code, f.message) for f in result.failed
-    )
-    failed.sort(key=lambda f: f.index)
-    if result.created_user_ids:
-        await billing.open_user_accounts(session, tenant_id, result.created_user_ids)
-    await audit.record(
-        session,
-        request=request,
-        actor=admin,
-        action="user.import",
-        tenant_id=tenant_id,
-        target=f"tenant:{tenant_id}",
-        details={
-            "requested": len(rows),
-            "created": result.created,
-            "existing": result.existing,
-            "failed": len(failed),
-        },
-    )
-    return ImportReport(result.created, result.existing, failed)
 
 
 async def get_user(
@@ -364,7 +275,7 @@ async def get_user(
 ) -> UserView:
     await _tenant_for(session, admin, tenant_id, write=False)
     user = await tenancy.get_user(session, tenant_id, external_id)
-    return await _user_view(session, user)
+    return await user_view(session, user)
 
 
 async def set_user_frozen(
@@ -392,7 +303,7 @@ async def set_user_frozen(
         target=f"user:{external_id}",
         details={"reason": reason},
     )
-    return await _user_view(session, user)
+    return await user_view(session, user)
 
 
 # -- API keys ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from admin.correction_endpoints import router as corrections_router
 from admin.endpoints import router as admin_router
+from admin.plan_endpoints import router as plans_router
 from admin.report_endpoints import router as reports_router
 from app import operations
 from app.auth.endpoints import router as auth_router
@@ -31,6 +32,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(corrections_router)
+    app.include_router(plans_router)
     app.include_router(reports_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
@@ -89,6 +89,27 @@ VERIFY_MISMATCHES = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# The daily refill of plans' free Tokens (billing/daily_refill.py).
+REFILL_RUNS = Counter(
+    "swapmeter_plan_refills_total",
+    "Plan refills run to the end (a plan's day paid to every user due), and those that "
+    "failed (retried by the next round).",
+    ["outcome"],
+)
+for _outcome in ("done", "failed"):
+    REFILL_RUNS.labels(_outcome)
+REFILL_USERS = Counter(
+    "swapmeter_plan_refill_users_total", "Users whose daily grant a plan refill topped up."
+)
+REFILL_TOKENS = Counter(
+    "swapmeter_plan_refill_tokens_total", "Tokens granted by plan refills (daily grants)."
+)
+REFILL_SECONDS = Histogram(
+    "swapmeter_plan_refill_duration_seconds",
+    "How long a plan's refill took, all its chunks.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+
 _PENDING = "billing_metrics_pending"
 
 
@@ -136,6 +157,27 @@ def bulk_batch(session: AsyncSession, status: str, failed_codes: dict[str, int])
             BULK_FAILED_ENTRIES.labels(code).inc(count)
 
     _defer(session, apply)
+
+
+def refilled(session: AsyncSession, users: int, tokens: int) -> None:
+    def apply() -> None:
+        REFILL_USERS.inc(users)
+        REFILL_TOKENS.inc(tokens)
+
+    if users:
+        _defer(session, apply)
+
+
+def refill_run(session: AsyncSession, seconds: float) -> None:
+    def apply() -> None:
+        REFILL_RUNS.labels("done").inc()
+        REFILL_SECONDS.observe(seconds)
+
+    _defer(session, apply)
+
+
+def refill_failed() -> None:
+    REFILL_RUNS.labels("failed").inc()
 
 
 @event.listens_for(Session, "after_commit")

@@ -71,6 +71,8 @@ class Account(Base):
     frozen_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The local day of the user's last daily grant (migration 0014, billing/daily_refill.py).
+    daily_refill_day: Mapped[date | None] = mapped_column(Date)
 
 
 class LedgerEntry(Base):
@@ -177,6 +179,11 @@ class TokenGrant(Base):
             "expires_at",
             postgresql_where=text("status = 'active'"),
         ),
+        Index(
+            "ix_token_grants_account_id_daily",
+            "account_id",
+            postgresql_where=text("status = 'active' AND plan_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -188,6 +195,7 @@ class TokenGrant(Base):
     expired_amount: Mapped[int] = mapped_column(BigInteger, server_default="0")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     label: Mapped[str | None] = mapped_column(String(100))  # the campaign (migration 0011)
+    plan_id: Mapped[int | None] = mapped_column(BigInteger)  # a plan's daily grant (0014)
     status: Mapped[str] = mapped_column(String(16), server_default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -231,31 +231,10 @@ CONSUME_GRANTS = text(
 
 EXPIRY_LOCK = text("SELECT pg_try_advisory_xact_lock(73217002)")
 
-EXPIRE_GRANTS = text(
-    """
-    WITH due_accounts AS (
-        -- Accounts with something to take back, or a spent lot to close. (Not re-checked
-        -- here: ``take`` is computed under the lock. An account whose due Tokens are all
-        -- held waits for a later pass, without filling this one's batch.)
-        SELECT g.account_id FROM token_grants g JOIN accounts a ON a.id = g.account_id
-        WHERE g.status = 'active' AND g.expires_at <= :now
-        GROUP BY g.account_id, a.balance, a.held
-        HAVING (sum(g.remaining) > a.held AND a.balance > a.held) OR bool_or(g.remaining = 0)
-        ORDER BY g.account_id
-        LIMIT :limit
-    ),
-    locked AS (
-        SELECT a.id, a.tenant_id, a.balance, a.held FROM accounts a
-        WHERE a.id IN (SELECT account_id FROM due_accounts)
-        ORDER BY a.id
-        FOR UPDATE OF a
-    ),
-    due AS (
-        SELECT g.id, g.account_id, g.remaining, g.expired_amount, g.expires_at
-        FROM token_grants g JOIN locked l ON l.id = g.account_id
-        WHERE g.status = 'active' AND g.expires_at <= :now
-        FOR UPDATE OF g
-    ),
+# What follows ``locked`` (the accounts, locked in id order) and ``due`` (their due lots,
+# locked): what each account gives back, its ``expire`` entries, the lots closed. Shared
+# with the daily refill (billing/refill_repository.py), which expires the old daily grant.
+EXPIRE_DUE_LOTS = """
     take AS (
         -- Held Tokens are not taken: the job that holds them may still capture them, and
         -- a capture spends the soonest-expiring lots first, so the hold covers the due
@@ -314,6 +293,36 @@ EXPIRE_GRANTS = text(
         FROM shares s WHERE g.id = s.grant_id AND (s.share > 0 OR g.remaining = 0)
         RETURNING g.id
     )
+"""
+
+EXPIRE_GRANTS = text(
+    """
+    WITH due_accounts AS (
+        -- Accounts with something to take back, or a spent lot to close. (Not re-checked
+        -- here: ``take`` is computed under the lock. An account whose due Tokens are all
+        -- held waits for a later pass, without filling this one's batch.)
+        SELECT g.account_id FROM token_grants g JOIN accounts a ON a.id = g.account_id
+        WHERE g.status = 'active' AND g.expires_at <= :now
+        GROUP BY g.account_id, a.balance, a.held
+        HAVING (sum(g.remaining) > a.held AND a.balance > a.held) OR bool_or(g.remaining = 0)
+        ORDER BY g.account_id
+        LIMIT :limit
+    ),
+    locked AS (
+        SELECT a.id, a.tenant_id, a.balance, a.held FROM accounts a
+        WHERE a.id IN (SELECT account_id FROM due_accounts)
+        ORDER BY a.id
+        FOR UPDATE OF a
+    ),
+    due AS (
+        SELECT g.id, g.account_id, g.remaining, g.expired_amount, g.expires_at
+        FROM token_grants g JOIN locked l ON l.id = g.account_id
+        WHERE g.status = 'active' AND g.expires_at <= :now
+        FOR UPDATE OF g
+    ),
+"""
+    + EXPIRE_DUE_LOTS
+    + """
     SELECT (SELECT count(*) FROM closed) AS grants,
            (SELECT count(*) FROM credited) AS tenants,
            (SELECT coalesce(json_agg(json_build_array(x.tenant_id, x.amount)), '[]')

@@ -22,7 +22,7 @@ MAX_USER = 255  # the service's limit on an external id
 MAX_LABEL = 100
 RECHARGE_COLUMNS = ("user", "amount", "expires_at", "label")
 GRANT_COLUMNS = ("expires_at", "label")
-IMPORT_COLUMNS = ("external_id", "email", "display_name")
+IMPORT_COLUMNS = ("external_id", "email", "display_name", "plan")
 
 
 @dataclass
@@ -236,8 +236,8 @@ class ImportRows:
 
 
 def check_import(source: Source) -> ImportRows:
-    """``external_id[,email,display_name]`` rows: an id of 1 to 255 characters, once per file
-    (the service checks the email and name and reports its own failures)."""
+    """``external_id[,email,display_name,plan]`` rows: an id of 1 to 255 characters, once per
+    file (the service checks the email, name and plan and reports its own failures)."""
     columns = header_of(source, IMPORT_COLUMNS, ("external_id",))
     rows = source.rows[1:]
     out = ImportRows(data_rows=len(rows))

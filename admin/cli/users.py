@@ -21,7 +21,8 @@ app = typer.Typer(help="End users of a tenant.", no_args_is_help=True)
 def import_(
     tenant: TenantOption,
     csv_file: Annotated[
-        Path, typer.Option("--csv", help="external_id[,email,display_name] rows, header required")
+        Path,
+        typer.Option("--csv", help="external_id[,email,display_name,plan] rows, header required"),
     ],
     chunk_size: Annotated[
         int, typer.Option(min=1, max=chunks.MAX_CHUNK, help="rows per request")
@@ -30,7 +31,8 @@ def import_(
     json_out: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Create the users of a CSV file (existing ones are counted, not changed)."""
+    """Create the users of a CSV file (existing ones are counted, not changed, except
+    that a row's plan puts its user on that plan)."""
     run(lambda: _import(tenant_id(tenant), csv_file, chunk_size, url, json_out, quiet))
 
 

@@ -61,6 +61,8 @@ class ApiPrincipal:
     external_id: str
     api_key_id: uuid.UUID
     rate_limit_per_second: int | None
+    # The user's plan's rate, read with the key (no round trip of its own).
+    plan_rate_limit_per_second: int | None = None
 
 
 def ensure_tenant_access(admin: AdminPrincipal, tenant_id: uuid.UUID, *, write: bool) -> None:
@@ -123,6 +125,7 @@ async def current_api_user(
         external_id=found.external_id,
         api_key_id=found.id,
         rate_limit_per_second=found.rate_limit_per_second,
+        plan_rate_limit_per_second=found.plan_rate_limit_per_second,
     )
 
 

@@ -161,20 +161,27 @@ _SWAP_BODY = {
 
 
 async def _rate_limit(
-    request: Request, user: ApiPrincipal, settings: Settings, bucket: str = "swap"
+    request: Request, user: ApiPrincipal, settings: Settings, kind: str = "swap"
 ) -> dict[str, str]:
-    """429 RateLimited past the key's rate; else the RateLimit headers to send back.
+    """429 RateLimited past the caller's rate; else the RateLimit headers to send back.
 
-    A key's own rate keeps the configured burst-to-rate ratio (by default two seconds'
-    worth of requests at once). Quotes count in a ``bucket`` of their own, at that rate.
+    The rate is the key's own when it has one (a bucket per key), else the user's plan's
+    (one bucket per user, shared by all their keys), else the configured default (per
+    key). A rate of its own keeps the configured burst-to-rate ratio (by default two
+    seconds' worth of requests at once). Quotes (``kind``) count in buckets of their own,
+    at the same rates.
     """
-    rate = float(user.rate_limit_per_second or settings.rate_limit_per_second)
+    own = user.rate_limit_per_second or user.plan_rate_limit_per_second
+    rate = float(own or settings.rate_limit_per_second)
     burst = settings.rate_limit_burst
-    if user.rate_limit_per_second:
+    if own:
         burst = max(1, round(settings.rate_limit_burst * rate / settings.rate_limit_per_second))
+    bucket = f"{kind}:{user.api_key_id}"
+    if not user.rate_limit_per_second and user.plan_rate_limit_per_second:
+        bucket = f"{kind}-user:{user.user_id}"
     decision = await ratelimit.check_rate(
         request.app.state.ratelimit_redis,
-        f"{bucket}:{user.api_key_id}",
+        bucket,
         rate,
         burst,
         fail_open=settings.rate_limit_fail_open,

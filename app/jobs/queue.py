@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -32,6 +33,8 @@ from app.jobs.repository import JOB_COLUMNS, JobRecord
 # take, the same row. The claim does not wait for its WAL to reach the disk
 # (synchronous_commit off, for this transaction only): lost in a database crash, the job
 # is simply queued again, and its lease guard keeps the lost claimant from finishing it.
+# It also answers the cap of the job's user's plan on concurrent jobs (null: none), which
+# the worker enforces with a slot of that user (``user_slots``), as the tenant's.
 _CLAIM_NEXT = text(
     f"""
     UPDATE jobs
@@ -46,15 +49,28 @@ _CLAIM_NEXT = text(
           AND cancel_requested_at IS NULL
           AND (run_after IS NULL OR run_after <= now())
           AND NOT (tenant_id = ANY(CAST(:skip_tenants AS uuid[])))
+          AND NOT (user_id = ANY(CAST(:skip_users AS bigint[])))
           AND (SELECT status FROM tenants WHERE tenants.id = jobs.tenant_id) = 'active'
         ORDER BY created_at, id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     )
     RETURNING {JOB_COLUMNS}, extract(epoch FROM now() - created_at) AS queue_wait_s,
+              (SELECT p.max_concurrent_jobs FROM users u JOIN plans p ON p.id = u.plan_id
+               WHERE u.id = jobs.user_id) AS user_job_cap,
               set_config('synchronous_commit', 'off', true) AS commit_mode
     """
 )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed job, how long it waited in the queue (seconds, by the database clock),
+    and its user's cap on concurrent jobs (their plan's; None: no cap of their own)."""
+
+    job: JobRecord
+    queue_wait_s: float
+    user_job_cap: int | None
 
 
 async def claim_next(
@@ -62,20 +78,27 @@ async def claim_next(
     worker_id: str,
     lease_s: float,
     skip_tenants: list[uuid.UUID],
-) -> tuple[JobRecord, float] | None:
+    skip_users: list[int] | None = None,
+) -> Claimed | None:
     """Lease the next job to ``worker_id`` (processing, one more attempt); None when idle.
 
-    Returns the job and how long it waited in the queue (seconds, by the database clock).
+    Jobs of the tenants in ``skip_tenants`` and the users in ``skip_users`` (found at
+    their cap this round) are left in the queue.
     """
     row = (
         await session.execute(
             _CLAIM_NEXT,
-            {"worker_id": worker_id, "lease_s": lease_s, "skip_tenants": skip_tenants},
+            {
+                "worker_id": worker_id,
+                "lease_s": lease_s,
+                "skip_tenants": skip_tenants,
+                "skip_users": skip_users or [],
+            },
         )
     ).first()
     if row is None:
         return None
-    return JobRecord.from_row(row), float(row.queue_wait_s)
+    return Claimed(JobRecord.from_row(row), float(row.queue_wait_s), row.user_job_cap)
 
 
 async def renew_lease(
@@ -152,6 +175,12 @@ def slot(job: JobRecord) -> str:
     """The tenant slot of this attempt at the job (``ratelimit.slot_holder``), held while
     it runs: a tenant runs at most its cap of jobs at once."""
     return ratelimit.slot_holder(job.id, job.attempts)
+
+
+def user_slots(job: JobRecord) -> str:
+    """Whose slots a job of a capped user takes besides its tenant's: that user's (the
+    same holders, ``slot``, under a key of their own)."""
+    return f"{job.tenant_id}:user:{job.user_id}"
 
 
 def previous_slot(job: JobRecord) -> str | None:

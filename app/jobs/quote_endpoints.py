@@ -54,7 +54,7 @@ async def quote(request: Request, user: CurrentApiUser, settings: SettingsDep) -
     sent within about a second is priced the same, unless the prices change meanwhile.
     A quote above ``available`` is still answered (200): the swap would be 402.
     """
-    headers = await _rate_limit(request, user, settings, bucket="quote")
+    headers = await _rate_limit(request, user, settings, kind="quote")
     body = await inputs.read_body(request, settings.jobs_max_body_bytes)
     spec = await inputs.parse_swap_request(request, body, settings.jobs_max_body_bytes)
     prepared = await _checked_media(spec, settings)

@@ -15,7 +15,8 @@ process (``SWAPMETER_JOBS_INPROCESS_WORKER``, for ``swapmeter dev`` and tests):
   and with every renewal as a fallback.
 - Housekeeping (every ``jobs_housekeeping_seconds``): heartbeat, the queue gauges, ending
   jobs nobody will run (``end_abandoned_jobs``: WorkerLost, QueueTimeout; API processes
-  run that part too), sending webhooks whose sender died, and, when it is this worker's
+  run that part too), sending webhooks whose sender died, the daily refill of the plans
+  whose refill time has come (``billing.daily_refill``) and, when it is this worker's
   turn, the whole-ledger verification (``billing.ledger_verify``).
 - Cleanup (every ``results_cleanup_interval_seconds``): expired results, stray temporary
   files, expired Idempotency-Keys, expired grant Tokens, forgotten workers (both in
@@ -34,6 +35,7 @@ import socket
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -51,13 +53,24 @@ from app.jobs.events import PgListener
 from app.jobs.repository import JobRecord
 from app.jobs.runner import JobRunner, RunState
 from app.jobs.upkeep import end_abandoned_jobs, run_cleanup
-from billing import ledger_verify
+from billing import daily_refill, ledger_verify
 from billing.maintenance import fold_usage
 
 log = logging.getLogger(__name__)
 
-DEFER_S = 1.0  # how long a job of a tenant at its cap is held back
+DEFER_S = 1.0  # how long a job of a tenant (or user) at its cap is held back
 STOP_WAIT_S = 30.0  # at shutdown, how long jobs told to stop get before they are given back
+
+
+@dataclass
+class _Skips:
+    """Whom one round of claims looks past: tenants and users found at their cap."""
+
+    tenants: list[uuid.UUID] = field(default_factory=list)
+    users: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tenants or self.users)
 
 
 def new_worker_id() -> str:
@@ -106,6 +119,7 @@ class Worker:
         self._announced = 1
         self._stopping = False
         self._verifying = False
+        self._refilling = False
         self.anchors = AnchorPlaces.of(settings, self.redis, self.store)
         self._audit_head: Anchor | None = None  # as the last housekeeping round saw it
 
@@ -175,58 +189,87 @@ class Worker:
                 state.cancel.set()
 
     async def _fill(self) -> None:
-        skip: list[uuid.UUID] = []
+        skip = _Skips()
         while not self._stopping and len(self.running) < self.concurrency:
             claimed = await self._claim(skip)
             if claimed is None:
-                # Jobs of tenants at their cap (skipped) are still waiting: keep looking.
+                # Jobs of tenants or users at their cap (skipped) are still waiting.
                 self._announced = 1 if skip else 0
                 return
             self._announced = max(0, self._announced - 1)
-            job, queue_wait_s = claimed
+            job = claimed.job
             if job.attempts > 1:  # the first run's worker died or lost its lease
                 log.info("job %s: attempt %d of %d", job.id, job.attempts, job.max_attempts)
-            metrics.QUEUE_WAIT.labels(job.kind).observe(max(0.0, queue_wait_s))
+            metrics.QUEUE_WAIT.labels(job.kind).observe(max(0.0, claimed.queue_wait_s))
             state = RunState()
             self.states[job.id] = state
             self.claimed[job.id] = job
-            task = asyncio.create_task(self._run_job(job, state), name=f"job-{job.id}")
+            task = asyncio.create_task(
+                self._run_job(job, state, user_capped=claimed.user_job_cap is not None),
+                name=f"job-{job.id}",
+            )
             self.running[job.id] = task
 
-    async def _claim(self, skip: list[uuid.UUID]) -> tuple[JobRecord, float] | None:
+    async def _claim(self, skip: _Skips) -> queue.Claimed | None:
         """The next job this worker may run, leased to it; None when there is none.
 
-        One transaction: the claim, then its tenant's slot in Redis. A tenant at its cap
-        gets the job back in the same transaction, held back DEFER_S (so nobody ever sees
-        it flip to processing and back), and this round looks past that tenant.
+        One transaction: the claim, then its tenant's slot in Redis, and its user's when
+        their plan caps their concurrent jobs. A job whose tenant or user is at its cap is
+        given back in the same transaction, held back DEFER_S (so nobody ever sees it flip
+        to processing and back), and this round looks past that tenant or user.
         """
         while True:
             async with self.db.session() as session:
-                claimed = await queue.claim_next(session, self.id, self.lease_s, skip)
+                claimed = await queue.claim_next(
+                    session, self.id, self.lease_s, skip.tenants, skip.users
+                )
                 if claimed is None:
                     return None
-                job = claimed[0]
-                # Fail open always: with Redis down, jobs still run (uncapped), never stall.
-                slot = await ratelimit.acquire_slot(
-                    self.redis,
-                    job.tenant_id,
-                    queue.slot(job),
-                    self.settings.max_concurrent_jobs_per_tenant,
-                    self.lease_s * 2,
-                    replaces=queue.previous_slot(job),
-                    fail_open=True,
-                    timeout_s=self.settings.rate_limit_redis_timeout_seconds,
-                )
-                if slot:
+                job = claimed.job
+                if not await self._take_slot(
+                    job, job.tenant_id, self.settings.max_concurrent_jobs_per_tenant
+                ):
+                    skip.tenants.append(job.tenant_id)
+                elif claimed.user_job_cap is None or await self._take_slot(
+                    job, queue.user_slots(job), claimed.user_job_cap
+                ):
                     return claimed
+                else:
+                    await self._free_slot(job, job.tenant_id)
+                    skip.users.append(job.user_id)
                 await queue.give_back(session, job.id, self.id, job.attempts, delay_s=DEFER_S)
-            skip.append(job.tenant_id)
 
-    async def _run_job(self, job: JobRecord, state: RunState) -> None:
+    async def _take_slot(self, job: JobRecord, owner: object, limit: int) -> bool:
+        # Fail open always: with Redis down, jobs still run (uncapped), never stall.
+        return await ratelimit.acquire_slot(
+            self.redis,
+            owner,
+            queue.slot(job),
+            limit,
+            self.lease_s * 2,
+            replaces=queue.previous_slot(job),
+            fail_open=True,
+            timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+        )
+
+    async def _free_slot(self, job: JobRecord, owner: object) -> None:
+        await ratelimit.release_slot(
+            self.redis,
+            owner,
+            queue.slot(job),
+            timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+        )
+
+    async def _run_job(self, job: JobRecord, state: RunState, *, user_capped: bool) -> None:
+        # Whose concurrent-job slots this attempt holds: its tenant's, and its user's when
+        # their plan caps them (``_claim`` took both).
+        owners: list[object] = [job.tenant_id]
+        if user_capped:
+            owners.append(queue.user_slots(job))
         logs.job_id.set(str(job.id))  # this task's context: its log lines name the job
         logs.tenant_id.set(str(job.tenant_id))
         metrics.JOBS_RUNNING.labels(job.kind).inc()
-        lease = asyncio.create_task(self._keep_lease(job, state), name=f"lease-{job.id}")
+        lease = asyncio.create_task(self._keep_lease(job, state, owners), name=f"lease-{job.id}")
         try:
             report = await self.runner.run(job, self.id, state)
             if report.delivery_id is not None:
@@ -236,12 +279,8 @@ class Worker:
         finally:
             lease.cancel()
             metrics.JOBS_RUNNING.labels(job.kind).dec()
-            await ratelimit.release_slot(
-                self.redis,
-                job.tenant_id,
-                queue.slot(job),
-                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
-            )
+            for owner in owners:
+                await self._free_slot(job, owner)
             # This worker may have claimed the job again after this attempt's lease ran
             # out (its renewals failed): then the entries are the new attempt's, and stay.
             if self.claimed.get(job.id) is job:
@@ -251,7 +290,7 @@ class Worker:
             if self._announced > 0:
                 self._wake.set()  # a slot is free for what may be waiting
 
-    async def _keep_lease(self, job: JobRecord, state: RunState) -> None:
+    async def _keep_lease(self, job: JobRecord, state: RunState, owners: list[object]) -> None:
         # A third of the lease, and at least once a second: the renewal also publishes
         # the job's progress to whoever polls it.
         interval = max(0.2, min(self.lease_s / 3, 1.0))
@@ -274,13 +313,14 @@ class Worker:
             if cancel:
                 state.cancel_requested = True
                 state.cancel.set()
-            await ratelimit.renew_slot(
-                self.redis,
-                job.tenant_id,
-                queue.slot(job),
-                self.lease_s * 2,
-                timeout_s=self.settings.rate_limit_redis_timeout_seconds,
-            )
+            for owner in owners:
+                await ratelimit.renew_slot(
+                    self.redis,
+                    owner,
+                    queue.slot(job),
+                    self.lease_s * 2,
+                    timeout_s=self.settings.rate_limit_redis_timeout_seconds,
+                )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -384,6 +424,18 @@ class Worker:
         # Every round, so that the deltas a usage report reads besides its rollups stay
         # few (one worker folds at a time; the others skip).
         await fold_usage(self.db)
+        if not self._refilling:  # a plan of many users must not hold up the heartbeat
+            self._refilling = True
+            self._spawn(self._refill_plans())
+
+    async def _refill_plans(self) -> None:
+        """The plans whose daily refill time has come (billing.daily_refill)."""
+        try:
+            await daily_refill.refill_due_plans(self.db)
+        except Exception:  # noqa: BLE001 - the next round retries
+            log.exception("daily refill round failed")
+        finally:
+            self._refilling = False
 
     async def _verify_ledger(self) -> None:
         try:

@@ -32,6 +32,7 @@ class UserRow:
     email: str | None
     display_name: str | None
     created_at: datetime
+    plan: str | None = None  # the plan's name (migration 0014)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class ApiKeyCredentials:
     revoked_at: datetime | None
     rate_limit_per_second: int | None
     tenant_status: str
+    # The user's plan's rate (null: none, or no plan), read in the same query.
+    plan_rate_limit_per_second: int | None = None
 
 
 # -- tenants -------------------------------------------------------------------------------
@@ -130,7 +133,10 @@ async def update_tenant(
 
 # -- users ---------------------------------------------------------------------------------
 
-USER_COLUMNS = "id, tenant_id, external_id, email, display_name, created_at"
+USER_COLUMNS = (
+    "id, tenant_id, external_id, email, display_name, created_at, "
+    "(SELECT p.name FROM plans p WHERE p.id = users.plan_id) AS plan"
+)
 
 
 async def insert_users(
@@ -185,6 +191,24 @@ async def list_users(
         {"tenant_id": tenant_id, "after": after_id or 0, "limit": limit},
     )
     return [UserRow(*r) for r in rows]
+
+
+async def update_user(
+    session: AsyncSession, user_id: int, changes: dict[str, Any]
+) -> UserRow | None:
+    """Set ``email`` and ``display_name`` (None clears them); the plan is tenancy.plans'."""
+    assert set(changes) <= {"email", "display_name"}, changes
+    if changes:
+        assignments = ", ".join(f"{column} = :{column}" for column in sorted(changes))
+        await session.execute(
+            text(f"UPDATE users SET {assignments} WHERE id = :id"), {**changes, "id": user_id}
+        )
+    row = (
+        await session.execute(
+            text(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id"), {"id": user_id}
+        )
+    ).one_or_none()
+    return UserRow(*row) if row else None
 
 
 # -- API keys ------------------------------------------------------------------------------
@@ -276,9 +300,10 @@ async def find_api_key_credentials(
         await session.execute(
             text(
                 "SELECT k.id, k.tenant_id, k.user_id, u.external_id, k.secret_hash, k.revoked_at, "
-                "k.rate_limit_per_second, t.status "
+                "k.rate_limit_per_second, t.status, p.rate_limit_per_second "
                 "FROM api_keys k JOIN users u ON u.id = k.user_id "
-                "JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix = :prefix"
+                "JOIN tenants t ON t.id = k.tenant_id "
+                "LEFT JOIN plans p ON p.id = u.plan_id WHERE k.prefix = :prefix"
             ),
             {"prefix": prefix},
         )

@@ -184,6 +184,25 @@ async def get_user(session: AsyncSession, tenant_id: uuid.UUID, external_id: str
     return user
 
 
+def check_profile(changes: dict[str, str | None]) -> None:
+    """A user's new email or display name (None clears it), by the import's rules:
+    400 InvalidEmail or InvalidDisplayName."""
+    problem = _entry_problem(ImportEntry("x", changes.get("email"), changes.get("display_name")))
+    if problem is not None:
+        code, message = problem
+        raise (InvalidEmail if code == InvalidEmail.code else InvalidDisplayName)(message)
+
+
+async def update_user(
+    session: AsyncSession, user: UserRow, changes: dict[str, str | None]
+) -> UserRow:
+    """Change the user's email and display name (checked by ``check_profile``)."""
+    check_profile(changes)
+    updated = await repository.update_user(session, user.id, changes)
+    assert updated is not None
+    return updated
+
+
 # -- API keys ------------------------------------------------------------------------------
 
 

@@ -324,6 +324,7 @@ async def test_users_are_listed_by_prefix_status_and_each_sort_page_by_page(api,
     assert page["items"][0] == {
         "external_id": "Ann-3", "balance": 16, "held": 0, "available": 16, "status": "active",
         "created_at": page["items"][0]["created_at"], "email": None, "display_name": None,
+        "plan": None,
     }  # fmt: skip
     for cursor, sort in ((page["next_cursor"], "balance"), ("nonsense", "external_id")):
         bad = await api.get(users, params={"cursor": cursor, "sort": sort}, headers=headers)

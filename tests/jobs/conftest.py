@@ -109,8 +109,10 @@ async def make_customer(
     *,
     tokens: int = 100,
     rate_limit_per_second: int | None = 1000,
+    tenant_id: str | None = None,
 ) -> Customer:
-    tenant = await create_tenant(client)
+    """A user with an API key and ``tokens``, in a new tenant (or in ``tenant_id``'s)."""
+    tenant = await create_tenant(client) if tenant_id is None else {"id": tenant_id}
     external_id = f"u-{uuid.uuid4().hex[:8]}"
     await import_users(client, tenant["id"], [external_id])
     if tokens:

@@ -281,6 +281,12 @@ class UserNotFound(NotFound):
     code = "UserNotFound"
 
 
+class PlanNotFound(NotFound):
+    """No plan of this name in this tenant (also a user's ``plan`` that names none)."""
+
+    code = "PlanNotFound"
+
+
 class MethodNotAllowed(AppError):
     """The path exists, but not with this HTTP method."""
 

@@ -74,13 +74,20 @@ async def test_users_import_creates_users_and_reports_bad_rows_by_line(
     client: httpx.AsyncClient, logged_in: Any, tmp_path: Path
 ) -> None:
     tenant = await create_tenant(client)
+    plan = {"daily_free_tokens": 5, "refill_time": "06:00", "timezone": "Europe/Berlin"}
+    answer = await client.put(
+        f"/api/v1/admin/tenants/{tenant['id']}/plans/vip",
+        json=plan,
+        headers={"Authorization": f"Bearer {config.load()['token']}"},
+    )
+    assert answer.status_code == 200, answer.text
     path = tmp_path / "users.csv"
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["external_id", "email", "display_name"])
-        writer.writerows([[f"p{i}", f"p{i}@example.com", f"P {i}"] for i in range(250)])
-        writer.writerow(["p0", "", ""])  # line 252: DuplicateEntry (here)
-        writer.writerow(["bad", "not-an-email", ""])  # line 253: refused by the service
+        writer.writerow(["external_id", "email", "display_name", "plan"])
+        writer.writerows([[f"p{i}", f"p{i}@example.com", f"P {i}", "vip"] for i in range(250)])
+        writer.writerow(["p0", "", "", ""])  # line 252: DuplicateEntry (here)
+        writer.writerow(["bad", "not-an-email", "", ""])  # line 253: refused by the service
     args = ["users", "import", "--tenant", tenant["id"], "--csv", str(path), "--chunk-size", "100"]
     result = logged_in(*args, "--json")
     assert result.exit_code == 4, result.stderr
@@ -97,6 +104,7 @@ async def test_users_import_creates_users_and_reports_bad_rows_by_line(
         headers={"Authorization": f"Bearer {config.load()['token']}"},
     )
     assert user.status_code == 200, user.text
+    assert user.json()["plan"] == "vip"
 
 
 async def test_verify_prints_each_check_and_exits_0_when_the_ledger_is_consistent(
