@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test tools lint format bench-recharge bench-refill bench-cli-recharge bench-inference bench-api bench-soak clean-data
+.PHONY: dev test tools lint format bench-dashboard bench-recharge bench-refill bench-cli-recharge bench-inference bench-api bench-soak clean-data
 
 # (Re)install when pyproject.toml changes; creates the virtualenv when missing.
 $(STAMP): pyproject.toml
@@ -34,6 +34,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## Server time of every dashboard page on a tenant of 100,000 users and 1,000,000 ledger
+## entries (BENCH_ARGS="--users 10000 --entries 100000" for a quicker run).
+bench-dashboard: $(STAMP)
+	$(BIN)/python bench/dashboard.py $(BENCH_ARGS)
 
 bench-recharge: $(STAMP)
 	$(BIN)/python bench/bulk_recharge.py

@@ -124,7 +124,8 @@ async def update_tenant(
     session: DBSession,
     admin: CurrentAdmin,
 ) -> schemas.TenantOut:
-    """Change a tenant's name, approval threshold (null: off) or status (platform admins)."""
+    """Change a tenant's name, approval threshold (null: off), webhook URL (null: none) or
+    status (platform admins)."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     tenant = await service.update_tenant(session, request, admin, tenant_id, changes)
     return _tenant_out(tenant)

@@ -42,6 +42,10 @@ class TenantCreate(_In):
     )
 
 
+# http(s), a host name or address, an optional port and path: no credentials, no spaces.
+WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
 class TenantUpdate(_In):
     name: Text | None = Field(default=None, min_length=1, max_length=200)
     approval_threshold: token_amount(1, 10**12) | None = Field(  # type: ignore[valid-type]
@@ -50,6 +54,14 @@ class TenantUpdate(_In):
     )
     status: Literal["active", "suspended"] | None = Field(
         default=None, description="platform admins only"
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="Where the tenant's account events (an anomaly rule broken) are POSTed, "
+        "signed like job webhooks; null turns them off. Its address is vetted as a job "
+        "webhook's is, when it is called (a private address is never called)",
     )
 
 
@@ -60,6 +72,7 @@ class TenantOut(BaseModel):
     status: str
     approval_threshold: int | None = None
     created_at: datetime | None = None
+    webhook_url: str | None = None
 
 
 class TenantPage(BaseModel):

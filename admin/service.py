@@ -118,6 +118,8 @@ async def update_tenant(
         del changes["name"]
     if "status" in changes and changes["status"] is None:
         del changes["status"]
+    if "webhook_url" in changes and not changes["webhook_url"]:
+        changes["webhook_url"] = None
     after = await tenancy_repository.update_tenant(session, tenant_id, changes)
     assert after is not None
     diff = {
@@ -385,6 +387,8 @@ async def list_audit_log(
     since: datetime | None,
     before_id: int | None,
     limit: int,
+    actor: str | None = None,
+    until: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     if admin.tenant_id is not None:
         if tenant_id is not None and tenant_id != admin.tenant_id:
@@ -395,6 +399,8 @@ async def list_audit_log(
         tenant_id=tenant_id,
         action=action,
         since=since,
+        until=until,
+        actor=actor,
         before_id=before_id,
         limit=limit + 1,
     )

@@ -13,6 +13,7 @@ from app.core import metrics
 from app.core.db import Database
 from app.core.errors import install_error_handlers
 from app.core.settings import Settings, get_settings
+from app.docs import install_docs
 from app.middleware import RequestContextMiddleware, hide_signatures_in_access_log
 from app.routers import include_routers, on_startup
 
@@ -42,11 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Face-swap API sold on prepaid Tokens.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # install_docs: the same pages, with nothing from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware)
     hide_signatures_in_access_log()
     install_error_handlers(app)
     include_routers(app)
+    install_docs(app)
     return app

@@ -4,6 +4,7 @@ from app.auth.models import Admin
 from app.core.audit import AuditRecord
 from app.core.db import Base
 from app.core.idempotency.models import IdempotencyRecord
+from app.jobs.anomaly.models import AnomalyFlag, AnomalyRules
 from app.jobs.models import Job, WorkerHeartbeat
 from app.tenancy.models import ApiKey, Tenant, User
 from app.webhooks.models import TenantWebhookSecret, WebhookDelivery
@@ -22,6 +23,8 @@ from billing.pricing import PriceBookRow
 __all__ = [
     "Account",
     "Admin",
+    "AnomalyFlag",
+    "AnomalyRules",
     "ApiKey",
     "AuditRecord",
     "Base",

@@ -9,6 +9,8 @@ import gc
 
 from fastapi import FastAPI
 
+from admin import dashboard
+from admin.anomaly_endpoints import router as anomaly_router
 from admin.correction_endpoints import router as corrections_router
 from admin.endpoints import router as admin_router
 from admin.plan_endpoints import router as plans_router
@@ -34,6 +36,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(corrections_router)
     app.include_router(plans_router)
     app.include_router(reports_router)
+    app.include_router(anomaly_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)
     app.include_router(pricing_admin_router)
@@ -43,6 +46,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(results_router)
     app.include_router(webhooks_admin_router)
     app.include_router(operations.router)  # /healthz, /readyz, /metrics
+    dashboard.install(app)  # /dashboard: the operators' web pages, not in /openapi.json
     # The swap API's per-process runtime (waiters, rate-limit client, in-process worker)
     # lives as long as the app's lifespan.
     jobs_lifecycle.install(app)

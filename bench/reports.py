@@ -3,7 +3,8 @@
 Run as ``.venv/bin/python bench/reports.py`` (``--users``, ``--entries``, ``--runs``). It
 creates a scratch database on the server of SWAPMETER_DATABASE_URL (default
 postgresql://postgres@127.0.0.1:5432/postgres), migrates it, serves the real app under
-uvicorn on a real socket, signs in and creates a tenant through HTTP. Then, in SQL:
+uvicorn on a real socket, signs in and creates a tenant through HTTP. Then, in SQL
+(``bench/_seed.py``, shared with ``bench/dashboard.py``):
 
 - set-up (not timed as a report): ``--users`` users (``user-000000`` ...) and their
   accounts from ``generate_series``, then ``--entries`` ledger entries over the last 30 UTC
@@ -42,104 +43,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 import _harness as harness  # noqa: E402
-
-STATEMENT_ROWS = 100_000
-
-USERS_SQL = """
-WITH u AS (
-    INSERT INTO users (tenant_id, external_id)
-    SELECT $1, 'user-' || lpad(n::text, 6, '0') FROM generate_series(0, $2 - 1) n
-    RETURNING id, tenant_id
-)
-INSERT INTO accounts (tenant_id, user_id, kind, balance)
-SELECT tenant_id, id, 'user', (id * 7919) % 1000 FROM u
-"""
-
-# Entry n of a statement: a user account by n (the users' accounts have consecutive ids,
-# made by one statement), a kind by n % 4, a time in the last 30 days.
-ENTRIES_SQL = """
-INSERT INTO ledger_entries (tenant_id, from_account_id, to_account_id, amount, kind,
-                            hold_id, reference, balance_after, held_after, created_at)
-SELECT $1,
-       CASE WHEN n % 4 = 0 THEN $2 ELSE $8 + n % $9 END,
-       CASE n % 4 WHEN 2 THEN $3 ELSE $8 + n % $9 END,
-       1 + n % 5,
-       (ARRAY['recharge', 'hold', 'capture', 'release'])[1 + n % 4],
-       CASE WHEN n % 4 = 0 THEN NULL ELSE n END,
-       CASE WHEN n % 4 = 0 THEN NULL ELSE 'job:' || md5(n::text)::uuid END,
-       100, 0,
-       $4::timestamptz - (n % $5::int) * interval '1 day' - (n % 86000) * interval '1 second'
-FROM generate_series($6, $7 - 1) n
-"""
+import _seed as seed  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def _accounts(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, int, int]:
-    """The first user account's id, and the issuance and revenue accounts' of the tenant."""
-    row = await conn.fetchrow(
-        "SELECT min(id) FILTER (WHERE kind = 'user'), min(id) FILTER (WHERE kind = "
-        "'issuance'), min(id) FILTER (WHERE kind = 'revenue') FROM accounts "
-        "WHERE tenant_id = $1",
-        uuid.UUID(tenant_id),
-    )
-    return row[0], row[1], row[2]
-
-
-async def _seed(database_url: str, tenant_id: str, users: int, entries: int) -> float:
-    conn = await asyncpg.connect(database_url)
-    try:
-        started = time.perf_counter()
-        await conn.execute(USERS_SQL, uuid.UUID(tenant_id), users)
-        first_account, issuance, revenue = await _accounts(conn, tenant_id)
-        now = datetime.now(UTC)
-        for start in range(0, entries, STATEMENT_ROWS):
-            await conn.execute(
-                ENTRIES_SQL,
-                uuid.UUID(tenant_id),
-                issuance,
-                revenue,
-                now,
-                30,
-                start,
-                min(entries, start + STATEMENT_ROWS),
-                first_account,
-                users,
-            )
-        await conn.execute("VACUUM ANALYZE")
-        return time.perf_counter() - started
-    finally:
-        await conn.close()
-
-
-async def _fold(database_url: str) -> tuple[float, int]:
-    from app.core.db import Database
-    from billing.maintenance import fold_usage
-
-    db = Database(database_url)
-    try:
-        started = time.perf_counter()
-        written = await fold_usage(db)
-        return time.perf_counter() - started, written
-    finally:
-        await db.dispose()
-
-
-async def _live_tail(database_url: str, tenant_id: str, users: int) -> None:
-    """1,000 entries today after the fold: deltas a report reads live."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        first, issuance, revenue = await _accounts(conn, tenant_id)
-        for n in range(10):
-            await conn.execute(
-                ENTRIES_SQL, uuid.UUID(tenant_id), issuance, revenue, datetime.now(UTC), 1,
-                n * 100, n * 100 + 100, first, users,
-            )  # fmt: skip
-    finally:
-        await conn.close()
 
 
 HOLD_SQL = """
@@ -154,7 +63,7 @@ async def _write_path(database_url: str, tenant_id: str, per_connection: int) ->
     connections at once, each its own transaction, each connection on its own users, with
     the rollup trigger on and off. The trigger is switched off for the "off" run only."""
     connections = [await asyncpg.connect(database_url) for _ in range(8)]
-    first, _, _ = await _accounts(connections[0], tenant_id)
+    first, _, _ = await seed.accounts(connections[0], tenant_id)
     tenant = uuid.UUID(tenant_id)
 
     async def insert(n: int, conn: asyncpg.Connection) -> None:
@@ -218,11 +127,11 @@ async def main(users: int, entries: int, runs: int) -> None:
                 await harness.wait_ready(client, server)
                 auth = await harness.admin_headers(client)
                 tenant_id = await harness.create_tenant(client, auth, "Reports bench")
-                seeded = await _seed(database_url, tenant_id, users, entries)
+                seeded = await seed.seed(database_url, tenant_id, users, entries)
                 print(f"set-up: {users:,} users and {entries:,} entries in {seeded:.1f} s (SQL)")
-                folded, written = await _fold(database_url)
+                folded, written = await seed.fold(database_url)
                 print(f"rollup: fold_usage {folded * 1000:.0f} ms ({written:,} rollup rows)")
-                await _live_tail(database_url, tenant_id, users)
+                await seed.live_tail(database_url, tenant_id, users)
 
                 today = datetime.now(UTC).date()
                 days = {"from": str(today - timedelta(days=29)), "to": str(today)}

@@ -13,11 +13,15 @@ when wrong; an entry's problem fails that entry only, with its code in the repor
 
 then, against the tenant's accounts (billing.bulk_apply): ``UserNotFound`` (no such
 external id in this tenant) and ``AccountFrozen`` (the user's account is frozen).
+
+A caller that read the entries from a file (the dashboard's CSV upload) may pass the rows
+its reader refused already (a bad date, a wrong number of fields) in ``refused``: they are
+reported with their own code and message at their index, and counted in the batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +55,9 @@ class BulkRequest:
     operator: str | None = None
     expires_at: datetime | None = None  # set: the entries are grants that expire then
     label: str | None = None  # the grants' campaign
+    # index -> (code, message) of entries refused before the service saw them (a file's
+    # reader): reported as they are, at their index.
+    refused: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 def parse_bulk_request(payload: Any, *, max_entries: int, max_amount: int) -> BulkRequest:
@@ -157,7 +164,11 @@ def check_entries(
     first: dict[str, tuple[int, int]] = {}  # user -> (index, amount) of its first occurrence
     seen: set[str] = set()
     for index, (user, amount) in enumerate(zip(bulk.users, bulk.amounts, strict=True)):
-        if not is_text(user, 255):
+        if index in bulk.refused:
+            if isinstance(user, str):
+                seen.add(user)
+            failures.append(failure(index, user, *bulk.refused[index]))
+        elif not is_text(user, 255):
             failures.append(
                 failure(
                     index, user, InvalidEntry.code, "An entry is an object with a 'user' string"

@@ -17,6 +17,11 @@ Report counts: ``requested`` entries in the call; ``failed`` entries refused;
 credit; for a rejected one: 0); ``total_amount`` the Tokens credited (or to be credited).
 
 A batch's Idempotency-Key is its route's, kept for good (billing.endpoints).
+
+An operator's submit, approval or rejection (the Admin API's routes and the dashboard's
+pages alike) goes through ``submit_as``, ``approve_as`` and ``reject_as``: the use case and
+its audit record. A pending batch may also be rejected by a different admin than its
+sender (``reject``): nothing is credited and nothing can apply it any more.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.dependencies import AdminPrincipal, ensure_tenant_access
+from app.core import audit
 from app.core.errors import Conflict, Forbidden, NotFound
 from billing import bulk_apply, bulk_entries, metrics
 from billing import bulk_repository as bulk_repo
@@ -337,4 +345,134 @@ def _report(row: Any, failed_users: list[dict[str, Any]] | None = None) -> Batch
         applied_at=row.applied_at,
         expires_at=row.expires_at,
         label=row.label,
+    )
+
+
+async def reject(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    *,
+    rejected_by: uuid.UUID,
+    rejected_by_email: str,
+) -> tuple[BatchReport, bool]:
+    """Refuse a pending batch (its sender may not: four eyes, as for approval); returns
+    (report, whether this call changed it). Rejecting a rejected batch again answers its
+    report unchanged; an applied one is 409 Conflict."""
+    row = await repo.run(
+        session, bulk_repo.BATCH_FOR_APPROVAL, {"batch_id": batch_id, "tenant_id": tenant_id}
+    )
+    if row is None or row.status == "processing":
+        raise NotFound("Batch not found")
+    if row.status == "applied":
+        raise Conflict("This batch was applied already; it cannot be rejected")
+    if row.status != "pending_approval":
+        return _report(row), False
+    if row.created_by is not None and row.created_by == rejected_by:
+        raise Forbidden("A batch must be rejected by a different admin than the one who sent it")
+    updated = await repo.run(
+        session,
+        bulk_repo.REJECT_BATCH,
+        {"batch_id": batch_id, "by": rejected_by, "by_email": rejected_by_email},
+    )
+    metrics.bulk_batch(session, "rejected", {})
+    return _report(updated), True
+
+
+async def list_batches(
+    session: AsyncSession, tenant_id: uuid.UUID, *, status: str | None, limit: int
+) -> list[BatchReport]:
+    """The tenant's latest batches (with ``status``: only those), newest first, without
+    their failed entries (a batch's own page reads them)."""
+    rows = await session.execute(
+        bulk_repo.LIST_BATCHES, {"tenant_id": tenant_id, "status": status, "limit": limit}
+    )
+    return [_report(row, failed_users=[]) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------
+# An operator's writes: the use case and its audit record
+# ---------------------------------------------------------------------------------------
+
+
+async def submit_as(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    bulk: BulkRequest,
+    *,
+    max_amount: int,
+) -> BatchReport:
+    ensure_tenant_access(admin, tenant_id, write=True)
+    report = await submit(
+        session,
+        tenant_id,
+        bulk,
+        max_amount=max_amount,
+        created_by=admin.id,
+        created_by_email=admin.email,
+    )
+    await _record(session, request, admin, "recharge.bulk", tenant_id, report)
+    return report
+
+
+async def approve_as(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+) -> BatchReport:
+    ensure_tenant_access(admin, tenant_id, write=True)
+    report, changed = await approve(
+        session, tenant_id, batch_id, approved_by=admin.id, approved_by_email=admin.email
+    )
+    if changed:
+        await _record(session, request, admin, "recharge.approve", tenant_id, report)
+    return report
+
+
+async def reject_as(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    tenant_id: uuid.UUID,
+    batch_id: uuid.UUID,
+) -> BatchReport:
+    ensure_tenant_access(admin, tenant_id, write=True)
+    report, changed = await reject(
+        session, tenant_id, batch_id, rejected_by=admin.id, rejected_by_email=admin.email
+    )
+    if changed:
+        await _record(session, request, admin, "recharge.reject", tenant_id, report)
+    return report
+
+
+async def _record(
+    session: AsyncSession,
+    request: Request,
+    admin: AdminPrincipal,
+    action: str,
+    tenant_id: uuid.UUID,
+    report: BatchReport,
+) -> None:
+    """The audit record of a batch's submit, approval or rejection, with its figures."""
+    await audit.record(
+        session,
+        request=request,
+        actor=admin,
+        action=action,
+        tenant_id=tenant_id,
+        target=f"batch:{report.batch_id}",
+        details={
+            "status": report.status,
+            "mode": report.mode,
+            "requested": report.requested,
+            "succeeded": report.succeeded,
+            "failed": report.failed,
+            "total_amount": report.total_amount,
+            "reason": report.reason,
+            "operator": report.operator,
+        },
     )

@@ -180,3 +180,26 @@ BATCH_FOR_APPROVAL = text(
     FOR UPDATE
     """
 )
+
+# A rejection: nothing is credited; who decided is recorded as approvals are.
+REJECT_BATCH = text(
+    f"""
+    UPDATE recharge_batches
+    SET status = 'rejected', succeeded = 0, total_amount = 0,
+        pending_users = NULL, pending_amounts = NULL,
+        approved_by = :by, approved_by_email = :by_email, approved_at = now()
+    WHERE id = :batch_id
+    RETURNING {_BATCH_COLUMNS}
+    """
+)
+
+# The latest batches of a tenant (few per tenant: ix_recharge_batches_tenant_id).
+LIST_BATCHES = text(
+    f"""
+    SELECT {_BATCH_COLUMNS} FROM recharge_batches
+    WHERE tenant_id = :tenant_id AND status <> 'processing'
+      AND (CAST(:status AS varchar) IS NULL OR status = CAST(:status AS varchar))
+    ORDER BY created_at DESC, id DESC
+    LIMIT :limit
+    """
+)

@@ -6,26 +6,21 @@ the response.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import (
     ADMIN_AUTH_ERRORS,
     API_KEY_AUTH_ERRORS,
-    AdminPrincipal,
     CurrentAdmin,
     CurrentApiUser,
     ensure_tenant_access,
 )
-from app.core import audit
-from app.core.audit_anchor import AnchorPlaces
-from app.core.deps import MAX_ROW_ID, DBSession, IdCursor, SettingsDep
+from app.core.deps import DBSession, IdCursor, SettingsDep
 from app.core.errors import (
     DocumentedRouter,
     ErrorClass,
@@ -41,8 +36,7 @@ from app.core.errors import (
 )
 from app.core.errors.openapi import Responses
 from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
-from billing import bulk_entries, bulk_recharge, ledger_verify, schemas, service
-from billing import repository as repo
+from billing import bulk_entries, bulk_recharge, ledger_verify, schemas, service, user_ledger
 
 # Admin and end-user routes side by side: each route declares its authentication's errors.
 router = DocumentedRouter(prefix="/api/v1", tags=["billing"])
@@ -121,15 +115,9 @@ async def bulk_recharge_endpoint(
     )
 
     async def operation() -> tuple[int, dict[str, Any]]:
-        report = await bulk_recharge.submit(
-            session,
-            tenant_id,
-            bulk,
-            max_amount=settings.max_amount,
-            created_by=admin.id,
-            created_by_email=admin.email,
+        report = await bulk_recharge.submit_as(
+            session, request, admin, tenant_id, bulk, max_amount=settings.max_amount
         )
-        await _audit(session, request, admin, "recharge.bulk", tenant_id, report)
         return 200, report.as_dict()
 
     return await run_idempotent(
@@ -188,11 +176,7 @@ async def approve_batch_endpoint(
     ensure_tenant_access(admin, tenant_id, write=True)
 
     async def operation() -> tuple[int, dict[str, Any]]:
-        report, changed = await bulk_recharge.approve(
-            session, tenant_id, batch_id, approved_by=admin.id, approved_by_email=admin.email
-        )
-        if changed:
-            await _audit(session, request, admin, "recharge.approve", tenant_id, report)
+        report = await bulk_recharge.approve_as(session, request, admin, tenant_id, batch_id)
         return 200, report.as_dict()
 
     return await run_idempotent(session, request, scope=f"tenant:{tenant_id}", operation=operation)
@@ -214,39 +198,6 @@ async def get_batch_endpoint(
     return JSONResponse(report.as_dict())
 
 
-async def _audit(
-    session: AsyncSession,
-    request: Request,
-    admin: AdminPrincipal,
-    action: str,
-    tenant_id: uuid.UUID,
-    report: bulk_recharge.BatchReport,
-) -> None:
-    """The audit record of a batch's submit or approval, with its report's figures."""
-    await audit.record(
-        session,
-        request=request,
-        actor=admin,
-        action=action,
-        tenant_id=tenant_id,
-        target=f"batch:{report.batch_id}",
-        details=_audit_details(report),
-    )
-
-
-def _audit_details(report: bulk_recharge.BatchReport) -> dict[str, Any]:
-    return {
-        "status": report.status,
-        "mode": report.mode,
-        "requested": report.requested,
-        "succeeded": report.succeeded,
-        "failed": report.failed,
-        "total_amount": report.total_amount,
-        "reason": report.reason,
-        "operator": report.operator,
-    }
-
-
 # -- verification (admins) -----------------------------------------------------------------
 
 
@@ -263,16 +214,7 @@ async def verify_ledger_endpoint(
     accounts sum to zero, that every hold is what its entries moved and every metered job
     what its hold says, and that the audit chain is intact. Admins bound to a tenant check
     that tenant only."""
-    if tenant_id is not None:
-        ensure_tenant_access(admin, tenant_id, write=False)
-    elif admin.tenant_id is not None:
-        tenant_id = admin.tenant_id
-    started = time.monotonic()
-    state = request.app.state
-    anchors = AnchorPlaces.of(state.settings, state.redis, getattr(state, "result_store", None))
-    result = await ledger_verify.verify(session, tenant_id, anchors)
-    if tenant_id is None:  # the whole ledger: the latest result operators see
-        await ledger_verify.record(request.app.state.redis, result, time.monotonic() - started)
+    result, tenant_id = await ledger_verify.verify_as(session, request, admin, tenant_id)
     return schemas.LedgerVerifyOut(
         ok=result.ok,
         accounts_checked=result.accounts_checked,
@@ -310,33 +252,11 @@ async def ledger_endpoint(
     cursor: IdCursor = None,
 ) -> schemas.LedgerPage:
     """Your Token movements, newest first; pass ``next_cursor`` back for the next page."""
-    before = MAX_ROW_ID if cursor is None else cursor
-    account = await repo.account_of_user(session, user.user_id)
-    if account is None:
-        return schemas.LedgerPage(items=[], next_cursor=None)
-    rows = await repo.user_ledger_page(session, account.id, before, limit + 1)
-    items = [
-        schemas.LedgerItemOut(
-            id=r.id,
-            at=r.created_at,
-            kind=r.kind,
-            amount=_signed(r, account.id),
-            balance_after=r.balance_after,
-            held_after=r.held_after,
-            reference=r.reference,
-        )
-        for r in rows[:limit]
-    ]
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return schemas.LedgerPage(items=items, next_cursor=next_cursor)
-
-
-def _signed(row: Any, account_id: int) -> int:
-    if row.kind == "hold":
-        return -row.amount
-    if row.kind == "release":
-        return row.amount
-    return row.amount if row.to_account_id == account_id else -row.amount
+    found = await user_ledger.page(session, user.user_id, before=cursor, limit=limit)
+    return schemas.LedgerPage(
+        items=[schemas.LedgerItemOut(**vars(line)) for line in found.items],
+        next_cursor=found.next_cursor,
+    )
 
 
 # GET /pricing: billing/pricing_endpoints.py (versioned per-tenant price books).

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.dependencies import AdminPrincipal, ensure_tenant_access
 from app.core import audit
 from app.core.audit_anchor import AnchorPlaces
 from app.core.db import Database
@@ -60,6 +62,26 @@ async def verify(
     chain = await audit.check_chain(session, anchor=anchor)
     problem = None if chain.ok else f"audit row {chain.first_bad_id}: {chain.problem}"
     return Verification(ledger.accounts_checked, mismatches, chain.ok, problem)
+
+
+async def verify_as(
+    session: AsyncSession, request: Request, admin: AdminPrincipal, tenant_id: uuid.UUID | None
+) -> tuple[Verification, uuid.UUID | None]:
+    """The verification an admin asks for (``/admin/ledger/verify``, the dashboard's
+    button): one tenant (404 outside the admin's reach), or every tenant for admins of
+    the whole platform (an admin bound to a tenant checks that one). A whole-ledger result
+    becomes the latest one operators see. Returns the result and the tenant checked."""
+    if tenant_id is not None:
+        ensure_tenant_access(admin, tenant_id, write=False)
+    elif admin.tenant_id is not None:
+        tenant_id = admin.tenant_id
+    started = time.monotonic()
+    state = request.app.state
+    anchors = AnchorPlaces.of(state.settings, state.redis, getattr(state, "result_store", None))
+    result = await verify(session, tenant_id, anchors)
+    if tenant_id is None:
+        await record(state.redis, result, time.monotonic() - started)
+    return result, tenant_id
 
 
 async def record(

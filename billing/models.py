@@ -284,3 +284,14 @@ class UsageActiveUser(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class UsageLastActive(Base):
+    """A user's (by account) last UTC day with a swap: "active since" is an index range."""
+
+    __tablename__ = "usage_last_active"
+    __table_args__ = (Index("ix_usage_last_active_tenant_id_day", "tenant_id", "day"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)

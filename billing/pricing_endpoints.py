@@ -19,7 +19,6 @@ from app.auth.dependencies import (
     admin_ip_allowed,
     ensure_tenant_access,
 )
-from app.core import audit
 from app.core.deps import DBSession
 from app.core.errors import (
     DocumentedRouter,
@@ -31,7 +30,7 @@ from app.core.errors import (
 from app.core.fields import Text
 from app.core.idempotency.service import KEYED_WRITE_ERRORS, run_idempotent
 from app.tenancy import service as tenancy
-from billing import pricing
+from billing import price_changes, pricing
 
 router = DocumentedRouter(prefix="/api/v1", tags=["billing"], responses=API_KEY_AUTH_ERRORS)
 admin_router = DocumentedRouter(
@@ -178,8 +177,7 @@ async def set_tenant_pricing_endpoint(
     Prices are JSON integers (400 InvalidAmount otherwise). A body that changes nothing
     (``{}``, or every price sent equal to the current one) answers 200 with the current
     book: no new version, no audit record, as a PUT repeated should."""
-    ensure_tenant_access(admin, tenant_id, write=True)
-    await tenancy.get_tenant(session, tenant_id)
+    await price_changes.check_access(session, admin, tenant_id)
     changes: dict[str, Any] = pricing.check_changes(
         {
             name: getattr(body, name)
@@ -191,32 +189,8 @@ async def set_tenant_pricing_endpoint(
         changes["peak"] = pricing.check_peak(body.peak)
 
     async def operation() -> tuple[int, dict[str, Any]]:
-        before, book = await pricing.set_prices(
-            session,
-            tenant_id,
-            changes,
-            created_by=admin.id,
-            created_by_email=admin.email,
-            reason=body.reason,
-        )
-        if book.version == before.version:  # nothing changed, nothing written
-            return 200, book.as_dict()
-        await audit.record(
-            session,
-            request=request,
-            actor=admin,
-            action="price.update",
-            tenant_id=tenant_id,
-            target=f"price_book:{book.version}",
-            details={
-                "version": book.version,
-                "previous_version": before.version,
-                "prices": {name: getattr(book, name) for name in pricing.PRICE_FIELDS},
-                "previous": {name: getattr(before, name) for name in pricing.PRICE_FIELDS},
-                "peak": book.peak.as_dict() if book.peak else None,
-                "previous_peak": before.peak.as_dict() if before.peak else None,
-                "reason": body.reason,
-            },
+        _, book = await price_changes.change_prices(
+            session, request, admin, tenant_id, changes, reason=body.reason
         )
         return 200, book.as_dict()
 

@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 # "command debian-package": the package is installed when the command is not on PATH.
 DEBIAN_TOOLS=(
     "promtool prometheus"  # tests/observability: promtool and a real Prometheus server
+    # tests/dashboard: the browser Playwright drives (never a browser download of its own)
+    "chromium chromium"
 )
 
 # "command pip-requirement": installed in .venv-tools/ when missing or pinned otherwise.

@@ -30,6 +30,7 @@ ROOT = {
     "app.models",
     "app.embedded",
     "app.middleware",
+    "app.docs",
     "app.operations",
 }
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository as admin_repository
 from app.auth.tokens import decode_admin_token
@@ -93,12 +94,21 @@ async def current_admin(
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Missing bearer token")
     claims = decode_admin_token(settings, credentials.credentials)
-    # The database, not the token, is the authority on role, tenant and whether the admin
-    # may still sign in: a disabled admin's unexpired tokens stop working at once.
-    row = await admin_repository.get_admin(session, claims.admin_id)
+    return await admin_of_session(session, claims.admin_id, claims.session_epoch)
+
+
+async def admin_of_session(
+    session: AsyncSession, admin_id: uuid.UUID, session_epoch: int
+) -> AdminPrincipal:
+    """The admin a token or a dashboard session of this epoch stands for, read afresh.
+
+    The database, not the token, is the authority on role, tenant and whether the admin
+    may still sign in: a disabled admin's unexpired tokens stop working at once
+    (InvalidToken, 401)."""
+    row = await admin_repository.get_admin(session, admin_id)
     if row is None or row.status != "active":
         raise InvalidToken("This admin account is not active")
-    if claims.session_epoch != row.session_epoch:
+    if session_epoch != row.session_epoch:
         raise InvalidToken("This session ended when the account was disabled; sign in again")
     if row.tenant_id is not None:
         logs.tenant_id.set(str(row.tenant_id))

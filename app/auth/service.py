@@ -121,7 +121,28 @@ async def sign_in(
     ip: str,
 ) -> tokens.IssuedToken:
     """A token for valid credentials; else 401 InvalidCredentials, the same for every
-    reason, audited; 429 RateLimited past the throttle (``LoginTry``).
+    reason, audited; 429 RateLimited past the throttle (``LoginTry``)."""
+    admin = await check_credentials(db, redis, request, email, password, ip)
+    return tokens.issue_admin_token(
+        settings,
+        admin_id=admin.id,
+        role=admin.role,
+        tenant_id=admin.tenant_id,
+        session_epoch=admin.session_epoch,
+    )
+
+
+async def check_credentials(
+    db: Database,
+    redis: Redis,
+    request: Request | None,
+    email: str,
+    password: str,
+    ip: str,
+) -> AdminRow:
+    """The active admin these credentials sign in, audited as ``auth.login``; else 401
+    InvalidCredentials, the same for every reason, audited; 429 RateLimited past the
+    throttle (``LoginTry``). The API's tokens and the dashboard's sessions both start here.
 
     No database connection is held while the password is checked (argon2, tens of ms): a
     flood of bad sign-ins must not take the pool from everything else.
@@ -150,13 +171,7 @@ async def sign_in(
             details={},
         )
     await login_try.give_back(redis)
-    return tokens.issue_admin_token(
-        settings,
-        admin_id=admin.id,
-        role=admin.role,
-        tenant_id=admin.tenant_id,
-        session_epoch=admin.session_epoch,
-    )
+    return admin
 
 
 async def _refuse(db: Database, request: Request | None, failure: LoginFailure) -> NoReturn:

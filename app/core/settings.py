@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "swapmeter"
     jwt_ttl_seconds: int = 3600
+    # How long a dashboard sign-in lasts (/dashboard), from sign-in: its session is then
+    # forgotten by the server whatever the browser keeps (docs/dashboard.md).
+    dashboard_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
     # The audit chain's HMAC key (docs/security.md): a secret outside the database, and its
     # id, stored in each row it signs. To rotate, give a new key and id, and move the old
     # pair into audit_old_keys ("id:secret,id:secret"), which still verify older rows.

@@ -70,6 +70,7 @@ from app.core.idempotency.service import (
 from app.core.settings import Settings
 from app.jobs import events, inputs, intake, media, results, schemas, service
 from app.jobs import repository as repo
+from app.jobs.anomaly import check as anomaly
 from app.jobs.models import FINAL_STATUSES
 from app.jobs.repository import JobRecord
 from billing.schemas import inline_schema
@@ -348,6 +349,8 @@ async def swap_face(
     # reading the row back.
     with request.app.state.job_waiters.watch(job_id) as finished:
         try:
+            # Before anything is held: a swap that breaks a freeze rule holds nothing.
+            await anomaly.check_swap(request, user, prepared, enhance=bool(spec.options["enhance"]))
             job = await intake.submit(
                 db,
                 results.store_of(request),

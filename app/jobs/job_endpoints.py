@@ -3,9 +3,7 @@ The API side only: nothing imported here reaches the worker or the engine's runn
 
 from __future__ import annotations
 
-import re
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Query, Request, Response
@@ -30,24 +28,10 @@ from app.webhooks import schemas as webhook_schemas
 router = DocumentedRouter(prefix="/api/v1", tags=["swap"], responses=API_KEY_AUTH_ERRORS)
 
 
-# ``<created_at, microseconds since 1970>-<job id, hex>``: the schema's pattern and the
-# server's test are one (empty: the first page).
-JOB_CURSOR_PATTERN = r"^(?:[0-9]{1,16}-[0-9a-f]{32})?$"
-_JOB_CURSOR_RE = re.compile(JOB_CURSOR_PATTERN)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _encode_cursor(job: JobRecord) -> str:
-    return f"{(job.created_at - _EPOCH) // _MICROSECOND}-{job.id.hex}"
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """A cursor ``_encode_cursor`` made; anything else is InvalidCursor."""
-    if _JOB_CURSOR_RE.fullmatch(cursor) is None:
-        raise InvalidCursor("cursor is not one this API returned")
-    micros, _, job_id = cursor.partition("-")
-    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=job_id)
+# The schema's pattern and the server's test of a cursor are one (``service``).
+JOB_CURSOR_PATTERN = service.JOB_CURSOR_PATTERN
+_encode_cursor = service.encode_cursor
+_decode_cursor = service.decode_cursor
 
 
 @router.get("/jobs", response_model=schemas.JobPage, responses=error_responses(InvalidCursor))

@@ -59,10 +59,13 @@ class Job(Base):
             postgresql_where=text("status IN ('queued', 'processing')"),
         ),
         Index("ix_jobs_user_id_created_at", "user_id", "created_at", "id"),
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at", "id"),  # 0017
+        # The dashboard's list of one status of a tenant's jobs (migration 0018).
+        Index("ix_jobs_tenant_id_status_created_at", "tenant_id", "status", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     kind: Mapped[str] = mapped_column(String(8))

@@ -195,3 +195,46 @@ async def list_jobs(
         params,
     )
     return [JobRecord.from_row(r) for r in rows]
+
+
+async def list_tenant_jobs(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    user_id: int | None,
+    status: str | None,
+    kind: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[JobRecord]:
+    """A tenant's jobs, newest first, strictly before the ``before`` keyset position,
+    created in ``[since, until)``. One index range scan whatever the tenant's size:
+    ``(user_id, created_at, id)`` for one user, ``(tenant_id, status, created_at, id)``
+    for one status, else ``(tenant_id, created_at, id)`` (migration 0018); ``kind`` is a
+    filter on that scan."""
+    conditions = ["tenant_id = :tenant_id"]
+    params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit}
+    optional = {
+        "user_id = :user_id": ("user_id", user_id),
+        "status = :status": ("status", status),
+        "kind = :kind": ("kind", kind),
+        "created_at >= :since": ("since", since),
+        "created_at < :until": ("until", until),
+    }
+    for condition, (name, value) in optional.items():
+        if value is not None:
+            conditions.append(condition)
+            params[name] = value
+    if before is not None:
+        conditions.append("(created_at, id) < (:before_at, :before_id)")
+        params["before_at"], params["before_id"] = before
+    rows = await session.execute(
+        text(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "
+            "ORDER BY created_at DESC, id DESC LIMIT :limit"
+        ),
+        params,
+    )
+    return [JobRecord.from_row(r) for r in rows]

@@ -11,13 +11,14 @@ and API processes in part, keep doing).
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import NotFound
+from app.core.errors import InvalidCursor, NotFound
 from app.jobs import repository as repo
 from app.jobs.repository import JobRecord
 from billing.pricing import multiplier_json
@@ -74,6 +75,29 @@ def accepted_json(job: JobRecord) -> dict[str, Any]:
     }
 
 
+# -- cursors -------------------------------------------------------------------------------
+
+# ``<created_at, microseconds since 1970>-<job id, hex>``: the schema's pattern and the
+# server's test are one (empty: the first page).
+JOB_CURSOR_PATTERN = r"^(?:[0-9]{1,16}-[0-9a-f]{32})?$"
+_JOB_CURSOR_RE = re.compile(JOB_CURSOR_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def encode_cursor(job: JobRecord) -> str:
+    """The keyset position after ``job`` in a newest-first list of jobs."""
+    return f"{(job.created_at - _EPOCH) // _MICROSECOND}-{job.id.hex}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A cursor ``encode_cursor`` made; anything else is InvalidCursor."""
+    if _JOB_CURSOR_RE.fullmatch(cursor) is None:
+        raise InvalidCursor("cursor is not one this API returned")
+    micros, _, job_id = cursor.partition("-")
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=job_id)
+
+
 # -- reading -------------------------------------------------------------------------------
 
 
@@ -94,3 +118,43 @@ async def list_jobs(
     limit: int,
 ) -> list[JobRecord]:
     return await repo.list_jobs(session, user_id, status=status, before=before, limit=limit)
+
+
+async def get_tenant_job(
+    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID
+) -> JobRecord:
+    """One of the tenant's jobs (operators); another tenant's job is NotFound."""
+    job = await repo.get_job(session, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound("Job not found")
+    return job
+
+
+async def list_tenant_jobs(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    user_id: int | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> tuple[list[JobRecord], str | None]:
+    """A page of the tenant's jobs, newest first, and the cursor of the next page (None:
+    the last page)."""
+    before = decode_cursor(cursor) if cursor else None
+    jobs = await repo.list_tenant_jobs(
+        session,
+        tenant_id,
+        user_id=user_id,
+        status=status,
+        kind=kind,
+        since=since,
+        until=until,
+        before=before,
+        limit=limit + 1,
+    )
+    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor

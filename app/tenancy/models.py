@@ -39,6 +39,8 @@ class Tenant(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="active")
     # Bulk recharges whose total exceeds this wait for a second admin. NULL: off.
     approval_threshold: Mapped[int | None] = mapped_column(BigInteger)
+    # Where the tenant's account events (an anomaly rule broken) are POSTed. NULL: none.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

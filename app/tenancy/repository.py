@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-TENANT_COLUMNS = "id, name, slug, status, approval_threshold, created_at"
+TENANT_COLUMNS = "id, name, slug, status, approval_threshold, created_at, webhook_url"
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class TenantRow:
     status: str
     approval_threshold: int | None
     created_at: datetime
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ async def list_tenants(
 async def update_tenant(
     session: AsyncSession, tenant_id: uuid.UUID, changes: dict[str, Any]
 ) -> TenantRow | None:
-    allowed = {"name", "status", "approval_threshold"}
+    allowed = {"name", "status", "approval_threshold", "webhook_url"}
     assert set(changes) <= allowed, changes
     if not changes:
         return await get_tenant(session, tenant_id)

@@ -16,8 +16,8 @@ from tests.billing.conftest import scratch_database_at
 
 
 @pytest.fixture
-def database_at_0014(servers: tuple[str, str]) -> Iterator[str]:
-    with scratch_database_at(servers[0], "0014", "0016") as url:
+def database_at_0015(servers: tuple[str, str]) -> Iterator[str]:
+    with scratch_database_at(servers[0], "0015", "0016") as url:
         yield url
 
 
@@ -55,9 +55,9 @@ def _columns(url: str, table: str) -> set[str]:
 
 
 def test_old_holds_read_multiplier_1_and_peaks_are_checked_and_removed_on_downgrade(
-    database_at_0014: str,
+    database_at_0015: str,
 ) -> None:
-    url = database_at_0014
+    url = database_at_0015
     tenant = asyncio.run(_a_hold_and_a_book_before_0016(url))
     command.upgrade(alembic_config(url), "0016")
     [hold] = asyncio.run(_sql(url, "SELECT amount, multiplier FROM holds"))
@@ -75,6 +75,6 @@ def test_old_holds_read_multiplier_1_and_peaks_are_checked_and_removed_on_downgr
     for version, depth, multiplier in ((3, 100, 10.5), (4, 0, 2), (5, None, 2), (6, 100, 1)):
         with pytest.raises(asyncpg.CheckViolationError):
             asyncio.run(_sql(url, insert, tenant, version, depth, multiplier))
-    command.downgrade(alembic_config(url), "0014")
+    command.downgrade(alembic_config(url), "0015")
     assert "multiplier" not in _columns(url, "holds") | _columns(url, "jobs")
     assert not {"peak_multiplier", "peak_queue_depth_at_least"} & _columns(url, "price_books")
