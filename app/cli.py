@@ -347,6 +347,7 @@ def _print_banner(
     lines = [
         "",
         "SwapMeter is starting (Ctrl-C stops it and the servers it started)",
+        f"  Dashboard:       {base}/dashboard (sign in as the platform admin below)",
         f"  API docs:        {base}/docs",
         f"  Database:        {settings.database_url}",
         f"  Redis:           {settings.redis_url}",

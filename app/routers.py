@@ -21,6 +21,7 @@ from app.auth.service import bootstrap_first_admin
 from app.jobs import lifecycle as jobs_lifecycle
 from app.jobs.endpoints import router as swap_router
 from app.jobs.job_endpoints import router as jobs_router
+from app.jobs.quote_endpoints import router as quote_router
 from app.jobs.result_endpoints import router as results_router
 from app.webhooks.endpoints import admin_router as webhooks_admin_router
 from billing.endpoints import router as billing_router
@@ -40,6 +41,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(pricing_router)
     app.include_router(pricing_admin_router)
     app.include_router(swap_router)
+    app.include_router(quote_router)
     app.include_router(jobs_router)
     app.include_router(results_router)
     app.include_router(webhooks_admin_router)

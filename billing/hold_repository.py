@@ -26,7 +26,7 @@ from billing.repository import ENTRY_COLUMNS, ON_KEY_CONFLICT
 # rows, HOLD_BY_REFERENCE reads it. ``h`` is the hold, ``acc`` its account after the call.
 _HOLD_VIEW = (
     "h.id, h.reference, h.account_id, h.amount, h.captured, h.released, h.refunded,"
-    " h.status, h.price_version, acc.balance, acc.held"
+    " h.status, h.price_version, h.multiplier, acc.balance, acc.held"
 )
 
 
@@ -37,7 +37,8 @@ def hold_ctes(gate: str = "true") -> str:
     available.
 
     Parameters: ``:tenant_id``, ``:user_id``, ``:reference``, ``:amount``,
-    ``:price_version``, ``:operator``.
+    ``:price_version``, ``:multiplier`` (the peak multiplier ``:amount`` was priced at, 1
+    without one), ``:operator``.
     """
     return f"""
     acc AS (
@@ -46,8 +47,9 @@ def hold_ctes(gate: str = "true") -> str:
         FOR UPDATE
     ),
     h AS (
-        INSERT INTO holds (tenant_id, account_id, reference, amount, price_version)
-        SELECT :tenant_id, acc.id, :reference, :amount, :price_version FROM acc
+        INSERT INTO holds (tenant_id, account_id, reference, amount, price_version, multiplier)
+        SELECT :tenant_id, acc.id, :reference, :amount, :price_version,
+               CAST(:multiplier AS numeric) FROM acc
         WHERE acc.status = 'active' AND acc.balance - acc.held >= :amount AND ({gate})
         ON CONFLICT (tenant_id, reference) DO NOTHING
         RETURNING id, account_id, amount
@@ -98,7 +100,7 @@ def capture_ctes(gate: str = "true") -> str:
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
           AND amount >= :amount AND ({gate})
         RETURNING id, account_id, reference, amount, captured, released, refunded, status,
-                  price_version
+                  price_version, multiplier
     ),
     acc AS (
         UPDATE accounts a
@@ -149,7 +151,7 @@ RELEASE = text(
         UPDATE holds SET status = 'released', released = amount, settled_at = now()
         WHERE tenant_id = :tenant_id AND reference = :reference AND status = 'held'
         RETURNING id, account_id, reference, amount, captured, released, refunded, status,
-                  price_version
+                  price_version, multiplier
     ),
     acc AS (
         UPDATE accounts a SET held = a.held - h.amount, updated_at = now()

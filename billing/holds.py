@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import TextClause
@@ -32,7 +33,7 @@ from app.core.errors import (
     NotFound,
 )
 from billing import hold_repository as hold_repo
-from billing import metrics
+from billing import metrics, pricing
 from billing import repository as repo
 from billing.service import Movement, check_amount, movement_replay, refused
 
@@ -48,6 +49,7 @@ class HoldView:
     refunded: int
     status: str  # held | captured | released
     price_version: int | None
+    multiplier: Decimal  # the peak multiplier ``amount`` was priced at (1: none)
     balance: int  # the user account right after the call
     held: int
     replayed: bool = False
@@ -74,6 +76,7 @@ async def hold(
     amount: int,
     *,
     price_version: int | None = None,
+    multiplier: Decimal = pricing.NO_MULTIPLIER,
     operator: str | None = None,
 ) -> HoldView:
     """Reserve ``amount`` Tokens for ``reference`` (a job id): one hold per reference.
@@ -92,6 +95,7 @@ async def hold(
             "reference": reference,
             "amount": amount,
             "price_version": price_version,
+            "multiplier": multiplier,
             "operator": operator,
         },
     )
@@ -108,6 +112,7 @@ async def hold(
             0,
             "held",
             price_version,
+            multiplier,
             row.balance,
             row.held,
         )
@@ -130,10 +135,12 @@ async def hold_with(
     reference: str,
     amount: int,
     price_version: int,
+    multiplier: Decimal,
 ) -> Any | None:
     """Hold ``amount`` for ``reference`` and write the caller's ``record`` (a swap's job),
     in one statement (``hold_repository.held_with``: ``record`` is the body of a CTE that
     selects FROM h, ``columns`` what to answer of it, ``params`` its own parameters).
+    ``multiplier`` is the peak multiplier ``amount`` was priced at (recorded on the hold).
     Its row (the record's ``columns``) once both are written; None when the
     tenant's price book is no longer at ``price_version`` (nothing written: price again).
     NotFound without a Token account; AccountFrozen or InsufficientBalance when refused.
@@ -148,6 +155,7 @@ async def hold_with(
             "reference": reference,
             "amount": amount,
             "price_version": price_version,
+            "multiplier": multiplier,
             "operator": None,
         },
     )
@@ -165,10 +173,12 @@ async def _held(
     executor: AsyncSession | AsyncConnection, statement: TextClause, params: dict[str, Any]
 ) -> Any | None:
     """Run a hold statement (``hold_ctes``, answering ``HOLD_OUTCOME``); a hold made is
-    counted."""
+    counted (and a hold at a peak multiplier too)."""
     row = (await executor.execute(statement, params)).first()
     if row is not None and row.hold_id is not None:
         metrics.tokens_moved(executor, params["tenant_id"], "hold", params["amount"])
+        if params["multiplier"] > pricing.NO_MULTIPLIER:
+            metrics.held_at_peak(executor, params["tenant_id"], params["amount"])
     return row
 
 
@@ -382,6 +392,7 @@ def _hold_view(row: Any) -> HoldView:
         row.refunded,
         row.status,
         row.price_version,
+        row.multiplier,
         row.balance,
         row.held,
     )

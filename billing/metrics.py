@@ -26,6 +26,17 @@ TOKENS_MOVED = Counter(
     "Tokens moved by the ledger, by tenant and entry kind (hold/release count reservations).",
     ["tenant", "kind"],
 )
+TOKENS_HELD_AT_PEAK = Counter(
+    "swapmeter_tokens_held_at_peak_total",
+    "Tokens held by swaps priced at a peak multiplier (> 1: the queue was at or over the "
+    "tenant's peak threshold), by tenant; the whole hold, base price included.",
+    ["tenant"],
+)
+HOLDS_AT_PEAK = Counter(
+    "swapmeter_holds_at_peak_total",
+    "Holds made at a peak multiplier (> 1), by tenant.",
+    ["tenant"],
+)
 BULK_BATCHES = Counter(
     "swapmeter_bulk_recharge_batches_total",
     "Bulk recharge batches by outcome (applied, pending_approval, rejected).",
@@ -127,6 +138,16 @@ def tokens_moved(
 ) -> None:
     if amount > 0:
         _defer(session, lambda: TOKENS_MOVED.labels(str(tenant_id), kind).inc(amount))
+
+
+def held_at_peak(
+    session: AsyncSession | AsyncConnection, tenant_id: uuid.UUID, amount: int
+) -> None:
+    def apply() -> None:
+        TOKENS_HELD_AT_PEAK.labels(str(tenant_id)).inc(amount)
+        HOLDS_AT_PEAK.labels(str(tenant_id)).inc()
+
+    _defer(session, apply)
 
 
 def bulk_batch(session: AsyncSession, status: str, failed_codes: dict[str, int]) -> None:

@@ -138,6 +138,7 @@ class Hold(Base):
             name="settlement_adds_up",
         ),
         CheckConstraint("refunded >= 0 AND refunded <= captured", name="refund_within_capture"),
+        CheckConstraint("multiplier >= 1 AND multiplier <= 10", name="multiplier_in_range"),
         UniqueConstraint("tenant_id", "reference"),
         Index("ix_holds_account_id_open", "account_id", postgresql_where=text("status = 'held'")),
     )
@@ -152,6 +153,8 @@ class Hold(Base):
     refunded: Mapped[int] = mapped_column(BigInteger, server_default="0")
     status: Mapped[str] = mapped_column(String(16), server_default="held")
     price_version: Mapped[int | None] = mapped_column(BigInteger)
+    # The peak multiplier the amount was held at (1: none; migration 0016).
+    multiplier: Mapped[Decimal] = mapped_column(Numeric(4, 2), server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

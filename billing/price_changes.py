@@ -32,10 +32,10 @@ async def change_prices(
     *,
     reason: str | None,
 ) -> tuple[PriceBook, PriceBook]:
-    """Write the tenant's next version with ``changes`` (checked prices: fields left out
-    keep their value) and audit it as ``price.update``; the book replaced and the new one.
-    Changes equal to the current prices write nothing, and audit nothing: both books
-    returned are the current one (same version)."""
+    """Write the tenant's next version with ``changes`` (checked prices, and ``peak`` when
+    given: fields left out keep their value) and audit it as ``price.update``; the book
+    replaced and the new one. Changes equal to the current prices write nothing, and
+    audit nothing: both books returned are the current one (same version)."""
     await check_access(session, admin, tenant_id)
     before, book = await pricing.set_prices(
         session,
@@ -59,6 +59,8 @@ async def change_prices(
             "previous_version": before.version,
             "prices": {name: getattr(book, name) for name in pricing.PRICE_FIELDS},
             "previous": {name: getattr(before, name) for name in pricing.PRICE_FIELDS},
+            "peak": book.peak.as_dict() if book.peak else None,
+            "previous_peak": before.peak.as_dict() if before.peak else None,
             "reason": reason,
         },
     )

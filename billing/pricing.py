@@ -14,6 +14,15 @@ Fields, all integer Tokens:
 - ``enhance_video_second_surcharge``: added to ``video_second`` when ``enhance`` is on
   (the face enhancer runs on every frame, so video pays per second).
 
+A book may also carry a ``peak``: ``{queue_depth_at_least, multiplier}``. While at least
+that many jobs wait in the queue (cluster-wide, the number ``swapmeter_jobs_in_queue``
+reports), a swap holds ``ceil(price * multiplier)`` Tokens: the price as above (image, or
+per started second times the seconds), multiplied, then rounded *up* to a whole Token
+once, so Tokens stay integers and a multiplier never makes a swap cheaper than its base.
+The multiplier is a decimal above 1 and at most 10, with at most two decimal places
+(1.5, 2, 1.25), stored as NUMERIC and multiplied as ``Decimal``: no float in the bill.
+The multiplier applied is recorded on the hold and on the job.
+
 No inference imports here: a video's duration comes in as a number.
 """
 
@@ -25,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -33,6 +43,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -44,9 +55,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
-from app.core.errors import InvalidAmount, NotFound
+from app.core.errors import InvalidAmount, NotFound, ValidationError
 
 MAX_PRICE = 1_000_000  # Tokens per unit; a sanity bound against typos (10**6 per image)
+MAX_MULTIPLIER = Decimal(10)  # a peak price at most 10 times the base: a bound against typos
+MAX_PEAK_DEPTH = 1_000_000_000  # jobs queued; any more is a typo
+NO_MULTIPLIER = Decimal(1)
 PRICE_FIELDS = ("image", "video_second", "enhance_surcharge", "enhance_video_second_surcharge")
 # pg_advisory_xact_lock namespace for "next version of this tenant's book" ("pric").
 _VERSION_LOCK_NAMESPACE = 0x70726963
@@ -64,6 +78,12 @@ class PriceBookRow(Base):
             "enhance_surcharge >= 0 AND enhance_video_second_surcharge >= 0",
             name="surcharges_not_negative",
         ),
+        CheckConstraint(
+            "(peak_queue_depth_at_least IS NULL) = (peak_multiplier IS NULL)"
+            " AND (peak_multiplier IS NULL OR (peak_queue_depth_at_least >= 1"
+            " AND peak_multiplier > 1 AND peak_multiplier <= 10))",
+            name="peak_in_range",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -73,10 +93,27 @@ class PriceBookRow(Base):
     video_second: Mapped[int] = mapped_column(BigInteger)
     enhance_surcharge: Mapped[int] = mapped_column(BigInteger)
     enhance_video_second_surcharge: Mapped[int] = mapped_column(BigInteger)
+    # Migration 0016: the peak multiplier and the queue depth from which it applies.
+    peak_queue_depth_at_least: Mapped[int | None] = mapped_column(Integer)
+    peak_multiplier: Mapped[Decimal | None] = mapped_column(Numeric(4, 2))
     reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_by_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Prices times ``multiplier`` while at least ``queue_depth_at_least`` jobs are queued."""
+
+    queue_depth_at_least: int
+    multiplier: Decimal  # > 1, <= MAX_MULTIPLIER, two decimal places at most
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue_depth_at_least": self.queue_depth_at_least,
+            "multiplier": multiplier_json(self.multiplier),
+        }
 
 
 @dataclass(frozen=True)
@@ -89,6 +126,14 @@ class PriceBook:
     created_at: datetime | None = None
     created_by_email: str | None = None
     reason: str | None = None
+    peak: Peak | None = None
+
+    def multiplier_at(self, queue_depth: int) -> Decimal:
+        """The multiplier in force with ``queue_depth`` jobs queued: the peak's from its
+        threshold on, else 1."""
+        if self.peak is None or queue_depth < self.peak.queue_depth_at_least:
+            return NO_MULTIPLIER
+        return self.peak.multiplier
 
     def unit_price(self, kind: Literal["image", "video"], *, enhance: bool) -> int:
         """Tokens per image, or per started video second."""
@@ -104,6 +149,7 @@ class PriceBook:
             "video_second": self.video_second,
             "enhance_surcharge": self.enhance_surcharge,
             "enhance_video_second_surcharge": self.enhance_video_second_surcharge,
+            "peak": self.peak.as_dict() if self.peak is not None else None,
             "effective_from": self.created_at,
         }
 
@@ -128,11 +174,25 @@ def video_price(unit_price: int, seconds: float) -> int:
     return unit_price * billable_seconds(seconds)
 
 
+def at_multiplier(tokens: int, multiplier: Decimal) -> int:
+    """``tokens`` at ``multiplier``, rounded up to a whole Token, exactly (Decimal): 1 at
+    1.25 is 2, 3 at 1.5 is 5, 20 at 2 is 40. At 1, ``tokens`` unchanged."""
+    if multiplier == NO_MULTIPLIER:
+        return tokens
+    return int((tokens * multiplier).to_integral_value(rounding=ROUND_CEILING))
+
+
+def multiplier_json(multiplier: Decimal) -> float:
+    """A multiplier as a JSON number (2.0, 1.25): at most two decimal places, so the
+    float prints as the decimal it is."""
+    return float(multiplier)
+
+
 # -- SQL ---------------------------------------------------------------------------------
 
 _COLUMNS = (
     "version, image, video_second, enhance_surcharge, enhance_video_second_surcharge,"
-    " created_at, created_by_email, reason"
+    " peak_queue_depth_at_least, peak_multiplier, created_at, created_by_email, reason"
 )
 
 # The tenant's current version as SQL (0: the default), for a statement that prices and
@@ -162,11 +222,12 @@ _LOCK_VERSIONS = text(
 _INSERT = text(
     f"""
     INSERT INTO price_books (tenant_id, version, image, video_second, enhance_surcharge,
-                             enhance_video_second_surcharge, reason, created_by,
-                             created_by_email)
+                             enhance_video_second_surcharge, peak_queue_depth_at_least,
+                             peak_multiplier, reason, created_by, created_by_email)
     SELECT :tenant_id, coalesce(max(version), 0) + 1, :image, :video_second,
-           :enhance_surcharge, :enhance_video_second_surcharge, :reason, :created_by,
-           :created_by_email
+           :enhance_surcharge, :enhance_video_second_surcharge,
+           CAST(:peak_queue_depth_at_least AS integer), CAST(:peak_multiplier AS numeric),
+           :reason, :created_by, :created_by_email
     FROM price_books WHERE tenant_id = :tenant_id
     RETURNING {_COLUMNS}
     """
@@ -183,6 +244,11 @@ def _book(row: Any) -> PriceBook:
         created_at=row.created_at,
         created_by_email=row.created_by_email,
         reason=row.reason,
+        peak=(
+            Peak(row.peak_queue_depth_at_least, row.peak_multiplier)
+            if row.peak_multiplier is not None
+            else None
+        ),
     )
 
 
@@ -257,6 +323,33 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, int]:
     return {name: _checked_price(name, value) for name, value in changes.items()}
 
 
+def check_peak(value: Any) -> Peak | None:
+    """A peak as an admin sent it: null (no peak), or ``{queue_depth_at_least, multiplier}``
+    with an integer depth of at least 1 and a JSON number above 1 and at most 10 with at
+    most two decimal places; else 422 ValidationError (strings and booleans refused)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"queue_depth_at_least", "multiplier"}:
+        raise ValidationError("peak must be null or {queue_depth_at_least, multiplier}")
+    depth, raw = value["queue_depth_at_least"], value["multiplier"]
+    if type(depth) is not int or not 1 <= depth <= MAX_PEAK_DEPTH:
+        raise ValidationError(
+            f"peak.queue_depth_at_least must be an integer, 1 to {MAX_PEAK_DEPTH}"
+        )
+    problem = f"peak.multiplier must be a number above 1 and at most {MAX_MULTIPLIER}"
+    if type(raw) not in (int, float) or not math.isfinite(raw):
+        raise ValidationError(problem)
+    # Hundredths: 1.15 may arrive as 1.1500000000000001 (115 * 0.01 in a client's float
+    # arithmetic); that is 1.15, while 1.155 is refused.
+    hundredths = round(raw * 100)
+    if abs(raw * 100 - hundredths) > 1e-6:
+        raise ValidationError("peak.multiplier has at most two decimal places")
+    multiplier = Decimal(hundredths) / 100
+    if not NO_MULTIPLIER < multiplier <= MAX_MULTIPLIER:
+        raise ValidationError(problem)
+    return Peak(depth, multiplier.quantize(Decimal("0.01")))
+
+
 def _checked_price(name: str, value: Any) -> int:
     if type(value) is not int:  # bool is an int subclass: True must not read as 1
         raise InvalidAmount(f"{name} must be an integer number of Tokens")
@@ -276,7 +369,8 @@ async def set_prices(
     reason: str | None,
 ) -> tuple[PriceBook, PriceBook]:
     """Write the tenant's next version; the book it replaced and the new one. Fields left
-    out keep their current value.
+    out keep their current value; ``prices["peak"]`` (a checked ``Peak``, or None to
+    remove it) replaces the peak when given.
 
     Prices equal to the current ones write nothing: both books returned are the current
     one (same version), so the caller can tell and skip the audit record.
@@ -291,7 +385,10 @@ async def set_prices(
     current = await current_book(session, tenant_id)
     merged = {name: prices.get(name, getattr(current, name)) for name in PRICE_FIELDS}
     checked = check_prices(merged)
-    if all(checked[name] == getattr(current, name) for name in PRICE_FIELDS):
+    peak = prices["peak"] if "peak" in prices else current.peak
+    if peak == current.peak and all(
+        checked[name] == getattr(current, name) for name in PRICE_FIELDS
+    ):
         return current, current
     row = (
         await session.execute(
@@ -299,6 +396,8 @@ async def set_prices(
             {
                 "tenant_id": tenant_id,
                 **checked,
+                "peak_queue_depth_at_least": peak.queue_depth_at_least if peak else None,
+                "peak_multiplier": peak.multiplier if peak else None,
                 "reason": reason,
                 "created_by": created_by,
                 "created_by_email": created_by_email,

@@ -41,6 +41,16 @@ admin_router = DocumentedRouter(
 )
 
 
+class PeakOut(BaseModel):
+    queue_depth_at_least: int = Field(
+        description="From this many jobs queued (cluster-wide), the multiplier applies"
+    )
+    multiplier: float = Field(
+        description="Swaps hold ceil(price × multiplier) Tokens: above 1, at most 10, "
+        "two decimal places at most"
+    )
+
+
 class PriceBookOut(BaseModel):
     version: int = Field(description="1, 2, 3... per change; 0 is the platform default")
     currency: str = "token"
@@ -50,6 +60,7 @@ class PriceBookOut(BaseModel):
     enhance_video_second_surcharge: int = Field(
         description="Added per started video second when enhance is on"
     )
+    peak: PeakOut | None = Field(None, description="Load pricing; null: none")
     effective_from: Any = Field(None, description="When this version was set; null: default")
 
 
@@ -73,6 +84,35 @@ class PriceBookUpdate(BaseModel):
     video_second: Any = _price(1)
     enhance_surcharge: Any = _price(0)
     enhance_video_second_surcharge: Any = _price(0)
+    # Typed Any for the same reason as the prices: pricing.check_peak answers what is wrong
+    # (422 ValidationError) rather than pydantic coercing "2" into a multiplier.
+    peak: Any = Field(
+        None,
+        description="Load pricing: null removes it; left out, the current one stays",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["queue_depth_at_least", "multiplier"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "queue_depth_at_least": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": pricing.MAX_PEAK_DEPTH,
+                        },
+                        "multiplier": {
+                            "type": "number",
+                            "exclusiveMinimum": 1,
+                            "maximum": float(pricing.MAX_MULTIPLIER),
+                            "multipleOf": 0.01,
+                        },
+                    },
+                },
+                {"type": "null"},
+            ]
+        },
+    )
     reason: Text | None = Field(None, max_length=1000)
 
 
@@ -111,6 +151,8 @@ async def tenant_pricing_endpoint(
     "/tenants/{tenant_id}/pricing",
     response_model=PriceBookOut,
     # InvalidText: a NUL in the reason; Conflict: the Idempotency-Key still in use.
+    # (A peak out of range or of the wrong shape is 422 ValidationError, which every JSON
+    # route declares.)
     responses=error_responses(
         NotFound,
         InvalidAmount,
@@ -128,17 +170,23 @@ async def set_tenant_pricing_endpoint(
     """Set a tenant's prices: a new version, effective for jobs submitted from now on
     (running jobs keep the price they were held at). Audited as ``price.update``.
 
+    ``peak: {queue_depth_at_least, multiplier}`` adds load pricing: while at least that
+    many jobs are queued, swaps hold ``ceil(price × multiplier)`` Tokens (``null``
+    removes it; left out, the current peak stays).
+
     Prices are JSON integers (400 InvalidAmount otherwise). A body that changes nothing
     (``{}``, or every price sent equal to the current one) answers 200 with the current
     book: no new version, no audit record, as a PUT repeated should."""
     await price_changes.check_access(session, admin, tenant_id)
-    changes = pricing.check_changes(
+    changes: dict[str, Any] = pricing.check_changes(
         {
             name: getattr(body, name)
             for name in pricing.PRICE_FIELDS
             if name in body.model_fields_set
         }
     )
+    if "peak" in body.model_fields_set:
+        changes["peak"] = pricing.check_peak(body.peak)
 
     async def operation() -> tuple[int, dict[str, Any]]:
         _, book = await price_changes.change_prices(

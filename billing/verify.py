@@ -263,7 +263,8 @@ async def hold_mismatches(
         hold = (
             f"its hold {j.hold_reference!r} is missing"
             if j.hold_status is None
-            else f"its hold is {j.hold_status}: amount {j.hold_amount}, captured {j.hold_captured}"
+            else f"its hold is {j.hold_status}: amount {j.hold_amount}, captured "
+            f"{j.hold_captured}, multiplier {j.hold_multiplier}"
         )
         found.append(
             {
@@ -274,8 +275,8 @@ async def hold_mismatches(
                 "check": "job_hold",
                 "stored": j.tokens_charged,
                 "recomputed": j.hold_captured,
-                "detail": f"job {j.id} is {j.status}, held {j.tokens_held} and charged "
-                f"{j.tokens_charged}; {hold}",
+                "detail": f"job {j.id} is {j.status}, held {j.tokens_held} at multiplier "
+                f"{j.multiplier} and charged {j.tokens_charged}; {hold}",
             }
         )
     return found
@@ -285,21 +286,23 @@ async def disagreeing_with_holds(
     session: AsyncSession, tenant_id: uuid.UUID | None, limit: int
 ) -> list[Any]:
     """Metered jobs (all, or one tenant's) whose Tokens disagree with their hold: no hold,
-    ``tokens_held`` other than the hold's amount, or ended while the hold is still held
-    or with ``tokens_charged`` other than what the hold captured."""
+    ``tokens_held`` other than the hold's amount, a peak multiplier other than the
+    hold's, or ended while the hold is still held or with ``tokens_charged`` other than
+    what the hold captured."""
     of_tenant = "AND j.tenant_id = :tenant_id" if tenant_id is not None else ""
     rows = await session.execute(
         text(
             f"""
             SELECT j.tenant_id, j.id, j.status, j.tokens_held, j.tokens_charged,
-                   j.hold_reference, h.account_id, a.kind AS account_kind, a.user_id,
+                   j.multiplier, h.multiplier AS hold_multiplier, j.hold_reference,
+                   h.account_id, a.kind AS account_kind, a.user_id,
                    h.status AS hold_status, h.amount AS hold_amount,
                    h.captured AS hold_captured
             FROM jobs j
             LEFT JOIN holds h ON h.tenant_id = j.tenant_id AND h.reference = j.hold_reference
             LEFT JOIN accounts a ON a.id = h.account_id
             WHERE j.metered AND j.hold_reference IS NOT NULL {of_tenant}
-              AND (h.id IS NULL OR h.amount <> j.tokens_held
+              AND (h.id IS NULL OR h.amount <> j.tokens_held OR h.multiplier <> j.multiplier
                    OR (j.status IN ('succeeded', 'failed', 'canceled')
                        AND (h.status = 'held' OR h.captured <> j.tokens_charged)))
             ORDER BY j.created_at, j.id

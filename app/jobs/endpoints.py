@@ -161,22 +161,25 @@ _SWAP_BODY = {
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def _rate_limit(request: Request, user: ApiPrincipal, settings: Settings) -> dict[str, str]:
+async def _rate_limit(
+    request: Request, user: ApiPrincipal, settings: Settings, kind: str = "swap"
+) -> dict[str, str]:
     """429 RateLimited past the caller's rate; else the RateLimit headers to send back.
 
     The rate is the key's own when it has one (a bucket per key), else the user's plan's
     (one bucket per user, shared by all their keys), else the configured default (per
     key). A rate of its own keeps the configured burst-to-rate ratio (by default two
-    seconds' worth of requests at once).
+    seconds' worth of requests at once). Quotes (``kind``) count in buckets of their own,
+    at the same rates.
     """
     own = user.rate_limit_per_second or user.plan_rate_limit_per_second
     rate = float(own or settings.rate_limit_per_second)
     burst = settings.rate_limit_burst
     if own:
         burst = max(1, round(settings.rate_limit_burst * rate / settings.rate_limit_per_second))
-    bucket = f"swap:{user.api_key_id}"
+    bucket = f"{kind}:{user.api_key_id}"
     if not user.rate_limit_per_second and user.plan_rate_limit_per_second:
-        bucket = f"swap-user:{user.user_id}"
+        bucket = f"{kind}-user:{user.user_id}"
     decision = await ratelimit.check_rate(
         request.app.state.ratelimit_redis,
         bucket,

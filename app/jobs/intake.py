@@ -1,5 +1,10 @@
 """Taking a swap in: its price, its hold and its place in the queue, in one transaction.
 
+The price is the tenant's book at the queue depth of the moment: with a peak in the book,
+the multiplier in force (``PriceBook.multiplier_at``) applies to what is held and is
+recorded on the hold and the job. The depth comes from a per-process count at most a
+second old (``queue.QueueDepthCache``); a book without a peak never reads it.
+
 A job and its hold are created in one transaction, with the Idempotency-Key row when the
 client sent one: there is never a job without a hold, a hold without a job, or a
 replayed request that holds twice. The hold itself is billing's (``billing.holds``):
@@ -15,6 +20,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.core.db import Database
 from app.core.idempotency.service import KeyClaim
 from app.core.storage import ResultStore
+from app.jobs import metrics
 from app.jobs import repository as repo
+from app.jobs.queue import PROCESS_QUEUE_DEPTH, QueueDepthCache
 from app.jobs.repository import JobRecord
 from app.jobs.results import delete_stored
 from app.jobs.service import accepted_json
@@ -38,7 +46,10 @@ SUBMIT_PATH = "POST /api/v1/swap-face"
 class Quote:
     price_version: int
     unit_price: int  # per image, or per started video second
-    tokens: int  # what the job holds
+    base_tokens: int  # the price before the peak multiplier
+    multiplier: Decimal  # the peak multiplier in force (1: none)
+    tokens: int  # what the job holds: ceil(base_tokens × multiplier)
+    video_seconds: int | None = None  # a video's started seconds, what it is billed for
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class NewJob:
             "hold_reference": f"job:{self.id}" if self.metered else None,
             "price_version": quote.price_version,
             "unit_price": quote.unit_price,
+            "multiplier": quote.multiplier,
             "tokens_held": quote.tokens if self.metered else 0,
             "webhook_url": self.webhook_url,
             "max_attempts": self.max_attempts,
@@ -81,12 +93,40 @@ class NewJob:
 
 
 def quote(
-    book: pricing.PriceBook, kind: str, *, enhance: bool, target_seconds: float | None
+    book: pricing.PriceBook,
+    kind: str,
+    *,
+    enhance: bool,
+    target_seconds: float | None,
+    queue_depth: int = 0,
 ) -> Quote:
-    """Price a job with a book: one image, or ceil(seconds) × the per-second rate."""
+    """Price a job with a book: one image, or ceil(seconds) × the per-second rate; then
+    times the multiplier in force at ``queue_depth``, rounded up to a whole Token."""
     unit = book.unit_price("video" if kind == "video" else "image", enhance=enhance)
-    tokens = unit if kind == "image" else pricing.video_price(unit, target_seconds or 0.0)
-    return Quote(book.version, unit, tokens)
+    seconds = None if kind == "image" else pricing.billable_seconds(target_seconds or 0.0)
+    base = unit if seconds is None else unit * seconds
+    multiplier = book.multiplier_at(queue_depth)
+    return Quote(
+        book.version, unit, base, multiplier, pricing.at_multiplier(base, multiplier), seconds
+    )
+
+
+async def priced(
+    executor: AsyncSession | AsyncConnection,
+    book: pricing.PriceBook,
+    kind: str,
+    *,
+    enhance: bool,
+    target_seconds: float | None,
+    tenant_id: uuid.UUID,
+    depths: QueueDepthCache = PROCESS_QUEUE_DEPTH,
+) -> Quote:
+    """``quote`` at the queue depth of the moment, read only when the book has a peak."""
+    depth = 0 if book.peak is None else await depths.depth(executor)
+    price = quote(book, kind, enhance=enhance, target_seconds=target_seconds, queue_depth=depth)
+    if book.peak is not None:
+        metrics.PRICE_MULTIPLIER.labels(str(tenant_id)).set(float(price.multiplier))
+    return price
 
 
 async def create_job(
@@ -95,15 +135,16 @@ async def create_job(
     claim: KeyClaim | None,
     *,
     books: pricing.BookCache = pricing.PROCESS_BOOKS,
+    depths: QueueDepthCache = PROCESS_QUEUE_DEPTH,
 ) -> JobRecord:
     """Claim the Idempotency-Key, price the job, hold its Tokens and queue it (which wakes
     a worker at commit): one transaction.
 
     Without a key that is one statement (billing's ``holds.hold_with``), which ``executor`` may
     run as a transaction of its own (an autocommit connection); with a key, ``executor``
-    must be a session in a transaction. The price comes from the tenant's cached book and
-    is written only while that book is still the newest; otherwise it is read again and
-    the job priced again.
+    must be a session in a transaction. The price comes from the tenant's cached book (and,
+    with a peak in it, the cached queue depth) and is written only while that book is
+    still the newest; otherwise it is read again and the job priced again.
 
     Raises Replay when a concurrent request with the same key committed first (this
     transaction must then roll back), InsufficientBalance / AccountFrozen from the hold.
@@ -115,13 +156,16 @@ async def create_job(
             raise replay
     book = await books.get(executor, new.tenant_id)
     while True:
-        priced = quote(
+        price = await priced(
+            executor,
             book,
             new.kind,
             enhance=bool(new.params.get("enhance")),
             target_seconds=new.target_seconds,
+            tenant_id=new.tenant_id,
+            depths=depths,
         )
-        values = new.values(priced)
+        values = new.values(price)
         if not new.metered:
             job = await repo.insert_job(executor, values)
             break
@@ -134,7 +178,8 @@ async def create_job(
             user_id=new.user_id,
             reference=values["hold_reference"],
             amount=values["tokens_held"],
-            price_version=priced.price_version,
+            price_version=price.price_version,
+            multiplier=price.multiplier,
         )
         if row is None:
             book = await books.refresh(executor, new.tenant_id)  # prices changed: again

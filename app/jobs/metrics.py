@@ -77,6 +77,19 @@ OLDEST_QUEUED = Gauge(
     ["kind"],
     multiprocess_mode="mostrecent",
 )
+PRICING_QUEUE_DEPTH = Gauge(
+    "swapmeter_pricing_queue_depth",
+    "The queue depth this process last priced a swap or a quote with (load pricing; "
+    "counted at most once a second, only for tenants whose price book has a peak).",
+    multiprocess_mode="mostrecent",
+)
+PRICE_MULTIPLIER = Gauge(
+    "swapmeter_price_multiplier",
+    "The peak multiplier in force for a tenant when it last priced a swap or a quote "
+    "(1: under its threshold); only tenants whose price book has a peak.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
 WORKERS_LIVE = Gauge(
     "swapmeter_workers_live",
     "Worker processes whose heartbeat is recent (from the workers table; aggregate with max).",

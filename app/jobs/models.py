@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     func,
@@ -49,6 +51,7 @@ class Job(Base):
             "tokens_charged >= 0 AND tokens_charged <= tokens_held", name="charge_within_hold"
         ),
         CheckConstraint("NOT metered OR hold_reference IS NOT NULL", name="metered_jobs_hold"),
+        CheckConstraint("multiplier >= 1 AND multiplier <= 10", name="multiplier_in_range"),
         Index(
             "ix_jobs_open",
             "created_at",
@@ -76,6 +79,8 @@ class Job(Base):
     hold_reference: Mapped[str | None] = mapped_column(String(255))
     price_version: Mapped[int] = mapped_column(Integer, server_default="0")
     unit_price: Mapped[int] = mapped_column(BigInteger)
+    # The peak multiplier its Tokens were held at (1: none; migration 0016).
+    multiplier: Mapped[Decimal] = mapped_column(Numeric(4, 2), server_default="1")
     tokens_held: Mapped[int] = mapped_column(BigInteger, server_default="0")
     tokens_charged: Mapped[int] = mapped_column(BigInteger, server_default="0")
     seconds_done: Mapped[float | None] = mapped_column(Float)

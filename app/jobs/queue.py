@@ -11,12 +11,13 @@ for it (``settle.finish_job``).
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core import ratelimit
 from app.jobs import metrics
@@ -185,6 +186,50 @@ def user_slots(job: JobRecord) -> str:
 def previous_slot(job: JobRecord) -> str | None:
     """The slot of the attempt whose lease ran out before this claim, if there was one."""
     return ratelimit.slot_holder(job.id, job.attempts - 1) if job.attempts > 1 else None
+
+
+# -- the depth that load pricing reads ------------------------------------------------------
+
+# Jobs waiting for a worker, cluster-wide: what ``swapmeter_jobs_in_queue`` reports, summed
+# over kinds (jobs held back by their tenant's cap included: they are waiting too).
+_QUEUED = text("SELECT count(*) FROM jobs WHERE status = 'queued'")
+
+
+class QueueDepthCache:
+    """The queue depth as this process last counted it, for load pricing: a swap under a
+    peak price reads this, not the database, and the count runs at most once per
+    ``max_age_s`` per process (a query of the small open-jobs index).
+
+    Stale by up to ``max_age_s``: a swap may be priced by the depth of a second ago. While
+    one request counts afresh, the others go on with the last count rather than each
+    counting too (one query per process per period, whatever the traffic).
+    """
+
+    def __init__(self, max_age_s: float = 1.0) -> None:
+        self.max_age_s = max_age_s
+        self._depth: int | None = None
+        self._counted_at = 0.0
+        self._counting = False
+
+    async def depth(self, executor: AsyncSession | AsyncConnection) -> int:
+        fresh = time.monotonic() - self._counted_at < self.max_age_s
+        if self._depth is not None and (fresh or self._counting):
+            return self._depth
+        self._counting = True
+        try:
+            depth = int((await executor.execute(_QUEUED)).scalar_one())
+        finally:
+            self._counting = False
+        self._depth, self._counted_at = depth, time.monotonic()
+        metrics.PRICING_QUEUE_DEPTH.set(depth)
+        return depth
+
+    def forget(self) -> None:
+        """Count afresh at the next read."""
+        self._depth = None
+
+
+PROCESS_QUEUE_DEPTH = QueueDepthCache()
 
 
 # -- workers and gauges ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -25,7 +26,7 @@ JOB_CANCEL_CHANNEL = "swapmeter_job_cancel"  # payload: the job id; its owner as
 JOB_COLUMNS = (
     "id, tenant_id, user_id, api_key_id, kind, status, progress, params, source_key,"
     " target_key, target_seconds, metered, hold_reference, price_version, unit_price,"
-    " tokens_held, tokens_charged, seconds_done, error_code, error_message, result,"
+    " multiplier, tokens_held, tokens_charged, seconds_done, error_code, error_message, result,"
     " result_key, webhook_url, attempts, max_attempts, worker_id, leased_until,"
     " cancel_requested_at, created_at, started_at, finished_at"
 )
@@ -48,6 +49,7 @@ class JobRecord:
     hold_reference: str | None
     price_version: int
     unit_price: int
+    multiplier: Decimal  # the peak multiplier its Tokens were held at (1: none)
     tokens_held: int
     tokens_charged: int
     seconds_done: float | None
@@ -81,6 +83,7 @@ class JobRecord:
         for name in _TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
+        values["multiplier"] = Decimal(str(values["multiplier"]))  # NUMERIC, a JSON number
         return cls(**values)
 
 
@@ -115,13 +118,13 @@ async def notify(session: AsyncSession, channel: str, payload: str) -> None:
 # A new job's columns and values (parameters of the same names; params is JSON text).
 _NEW_JOB_COLUMNS = (
     "id, tenant_id, user_id, api_key_id, kind, params, source_key, target_key, target_seconds,"
-    " metered, hold_reference, price_version, unit_price, tokens_held, webhook_url,"
-    " max_attempts, request_id"
+    " metered, hold_reference, price_version, unit_price, multiplier, tokens_held,"
+    " webhook_url, max_attempts, request_id"
 )
 _NEW_JOB_VALUES = (
     ":id, :tenant_id, :user_id, :api_key_id, :kind, CAST(:params AS jsonb), :source_key,"
     " :target_key, :target_seconds, :metered, :hold_reference, :price_version, :unit_price,"
-    " :tokens_held, :webhook_url, :max_attempts, :request_id"
+    " CAST(:multiplier AS numeric), :tokens_held, :webhook_url, :max_attempts, :request_id"
 )
 
 _INSERT_JOB = text(

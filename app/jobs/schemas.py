@@ -96,6 +96,10 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     price_version: int = Field(description="The price book version this job was priced with")
+    multiplier: float = Field(
+        description="The peak multiplier its Tokens were held at (1: none); tokens_held is "
+        "ceil(price × multiplier)"
+    )
     target_seconds: float | None = Field(description="Video: the probed duration")
     seconds_done: float | None = Field(
         description="Video: seconds processed before it ended (what a partial bill is for)"
@@ -115,6 +119,7 @@ class SwapAccepted(BaseModel):
     status: Literal["queued"] = "queued"
     job_id: uuid.UUID
     tokens_held: int
+    multiplier: float = Field(1.0, description="The peak multiplier tokens_held was priced at")
     urls: dict[str, str]
 
 
@@ -134,3 +139,21 @@ class SwapSucceeded(BaseModel):
     job_id: uuid.UUID
     tokens_charged: int
     result: SwapResult
+
+
+class QuoteOut(BaseModel):
+    """What the swap would hold now (POST /quote): nothing is held, queued or run."""
+
+    tokens: int = Field(description="Tokens the swap would hold now: ceil(base × multiplier)")
+    price_book_version: int = Field(description="The price book version it is priced with")
+    multiplier: float = Field(
+        description="The peak multiplier in force now (1: none; the queue is under the "
+        "book's peak threshold, or the book has no peak)"
+    )
+    available: int = Field(description="Your Tokens available now (balance - held)")
+    kind: Literal["image", "video"]
+    unit_price: int = Field(description="Tokens per image, or per started video second")
+    base_tokens: int = Field(description="The price before the peak multiplier")
+    video_seconds: int | None = Field(
+        None, description="Video: the started seconds of the target, what it is billed for"
+    )

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import InvalidCursor, NotFound
 from app.jobs import repository as repo
 from app.jobs.repository import JobRecord
+from billing.pricing import multiplier_json
 
 # -- shaping -------------------------------------------------------------------------------
 
@@ -55,6 +56,7 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "price_version": job.price_version,
+        "multiplier": multiplier_json(job.multiplier),
         "target_seconds": job.target_seconds,
         "seconds_done": job.seconds_done,
         "cancel_requested": job.cancel_requested_at is not None,
@@ -68,6 +70,7 @@ def accepted_json(job: JobRecord) -> dict[str, Any]:
         "status": "queued",
         "job_id": str(job.id),
         "tokens_held": job.tokens_held,
+        "multiplier": multiplier_json(job.multiplier),
         "urls": job_urls(job.id),
     }
 

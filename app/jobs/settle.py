@@ -12,7 +12,8 @@ Money rules, all enforced here and nowhere else:
   frames do not decode: ``Outcome.short``). Such a video, or one canceled or failing on
   its own media part-way: the seconds *delivered*, that is the seconds of video fully
   processed (frames handed to the encoder / fps), each started second at the job's unit
-  price, never more than the hold. Anything else (no face, undecodable input, our own
+  price, times the peak multiplier it was held at (rounded up once, as its hold was),
+  never more than the hold. Anything else (no face, undecodable input, our own
   failure, a lost worker, an image canceled before its result was committed) is
   released in full.
 
@@ -110,7 +111,8 @@ def charge_for(job: JobRecord, outcome: Outcome) -> int:
         return job.tokens_held
     if job.kind != "video" or not outcome.seconds_done or outcome.error_code in OUR_FAULT_CODES:
         return 0
-    return min(job.tokens_held, pricing.video_price(job.unit_price, outcome.seconds_done))
+    delivered = pricing.video_price(job.unit_price, outcome.seconds_done)
+    return min(job.tokens_held, pricing.at_multiplier(delivered, job.multiplier))
 
 
 async def _release_hold(session: AsyncSession, job: JobRecord) -> None:

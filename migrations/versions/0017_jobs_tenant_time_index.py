@@ -6,14 +6,14 @@ only tenant index was ``ix_jobs_tenant_id``). Built with a plain CREATE INDEX: w
 ``jobs`` wait while it builds (seconds for a million jobs).
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -45,11 +45,11 @@ EXCLUDED = {
     "GET /readyz": "not the end-user or admin API",
 }
 
-# A schema-valid swap body names media whose content no JSON schema can describe (an
-# image that decodes, a face in it): such a request is refused with 400 (ImageDecodeFailed,
-# InvalidBase64...) although it matches the schema; every other operation must accept
-# every schema-valid request.
-CONTENT_CHECKED = {"POST /api/v1/swap-face"}
+# A schema-valid swap body (a swap's or a quote's) names media whose content no JSON schema
+# can describe (an image that decodes, a face in it): such a request is refused with 400
+# (ImageDecodeFailed, InvalidBase64...) although it matches the schema; every other
+# operation must accept every schema-valid request.
+CONTENT_CHECKED = {"POST /api/v1/swap-face", "POST /api/v1/quote"}
 # Answers a valid request can get for reasons outside the request (Tokens, state).
 POSITIVE_STATUSES = ["2xx", "401", "402", "403", "404", "409", "429"]
 

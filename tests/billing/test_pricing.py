@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -205,3 +207,84 @@ async def test_two_price_changes_at_once_both_count(client, db) -> None:
     replaced, written = await second
     assert (replaced.version, replaced.image) == (1, 7)
     assert (written.version, written.image, written.video_second) == (2, 7, 33)
+
+
+# -- load pricing: the peak ----------------------------------------------------------------
+
+
+async def test_a_peak_is_a_new_audited_version_shown_in_history_and_null_removes_it(
+    client,
+) -> None:
+    tenant = await create_tenant(client)
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    headers = await root_headers(client)
+    peak = {"queue_depth_at_least": 50, "multiplier": 1.5}
+    first = await client.put(url, json={"peak": peak, "reason": "evening load"}, headers=headers)
+    assert first.status_code == 200, first.text
+    assert (first.json()["version"], first.json()["peak"], first.json()["image"]) == (1, peak, 1)
+    # The same peak again (1.50 is 1.5) writes nothing; other prices keep the peak.
+    same = await client.put(url, json={"peak": {**peak, "multiplier": 1.50}}, headers=headers)
+    assert same.json()["version"] == 1
+    priced = await client.put(url, json={"image": 2}, headers=headers)
+    assert (priced.json()["version"], priced.json()["peak"]) == (2, peak)
+    removed = await client.put(url, json={"peak": None}, headers=headers)
+    assert (removed.json()["version"], removed.json()["peak"]) == (3, None)
+
+    book = (await client.get(url, headers=headers)).json()
+    assert [(v["version"], v["peak"]) for v in book["history"]] == [
+        (3, None),
+        (2, peak),
+        (1, peak),
+    ]
+    mine = await client.get("/api/v1/pricing", headers=await _user_headers(client, tenant["id"]))
+    assert (mine.json()["version"], mine.json()["peak"]) == (3, None)
+    log = await _price_updates(client, tenant["id"])
+    assert [(e["details"]["peak"], e["details"]["previous_peak"]) for e in log] == [
+        (None, peak),
+        (peak, peak),
+        (peak, None),
+    ]
+
+
+async def test_a_peak_out_of_range_or_of_the_wrong_shape_is_refused(client) -> None:
+    tenant = await create_tenant(client)
+    url = f"/api/v1/admin/tenants/{tenant['id']}/pricing"
+    headers = await root_headers(client)
+    for peak in (
+        {"queue_depth_at_least": 10, "multiplier": 1},  # not above 1
+        {"queue_depth_at_least": 10, "multiplier": 0.5},
+        {"queue_depth_at_least": 10, "multiplier": 10.01},  # over 10
+        {"queue_depth_at_least": 10, "multiplier": 1.255},  # three decimal places
+        {"queue_depth_at_least": 10, "multiplier": "2"},
+        {"queue_depth_at_least": 10, "multiplier": True},
+        {"queue_depth_at_least": 0, "multiplier": 2},
+        {"queue_depth_at_least": 2.5, "multiplier": 2},
+        {"queue_depth_at_least": "5", "multiplier": 2},
+        {"queue_depth_at_least": 5},
+        {"queue_depth_at_least": 5, "multiplier": 2, "extra": 1},
+        [5, 2],
+        2,
+    ):
+        response = await client.put(url, json={"peak": peak, "image": 3}, headers=headers)
+        assert response.status_code == 422, (peak, response.text)
+        assert response.json()["error"]["code"] == "ValidationError", peak
+    assert (await client.get(url, headers=headers)).json()["history"] == []
+    # Float noise is not a third decimal place: 115 * 0.01 is 1.15.
+    noisy = await client.put(
+        url, json={"peak": {"queue_depth_at_least": 1, "multiplier": 115 * 0.01}}, headers=headers
+    )
+    assert noisy.status_code == 200 and noisy.json()["peak"]["multiplier"] == 1.15
+
+
+def test_a_peak_multiplies_the_price_and_rounds_up_to_a_whole_token() -> None:
+    book = replace(DEFAULT_PRICE_BOOK, peak=pricing.Peak(5, Decimal("1.25")))
+    assert [book.multiplier_at(d) for d in (0, 4, 5, 500)] == [
+        1,
+        1,
+        Decimal("1.25"),
+        Decimal("1.25"),
+    ]
+    assert DEFAULT_PRICE_BOOK.multiplier_at(10**9) == 1
+    assert [pricing.at_multiplier(t, Decimal("1.25")) for t in (1, 4, 20, 30)] == [2, 5, 25, 38]
+    assert pricing.at_multiplier(7, Decimal(1)) == 7
+    assert pricing.at_multiplier(3, Decimal("10")) == 30

@@ -13,6 +13,7 @@ WORKER_SIDE = {"app.jobs.runner", "app.jobs.worker"}
 API_SIDE = (
     "app.jobs.endpoints",
     "app.jobs.job_endpoints",
+    "app.jobs.quote_endpoints",
     "app.jobs.result_endpoints",
     "app.jobs.intake",
     "app.jobs.media",

@@ -97,14 +97,21 @@ async def source_hash(source: bytes) -> int:
 
 
 async def quoted_tokens(db: Database, tenant_id: uuid.UUID, facts: SwapFacts) -> int:
-    """What the swap will hold, priced as the hold will price it (the process's cached
-    book: a query only when this process has not read the tenant's book yet, which the
-    hold would read next anyway)."""
+    """What the swap will hold, priced as the hold will price it: the process's cached
+    book (a query only when this process has not read the tenant's book yet, which the
+    hold would read next anyway), at the peak multiplier in force (the queue depth is
+    read only when the book has a peak, at most once a second per process)."""
     async with db.autocommit() as connection:
         book = await pricing.PROCESS_BOOKS.get(connection, tenant_id)
-    return intake.quote(
-        book, facts.kind, enhance=facts.enhance, target_seconds=facts.seconds
-    ).tokens
+        price = await intake.priced(
+            connection,
+            book,
+            facts.kind,
+            enhance=facts.enhance,
+            target_seconds=facts.seconds,
+            tenant_id=tenant_id,
+        )
+    return price.tokens
 
 
 async def check_swap(
