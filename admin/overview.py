@@ -37,7 +37,7 @@ TOKEN_LABELS = {
 }
 JOB_STATUSES = ("succeeded", "failed", "canceled")
 HOURS_SHOWN = 24
-FLAGS_COUNTED = 1000  # open flags counted up to this; more shows as "1,000+"
+FLAGS_COUNTED = 1000  # open flags shown up to this; more shows as "1,000+"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Overview:
     days: list[DayTokens]
     hours: list[stats.HourCount]
     hours_since: datetime
-    open_flags: int = 0  # up to FLAGS_COUNTED
+    open_flags: int = 0  # up to FLAGS_COUNTED + 1 (more than FLAGS_COUNTED)
     kinds: list[str] = field(default_factory=list)
 
     @property
@@ -135,7 +135,7 @@ async def tenant_overview(
         days=days,
         hours=await stats.jobs_per_hour(session, tenant_id, hours_since),
         hours_since=hours_since,
-        open_flags=await anomaly.open_flag_count(session, tenant_id, cap=FLAGS_COUNTED),
+        open_flags=await anomaly.open_flag_count(session, tenant_id, cap=FLAGS_COUNTED + 1),
         kinds=sorted({kind for kind, _ in jobs} | {"image", "video"}),
     )
 

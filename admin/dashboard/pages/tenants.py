@@ -208,8 +208,8 @@ RULE_FIELDS = {
     "max_tokens_per_day": "Tokens per user per UTC day",
 }
 RULE_ACTIONS = {
-    "freeze": "Freeze the user and refuse the swap",
-    "flag": "Let the swap through and flag it",
+    "freeze": "Freeze user, refuse swap",
+    "flag": "Let it through, flag it",
 }
 
 PRICE_LABELS = {
