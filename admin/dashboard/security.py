@@ -32,10 +32,6 @@ class SignInRequired(Exception):
     """No live session: GETs are sent to the sign-in page (and back after it)."""
 
 
-class CsrfRefused(Forbidden):
-    """A state-changing request without this session's CSRF token (403)."""
-
-
 @dataclass(frozen=True)
 class Operator:
     admin: AdminPrincipal
@@ -70,7 +66,7 @@ async def admin_address_allowed(request: Request, settings: SettingsDep) -> None
 
 
 async def check_csrf(request: Request, settings: SettingsDep) -> None:
-    """403 CsrfRefused for a POST (or any unsafe method) whose form field ``csrf_token``
+    """403 ``Forbidden`` for a POST (or any unsafe method) whose form field ``csrf_token``
     (or ``X-CSRF-Token`` header) is not this browser's."""
     if request.method in SAFE_METHODS:
         return
@@ -81,7 +77,7 @@ async def check_csrf(request: Request, settings: SettingsDep) -> None:
             value = (await request.form()).get("csrf_token")
             given = value if isinstance(value, str) else None
     if not sessions.csrf_ok(settings, request, given):
-        raise CsrfRefused("This form has expired or did not come from this site; reload it")
+        raise Forbidden("This form has expired or did not come from this site; reload it")
 
 
 async def current_operator(request: Request, session: DBSession, redis: RedisDep) -> Operator:

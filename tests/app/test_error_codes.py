@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
 import app.core.errors
-import app.main  # noqa: F401 - every module that defines an error class, imported
 from app.core.errors import AppError, InferenceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,8 +20,18 @@ SHARED_CODES = {
 }
 
 
+def _import_every_module() -> None:
+    """Every module of ours, so that a class defined in one that only some code path
+    imports (the dashboard's, say) is seen whatever ran before."""
+    for package in ("app", "admin", "billing", "inference"):
+        root = importlib.import_module(package)
+        for module in pkgutil.walk_packages(root.__path__, f"{package}."):
+            importlib.import_module(module.name)
+
+
 def _error_classes() -> dict[str, set[str]]:
     """Code -> the error classes (module.name) that carry it."""
+    _import_every_module()
     found: dict[str, set[str]] = {}
     pending: list[type[Exception]] = [AppError, InferenceError]
     while pending:
