@@ -47,8 +47,8 @@ OBAMA = base64.b64encode(face("obama.jpg")).decode()
 BIDEN = base64.b64encode(face("biden.jpg")).decode()
 FACELESS = base64.b64encode(gradient_png()).decode()
 BALANCE_READS = 12
-DAILY_TOKENS = 40  # the peak tenant's plan: enough for every rushed swap at twice the price
-MAX_RUSHED = 15
+DAILY_TOKENS = 100  # the peak tenant's plan: enough for every rushed swap at twice the price
+MAX_RUSHED = 40  # the queue depth is read once a second: keep sending past that
 # SWAPMETER_METRICS_TOKEN of the stack: Prometheus scrapes with it, as an operator's would.
 METRICS_TOKEN = "observability-scrape-token"
 SCRAPE_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
