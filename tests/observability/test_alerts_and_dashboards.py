@@ -20,6 +20,7 @@ UIDS = {
     "swapmeter-api.json": "swapmeter-api",
     "swapmeter-billing.json": "swapmeter-billing",
     "swapmeter-workers.json": "swapmeter-workers",
+    "swapmeter-policies.json": "swapmeter-policies",
 }
 
 

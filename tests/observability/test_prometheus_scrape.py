@@ -3,6 +3,10 @@
 and a refusal for lack of Tokens. Their /metrics want a bearer token (SWAPMETER_METRICS_TOKEN),
 which Prometheus sends.
 
+A second tenant has a plan, whose daily refill the worker runs, and a peak price book
+(multiplier 2 from one queued job): its user's swaps are sent without waiting until one is
+held at the peak price, so that the Token-policy metrics have something to count.
+
 Checks that the counters equal what was done (whichever API process served each
 request), that every metric named by a dashboard panel or an alert rule is one SwapMeter
 exports (a typo fails here), that every panel's expression returns data, that Prometheus
@@ -43,6 +47,8 @@ OBAMA = base64.b64encode(face("obama.jpg")).decode()
 BIDEN = base64.b64encode(face("biden.jpg")).decode()
 FACELESS = base64.b64encode(gradient_png()).decode()
 BALANCE_READS = 12
+DAILY_TOKENS = 100  # the peak tenant's plan: enough for every rushed swap at twice the price
+MAX_RUSHED = 40  # the queue depth is read once a second: keep sending past that
 # SWAPMETER_METRICS_TOKEN of the stack: Prometheus scrapes with it, as an operator's would.
 METRICS_TOKEN = "observability-scrape-token"
 SCRAPE_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -209,6 +215,8 @@ class Done:
     tenant_id: str
     succeeded_job_ids: list[str]
     balance_request_ids: list[str]
+    peak_tenant_id: str
+    jobs_succeeded: int  # every tenant's, the peak tenant's rushed swaps included
 
 
 async def _admin_json(api: httpx.AsyncClient, method: str, path: str, headers, **kw) -> Any:
@@ -283,9 +291,95 @@ async def done(stack: Stack) -> AsyncIterator[Done]:
                 headers={**keys["payer"], "X-Request-ID": request_id, "Connection": "close"},
             )
             assert answer.json() == {"balance": 13, "held": 0, "available": 13, "expiring": []}
+        peak_tid = await _peak_tenant_on_a_plan(api, root, stack.database_url)
         verified = await _admin_json(api, "GET", "/api/v1/admin/ledger/verify", root)
         assert verified["ok"] is True, verified
-    yield Done(started_at, tid, succeeded, request_ids)
+    jobs = await _sql(stack.database_url, "SELECT count(*) FROM jobs WHERE status = 'succeeded'")
+    yield Done(started_at, tid, succeeded, request_ids, peak_tid, jobs)
+
+
+async def _sql(database_url: str, statement: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(statement, *args)
+    finally:
+        await conn.close()
+
+
+async def _poll(check: Any, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def _peak_tenant_on_a_plan(api: httpx.AsyncClient, root: dict, database_url: str) -> str:
+    """A tenant whose user is refilled by a plan, with a peak price book (x2 from one job
+    queued); the user's swaps are sent without waiting (202) until one is held at the peak.
+    Every one of them succeeds before this returns."""
+    tenant = await _admin_json(
+        api,
+        "POST",
+        "/api/v1/admin/tenants",
+        root,
+        json={"name": "Peak", "slug": f"obs-peak-{uuid.uuid4().hex[:8]}"},
+    )
+    tid = tenant["id"]
+    base = f"/api/v1/admin/tenants/{tid}"
+    await _admin_json(
+        api,
+        "PUT",
+        f"{base}/pricing",
+        root,
+        json={"peak": {"queue_depth_at_least": 1, "multiplier": 2}, "reason": "obs"},
+    )
+    plan = {"daily_free_tokens": DAILY_TOKENS, "refill_time": "00:00", "timezone": "UTC"}
+    await _admin_json(api, "PUT", f"{base}/plans/daily", root, json=plan)
+    await _admin_json(
+        api, "POST", f"{base}/users/import", root, json={"users": [{"external_id": "rusher"}]}
+    )
+    await _admin_json(api, "PATCH", f"{base}/users/rusher", root, json={"plan": "daily"})
+    key = await _admin_json(
+        api,
+        "POST",
+        f"{base}/users/rusher/api-keys",
+        root,
+        json={"name": "obs", "rate_limit_per_second": 1000},
+    )
+    rusher = {"Authorization": f"Bearer {key['key']}"}
+
+    async def refilled() -> bool:  # a quote says what is available (balance reads are counted)
+        quoted = await api.post(
+            "/api/v1/quote", json={"source": OBAMA, "target": BIDEN}, headers=rusher
+        )
+        assert quoted.status_code == 200, quoted.text
+        return quoted.json()["available"] == DAILY_TOKENS
+
+    await _poll(refilled, "the plan's refill by the worker", 60)
+    at_peak = "SELECT count(*) FROM holds WHERE tenant_id = $1 AND multiplier > 1"
+    for _ in range(MAX_RUSHED):
+        rushed = await api.post(
+            "/api/v1/swap-face",
+            json={"source": OBAMA, "target": BIDEN},
+            headers={**rusher, "Prefer": "wait=0"},
+        )
+        assert rushed.status_code == 202, rushed.text
+        if await _sql(database_url, at_peak, uuid.UUID(tid)):
+            break
+    else:
+        pytest.fail(f"none of {MAX_RUSHED} swaps sent without waiting was priced at the peak")
+
+    async def all_ended() -> bool:
+        statuses = await _sql(
+            database_url,
+            "SELECT array_agg(DISTINCT status) FROM jobs WHERE tenant_id = $1",
+            uuid.UUID(tid),
+        )
+        assert not set(statuses) - {"queued", "processing", "succeeded"}, statuses
+        return set(statuses) == {"succeeded"}
+
+    await _poll(all_ended, "the rushed swaps", 180)
+    return tid
 
 
 # -- Prometheus ------------------------------------------------------------------------------
@@ -314,12 +408,16 @@ async def scraped_after_the_scenario(stack: Stack, done: Done) -> None:
     them (rates need two samples)."""
     deadline = time.monotonic() + 30
     checks = {
-        'sum(swapmeter_jobs_finished_total{status="succeeded"})': 2,
+        'sum(swapmeter_jobs_finished_total{status="succeeded"})': done.jobs_succeeded,
         'sum(swapmeter_http_requests_total{route="/api/v1/balance"})': BALANCE_READS,
     }
-    while any(value(stack, e) != want for e, want in checks.items()) or (
-        (value(stack, "max(swapmeter_ledger_verify_last_run_timestamp_seconds)") or 0)
-        < done.started_at
+    while (
+        any(value(stack, e) != want for e, want in checks.items())
+        or (
+            (value(stack, "max(swapmeter_ledger_verify_last_run_timestamp_seconds)") or 0)
+            < done.started_at
+        )
+        or not value(stack, 'sum(swapmeter_plan_refills_total{outcome="done"})')
     ):
         assert time.monotonic() < deadline, {e: value(stack, e) for e in checks}
         await asyncio.sleep(0.5)
@@ -332,7 +430,10 @@ async def settled(stack: Stack, done: Done) -> Done:
     return done
 
 
-async def ledger_totals(database_url: str) -> dict[str, Any]:
+async def ledger_totals(database_url: str, tenant_id: str) -> dict[str, Any]:
+    """Tokens moved by kind and jobs by status, of every tenant; ``tenant_id``'s captures
+    and jobs; what was held at a peak multiplier."""
+    tenant = uuid.UUID(tenant_id)
     conn = await asyncpg.connect(database_url)
     try:
         sums = {
@@ -341,38 +442,68 @@ async def ledger_totals(database_url: str) -> dict[str, Any]:
                 "SELECT kind, sum(amount) AS total FROM ledger_entries GROUP BY kind"
             )
         }
+        captured = await conn.fetchval(
+            "SELECT sum(amount) FROM ledger_entries WHERE kind = 'capture' AND tenant_id = $1",
+            tenant,
+        )
         jobs = {
             (row["status"], row["error_code"]): row["n"]
             for row in await conn.fetch(
-                "SELECT status, error_code, count(*) AS n FROM jobs GROUP BY 1, 2"
+                "SELECT status, error_code, count(*) AS n FROM jobs WHERE tenant_id = $1"
+                " GROUP BY 1, 2",
+                tenant,
             )
         }
+        all_jobs = await conn.fetchval("SELECT count(*) FROM jobs")
+        at_peak = await conn.fetchrow(
+            "SELECT count(*) AS holds, coalesce(sum(amount), 0) AS tokens FROM holds"
+            " WHERE multiplier > 1"
+        )
     finally:
         await conn.close()
-    return {"tokens": sums, "jobs": jobs}
+    return {
+        "tokens": sums,
+        "captured": int(captured),
+        "jobs": jobs,
+        "all_jobs": all_jobs,
+        "at_peak": dict(at_peak),
+    }
 
 
 async def test_counters_equal_what_was_done(stack: Stack, settled: Done) -> None:
-    truth = await ledger_totals(stack.database_url)
-    assert truth["tokens"]["capture"] == 2 and truth["tokens"]["recharge"] == 15
-    for kind in ("capture", "recharge", "hold", "release"):
+    truth = await ledger_totals(stack.database_url, settled.tenant_id)
+    assert truth["captured"] == 2 and truth["tokens"]["recharge"] == 15
+    for kind in ("capture", "recharge", "hold", "release", "grant"):
         counted = value(stack, f'sum(swapmeter_tokens_moved_total{{kind="{kind}"}})')
         assert counted == truth["tokens"][kind], kind
     by_tenant = value(
         stack, f'sum(swapmeter_tokens_moved_total{{kind="capture",tenant="{settled.tenant_id}"}})'
     )
-    assert by_tenant == truth["tokens"]["capture"]
+    assert by_tenant == truth["captured"]
     assert truth["jobs"] == {("succeeded", None): 2, ("failed", "NoFaceDetected"): 1}
-    assert value(stack, 'sum(swapmeter_jobs_finished_total{status="succeeded"})') == 2
+    succeeded = value(stack, 'sum(swapmeter_jobs_finished_total{status="succeeded"})')
+    assert succeeded == settled.jobs_succeeded == truth["all_jobs"] - 1
     failed = 'sum(swapmeter_jobs_finished_total{status="failed",code="NoFaceDetected"})'
     assert value(stack, failed) == 1
     assert value(stack, 'sum(swapmeter_bulk_recharge_batches_total{status="applied"})') == 2
     refused = 'sum(swapmeter_bulk_recharge_failed_entries_total{code="UserNotFound"})'
     assert value(stack, refused) == 1
     assert value(stack, 'sum(swapmeter_http_errors_total{code="InsufficientBalance"})') == 1
-    assert value(stack, 'sum(swapmeter_job_run_seconds_count{kind="image"})') == 3
+    assert value(stack, 'sum(swapmeter_job_run_seconds_count{kind="image"})') == truth["all_jobs"]
     assert value(stack, "max(swapmeter_workers_live)") == 1
     assert value(stack, "max(swapmeter_holds_open_stale)") == 0
+
+    # The Token policies: the plan's refill, the holds at the peak price.
+    assert truth["tokens"]["grant"] == DAILY_TOKENS
+    assert value(stack, "sum(swapmeter_plan_refill_tokens_total)") == DAILY_TOKENS
+    assert value(stack, "sum(swapmeter_plan_refill_users_total)") == 1
+    assert value(stack, 'sum(swapmeter_plan_refills_total{outcome="failed"})') == 0
+    peak = f'{{tenant="{settled.peak_tenant_id}"}}'
+    assert truth["at_peak"]["holds"] >= 1
+    assert value(stack, f"sum(swapmeter_holds_at_peak_total{peak})") == truth["at_peak"]["holds"]
+    held = value(stack, f"sum(swapmeter_tokens_held_at_peak_total{peak})")
+    assert held == truth["at_peak"]["tokens"]
+    assert value(stack, f"max(swapmeter_price_multiplier{peak})") in (1, 2)
 
 
 async def test_every_api_process_serves_the_sum_of_all(stack: Stack, settled: Done) -> None:
@@ -480,4 +611,5 @@ async def test_json_logs_name_the_request_the_tenant_and_the_job(
     worker_lines = json_lines(stack.worker_log)
     ended = {e["job_id"]: e for e in worker_lines if "succeeded" in e["message"] and "job_id" in e}
     assert set(settled.succeeded_job_ids) <= set(ended)
-    assert all(e["tenant_id"] == settled.tenant_id for e in ended.values())
+    assert all(ended[job]["tenant_id"] == settled.tenant_id for job in settled.succeeded_job_ids)
+    assert {e["tenant_id"] for e in ended.values()} == {settled.tenant_id, settled.peak_tenant_id}

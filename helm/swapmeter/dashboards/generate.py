@@ -601,10 +601,188 @@ def workers_dashboard() -> dict:
     )
 
 
+def policies_dashboard() -> dict:
+    refills = "swapmeter_plan_refills_total"
+    breaches = "swapmeter_anomaly_breaches_total"
+    at_peak = "swapmeter_tokens_held_at_peak_total"
+    # The daily refill runs once a day per plan: its panels count over the past hour, so
+    # that a refill shows for an hour rather than for one rate interval.
+    hour = "1h"
+    return dashboard(
+        "swapmeter-policies",
+        "SwapMeter / Token policies",
+        "Plans' daily refill, the anomaly rules' breaches and checks, and load pricing: "
+        "the peak multiplier in force, Tokens held at peak and the queue depth priced with.",
+        [
+            row("Daily refill"),
+            panel(
+                "Plan refills by outcome",
+                "Plan refills over the past hour: done (a plan's day paid to every user "
+                "due; once a day per plan, and when a plan is written) and failed (retried "
+                "by the next housekeeping round).",
+                [(f"sum by (outcome) (increase({refills}[{hour}]))", "{{outcome}}")],
+                width=8,
+            ),
+            panel(
+                "Users refilled",
+                "Users whose daily grant a plan refill topped up, over the past hour.",
+                [(f"sum(increase(swapmeter_plan_refill_users_total[{hour}]))", "users")],
+                width=8,
+            ),
+            panel(
+                "Tokens granted by refills",
+                "Tokens granted by plan refills (daily grants), over the past hour; what "
+                "was left of the previous day's grant expires at the refill (billing "
+                "dashboard, Grant Tokens expired).",
+                [(f"sum(increase(swapmeter_plan_refill_tokens_total[{hour}]))", "Tokens")],
+                width=8,
+            ),
+            panel(
+                "Refill time",
+                "How long a plan's refill took, all its chunks: median, 95th percentile and "
+                "mean over the past hour.",
+                [
+                    *(
+                        (
+                            f"histogram_quantile({q}, sum by (le) "
+                            f"(increase(swapmeter_plan_refill_duration_seconds_bucket[{hour}])))",
+                            f"p{int(q * 100)}",
+                        )
+                        for q in (0.5, 0.95)
+                    ),
+                    (
+                        f"sum(increase(swapmeter_plan_refill_duration_seconds_sum[{hour}])) "
+                        f"/ sum(increase(swapmeter_plan_refill_duration_seconds_count[{hour}]))",
+                        "mean",
+                    ),
+                ],
+                unit="s",
+            ),
+            panel(
+                "Refills in the range",
+                "Plan refills done and failed over the dashboard's time range.",
+                [(f"sum by (outcome) (increase({refills}[$__range]))", "{{outcome}}")],
+                kind="stat",
+                width=6,
+            ),
+            panel(
+                "Tokens granted in the range",
+                "Tokens granted by plan refills over the dashboard's time range.",
+                [("sum(increase(swapmeter_plan_refill_tokens_total[$__range]))", "granted")],
+                kind="stat",
+                width=6,
+            ),
+            row("Anomaly rules"),
+            panel(
+                "Breaches by rule and action",
+                "Breaches of tenants' anomaly rules recorded as flags, per hour, by rule and "
+                "action (freeze: the user was frozen and the swap refused; flag: review only).",
+                [
+                    (
+                        f"sum by (rule, action) (rate({breaches}[{RATE}])) * 3600",
+                        "{{rule}} {{action}}",
+                    )
+                ],
+                stack=True,
+            ),
+            panel(
+                "Breaches in the range",
+                "Breaches over the dashboard's time range, by action.",
+                [(f"sum by (action) (increase({breaches}[$__range]))", "{{action}}")],
+                kind="stat",
+                width=6,
+            ),
+            panel(
+                "Flags resolved",
+                "Anomaly flags closed by a review, per hour, by resolution (unfreeze, "
+                "keep_frozen).",
+                [
+                    (
+                        "sum by (resolution) (rate(swapmeter_anomaly_flags_resolved_total"
+                        f"[{RATE}])) * 3600",
+                        "{{resolution}}",
+                    )
+                ],
+                width=6,
+            ),
+            panel(
+                "Unchecked by the anomaly rules",
+                "Swaps per second let through without an anomaly check because Redis did "
+                "not answer (fail open): the rules are not enforced.",
+                [
+                    (
+                        f"sum(rate(swapmeter_anomaly_check_errors_total[{RATE}]))",
+                        "unchecked",
+                    )
+                ],
+                unit="reqps",
+            ),
+            panel(
+                "Breach webhooks",
+                "Breach webhooks sent to tenants per second, by outcome.",
+                [
+                    (
+                        f"sum by (outcome) (rate(swapmeter_anomaly_webhooks_total[{RATE}]))",
+                        "{{outcome}}",
+                    )
+                ],
+                unit="ops",
+            ),
+            row("Load pricing"),
+            panel(
+                "Peak multiplier by tenant",
+                "The peak multiplier in force when each tenant last priced a swap or a "
+                "quote (1: under its threshold); only tenants whose price book has a peak. "
+                "The highest over the API processes.",
+                [("max by (tenant) (swapmeter_price_multiplier)", "{{tenant}}")],
+            ),
+            panel(
+                "Queue depth priced with",
+                "The queue depth (jobs queued, cluster-wide) the API processes last priced a "
+                "peak-priced swap or quote with, counted at most once a second.",
+                [("max(swapmeter_pricing_queue_depth)", "queue depth")],
+            ),
+            panel(
+                "Tokens held at peak by tenant (top 10)",
+                "Tokens per hour held by swaps priced at a peak multiplier above 1 (the "
+                "whole hold, base price included), for the ten tenants holding most.",
+                [(f"topk(10, sum by (tenant) (rate({at_peak}[{RATE}]))) * 3600", "{{tenant}}")],
+            ),
+            panel(
+                "Share of held Tokens at peak",
+                "Tokens held at a peak multiplier above 1, as a share of all Tokens held.",
+                [
+                    (
+                        f"sum(rate({at_peak}[{RATE}])) "
+                        f'/ sum(rate(swapmeter_tokens_moved_total{{kind="hold"}}[{RATE}]))',
+                        "at peak",
+                    )
+                ],
+                unit="percentunit",
+                width=8,
+            ),
+            panel(
+                "Holds at peak",
+                "Holds made at a peak multiplier above 1, per hour.",
+                [(f"sum(rate(swapmeter_holds_at_peak_total[{RATE}])) * 3600", "holds")],
+                width=8,
+            ),
+            panel(
+                "Tokens held at peak in the range",
+                "Tokens held at a peak multiplier over the dashboard's time range.",
+                [(f"sum(increase({at_peak}[$__range]))", "at peak")],
+                kind="stat",
+                width=8,
+            ),
+        ],
+    )
+
+
 DASHBOARDS = {
     "swapmeter-api.json": api_dashboard,
     "swapmeter-billing.json": billing_dashboard,
     "swapmeter-workers.json": workers_dashboard,
+    "swapmeter-policies.json": policies_dashboard,
 }
 
 
