@@ -3,7 +3,8 @@
 Every figure comes from a bounded read (docs/dashboard.md, "Overview"): Tokens and jobs
 by day from the usage rollups (``billing.usage``), Tokens held now from the open holds,
 active users from ``usage_last_active``, the queue from the open jobs' index, run times
-and jobs per hour from one indexed range of the tenant's recent jobs (``app.jobs.stats``).
+and jobs per hour from one indexed range of the tenant's recent jobs (``app.jobs.stats``),
+open anomaly flags from their partial index, counted up to ``FLAGS_COUNTED``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from app.auth.dependencies import AdminPrincipal, ensure_tenant_access
 from app.core.errors import NotFound
 from app.core.settings import Settings
 from app.jobs import queue, stats
+from app.jobs.anomaly import service as anomaly
 from app.tenancy import service as tenancy
 from app.tenancy.repository import TenantRow
 from billing import figures, usage
@@ -35,6 +37,7 @@ TOKEN_LABELS = {
 }
 JOB_STATUSES = ("succeeded", "failed", "canceled")
 HOURS_SHOWN = 24
+FLAGS_COUNTED = 1000  # open flags shown up to this; more shows as "1,000+"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Overview:
     days: list[DayTokens]
     hours: list[stats.HourCount]
     hours_since: datetime
+    open_flags: int = 0  # up to FLAGS_COUNTED + 1 (more than FLAGS_COUNTED)
     kinds: list[str] = field(default_factory=list)
 
     @property
@@ -131,6 +135,7 @@ async def tenant_overview(
         days=days,
         hours=await stats.jobs_per_hour(session, tenant_id, hours_since),
         hours_since=hours_since,
+        open_flags=await anomaly.open_flag_count(session, tenant_id, cap=FLAGS_COUNTED + 1),
         kinds=sorted({kind for kind, _ in jobs} | {"image", "video"}),
     )
 

@@ -7,7 +7,9 @@ uvicorn on a real socket, creates a tenant through the API and seeds it in SQL w
 ``--users`` users and ``--entries`` ledger entries (``bench/_seed.py``, as
 ``bench/reports.py``), folds the usage rollups, then gives one user 20,000 entries of its
 own (a deep ledger) and sends two bulk recharges through the API (one applied, one over
-the approval threshold, waiting).
+the approval threshold, waiting). It seeds ``--jobs`` jobs over the last 30 days (mixed
+kinds and statuses, and 20,000 more of the heavy user), 5,000 anomaly flags (200 open)
+and 50,000 audit records, in SQL too.
 
 It signs in to the dashboard as the bootstrap admin (a platform admin: the pages with the
 tenant chooser's list too) and times each page of ``PAGES``: one warm-up, then ``--runs``
@@ -15,7 +17,8 @@ GETs one after the other, each from request to the last byte over localhost. It 
 p50 and p95 per page, the CPU count and the load average, and drops the database.
 
 A page builder adds a page with one line in ``PAGES``: a name and its path, where
-``{tenant}``, ``{user}``, ``{cursor}``, ``{batch}`` and ``{pending_batch}`` are
+``{tenant}``, ``{user}``, ``{cursor}``, ``{batch}``, ``{pending_batch}``, ``{job}``,
+``{first}`` and ``{last}`` are
 filled from the set-up (``Context``; add a field there for a new kind of object).
 """
 
@@ -29,6 +32,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -44,6 +48,9 @@ import _seed as seed  # noqa: E402
 TARGET_MS = 150.0
 HEAVY_USER = "user-000042"
 HEAVY_ENTRIES = 20_000
+HEAVY_JOBS = 20_000
+FLAGS, OPEN_EVERY = 5_000, 25  # 200 open
+AUDIT_RECORDS = 50_000
 BATCH_USERS = 1_000
 
 # (name, path): every dashboard page, timed in this order.
@@ -60,6 +67,19 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("batch report (1,000 rows)", "/dashboard/bulk-recharge/batches/{batch}?tenant={tenant}"),
     ("approval queue", "/dashboard/bulk-recharge/approvals?tenant={tenant}"),
     ("pending batch", "/dashboard/bulk-recharge/batches/{pending_batch}?tenant={tenant}"),
+    ("tenants, first page", "/dashboard/tenants"),
+    ("tenant page", "/dashboard/tenants/{tenant}"),
+    ("jobs, first page", "/dashboard/jobs?tenant={tenant}"),
+    ("jobs, status=failed", "/dashboard/jobs?tenant={tenant}&status=failed"),
+    ("jobs, status=failed, kind=video", "/dashboard/jobs?tenant={tenant}&status=failed&kind=video"),
+    ("jobs of the heavy user", "/dashboard/jobs?tenant={tenant}&user={user}"),
+    ("jobs, one day 10 days ago", "/dashboard/jobs?tenant={tenant}&from={day}&to={day}"),
+    ("job page", "/dashboard/jobs/{job}?tenant={tenant}"),
+    ("audit log", "/dashboard/audit?tenant={tenant}"),
+    ("audit log, action=user.*", "/dashboard/audit?tenant={tenant}&action=user.*"),
+    ("reports, 30 days", "/dashboard/audit/reports?tenant={tenant}&from={first}&to={last}"),
+    ("flags, open", "/dashboard/flags?tenant={tenant}&status=open"),
+    ("flags, all", "/dashboard/flags?tenant={tenant}"),
 )  # fmt: skip
 
 
@@ -72,6 +92,10 @@ class Context:
     cursor: str  # a ledger page's cursor, half-way down the user's history
     batch: str
     pending_batch: str
+    job: str  # one of the heavy user's jobs
+    first: str  # the reports' period: the last 30 UTC days
+    last: str
+    day: str  # a UTC day 10 days ago
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -139,8 +163,24 @@ async def _timed(client: httpx.AsyncClient, path: str, runs: int) -> list[float]
     return times
 
 
+async def _a_job(database_url: str, tenant_id: str, external_id: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return str(
+            await conn.fetchval(
+                "SELECT j.id FROM jobs j JOIN users u ON u.id = j.user_id "
+                "WHERE u.tenant_id = $1::uuid AND u.external_id = $2 "
+                "ORDER BY j.created_at DESC LIMIT 1",
+                tenant_id,
+                external_id,
+            )
+        )
+    finally:
+        await conn.close()
+
+
 async def _set_up(
-    database_url: str, client: httpx.AsyncClient, users: int, entries: int
+    database_url: str, client: httpx.AsyncClient, users: int, entries: int, jobs: int
 ) -> Context:
     auth = await harness.admin_headers(client)
     tenant_id = await harness.create_tenant(client, auth, "Dashboard bench")
@@ -151,10 +191,25 @@ async def _set_up(
     await seed.heavy_user(database_url, tenant_id, HEAVY_USER, HEAVY_ENTRIES)
     batch, pending = await _batches(client, auth, tenant_id)
     cursor = await _deep_cursor(database_url, tenant_id, HEAVY_USER)
-    return Context(tenant_id, quote(HEAVY_USER, safe=""), cursor, batch, pending)
+    took = await seed.jobs(database_url, tenant_id, users, jobs, HEAVY_USER, HEAVY_JOBS)
+    print(f"set-up: {jobs + HEAVY_JOBS:,} jobs in {took:.1f} s (SQL)")
+    await seed.flags(database_url, tenant_id, users, min(FLAGS, users), OPEN_EVERY)
+    await seed.audit_records(database_url, tenant_id, AUDIT_RECORDS)
+    today = datetime.now(UTC).date()
+    return Context(
+        tenant_id,
+        quote(HEAVY_USER, safe=""),
+        cursor,
+        batch,
+        pending,
+        job=await _a_job(database_url, tenant_id, HEAVY_USER),
+        first=(today - timedelta(days=29)).isoformat(),
+        last=today.isoformat(),
+        day=(today - timedelta(days=10)).isoformat(),
+    )
 
 
-async def main(users: int, entries: int, runs: int) -> None:
+async def main(users: int, entries: int, jobs: int, runs: int) -> None:
     port = harness.free_port()
     results: list[tuple[str, list[float]]] = []
     async with harness.scratch_database("swapmeter_bench_dashboard") as database_url:
@@ -165,7 +220,7 @@ async def main(users: int, entries: int, runs: int) -> None:
                 base_url=f"http://127.0.0.1:{port}", timeout=600
             ) as client:
                 await harness.wait_ready(client, server)
-                context = await _set_up(database_url, client, users, entries)
+                context = await _set_up(database_url, client, users, entries, jobs)
                 await _sign_in(client)
                 for name, path in PAGES:
                     results.append(
@@ -187,6 +242,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--jobs", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    asyncio.run(main(args.users, args.entries, args.runs))
+    asyncio.run(main(args.users, args.entries, args.jobs, args.runs))

@@ -37,6 +37,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("Users", f"{PREFIX}/users"),
     ("Bulk recharge", f"{PREFIX}/bulk-recharge"),
     ("Jobs", f"{PREFIX}/jobs"),
+    ("Flags", f"{PREFIX}/flags"),
     ("Audit", f"{PREFIX}/audit"),
 )
 

@@ -4,7 +4,15 @@ is downloaded).
 
 One server and one browser for the whole run; each test gets a fresh browser context
 (its own cookies) through ``ui``, whose every visit saves a screenshot under
-``.artifacts/screenshots/<test>/`` (git-ignored).
+``.artifacts/screenshots/<test>/`` (git-ignored): the page as tall as it is, up to
+``SHOT_MAX_HEIGHT`` pixels (a taller page's top part).
+
+``ui.sign_in(account)`` goes through the sign-in form the first time an account signs in
+during the run; later it puts that sign-in's session cookie (its storage state) in the
+new context and opens /dashboard, as a returning operator would: the password check
+(argon2) and the sign-in form's pages are not repeated in every test. A session that
+ended meanwhile (signed out, the admin disabled) is seen on that first page, and the
+form is used again. Tests of the sign-in itself use the form directly.
 
 A browser test reads like this::
 
@@ -47,6 +55,10 @@ CHROMIUM = Path(os.environ.get("SWAPMETER_CHROMIUM", "/usr/bin/chromium"))
 HAVE_CHROMIUM = CHROMIUM.exists()
 SCREENSHOTS = REPO / ".artifacts" / "screenshots"
 HERE = Path(__file__).resolve().parent
+SHOT_MAX_HEIGHT = 3000  # pixels of a page a screenshot keeps (a few screens)
+
+# The cookies of each account's first sign-in in this run, by email (see Ui.sign_in).
+_SIGNED_IN: dict[str, list] = {}
 
 
 # -- an example page, for testing the helpers every page uses -------------------------------
@@ -151,7 +163,8 @@ class Ui:
     def __init__(self, context: BrowserContext, page: Page, base_url: str, folder: Path):
         self.context, self.page, self.base_url, self.folder = context, page, base_url, folder
         self.shots = 0
-        self.full_page = True  # False for pages taller than a few screens (/redoc)
+        self.full_page = True  # False: the viewport only (pages dozens of screens tall)
+        self.account: Account | None = None  # who signed in last
 
     async def goto(self, path: str) -> int:
         """Open ``path``; the status of the page finally shown (after redirects)."""
@@ -178,17 +191,41 @@ class Ui:
         path = self.page.url.removeprefix(self.base_url).split("?")[0] or "/"
         name = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
         shot = self.folder / f"{self.shots:02d}-{name}.png"
-        await self.page.screenshot(path=shot, full_page=self.full_page, timeout=30_000)
+        clip = None
+        if self.full_page:
+            height = await self.page.evaluate("document.documentElement.scrollHeight")
+            if height > SHOT_MAX_HEIGHT:
+                width = self.page.viewport_size["width"] if self.page.viewport_size else 1200
+                clip = {"x": 0, "y": 0, "width": width, "height": SHOT_MAX_HEIGHT}
+        await self.page.screenshot(
+            path=shot, full_page=self.full_page, clip=clip, timeout=30_000, animations="disabled"
+        )
 
     async def sign_in(self, account: Account, expect_status: int = 200) -> int:
+        """Sign in (the form, or this account's earlier session: see the module's doc);
+        the page is then the one sign-in lands on."""
+        self.account = account
+        cookies = _SIGNED_IN.get(account.email) if expect_status == 200 else None
+        if cookies:
+            await self.context.add_cookies(cookies)
+            status = await self.goto("/dashboard")
+            if status == 200 and "/dashboard/login" not in self.page.url:
+                return status
+            _SIGNED_IN.pop(account.email, None)  # that session ended: the form again
         await self.goto("/dashboard/login")
         await self.page.get_by_label("Email").fill(account.email)
         await self.page.get_by_label("Password").fill(account.password)
         status = await self.submit("form[action='/dashboard/login']")
         assert status == expect_status, await self.page.content()
+        if status == 200:
+            _SIGNED_IN[account.email] = [
+                c for c in await self.context.cookies() if c["name"] == "swapmeter_dashboard"
+            ]
         return status
 
     async def sign_out(self) -> None:
+        if self.account is not None:
+            _SIGNED_IN.pop(self.account.email, None)  # the server ends that session
         async with self.page.expect_navigation():
             await self.page.get_by_role("button", name="Sign out").click()
         await self.snap()

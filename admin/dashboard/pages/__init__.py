@@ -6,10 +6,12 @@ from fastapi import APIRouter
 
 from admin.dashboard.pages import (
     audit,
+    flags,
     jobs,
     overview,
     plans,
     recharge,
+    rules,
     signin,
     tenants,
     user_actions,
@@ -21,8 +23,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     overview.router,
     tenants.router,
     plans.router,
+    rules.router,
     jobs.router,
     audit.router,
+    flags.router,
     users.router,
     user_actions.router,
     recharge.router,

@@ -44,7 +44,7 @@ async def _tenants(session: Any, operator: Any) -> list[Any]:
     )
 
 
-def _cursor(value: str) -> int | None:
+def row_cursor(value: str) -> int | None:
     if not value:
         return None
     if not value.isdigit() or len(value) > 19 or int(value) > MAX_ROW_ID:
@@ -75,7 +75,7 @@ async def audit_page(
             actor=text_field(sent["actor"], "actor", max_length=320) or None,
             since=utc_time(sent["from"], "from"),
             until=utc_time(sent["to"], "to", end_of_day=True),
-            before_id=_cursor(cursor),
+            before_id=row_cursor(cursor),
             limit=PAGE,
         )
     except AppError as exc:

@@ -48,6 +48,7 @@ async def overview(
             "jobs_chart": charts.jobs_per_hour(hours),
             "day_series": charts.DAY_SERIES,
             "hour_statuses": charts.HOUR_STATUSES,
+            "flags_counted": overview_service.FLAGS_COUNTED,
         }
     return render(
         request,

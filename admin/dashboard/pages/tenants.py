@@ -1,5 +1,6 @@
 """Tenants: /dashboard/tenants (list, create, suspend or reinstate) and a tenant's page
-(its price book with history and editor, approval threshold, admins).
+(its price book with history and editor, approval threshold, plans, anomaly rules,
+admins).
 
 Platform admins see and create every tenant; tenant admins and auditors see their own.
 Writes call the Admin API's services (``admin.service``, ``billing.price_changes``).
@@ -7,6 +8,7 @@ Writes call the Admin API's services (``admin.service``, ``billing.price_changes
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -26,7 +28,8 @@ from admin.dashboard.security import (
 )
 from admin.dashboard.web import FLASHES, PREFIX, page_router, render, see_other
 from app.core.deps import DBSession
-from app.core.errors import AppError, Forbidden, NotFound
+from app.core.errors import AppError, Forbidden, NotFound, ValidationError
+from app.jobs.anomaly import service as anomaly
 from app.tenancy.plan_schedule import ZONES as ALL_ZONES
 from billing import price_changes, pricing
 
@@ -188,12 +191,26 @@ async def _tenant_page(
         roles=_roles_for(operator),
         plans=plans,
         zones=ZONES,
+        rules=await anomaly.get_rules(request.app.state.db, operator.admin, tenant_id),
+        rule_fields=RULE_FIELDS,
+        rule_actions=RULE_ACTIONS,
         errors=errors or {},
         values=values,
     )
 
 
 ZONES = sorted(ALL_ZONES)
+
+# The anomaly rules' editor (``pages/rules.py`` writes it): its fields, and the actions.
+RULE_FIELDS = {
+    "max_requests_per_minute": "Swaps per user per minute",
+    "max_same_source_per_hour": "Swaps with the same source face per user per hour",
+    "max_tokens_per_day": "Tokens per user per UTC day",
+}
+RULE_ACTIONS = {
+    "freeze": "Freeze user, refuse swap",
+    "flag": "Let it through, flag it",
+}
 
 PRICE_LABELS = {
     "image": "Image (Tokens)",
@@ -266,10 +283,13 @@ async def set_prices(
     video_second: Annotated[str, Form(max_length=100)] = "",
     enhance_surcharge: Annotated[str, Form(max_length=100)] = "",
     enhance_video_second_surcharge: Annotated[str, Form(max_length=100)] = "",
+    peak_queue_depth_at_least: Annotated[str, Form(max_length=100)] = "",
+    peak_multiplier: Annotated[str, Form(max_length=100)] = "",
     reason: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    """A new version of the price book (a field left blank keeps its price); the same
-    prices again write nothing, so a double submit writes one version."""
+    """A new version of the price book (a price left blank keeps its price; the peak is
+    as the form shows it: both fields blank, no peak); the same prices and peak again
+    write nothing, so a double submit writes one version."""
     require_write(operator, tenant_id)
     sent = {
         "image": image,
@@ -284,19 +304,42 @@ async def set_prices(
                 number = optional_int(value, name, low=-(2**62), high=2**62)
                 if number is not None:
                     changes[name] = number
+            peak = _peak(peak_queue_depth_at_least, peak_multiplier)
             before, book = await price_changes.change_prices(
                 session,
                 request,
                 operator.admin,
                 tenant_id,
-                pricing.check_changes(changes),
+                {**pricing.check_changes(changes), "peak": peak},
                 reason=text_field(reason, "reason", max_length=1000) or None,
             )
     except AppError as exc:
-        values = {**sent, "reason": reason}
+        values = {
+            **sent,
+            "peak_queue_depth_at_least": peak_queue_depth_at_least,
+            "peak_multiplier": peak_multiplier,
+            "reason": reason,
+        }
         return await form_failed(request, operator, session, tenant_id, exc, "prices", values)
     flash = "prices-unchanged" if book.version == before.version else "prices-saved"
     return see_other(tenant_url(tenant_id) + "#prices", flash)
+
+
+_MULTIPLIER = re.compile(r"\d{1,3}(\.\d{1,6})?")
+
+
+def _peak(depth: str, multiplier: str) -> pricing.Peak | None:
+    """The form's peak, checked as the API checks one (``pricing.check_peak``): both
+    fields blank is no peak; one of them blank, 422 ValidationError."""
+    depth, multiplier = depth.strip(), multiplier.strip()
+    if not depth and not multiplier:
+        return None
+    if not depth or not multiplier:
+        raise ValidationError("peak: give both the queue depth and the multiplier, or neither")
+    if _MULTIPLIER.fullmatch(multiplier) is None:
+        raise ValidationError("peak.multiplier must be a number such as 1.5")
+    number = optional_int(depth, "peak.queue_depth_at_least", low=-(2**62), high=2**62)
+    return pricing.check_peak({"queue_depth_at_least": number, "multiplier": float(multiplier)})
 
 
 # -- admins of the tenant ------------------------------------------------------------------

@@ -197,6 +197,22 @@ async def list_flags(
     return [FlagRow(*r) for r in rows]
 
 
+async def count_open(session: AsyncSession, tenant_id: uuid.UUID, *, cap: int) -> int:
+    """The tenant's open flags, counted up to ``cap`` (a short range of the partial index
+    ``ix_anomaly_flags_tenant_id_open``, revision 0020): ``cap`` means "at least"."""
+    return int(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM anomaly_flags "
+                    "WHERE tenant_id = :t AND status = 'open' LIMIT :cap) f"
+                ),
+                {"t": tenant_id, "cap": cap},
+            )
+        ).scalar_one()
+    )
+
+
 async def lock_flag(session: AsyncSession, tenant_id: uuid.UUID, flag_id: int) -> FlagRow | None:
     """The flag, locked until the transaction ends (two reviews of one flag queue)."""
     row = (

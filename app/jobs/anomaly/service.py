@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import AdminPrincipal, ensure_tenant_access
 from app.core import audit
@@ -114,6 +115,12 @@ async def list_flags(
             before_id=before_id,
             limit=limit,
         )
+
+
+async def open_flag_count(session: AsyncSession, tenant_id: uuid.UUID, *, cap: int) -> int:
+    """How many of the tenant's flags wait for a review, up to ``cap`` (the caller has
+    checked the admin's reach to the tenant)."""
+    return await repo.count_open(session, tenant_id, cap=cap)
 
 
 async def resolve_flag(
