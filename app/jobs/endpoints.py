@@ -90,7 +90,7 @@ _FAILURE_STATUS = {
 # What a swap answers before anything is held: its body (read_body, parse_swap_request:
 # BadRequest is a multipart body that cannot be read), its URL inputs and webhook URL
 # (app.core.fetch) and its media (media.prepare_inputs); then the hold (intake.submit).
-_SWAP_INPUT_ERRORS = (
+SWAP_INPUT_ERRORS = (
     MalformedJSON,
     BadRequest,
     InvalidBase64,
@@ -129,7 +129,7 @@ _JOB_FAILURE_ERRORS = (
     Canceled,
 )
 
-_SWAP_BODY = {
+SWAP_BODY = {
     "requestBody": {
         "required": True,
         "content": {
@@ -161,7 +161,7 @@ _SWAP_BODY = {
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def _rate_limit(
+async def rate_limit(
     request: Request, user: ApiPrincipal, settings: Settings, kind: str = "swap"
 ) -> dict[str, str]:
     """429 RateLimited past the caller's rate; else the RateLimit headers to send back.
@@ -289,14 +289,14 @@ async def _answer(
 
 @router.post(
     "/swap-face",
-    openapi_extra=_SWAP_BODY,
+    openapi_extra=SWAP_BODY,
     responses={
         200: {"model": schemas.SwapSucceeded, "description": "Image (or waited-for video) done"},
         202: {"model": schemas.SwapAccepted, "description": "Queued: poll urls.get"},
         # NotFound: a replayed key whose job is no longer stored; ResultExpired: a final
         # answer (a replay's, say) whose result is no longer stored.
         **error_responses(
-            *_SWAP_INPUT_ERRORS,
+            *SWAP_INPUT_ERRORS,
             InsufficientBalance,
             AccountFrozen,
             RateLimited,
@@ -322,7 +322,7 @@ async def swap_face(
     """
     # No request-wide transaction here: this request may wait a minute for its job, and
     # holds a pooled connection only while it reads or writes.
-    headers = await _rate_limit(request, user, settings)
+    headers = await rate_limit(request, user, settings)
     body = await inputs.read_body(request, settings.jobs_max_body_bytes)
     spec = await inputs.parse_swap_request(request, body, settings.jobs_max_body_bytes)
     wait_pref = inputs.prefer_wait(prefer, settings)
@@ -343,7 +343,7 @@ async def swap_face(
         if replay is not None:
             return await _replay(request, replay, spec, wait_for, headers)
 
-    prepared = await _checked_media(spec, settings)
+    prepared = await checked_media(spec, settings)
     job_id = uuid.uuid4()
     # Watched before it exists: however soon the job ends, the answer hears it without
     # reading the row back.
@@ -377,7 +377,7 @@ async def swap_face(
     return response
 
 
-async def _checked_media(spec: inputs.SwapSpec, settings: Settings) -> media.PreparedInputs:
+async def checked_media(spec: inputs.SwapSpec, settings: Settings) -> media.PreparedInputs:
     """The request's webhook URL vetted, its media fetched or decoded, then checked and
     measured (``media.prepare_inputs``): all before anything is held."""
     await inputs.check_webhook_url(spec.options["webhook_url"], settings)

@@ -31,7 +31,7 @@ from app.core.errors import (
 from app.jobs import inputs, intake, schemas
 
 # The swap route's body, input errors and helpers: a quote reads what a swap reads.
-from app.jobs.endpoints import _SWAP_BODY, _SWAP_INPUT_ERRORS, _checked_media, _rate_limit
+from app.jobs.endpoints import SWAP_BODY, SWAP_INPUT_ERRORS, checked_media, rate_limit
 from billing import pricing
 from billing import service as billing
 
@@ -40,10 +40,10 @@ router = DocumentedRouter(prefix="/api/v1", tags=["swap"], responses=API_KEY_AUT
 
 @router.post(
     "/quote",
-    openapi_extra=_SWAP_BODY,
+    openapi_extra=SWAP_BODY,
     response_model=schemas.QuoteOut,
     # AccountFrozen: the swap would be refused; NotFound: a user without a Token account.
-    responses=error_responses(*_SWAP_INPUT_ERRORS, AccountFrozen, NotFound, RateLimited),
+    responses=error_responses(*SWAP_INPUT_ERRORS, AccountFrozen, NotFound, RateLimited),
 )
 async def quote(request: Request, user: CurrentApiUser, settings: SettingsDep) -> Response:
     """What POST /swap-face with this body would hold now, and your available Tokens.
@@ -54,10 +54,10 @@ async def quote(request: Request, user: CurrentApiUser, settings: SettingsDep) -
     sent within about a second is priced the same, unless the prices change meanwhile.
     A quote above ``available`` is still answered (200): the swap would be 402.
     """
-    headers = await _rate_limit(request, user, settings, kind="quote")
+    headers = await rate_limit(request, user, settings, kind="quote")
     body = await inputs.read_body(request, settings.jobs_max_body_bytes)
     spec = await inputs.parse_swap_request(request, body, settings.jobs_max_body_bytes)
-    prepared = await _checked_media(spec, settings)
+    prepared = await checked_media(spec, settings)
     prepared.discard()  # the numbers are all a quote needs
     async with request.app.state.db.session() as session:
         # Read afresh (and cached for the swaps that follow): a quote is never older
